@@ -1,0 +1,12 @@
+"""Gardener: data-free importance of transformer blocks from their weights, and pruning.
+
+    import gardener
+    result = gardener.score("path/to/checkpoint", criteria="all", dtype="stored")
+    result.removal_order("entropy")   # block numbers, least important first
+"""
+from .checkpoint import Checkpoint, open_checkpoint
+from .errors import GardenerError
+from .scoring import BlockInfo, ScoreResult, score
+
+__version__ = "0.1.0"
+__all__ = ["BlockInfo", "Checkpoint", "GardenerError", "ScoreResult", "open_checkpoint", "score"]

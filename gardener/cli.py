@@ -1,0 +1,128 @@
+"""The `gardener` command: thin commands that parse, call one library function, and print."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from . import criteria as registry
+from .errors import GardenerError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find and remove the unimportant blocks of a pretrained transformer, without data.")
+# Piped output is not squeezed into 80 columns: tables are meant to be read whole.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+# typer >= 0.25 vendors its own click; take the exception bases from typer itself.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+CRITERIA_HELP = "Comma list or 'all'. Known: " + ", ".join(registry.names())
+
+
+def _progress(label: str):
+    """A Rich progress bar on stderr; returns (context manager, callback(done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True, disable=not err.is_terminal)
+    task = bar.add_task(label, total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="HF model directory, .safetensors, or .pth/.pt/.bin state dict."),
+    criteria: str = typer.Option("all", "--criteria", help=CRITERIA_HELP),
+    criterion: str = typer.Option("entropy", "--criterion", help="Primary criterion: its ranks and removal order."),
+    dtype: str = typer.Option("stored", "--dtype", help="Precision view: stored, float16, bfloat16 or float32."),
+    stack: Optional[str] = typer.Option(None, "--stack", help="Stack to score (default: the encoder)."),
+    block_pattern: Optional[str] = typer.Option(None, "--block-pattern", help="Regex with the block number in a group."),
+    params: str = typer.Option("2d", "--params", help="'2d' (weight matrices, as the paper) or 'all'."),
+    bins: int = typer.Option(2048, "--bins", help="Histogram bins for hist_entropy."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random criterion."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write scores, ranks and metadata as JSON."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write one row per block as CSV."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write weight histograms at several depths (PNG)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Blocks scored in parallel (default: up to 2)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+) -> None:
+    """Score every block of a checkpoint from its weights alone, and show the removal order."""
+    from .scoring import score as run_score
+    from .workflows import write_score_outputs, check_outputs
+
+    outputs = {"json": json_out, "csv": csv_out, "plot": plot}
+    check_outputs(outputs, force)
+    bar, tick = _progress("scoring blocks")
+    with bar:
+        result = run_score(path, criteria, primary=criterion, dtype=dtype, stack=stack, block_pattern=block_pattern,
+                           params=params, bins=bins, seed=seed, histograms=plot is not None or json_out is not None,
+                           workers=workers, progress=tick)
+    _show(result)
+    for written in write_score_outputs(result, outputs, force, arguments=ctx.params):
+        err.print(f"wrote {written}")
+
+
+def _show(result) -> None:
+    from .report.tables import rank_table, removal_line, score_table, summary_lines
+
+    for line in summary_lines(result):
+        err.print(line, highlight=False)
+    out.print(score_table(result))
+    if len(result.scores) > 1:
+        out.print(rank_table(result))
+    out.print(removal_line(result), highlight=False)
+
+
+@app.command("criteria")
+def list_criteria() -> None:
+    """List the registered criteria and which end of each is removed first."""
+    from rich.table import Table
+
+    table = Table("name", "removes first", "scope", "what it measures", header_style="bold")
+    for name in registry.names():
+        c = registry.get(name)
+        table.add_row(name, f"{c.removes} score", c.scope, c.summary)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo's outputs."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the model's weights and the random criterion."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Build a small VideoMAE checkpoint, score every block with every criterion, write the results."""
+    from .workflows import run_demo
+
+    result, written = run_demo(out_dir, seed=seed, force=force)
+    _show(result)
+    err.print(f"wrote {written}")
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of gardener and the libraries it relies on."""
+    from .manifest import versions
+
+    for name, value in versions().items():
+        out.print(f"{name} {value}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="gardener")
+    except GardenerError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except _USAGE_ERROR as exc:
+        err.print(f"[red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

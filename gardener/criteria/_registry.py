@@ -1,0 +1,81 @@
+"""The criterion registry: a name, a pruning direction and one function per criterion."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import GardenerError
+
+Removes = Literal["lowest", "highest"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Settings shared by all criteria of one scoring run."""
+
+    bins: int = 2048
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """What a model-scope criterion may see of each block once its values are released."""
+
+    number: int
+    n: int
+    counts: object | None  # values.ValueCounts when the criterion asked for them
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A block-importance score.
+
+    `removes` says which end of the score is pruned first ("lowest": a low score marks an
+    unimportant block). `scope` is "block" for fn(values, ctx) -> float, or "model" for
+    fn(list[BlockSummary], ctx) -> list[float] when a score depends on all blocks.
+    """
+
+    name: str
+    fn: Callable
+    removes: Removes
+    scope: str
+    needs_counts: bool
+    summary: str
+
+
+_REGISTRY: dict[str, Criterion] = {}
+
+
+def register(name: str, *, removes: Removes, scope: str = "block", needs_counts: bool = False
+             ) -> Callable[[Callable], Callable]:
+    """Decorator: register `fn` under `name`; its docstring's first line is the summary."""
+    def decorate(fn: Callable) -> Callable:
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
+        _REGISTRY[name] = Criterion(name, fn, removes, scope, needs_counts, summary)
+        return fn
+    return decorate
+
+
+def get(name: str) -> Criterion:
+    """The registered criterion `name`, or an error listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise GardenerError(f"unknown criterion {name!r}; known: {', '.join(names())}") from None
+
+
+def names() -> list[str]:
+    """All registered criterion names, in registration order."""
+    return list(_REGISTRY)
+
+
+def parse(spec: str | list[str] | None) -> list[str]:
+    """Criterion names from 'all', a comma list or a list, validated against the registry."""
+    if spec is None or spec == "all" or spec == ["all"]:
+        return names()
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    chosen = [s.strip() for s in items if s.strip()]
+    for name in chosen:
+        get(name)
+    return list(dict.fromkeys(chosen))

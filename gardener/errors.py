@@ -1,0 +1,5 @@
+"""The one exception type a user mistake raises; the CLI turns it into a one-line message."""
+
+
+class GardenerError(Exception):
+    """A problem with the user's input or environment, reported without a traceback."""

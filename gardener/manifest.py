@@ -1,0 +1,53 @@
+"""What every output records about how it was made: inputs with hashes, arguments, versions."""
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+_PACKAGES = ("vit-gardener", "numpy", "scipy", "torch", "transformers", "safetensors")
+
+
+def sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: str | Path, label: str | None = None) -> dict[str, Any]:
+    """Path (or the label to record instead), size and sha256 of one input file."""
+    path = Path(path)
+    return {"path": label or str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256(path)}
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages whose behaviour shapes the results."""
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def manifest(kind: str, inputs: list[str | Path | tuple[Path, str]], arguments: dict[str, Any]) -> dict[str, Any]:
+    """A manifest: what was made, from which files (hashed), with which arguments and versions.
+
+    An input may be a (path, label) pair to record a portable label instead of the path.
+    """
+    return {
+        "kind": kind,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
+        "inputs": [file_record(*p) if isinstance(p, tuple) else file_record(p) for p in inputs],
+        "arguments": arguments,
+        "versions": versions(),
+    }

@@ -1,0 +1,100 @@
+"""Score tables for the terminal (Rich) and for files (CSV, JSON)."""
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+from rich.table import Table
+
+from ..scoring import ScoreResult
+
+ARROWS = {"lowest": "▼", "highest": "▲"}
+
+
+def _fmt(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.6g}"
+
+
+def score_table(result: ScoreResult) -> Table:
+    """Per block: parameters, distinct values, the primary score and rank, and removal position."""
+    name = result.primary
+    table = Table(title=f"{name} per block ({ARROWS[result.removes[name]]} {result.removes[name]} removed first)",
+                  header_style="bold", title_justify="left")
+    for column in ("block", "params", "distinct", name, "rank", "removed #"):
+        table.add_column(column, justify="right", style="bold green" if column == name else None)
+    ranks, order = result.ranks(name), result.removal_order()
+    for pos, block in enumerate(result.blocks):
+        removal = order.index(block.number) + 1
+        distinct = f"{block.distinct:,}" if block.distinct is not None else "-"
+        table.add_row(str(block.number), f"{block.n_params:,}", distinct, _fmt(result.scores[name][pos]),
+                      str(ranks[pos]), str(removal) if removal < len(order) else "kept")
+    return table
+
+
+def rank_table(result: ScoreResult) -> Table:
+    """Criteria as rows, blocks as columns, importance ranks as cells (the paper's Table 2 layout)."""
+    table = Table(title="importance rank per block (1 = most important)", header_style="bold",
+                  title_justify="left", caption="▼ lowest score removed first, ▲ highest first",
+                  caption_justify="left")
+    table.add_column("criterion / block", no_wrap=True)
+    for block in result.blocks:
+        table.add_column(str(block.number), justify="right")
+    for name in result.scores:
+        style = "bold green" if name == result.primary else None
+        table.add_row(f"{name} {ARROWS[result.removes[name]]}", *map(str, result.ranks(name)), style=style)
+    return table
+
+
+def summary_lines(result: ScoreResult) -> list[str]:
+    """What was scored, in words: stack, block count, parameters per block, precision view."""
+    sizes = sorted({b.n_params for b in result.blocks})
+    per_block = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,}-{sizes[-1]:,}"
+    tensors = sorted({len(b.tensors) for b in result.blocks})
+    lines = [
+        f"Scored stack [bold]{result.stack}[/] ({result.family}) of {result.source}",
+        f"  {result.depth} blocks, {per_block} parameters per block from {'/'.join(map(str, tensors))} "
+        f"tensors ({'2-D weight matrices' if result.params == '2d' else 'all tensors'})",
+        f"  dtype view: {result.dtype_view} (stored as {', '.join(result.stored_dtypes)})",
+    ]
+    if result.blocks[0].distinct is not None:
+        frac = min(b.distinct / b.n_params for b in result.blocks)
+        lines.append(f"  distinct values per block: {min(b.distinct for b in result.blocks):,}"
+                     f"-{max(b.distinct for b in result.blocks):,}")
+        if frac > 0.5:
+            lines.append("  [yellow]note:[/] most values are distinct, so exact-value entropy barely "
+                         "separates blocks here; try --dtype float16 / bfloat16, or hist_entropy")
+    return lines
+
+
+def removal_line(result: ScoreResult) -> str:
+    """The primary criterion's removal order as one line."""
+    which = result.removes[result.primary]
+    order = ", ".join(map(str, result.removal_order()[:-1]))
+    return f"Removal order by {result.primary} ({which} first): {order}"
+
+
+def to_json(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
+    """The full result (scores, ranks, directions, histograms, metadata) as JSON text."""
+    data = result.to_dict()
+    data["meta"] = meta or data.get("meta", {})
+    return json.dumps(data, indent=2, allow_nan=True) + "\n"
+
+
+def to_csv(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
+    """One row per block; metadata as leading '# key: value' lines (pandas: comment='#')."""
+    head = {
+        "source": result.source, "stack": result.stack, "family": result.family,
+        "dtype_view": result.dtype_view, "stored_dtypes": ",".join(result.stored_dtypes),
+        "params": result.params, "primary": result.primary, "seed": result.seed, "bins": result.bins,
+        "removes": json.dumps(result.removes),
+    }
+    if meta:
+        head["versions"] = json.dumps(meta.get("versions", {}))
+        head["inputs"] = json.dumps(meta.get("inputs", []))
+    buf = io.StringIO()
+    for key, value in head.items():
+        buf.write(f"# {key}: {value}\n")
+    result.to_frame().to_csv(buf, index=False, float_format="%.17g")
+    return buf.getvalue()

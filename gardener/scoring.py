@@ -1,0 +1,212 @@
+"""Score every block of a checkpoint's stack with the chosen criteria, one block at a time."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import criteria as registry
+from . import ranking
+from .blocks import Stack, block_tensors, select_stack
+from .checkpoint import Checkpoint, open_checkpoint
+from .criteria import BlockSummary, Context
+from .errors import GardenerError
+from .values import VIEWS, BlockValues, in_view
+
+PLOT_BINS = 128
+
+
+@dataclass
+class BlockInfo:
+    """One scored block: its 1-based number, how many numbers it holds and from which tensors."""
+
+    number: int
+    n_params: int
+    tensors: list[str]
+    distinct: int | None = None  # distinct exact values, when an exact-value criterion ran
+
+
+@dataclass
+class ScoreResult:
+    """Per-block scores of one stack, with everything needed to say how they were made."""
+
+    source: str
+    format: str
+    stack: str
+    family: str
+    dtype_view: str
+    stored_dtypes: list[str]
+    params: str
+    primary: str
+    bins: int
+    seed: int
+    blocks: list[BlockInfo]
+    scores: dict[str, list[float]]
+    removes: dict[str, str]
+    histograms: list[dict] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def ranks(self, criterion: str | None = None) -> list[int]:
+        """Importance rank per block (1 = most important)."""
+        name = criterion or self.primary
+        return ranking.ranks(self._scores(name), self.removes[name])
+
+    def ranking(self, criterion: str | None = None) -> list[int]:
+        """Block numbers (1-based), most important first."""
+        name = criterion or self.primary
+        return [self.blocks[i].number for i in ranking.importance_order(self._scores(name), self.removes[name])]
+
+    def removal_order(self, criterion: str | None = None) -> list[int]:
+        """Block numbers (1-based) in the order the criterion removes them."""
+        return self.ranking(criterion)[::-1]
+
+    def _scores(self, name: str) -> list[float]:
+        if name not in self.scores:
+            raise GardenerError(f"criterion {name!r} was not computed; computed: {', '.join(self.scores)}")
+        return self.scores[name]
+
+    def to_frame(self):
+        """A pandas DataFrame: one row per block, a score and a rank column per criterion."""
+        import pandas as pd
+
+        rows = {"block": [b.number for b in self.blocks], "n_params": [b.n_params for b in self.blocks]}
+        for name, values in self.scores.items():
+            rows[name] = values
+            rows[f"{name}_rank"] = self.ranks(name)
+        order = self.removal_order()
+        rows["removal_order"] = [order.index(b.number) + 1 for b in self.blocks]
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): metadata, blocks, and per criterion scores, ranks and direction."""
+        data = asdict(self)
+        data["depth"] = self.depth
+        data["criteria"] = {name: {"removes": self.removes[name], "scores": vals, "ranks": self.ranks(name),
+                                   "removal_order": self.removal_order(name)}
+                            for name, vals in self.scores.items()}
+        data["removal_order"] = self.removal_order()
+        del data["scores"], data["removes"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreResult:
+        """Rebuild a result from `to_dict` output (e.g. a `gardener score --json` file)."""
+        kept = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        kept["blocks"] = [BlockInfo(**b) for b in data["blocks"]]
+        kept["scores"] = {n: c["scores"] for n, c in data["criteria"].items()}
+        kept["removes"] = {n: c["removes"] for n, c in data["criteria"].items()}
+        return cls(**kept)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScoreResult:
+        """Read a `gardener score --json` file."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise GardenerError(f"{path}: no such file") from None
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+            raise GardenerError(f"{path}: not a gardener scores file ({exc.__class__.__name__}: {exc})") from None
+
+
+def _score_block(ckpt: Checkpoint, names: list[str], view: str, crits: list, ctx: Context,
+                 keep_counts: bool, histograms: bool) -> tuple[dict, object, int | None, dict | None]:
+    parts = [(n, *in_view(ckpt.read(n), ckpt.info(n).dtype, view)) for n in names]
+    try:
+        values = BlockValues(parts)
+        scores = {c.name: float(c.fn(values, ctx)) for c in crits}
+        counts = values.counts(full=True) if keep_counts else None
+        distinct = values._counts.distinct if values._counts is not None else None
+        hist = None
+        if histograms:
+            counts_h, edges = values.histogram(PLOT_BINS)
+            hist = {"counts": counts_h.tolist(), "edges": edges.tolist()}
+    except GardenerError as exc:
+        raise GardenerError(f"{ckpt.path}: {exc}") from None
+    return scores, counts, distinct, hist
+
+
+def _plan(ckpt: Checkpoint, stack: Stack, params: str) -> list[BlockInfo]:
+    infos = []
+    for block in stack.blocks:
+        names = block_tensors(ckpt, block, params)
+        if not names:
+            hint = " (try --params all)" if params == "2d" else ""
+            raise GardenerError(f"{ckpt.path}: block {block.number} of stack {stack.name!r} has no "
+                                f"weight matrices to score{hint}")
+        infos.append(BlockInfo(block.number, sum(ckpt.info(n).numel for n in names), names))
+    return infos
+
+
+def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all", *,
+          primary: str = "entropy", dtype: str = "stored", stack: str | None = None,
+          block_pattern: str | None = None, params: str = "2d", bins: int = 2048, seed: int = 0,
+          histograms: bool = False, workers: int | None = None,
+          progress: Callable[[int, int], None] | None = None) -> ScoreResult:
+    """Score each block of a checkpoint's stack from its weights alone.
+
+    Args:
+        path: HF model directory, .safetensors file or PyTorch state-dict file (or an open Checkpoint).
+        criteria: "all", a comma list or a list of registered criterion names.
+        primary: the criterion whose ranks and removal order are reported; always computed.
+        dtype: precision view: "stored" (as on disk) or cast to float16 / bfloat16 / float32 first.
+        stack: which stack to score (default: the encoder); block_pattern overrides detection.
+        params: "2d" (the paper: 2-D weight matrices only) or "all" tensors of each block.
+        bins: histogram bins for hist_entropy. seed: for the random criterion.
+        histograms: also keep a 128-bin histogram per block (for plots).
+        workers: threads scoring blocks in parallel (default: up to 2); each holds one block.
+    """
+    if dtype not in VIEWS:
+        raise GardenerError(f"--dtype {dtype!r}: expected one of {', '.join(VIEWS)}")
+    if bins < 2:
+        raise GardenerError(f"--bins {bins}: expected at least 2")
+    names = registry.parse(criteria)
+    registry.get(primary)
+    names = names if primary in names else [primary, *names]
+    crits = [registry.get(n) for n in names]
+    ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
+    chosen = select_stack(ckpt, stack, block_pattern)
+    infos = _plan(ckpt, chosen, params)
+    ctx = Context(bins=bins, seed=seed)
+    block_crits = [c for c in crits if c.scope == "block"]
+    keep_counts = any(c.needs_counts for c in crits)
+    results = _run_blocks(ckpt, infos, dtype, block_crits, ctx, keep_counts, histograms, workers, progress)
+    scores = {c.name: [r[0][c.name] for r in results] for c in block_crits}
+    summaries = [BlockSummary(b.number, b.n_params, r[1]) for b, r in zip(infos, results)]
+    for c in crits:
+        if c.scope == "model":
+            scores[c.name] = [float(s) for s in c.fn(summaries, ctx)]
+    for info, r in zip(infos, results):
+        info.distinct = r[2]
+    stored = sorted({ckpt.info(n).dtype for b in infos for n in b.tensors})
+    return ScoreResult(
+        source=str(ckpt.path), format=ckpt.format, stack=chosen.name, family=chosen.family.name,
+        dtype_view=dtype, stored_dtypes=stored, params=params, primary=primary, bins=bins, seed=seed,
+        blocks=infos, scores={n: scores[n] for n in names}, removes={c.name: c.removes for c in crits},
+        histograms=[r[3] for r in results] if histograms else None,
+    )
+
+
+def _run_blocks(ckpt, infos, dtype, crits, ctx, keep_counts, histograms, workers, progress) -> list:
+    workers = workers or min(2, os.cpu_count() or 1)
+    done = 0
+
+    def one(info: BlockInfo):
+        nonlocal done
+        out = _score_block(ckpt, info.tensors, dtype, crits, ctx, keep_counts, histograms)
+        done += 1
+        if progress:
+            progress(done, len(infos))
+        return out
+
+    if workers == 1:
+        return [one(info) for info in infos]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, infos))

@@ -1,0 +1,118 @@
+"""Tiny real checkpoints of every supported layout, built from configs and written to disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers as T
+from safetensors.torch import save_file
+
+D, I, DEPTH = 32, 64, 4  # hidden size, MLP size, blocks: small enough for milliseconds
+
+
+def _vit_kwargs(**extra):
+    return dict(hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=2, intermediate_size=I, **extra)
+
+
+CONFIGS = {
+    "videomae": (T.VideoMAEForVideoClassification, lambda: T.VideoMAEConfig(
+        **_vit_kwargs(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, num_labels=3))),
+    "videomae_pretrain": (T.VideoMAEForPreTraining, lambda: T.VideoMAEConfig(
+        **_vit_kwargs(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, decoder_num_hidden_layers=2,
+                      decoder_hidden_size=D, decoder_num_attention_heads=2, decoder_intermediate_size=I))),
+    "vitmae": (T.ViTMAEForPreTraining, lambda: T.ViTMAEConfig(
+        **_vit_kwargs(image_size=32, patch_size=16, decoder_num_hidden_layers=2, decoder_hidden_size=D,
+                      decoder_num_attention_heads=2, decoder_intermediate_size=I))),
+    "vit": (T.ViTForImageClassification, lambda: T.ViTConfig(**_vit_kwargs(image_size=32, patch_size=16))),
+    "dinov2": (T.Dinov2Model, lambda: T.Dinov2Config(hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=2,
+                                                     mlp_ratio=I // D, image_size=32, patch_size=16)),
+    "bert": (T.BertModel, lambda: T.BertConfig(**_vit_kwargs(vocab_size=50))),
+    "llama": (T.LlamaForCausalLM, lambda: T.LlamaConfig(**_vit_kwargs(num_key_value_heads=1, vocab_size=50))),
+}
+
+
+def build_hf(name: str, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised tiny transformers model of the named family."""
+    cls, make_config = CONFIGS[name]
+    torch.manual_seed(seed)
+    return cls(make_config()).eval()
+
+
+def save_hf(model: torch.nn.Module, path: Path, dtype: torch.dtype | None = None, **kwargs) -> Path:
+    """save_pretrained, optionally in another precision."""
+    if dtype is not None:
+        model = model.to(dtype)
+    model.save_pretrained(path, **kwargs)
+    return path
+
+
+def original_videomae_state(hf_model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The original (timm-style) VideoMAE layout of an HF VideoMAE encoder: fused qkv, q_bias/v_bias."""
+    sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
+    out = {f"{prefix}patch_embed.proj.weight": sd["videomae.embeddings.patch_embeddings.projection.weight"]}
+    for i in range(hf_model.config.num_hidden_layers):
+        h = f"videomae.encoder.layer.{i}."
+        b = f"{prefix}blocks.{i}."
+        att = h + "attention.attention."
+        out[b + "attn.qkv.weight"] = torch.cat([sd[att + "query.weight"], sd[att + "key.weight"],
+                                                sd[att + "value.weight"]])
+        out[b + "attn.q_bias"] = sd[att + "query.bias"]
+        out[b + "attn.v_bias"] = sd[att + "value.bias"]
+        out[b + "attn.proj.weight"] = sd[h + "attention.output.dense.weight"]
+        out[b + "attn.proj.bias"] = sd[h + "attention.output.dense.bias"]
+        out[b + "mlp.fc1.weight"] = sd[h + "intermediate.dense.weight"]
+        out[b + "mlp.fc1.bias"] = sd[h + "intermediate.dense.bias"]
+        out[b + "mlp.fc2.weight"] = sd[h + "output.dense.weight"]
+        out[b + "mlp.fc2.bias"] = sd[h + "output.dense.bias"]
+        out[b + "norm1.weight"] = sd[h + "layernorm_before.weight"]
+        out[b + "norm1.bias"] = sd[h + "layernorm_before.bias"]
+        out[b + "norm2.weight"] = sd[h + "layernorm_after.weight"]
+        out[b + "norm2.bias"] = sd[h + "layernorm_after.bias"]
+    return out
+
+
+def original_pretrain_state(hf_model: torch.nn.Module, decoder_depth: int = 2) -> dict[str, torch.Tensor]:
+    """An original VideoMAE pretraining layout: encoder.blocks.N., decoder.blocks.N., encoder_to_decoder."""
+    state = original_videomae_state(hf_model, prefix="encoder.")
+    gen = torch.Generator().manual_seed(1)
+    for i in range(decoder_depth):
+        b = f"decoder.blocks.{i}."
+        state[b + "attn.qkv.weight"] = torch.randn(3 * D, D, generator=gen) * 0.02
+        state[b + "attn.proj.weight"] = torch.randn(D, D, generator=gen) * 0.02
+        state[b + "mlp.fc1.weight"] = torch.randn(I, D, generator=gen) * 0.02
+        state[b + "mlp.fc2.weight"] = torch.randn(D, I, generator=gen) * 0.02
+        state[b + "norm1.weight"] = torch.ones(D)
+    state["encoder_to_decoder.weight"] = torch.randn(D, D, generator=gen)
+    state["mask_token"] = torch.zeros(1, 1, D)
+    return state
+
+
+@pytest.fixture
+def videomae_dir(tmp_path: Path) -> Path:
+    """An HF VideoMAE classification directory in float16, as the paper's checkpoint."""
+    return save_hf(build_hf("videomae"), tmp_path / "videomae", dtype=torch.float16)
+
+
+@pytest.fixture
+def original_pth(tmp_path: Path) -> Path:
+    """An original-layout VideoMAE finetuned checkpoint, nested under 'model' as the authors ship it."""
+    path = tmp_path / "videomae_original.pth"
+    torch.save({"model": original_videomae_state(build_hf("videomae")), "epoch": 3}, path)
+    return path
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> Path:
+    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(path))
+    return path
+
+
+def random_values(n: int, seed: int = 0, dup_every: int = 7) -> np.ndarray:
+    """float32 weights with exact duplicates, zeros of both signs and a wide range."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal(n) * 0.05).astype(np.float32)
+    w[::dup_every] = w[1]
+    w[3::11] = 0.0
+    w[5::13] = -0.0
+    return w
