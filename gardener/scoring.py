@@ -121,8 +121,8 @@ def _score_block(ckpt: Checkpoint, names: list[str], view: str, crits: list, ctx
     parts = [(n, *in_view(ckpt.read(n), ckpt.info(n).dtype, view)) for n in names]
     try:
         values = BlockValues(parts)
+        counts = values.counts(full=True) if keep_counts else None  # before entropy builds a lighter table
         scores = {c.name: float(c.fn(values, ctx)) for c in crits}
-        counts = values.counts(full=True) if keep_counts else None
         distinct = values._counts.distinct if values._counts is not None else None
         hist = None
         if histograms:

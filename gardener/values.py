@@ -78,7 +78,14 @@ class ValueCounts:
         return float(np.log(self.n) - self.sum_clogc / self.n)
 
 
+_CLOGC_TABLE = np.arange(1 << 16, dtype=np.float64) * np.log(np.maximum(np.arange(1 << 16), 1))
+
+
 def _clogc(c: np.ndarray) -> np.ndarray:
+    """c ln c elementwise (0 for c <= 1), by table lookup for the common small counts."""
+    c = np.asarray(c)
+    if c.size and c.max() < _CLOGC_TABLE.size:
+        return _CLOGC_TABLE[c.astype(np.intp)]
     c = c.astype(np.float64)
     return np.where(c > 1, c * np.log(np.maximum(c, 1)), 0.0)
 
@@ -95,6 +102,57 @@ def joint_sum_clogc(a: ValueCounts, b: ValueCounts) -> float:
     ca, cb = small.counts[shared], large.counts[pos[shared]]
     correction = np.sum(_clogc(ca + cb) - _clogc(ca) - _clogc(cb))
     return float(a.sum_clogc + b.sum_clogc + correction)
+
+
+def _order_codes(keys: np.ndarray) -> np.ndarray:
+    """uint32 codes that sort like the float32 keys (+0.0 and -0.0 share one code)."""
+    bits = np.where(keys == 0, np.float32(0), keys).astype(np.float32).view(np.uint32)
+    return np.where(bits >> 31 == 1, ~bits, bits | np.uint32(1 << 31))
+
+
+def joint_sum_clogc_matrix(tables: list[ValueCounts]) -> np.ndarray:
+    """sum c ln c of every pairwise concatenation of blocks, as a symmetric matrix.
+
+    16-bit tables are added densely. float32 tables are packed as (value code, block, count)
+    into one uint64 array and sorted once, so values shared between blocks sit side by side
+    (one sort instead of a join per pair). Anything else falls back to pairwise joins.
+    """
+    n = len(tables)
+    base = np.array([t.sum_clogc for t in tables])
+    joint = base[:, None] + base[None, :]
+    if all(t.dense for t in tables):
+        for i in range(n):
+            for j in range(i + 1, n):
+                joint[i, j] = joint[j, i] = np.sum(_clogc(tables[i].counts + tables[j].counts))
+        return joint
+    packable = n < 256 and all(t.keys is not None and t.keys.dtype == np.float32 and t.counts.max() < 1 << 24
+                               for t in tables)
+    if not packable:
+        for i in range(n):
+            for j in range(i + 1, n):
+                joint[i, j] = joint[j, i] = joint_sum_clogc(tables[i], tables[j])
+        return joint
+    return joint + _shared_corrections(tables)
+
+
+def _shared_corrections(tables: list[ValueCounts]) -> np.ndarray:
+    n = len(tables)
+    packed = np.concatenate([(_order_codes(t.keys).astype(np.uint64) << np.uint64(32))
+                             | np.uint64(i << 24) | t.counts.astype(np.uint64) for i, t in enumerate(tables)])
+    packed.sort()
+    code = (packed >> np.uint64(32)).astype(np.uint32)
+    corr = np.zeros(n * n)
+    for gap in range(1, n):  # a value held by k blocks forms a run of k equal codes
+        first = np.flatnonzero(code[:-gap] == code[gap:])
+        if first.size == 0:
+            break
+        a, b = packed[first], packed[first + gap]
+        ca, cb = a & np.uint64(0xFFFFFF), b & np.uint64(0xFFFFFF)
+        pair = ((a >> np.uint64(24)) & np.uint64(0xFF)) * n + ((b >> np.uint64(24)) & np.uint64(0xFF))
+        corr += np.bincount(pair.astype(np.int64), weights=_clogc(ca + cb) - _clogc(ca) - _clogc(cb),
+                            minlength=n * n)
+    corr = corr.reshape(n, n)
+    return corr + corr.T
 
 
 @dataclass(frozen=True)
@@ -161,7 +219,7 @@ class BlockValues:
         same = flat[1:] == flat[:-1]
         if full:
             starts = np.flatnonzero(np.concatenate(([True], ~same)))
-            counts = np.diff(np.append(starts, flat.size))
+            counts = np.diff(np.append(starts, flat.size)).astype(np.uint32 if flat.size < 1 << 32 else np.int64)
             return ValueCounts(self.n, counts, flat[starts], int(starts.size), dense=False)
         repeats = np.flatnonzero(same)  # position i repeats value i+1; runs of these are one value
         breaks = np.flatnonzero(np.diff(repeats) != 1) + 1

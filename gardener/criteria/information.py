@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..values import BlockValues, joint_sum_clogc
+from ..values import BlockValues, joint_sum_clogc_matrix
 from ._registry import BlockSummary, Context, register
 
 
@@ -39,14 +39,12 @@ def hist_entropy(values: BlockValues, ctx: Context) -> float:
 @register("mutual_information", removes="highest", scope="model", needs_counts=True)
 def mutual_information(blocks: list[BlockSummary], ctx: Context) -> list[float]:
     """Mean over other blocks of H(a) + H(b) - H(a concat b): high means redundant."""
-    ent = [b.counts.entropy() for b in blocks]
-    mi = np.zeros((len(blocks), len(blocks)))
-    for i, a in enumerate(blocks):
-        for j in range(i + 1, len(blocks)):
-            b = blocks[j]
-            n = a.n + b.n
-            joint = float(np.log(n) - joint_sum_clogc(a.counts, b.counts) / n)
-            mi[i, j] = mi[j, i] = ent[i] + ent[j] - joint
     if len(blocks) == 1:
         return [0.0]
+    ent = np.array([b.counts.entropy() for b in blocks])
+    sizes = np.array([b.n for b in blocks], dtype=np.float64)
+    pair_n = sizes[:, None] + sizes[None, :]
+    joint = np.log(pair_n) - joint_sum_clogc_matrix([b.counts for b in blocks]) / pair_n
+    mi = ent[:, None] + ent[None, :] - joint
+    np.fill_diagonal(mi, 0.0)
     return list(mi.sum(axis=1) / (len(blocks) - 1))
