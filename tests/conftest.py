@@ -48,6 +48,17 @@ def save_hf(model: torch.nn.Module, path: Path, dtype: torch.dtype | None = None
     return path
 
 
+# original VideoMAE name -> HF VideoMAE name, per block (fused qkv is built separately)
+ORIGINAL_TO_HF = {
+    "attn.q_bias": "attention.attention.query.bias", "attn.v_bias": "attention.attention.value.bias",
+    "attn.proj.weight": "attention.output.dense.weight", "attn.proj.bias": "attention.output.dense.bias",
+    "mlp.fc1.weight": "intermediate.dense.weight", "mlp.fc1.bias": "intermediate.dense.bias",
+    "mlp.fc2.weight": "output.dense.weight", "mlp.fc2.bias": "output.dense.bias",
+    "norm1.weight": "layernorm_before.weight", "norm1.bias": "layernorm_before.bias",
+    "norm2.weight": "layernorm_after.weight", "norm2.bias": "layernorm_after.bias",
+}
+
+
 def original_videomae_state(hf_model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     """The original (timm-style) VideoMAE layout of an HF VideoMAE encoder: fused qkv, q_bias/v_bias."""
     sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
@@ -58,18 +69,8 @@ def original_videomae_state(hf_model: torch.nn.Module, prefix: str = "") -> dict
         att = h + "attention.attention."
         out[b + "attn.qkv.weight"] = torch.cat([sd[att + "query.weight"], sd[att + "key.weight"],
                                                 sd[att + "value.weight"]])
-        out[b + "attn.q_bias"] = sd[att + "query.bias"]
-        out[b + "attn.v_bias"] = sd[att + "value.bias"]
-        out[b + "attn.proj.weight"] = sd[h + "attention.output.dense.weight"]
-        out[b + "attn.proj.bias"] = sd[h + "attention.output.dense.bias"]
-        out[b + "mlp.fc1.weight"] = sd[h + "intermediate.dense.weight"]
-        out[b + "mlp.fc1.bias"] = sd[h + "intermediate.dense.bias"]
-        out[b + "mlp.fc2.weight"] = sd[h + "output.dense.weight"]
-        out[b + "mlp.fc2.bias"] = sd[h + "output.dense.bias"]
-        out[b + "norm1.weight"] = sd[h + "layernorm_before.weight"]
-        out[b + "norm1.bias"] = sd[h + "layernorm_before.bias"]
-        out[b + "norm2.weight"] = sd[h + "layernorm_after.weight"]
-        out[b + "norm2.bias"] = sd[h + "layernorm_after.bias"]
+        for orig, hf in ORIGINAL_TO_HF.items():
+            out[b + orig] = sd[h + hf]
     return out
 
 
