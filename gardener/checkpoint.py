@@ -76,6 +76,11 @@ class Checkpoint:
     def num_params(self) -> int:
         return sum(i.numel for i in self._infos.values())
 
+    @property
+    def nest(self) -> str | None:
+        """The key a PyTorch state dict was nested under ('model', ...), if any."""
+        return next((getattr(r, "nest", None) for r in self._readers.values()), None)
+
     def _add(self, reader: _SafetensorsFile | _TorchFile) -> None:
         for info in reader.infos.values():
             self._infos[info.name] = info
@@ -152,7 +157,7 @@ class _TorchFile:
 
         self.path = path
         obj = _torch_load(path, torch)
-        state = _find_state_dict(obj, path, torch)
+        state, self.nest = _find_state_dict(obj, path, torch)
         prefix = "module."
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
@@ -193,22 +198,23 @@ def _torch_load(path: Path, torch) -> object:
     raise AssertionError("unreachable")
 
 
-def _find_state_dict(obj: object, path: Path, torch) -> dict:
-    """The tensor dict itself, or the one nested under a conventional key."""
+def _find_state_dict(obj: object, path: Path, torch) -> tuple[dict, str | None]:
+    """The tensor dict itself, or the one nested under a conventional key (and that key)."""
+    nest = None
     for _ in range(3):
         if not isinstance(obj, dict):
             break
-        nested = next((obj[k] for k in NESTED_KEYS if isinstance(obj.get(k), dict)), None)
-        if any(isinstance(v, torch.Tensor) for v in obj.values()) or nested is None:
+        key = next((k for k in NESTED_KEYS if isinstance(obj.get(k), dict)), None)
+        if any(isinstance(v, torch.Tensor) for v in obj.values()) or key is None:
             break
-        obj = nested
+        obj, nest = obj[key], key if nest is None else nest
     if not isinstance(obj, dict):
         raise GardenerError(f"{path}: holds a {type(obj).__name__}, expected a state dict of tensors")
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
         raise GardenerError(f"{path}: holds no tensors (looked at the top level and under "
                             f"{', '.join(NESTED_KEYS)})")
-    return tensors
+    return tensors, nest
 
 
 def _open_file(path: Path, ckpt: Checkpoint, only: set[str] | None = None) -> None:

@@ -77,6 +77,58 @@ def _show(result) -> None:
     out.print(removal_line(result), highlight=False)
 
 
+@app.command()
+def prune(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="HF model directory, .safetensors, or .pth/.pt/.bin state dict."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder (must not exist unless --force)."),
+    ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of blocks to remove: round(R x depth)."),
+    remove: Optional[int] = typer.Option(None, "--remove", help="Number of blocks to remove."),
+    blocks: Optional[str] = typer.Option(None, "--blocks", help="Explicit blocks to remove, e.g. 3,7,9 (1-based)."),
+    zero_based: bool = typer.Option(False, "--zero-based", help="Read --blocks/--protect as 0-based indices."),
+    criterion: str = typer.Option("entropy", "--criterion", help="Criterion ranking the blocks. " + CRITERIA_HELP),
+    ranking: Optional[Path] = typer.Option(None, "--ranking", help="Use a `gardener score --json` file's ranking."),
+    protect: Optional[str] = typer.Option(None, "--protect", help="Blocks never removed, e.g. 1,12."),
+    dtype: str = typer.Option("stored", "--dtype", help="Precision view for scoring."),
+    stack: Optional[str] = typer.Option(None, "--stack", help="Stack to prune (default: the encoder)."),
+    block_pattern: Optional[str] = typer.Option(None, "--block-pattern", help="Regex with the block number in a group."),
+    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Shard HF weights above this size."),
+    frames: int = typer.Option(16, "--frames", help="Video frames for the GFLOPs count."),
+    size: int = typer.Option(224, "--size", help="Image/frame size for the GFLOPs count."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Sequence length for the GFLOPs count of text models."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random criterion."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Remove blocks in one shot and write a shallower checkpoint in the input's own format."""
+    from .cost import InputSpec
+    from .report.tables import prune_table
+    from .workflows import prune_checkpoint
+
+    info = prune_checkpoint(path, out_dir, ratio=ratio, remove=remove, blocks=blocks, zero_based=zero_based,
+                            criterion=criterion, ranking=ranking, protect=protect, dtype=dtype, stack=stack,
+                            block_pattern=block_pattern, force=force, max_shard_size=max_shard_size,
+                            spec=InputSpec(frames, size, seq_len), arguments=ctx.params)
+    out.print(prune_table(info))
+    err.print(f"wrote {out_dir}")
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(..., help="HF model directory, .safetensors, or .pth/.pt/.bin state dict."),
+    stack: Optional[str] = typer.Option(None, "--stack", help="Stack to report (default: the encoder)."),
+    block_pattern: Optional[str] = typer.Option(None, "--block-pattern", help="Regex with the block number in a group."),
+    frames: int = typer.Option(16, "--frames", help="Video frames for the GFLOPs count."),
+    size: int = typer.Option(224, "--size", help="Image/frame size for the GFLOPs count."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Sequence length for the GFLOPs count of text models."),
+) -> None:
+    """Print the depth, stacks, parameters and GFLOPs of a checkpoint."""
+    from .cost import InputSpec
+    from .report.tables import info_table
+    from .workflows import checkpoint_info
+
+    out.print(info_table(checkpoint_info(path, stack, block_pattern, InputSpec(frames, size, seq_len))))
+
+
 @app.command("criteria")
 def list_criteria() -> None:
     """List the registered criteria and which end of each is removed first."""

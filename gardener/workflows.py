@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .blocks import find_stacks, select_stack
+from .checkpoint import open_checkpoint
+from .cost import InputSpec, gflops
+from .errors import GardenerError
+from .export import DEFAULT_SHARD_BYTES, copy_side_files, parse_size, renamed_tensors, write_hf_weights, \
+    write_safetensors, write_torch_state
 from .fileio import atomic_dir, check_writable, write_text
 from .manifest import manifest
+from .pruning import parse_blocks, plan, renamer, shorten_per_layer
 from .scoring import ScoreResult, score
 
 
@@ -45,8 +54,6 @@ def write_score_outputs(result: ScoreResult, outputs: dict[str, Path | None], fo
 
 
 def _source_files(source: str) -> list[Path]:
-    from .checkpoint import open_checkpoint
-
     return open_checkpoint(source).files
 
 
@@ -87,3 +94,88 @@ def run_demo(out_dir: str | Path, seed: int = 0, force: bool = False) -> tuple[S
                         "scores show the pipeline, not the paper's VideoMAE-B results")
         write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
     return result, out_dir
+
+
+def _removal_order(ckpt, chosen_stack, criterion: str, ranking_file: Path | None, **score_args) -> tuple[list, dict]:
+    """Block numbers least-important first, from a scores file or by scoring now; plus their scores."""
+    if ranking_file is not None:
+        ranked = ScoreResult.load(ranking_file)
+        name = ranked.primary
+        if ranked.depth != chosen_stack.depth or ranked.stack != chosen_stack.name:
+            raise GardenerError(f"--ranking {ranking_file}: ranks {ranked.depth} blocks of stack {ranked.stack!r}, "
+                                f"but this checkpoint's stack {chosen_stack.name!r} has {chosen_stack.depth}")
+    else:
+        ranked, name = score(ckpt, [criterion], primary=criterion, stack=chosen_stack.name, **score_args), criterion
+    return ranked.removal_order(name), {"criterion": name, "scores": ranked.scores[name],
+                                        "dtype_view": ranked.dtype_view}
+
+
+def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None = None, remove: int | None = None,
+                     blocks: str | None = None, zero_based: bool = False, criterion: str = "entropy",
+                     ranking: Path | None = None, protect: str | None = None, dtype: str = "stored",
+                     stack: str | None = None, block_pattern: str | None = None, force: bool = False,
+                     max_shard_size: str | int = DEFAULT_SHARD_BYTES, spec: InputSpec = InputSpec(),
+                     arguments: dict | None = None) -> dict:
+    """Remove blocks from a checkpoint and write it, in its own format, to the folder `out`.
+
+    Returns the manifest written to OUT/gardener.json (removed/kept blocks, parameters, GFLOPs).
+    """
+    ckpt = open_checkpoint(path)
+    chosen = select_stack(ckpt, stack, block_pattern)
+    check_writable(Path(out), force)
+    keep_safe = parse_blocks(protect, chosen.depth, zero_based, "--protect") if protect else []
+    explicit = parse_blocks(blocks, chosen.depth, zero_based) if blocks is not None else None
+    order, chosen_by = (None, {})
+    if explicit is None:
+        order, chosen_by = _removal_order(ckpt, chosen, criterion, ranking, dtype=dtype, block_pattern=block_pattern)
+    decision = plan(chosen.depth, ratio=ratio, remove=remove, blocks=explicit, removal_order=order,
+                    protect=keep_safe, criterion=chosen_by.get("criterion"))
+    record = {"source": str(Path(path).resolve()), "stack": chosen.name, "family": chosen.family.name,
+              "how": decision.how, **chosen_by, "removed_blocks": decision.removed, "kept_blocks": decision.kept,
+              "removed_indices": [b - 1 for b in decision.removed], "depth_before": chosen.depth,
+              "depth_after": len(decision.kept)}
+    tensors = renamed_tensors(ckpt, renamer(chosen.name, decision.kept))
+    info = manifest("prune", ckpt.files, _jsonable(arguments or {}))
+    info.update(record)
+    info["params_before"], info["params_after"] = ckpt.num_params, sum(math.prod(t[2]) for t in tensors)
+    with atomic_dir(out, force) as tmp:
+        if ckpt.format == "hf-dir":
+            config = shorten_per_layer(ckpt.config or {}, chosen.family.depth_field, decision.kept)
+            config["gardener"] = record
+            write_hf_weights(tmp, tensors, parse_size(max_shard_size))
+            copy_side_files(ckpt.path, tmp, skip=["config.json"])
+            write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+            info.update(_gflops_pair(ckpt.config, config, spec))
+        elif ckpt.format == "safetensors":
+            write_safetensors(tmp / ckpt.path.name, [t[:4] for t in tensors])
+        else:
+            write_torch_state(tmp / ckpt.path.name, tensors, ckpt.nest)
+        write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _gflops_pair(before: dict | None, after: dict, spec: InputSpec) -> dict:
+    """GFLOPs before and after, or None with the reason when the config cannot be built."""
+    if not before:
+        return {"gflops_before": None, "gflops_after": None}
+    try:
+        return {"gflops_before": gflops(before, spec), "gflops_after": gflops(after, spec),
+                "gflops_input": asdict(spec)}
+    except Exception as exc:  # noqa: BLE001 - a model transformers cannot build must not stop the prune
+        return {"gflops_before": None, "gflops_after": None, "gflops_note": f"{exc.__class__.__name__}: {exc}"[:300]}
+
+
+def checkpoint_info(path: str | Path, stack: str | None = None, block_pattern: str | None = None,
+                    spec: InputSpec = InputSpec()) -> dict:
+    """Depth, stacks, parameters and GFLOPs of any checkpoint."""
+    ckpt = open_checkpoint(path)
+    chosen = select_stack(ckpt, stack, block_pattern)
+    stacks = [{"name": s.name, "family": s.family.name, "role": s.family.role, "depth": s.depth}
+              for s in find_stacks(ckpt.names(), block_pattern)]
+    result = {"path": str(path), "format": ckpt.format, "stack": chosen.name, "depth": chosen.depth,
+              "stacks": stacks, "params": ckpt.num_params,
+              "dtypes": sorted({ckpt.info(n).dtype for n in ckpt.names()})}
+    result.update(_gflops_pair(ckpt.config, ckpt.config or {}, spec))
+    result.pop("gflops_after", None)
+    result["gflops"] = result.pop("gflops_before")
+    return result

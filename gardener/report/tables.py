@@ -98,3 +98,36 @@ def to_csv(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
         buf.write(f"# {key}: {value}\n")
     result.to_frame().to_csv(buf, index=False, float_format="%.17g")
     return buf.getvalue()
+
+
+def _gf(value: float | None) -> str:
+    return "n/a (no config.json)" if value is None else f"{value:,.1f}"
+
+
+def prune_table(info: dict[str, Any]) -> Table:
+    """Before/after depth, parameters and GFLOPs of a prune, with the blocks removed."""
+    table = Table(title=f"pruned {info['stack']} ({info['how']}" + (f", by {info['criterion']}" if info.get(
+        "criterion") else "") + ")", title_justify="left", header_style="bold")
+    for column in ("", "before", "after", "ratio"):
+        table.add_column(column, justify="right")
+    table.add_row("blocks", str(info["depth_before"]), str(info["depth_after"]),
+                  f"{info['depth_after'] / info['depth_before']:.3f}")
+    table.add_row("params", f"{info['params_before']:,}", f"{info['params_after']:,}",
+                  f"{info['params_after'] / info['params_before']:.3f}")
+    before, after = info.get("gflops_before"), info.get("gflops_after")
+    table.add_row("GFLOPs", _gf(before), _gf(after), f"{after / before:.3f}" if before else "-")
+    table.caption = f"removed blocks {', '.join(map(str, info['removed_blocks']))} (1-based)"
+    return table
+
+
+def info_table(info: dict[str, Any]) -> Table:
+    """Stacks, depth, parameters and GFLOPs of one checkpoint."""
+    table = Table(title=f"{info['path']} ({info['format']}, {', '.join(info['dtypes'])})", title_justify="left",
+                  header_style="bold")
+    for column in ("stack", "family", "role", "depth"):
+        table.add_column(column)
+    for s in info["stacks"]:
+        mark = " *" if s["name"] == info["stack"] else ""
+        table.add_row(s["name"] + mark, s["family"], s["role"], str(s["depth"]))
+    table.caption = f"* selected; parameters {info['params']:,}; GFLOPs {_gf(info['gflops'])}"
+    return table

@@ -1,0 +1,115 @@
+"""Write a pruned checkpoint in its own format, tensor by tensor, without building the model."""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import HF_WEIGHT_FILES, Checkpoint
+from .errors import GardenerError
+
+DEFAULT_SHARD_BYTES = 5 * 1024**3
+_SKIP = set(HF_WEIGHT_FILES) | {"gardener.json"}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from '5GB', '500MB', '20KB' or a plain integer."""
+    if isinstance(text, int):
+        return text
+    units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "B": 1}
+    for unit, scale in units.items():
+        if text.upper().endswith(unit):
+            try:
+                return int(float(text[: -len(unit)]) * scale)
+            except ValueError:
+                break
+    try:
+        return int(text)
+    except ValueError:
+        raise GardenerError(f"--max-shard-size {text!r}: expected a size like 5GB or 500MB") from None
+
+
+def write_safetensors(path: Path, tensors: list[tuple[str, str, tuple, Callable[[], np.ndarray]]]) -> int:
+    """Stream (name, dtype tag, shape, read) tensors into one safetensors file; returns data bytes."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, tag, shape, read in tensors:
+        nbytes = read().nbytes
+        header[name] = {"dtype": tag, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as handle:
+        handle.write(len(blob).to_bytes(8, "little"))
+        handle.write(blob)
+        for _, _, _, read in tensors:
+            handle.write(np.ascontiguousarray(read()).tobytes(order="C"))
+    return offset
+
+
+def _shards(items: list, max_bytes: int) -> list[list]:
+    shards, current, size = [], [], 0
+    for item in items:
+        nbytes = item[4]
+        if current and size + nbytes > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(item[:4])
+        size += nbytes
+    return shards + ([current] if current else [])
+
+
+def renamed_tensors(ckpt: Checkpoint, rename: Callable[[str], str | None]) -> list:
+    """(new name, dtype, shape, reader, bytes) of every kept tensor, in stored order."""
+    out = []
+    for name in ckpt.names():
+        new = rename(name)
+        if new is not None:
+            info = ckpt.info(name)
+            out.append((new, info.dtype, info.shape, (lambda n=name: ckpt.read(n)), info.nbytes))
+    return out
+
+
+def write_hf_weights(out: Path, tensors: list, max_bytes: int = DEFAULT_SHARD_BYTES) -> list[Path]:
+    """model.safetensors, or model-0000k-of-0000n.safetensors shards plus their index json."""
+    shards = _shards(tensors, max_bytes)
+    if len(shards) == 1:
+        write_safetensors(out / "model.safetensors", shards[0])
+        return [out / "model.safetensors"]
+    weight_map, total, files = {}, 0, []
+    for k, shard in enumerate(shards, start=1):
+        name = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        total += write_safetensors(out / name, shard)
+        weight_map.update({t[0]: name for t in shard})
+        files.append(out / name)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return files + [out / "model.safetensors.index.json"]
+
+
+def copy_side_files(src: Path, out: Path, skip: Iterable[str] = ()) -> list[str]:
+    """Copy everything of an HF directory except its weights (and `skip`): configs, tokenizer, README."""
+    copied = []
+    skipped = _SKIP | set(skip)
+    for item in sorted(src.iterdir()):
+        is_shard = item.name.startswith(("model-", "pytorch_model-")) and item.suffix in (".safetensors", ".bin")
+        if item.name in skipped or is_shard or item.name.startswith("."):
+            continue
+        target = out / item.name
+        shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
+        copied.append(item.name)
+    return copied
+
+
+def write_torch_state(path: Path, tensors: list, nest: str | None) -> None:
+    """A .pth/.pt/.bin state dict (nested under `nest` when the input was)."""
+    import torch
+
+    state = {}
+    for name, tag, _, read, _ in tensors:
+        arr = np.array(read())
+        t = torch.from_numpy(arr)
+        state[name] = t.view(torch.bfloat16) if tag == "BF16" else t
+    torch.save({nest: state} if nest else state, path)

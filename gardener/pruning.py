@@ -1,0 +1,120 @@
+"""Choose blocks to remove (pure, no torch) and cut them out of a checkpoint by key surgery."""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .errors import GardenerError
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """Which blocks go and which stay, as 1-based block numbers of one stack."""
+
+    depth: int
+    removed: list[int]
+    kept: list[int]
+    how: str  # "ratio 0.5", "count 3" or "blocks"
+    criterion: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def count_for_ratio(ratio: float, depth: int) -> int:
+    """Blocks removed for a pruning ratio: round(ratio x depth), so 8.3 % of 12 removes 1."""
+    if not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 < ratio < 1:
+        raise GardenerError(f"--ratio {ratio}: expected a fraction strictly between 0 and 1 (e.g. 0.5)")
+    count = int(math.floor(ratio * depth + 0.5))
+    if count < 1 or count >= depth:
+        raise GardenerError(f"--ratio {ratio}: removes {count} of {depth} blocks; at least one block must "
+                            f"go and at least one must remain")
+    return count
+
+
+def parse_blocks(spec: str | Sequence[int], depth: int, zero_based: bool = False, what: str = "--blocks") -> list[int]:
+    """1-based block numbers from '3,7,9' (or 0-based with zero_based), validated against depth."""
+    items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
+    try:
+        numbers = [int(s) + (1 if zero_based else 0) for s in items]
+    except ValueError:
+        raise GardenerError(f"{what} {spec!r}: expected comma-separated block numbers like 3,7,9") from None
+    low, high = (0, depth - 1) if zero_based else (1, depth)
+    bad = [n - (1 if zero_based else 0) for n in numbers if not 1 <= n <= depth]
+    if bad:
+        raise GardenerError(f"{what}: block {bad[0]} is out of range {low}..{high} for a stack of {depth} blocks")
+    if len(set(numbers)) != len(numbers):
+        raise GardenerError(f"{what} {spec!r}: lists a block twice")
+    return numbers
+
+
+def plan(depth: int, *, ratio: float | None = None, remove: int | None = None, blocks: Sequence[int] | None = None,
+         removal_order: Sequence[int] | None = None, protect: Sequence[int] = (), criterion: str | None = None
+         ) -> PrunePlan:
+    """Decide which blocks to remove by exactly one of ratio, count or explicit block numbers.
+
+    With a ratio or count, blocks are taken from `removal_order` (1-based, least important
+    first), skipping protected ones.
+    """
+    given = [x is not None for x in (ratio, remove, blocks)]
+    if sum(given) != 1:
+        raise GardenerError("choose the blocks with exactly one of --ratio, --remove or --blocks")
+    if blocks is not None:
+        chosen = sorted(blocks)
+        clash = sorted(set(chosen) & set(protect))
+        if clash:
+            raise GardenerError(f"--blocks and --protect both name block {clash[0]}")
+        how = "blocks"
+    else:
+        count = count_for_ratio(ratio, depth) if ratio is not None else _check_count(remove, depth)
+        candidates = [b for b in (removal_order or []) if b not in set(protect)]
+        if len(candidates) < count:
+            raise GardenerError(f"cannot remove {count} blocks: only {len(candidates)} are not protected")
+        chosen = sorted(candidates[:count])
+        how = f"ratio {ratio}" if ratio is not None else f"count {count}"
+    if len(chosen) >= depth:
+        raise GardenerError(f"removing {len(chosen)} of {depth} blocks would leave none; at least one must remain")
+    kept = [b for b in range(1, depth + 1) if b not in set(chosen)]
+    return PrunePlan(depth, chosen, kept, how, criterion)
+
+
+def _check_count(count: int, depth: int) -> int:
+    if count < 1 or count >= depth:
+        raise GardenerError(f"--remove {count}: expected 1..{depth - 1} for a stack of {depth} blocks")
+    return count
+
+
+def renamer(stack: str, kept: Sequence[int]):
+    """A function mapping a key to its new name (kept blocks renumbered 0..k-1) or None (dropped).
+
+    `kept` holds 1-based block numbers; keys of other stacks pass through unchanged.
+    """
+    new_index = {number - 1: i for i, number in enumerate(kept)}
+    pattern = re.compile(rf"^({re.escape(stack)})\.(\d+)\.(.*)$")
+
+    def rename(key: str) -> str | None:
+        match = pattern.match(key)
+        if not match:
+            return key
+        index = new_index.get(int(match.group(2)))
+        return None if index is None else f"{match.group(1)}.{index}.{match.group(3)}"
+
+    return rename
+
+
+def shorten_per_layer(config: dict, field_name: str | None, kept: Sequence[int]) -> dict:
+    """A copy of an HF config with the depth field set and per-layer lists cut to the kept blocks."""
+    out = dict(config)
+    if field_name is None or field_name not in config:
+        return out
+    depth = config[field_name]
+    out[field_name] = len(kept)
+    for key in ("layer_types",):
+        value = config.get(key)
+        if isinstance(value, list) and len(value) == depth and field_name == "num_hidden_layers":
+            out[key] = [value[n - 1] for n in kept]
+    if "stage_names" in config and field_name == "num_hidden_layers":  # backbone configs (DINOv2)
+        out["stage_names"] = ["stem"] + [f"stage{i}" for i in range(1, len(kept) + 1)]
+        out.pop("out_features", None)
+        out.pop("out_indices", None)
+    return out
