@@ -21,6 +21,16 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 CRITERIA_HELP = "Comma list or 'all'. Known: " + ", ".join(registry.names())
 
+# Options shared by several commands, declared once.
+PATH_ARG = typer.Argument(..., help="HF model directory, .safetensors, or .pth/.pt/.bin state dict.")
+STACK_OPT = typer.Option(None, "--stack", help="Stack to use (default: the encoder).")
+PATTERN_OPT = typer.Option(None, "--block-pattern", help="Regex with the block number in a group.")
+DTYPE_OPT = typer.Option("stored", "--dtype", help="Precision view: stored, float16, bfloat16 or float32.")
+SEED_OPT = typer.Option(0, "--seed", help="Seed for the random criterion.")
+FRAMES_OPT = typer.Option(16, "--frames", help="Video frames for the GFLOPs count.")
+SIZE_OPT = typer.Option(224, "--size", help="Image/frame size for the GFLOPs count.")
+SEQ_OPT = typer.Option(128, "--seq-len", help="Sequence length for the GFLOPs count of text models.")
+
 
 def _progress(label: str):
     """A Rich progress bar on stderr; returns (context manager, callback(done, total))."""
@@ -35,15 +45,15 @@ def _progress(label: str):
 @app.command()
 def score(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="HF model directory, .safetensors, or .pth/.pt/.bin state dict."),
+    path: Path = PATH_ARG,
     criteria: str = typer.Option("all", "--criteria", help=CRITERIA_HELP),
     criterion: str = typer.Option("entropy", "--criterion", help="Primary criterion: its ranks and removal order."),
-    dtype: str = typer.Option("stored", "--dtype", help="Precision view: stored, float16, bfloat16 or float32."),
-    stack: Optional[str] = typer.Option(None, "--stack", help="Stack to score (default: the encoder)."),
-    block_pattern: Optional[str] = typer.Option(None, "--block-pattern", help="Regex with the block number in a group."),
+    dtype: str = DTYPE_OPT,
+    stack: Optional[str] = STACK_OPT,
+    block_pattern: Optional[str] = PATTERN_OPT,
     params: str = typer.Option("2d", "--params", help="'2d' (weight matrices, as the paper) or 'all'."),
     bins: int = typer.Option(2048, "--bins", help="Histogram bins for hist_entropy."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the random criterion."),
+    seed: int = SEED_OPT,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write scores, ranks and metadata as JSON."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write one row per block as CSV."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write weight histograms at several depths (PNG)."),
@@ -80,7 +90,7 @@ def _show(result) -> None:
 @app.command()
 def prune(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="HF model directory, .safetensors, or .pth/.pt/.bin state dict."),
+    path: Path = PATH_ARG,
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder (must not exist unless --force)."),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of blocks to remove: round(R x depth)."),
     remove: Optional[int] = typer.Option(None, "--remove", help="Number of blocks to remove."),
@@ -89,14 +99,14 @@ def prune(
     criterion: str = typer.Option("entropy", "--criterion", help="Criterion ranking the blocks. " + CRITERIA_HELP),
     ranking: Optional[Path] = typer.Option(None, "--ranking", help="Use a `gardener score --json` file's ranking."),
     protect: Optional[str] = typer.Option(None, "--protect", help="Blocks never removed, e.g. 1,12."),
-    dtype: str = typer.Option("stored", "--dtype", help="Precision view for scoring."),
-    stack: Optional[str] = typer.Option(None, "--stack", help="Stack to prune (default: the encoder)."),
-    block_pattern: Optional[str] = typer.Option(None, "--block-pattern", help="Regex with the block number in a group."),
+    dtype: str = DTYPE_OPT,
+    stack: Optional[str] = STACK_OPT,
+    block_pattern: Optional[str] = PATTERN_OPT,
     max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Shard HF weights above this size."),
-    frames: int = typer.Option(16, "--frames", help="Video frames for the GFLOPs count."),
-    size: int = typer.Option(224, "--size", help="Image/frame size for the GFLOPs count."),
-    seq_len: int = typer.Option(128, "--seq-len", help="Sequence length for the GFLOPs count of text models."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the random criterion."),
+    frames: int = FRAMES_OPT,
+    size: int = SIZE_OPT,
+    seq_len: int = SEQ_OPT,
+    seed: int = SEED_OPT,
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Remove blocks in one shot and write a shallower checkpoint in the input's own format."""
@@ -107,19 +117,19 @@ def prune(
     info = prune_checkpoint(path, out_dir, ratio=ratio, remove=remove, blocks=blocks, zero_based=zero_based,
                             criterion=criterion, ranking=ranking, protect=protect, dtype=dtype, stack=stack,
                             block_pattern=block_pattern, force=force, max_shard_size=max_shard_size,
-                            spec=InputSpec(frames, size, seq_len), arguments=ctx.params)
+                            spec=InputSpec(frames, size, seq_len), seed=seed, arguments=ctx.params)
     out.print(prune_table(info))
     err.print(f"wrote {out_dir}")
 
 
 @app.command()
 def info(
-    path: Path = typer.Argument(..., help="HF model directory, .safetensors, or .pth/.pt/.bin state dict."),
-    stack: Optional[str] = typer.Option(None, "--stack", help="Stack to report (default: the encoder)."),
-    block_pattern: Optional[str] = typer.Option(None, "--block-pattern", help="Regex with the block number in a group."),
-    frames: int = typer.Option(16, "--frames", help="Video frames for the GFLOPs count."),
-    size: int = typer.Option(224, "--size", help="Image/frame size for the GFLOPs count."),
-    seq_len: int = typer.Option(128, "--seq-len", help="Sequence length for the GFLOPs count of text models."),
+    path: Path = PATH_ARG,
+    stack: Optional[str] = STACK_OPT,
+    block_pattern: Optional[str] = PATTERN_OPT,
+    frames: int = FRAMES_OPT,
+    size: int = SIZE_OPT,
+    seq_len: int = SEQ_OPT,
 ) -> None:
     """Print the depth, stacks, parameters and GFLOPs of a checkpoint."""
     from .cost import InputSpec

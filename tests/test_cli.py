@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -124,3 +125,50 @@ def test_criteria_command_lists_registry(capsys):
     code, out, _ = cli(["criteria"], capsys)
     assert code == 0
     assert all(name in out for name in gardener.criteria.names())
+
+
+PRUNE_BAD = {
+    "ratio zero": (["--ratio", "0"], "strictly between 0 and 1"),
+    "ratio one": (["--ratio", "1"], "strictly between 0 and 1"),
+    "ratio nan": (["--ratio", "nan"], "strictly between 0 and 1"),
+    "count too large": (["--remove", "4"], "expected 1..3"),
+    "duplicate blocks": (["--blocks", "2,2"], "lists a block twice"),
+    "out of range": (["--blocks", "9"], "out of range 1..4"),
+    "no choice": ([], "exactly one of --ratio, --remove or --blocks"),
+}
+
+
+@pytest.mark.parametrize("case", list(PRUNE_BAD))
+def test_prune_bad_input_is_one_line(videomae_dir, tmp_path, case):
+    extra, message = PRUNE_BAD[case]
+    proc = run(["prune", str(videomae_dir), "-o", str(tmp_path / "out"), *extra])
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_prune_existing_and_unwritable_output(videomae_dir, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    code, _, err = cli(["prune", str(videomae_dir), "-o", str(tmp_path / "out"), "--remove", "1"], capsys)
+    assert code != 0 and "already exists; pass --force" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a parent that is a file cannot hold the output, even for root
+    code, _, err = cli(["prune", str(videomae_dir), "-o", str(blocker / "out"), "--remove", "1"], capsys)
+    assert code != 0 and "does not exist" in err and blocker.read_text() == "x"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = cli(["prune", str(videomae_dir), "-o", str(locked / "out"), "--remove", "1"], capsys)
+    if os.access(locked, os.W_OK):  # root ignores permissions
+        pytest.skip("running as root: permissions are not enforced")
+    assert code != 0 and "not writable" in err
+
+
+def test_prune_and_info_commands(videomae_dir, tmp_path, capsys):
+    code, out, _ = cli(["prune", str(videomae_dir), "-o", str(tmp_path / "p"), "--ratio", "0.5",
+                        "--frames", "4", "--size", "32"], capsys)
+    assert code == 0 and "GFLOPs" in out and "removed blocks" in out
+    manifest = json.loads((tmp_path / "p" / "gardener.json").read_text())
+    assert manifest["gflops_after"] < manifest["gflops_before"] and manifest["depth_after"] == 2
+    code, out, _ = cli(["info", str(tmp_path / "p"), "--frames", "4", "--size", "32"], capsys)
+    assert code == 0 and "videomae.encoder.layer" in out and f"{manifest['params_after']:,}" in out

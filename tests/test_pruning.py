@@ -1,0 +1,162 @@
+"""Pruning: the plan (pure), the export (stock transformers loads it), costs, and bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIGS, DEPTH, build_hf, original_videomae_state, save_hf, write_safetensors
+from safetensors.torch import load_file
+
+import gardener
+from gardener import export
+from gardener.cost import InputSpec, gflops
+from gardener.errors import GardenerError
+from gardener.pruning import count_for_ratio, plan
+from gardener.workflows import prune_checkpoint
+
+PAPER_RATIOS = {0.083: 1, 0.25: 3, 0.417: 5, 0.583: 7, 0.75: 9, 0.917: 11}
+
+
+@pytest.mark.parametrize("ratio,count", PAPER_RATIOS.items())
+def test_paper_ratios_remove_paper_counts(ratio, count):
+    assert count_for_ratio(ratio, 12) == count
+
+
+def test_plan_takes_removal_order_and_skips_protected():
+    order = [12, 10, 11, 9, 7, 8, 5, 3, 6, 4, 2, 1]
+    p = plan(12, remove=3, removal_order=order, protect=[10])
+    assert p.removed == [9, 11, 12] and p.kept == [1, 2, 3, 4, 5, 6, 7, 8, 10]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"ratio": 0.0}, "strictly between 0 and 1"), ({"ratio": 1.0}, "strictly between 0 and 1"),
+    ({"ratio": -0.5}, "strictly between"), ({"ratio": float("nan")}, "strictly between"),
+    ({"ratio": 0.01}, "at least one block must go"), ({"remove": 0}, "expected 1..11"),
+    ({"remove": 12}, "expected 1..11"), ({"ratio": 0.5, "remove": 2}, "exactly one"),
+])
+def test_plan_rejects_bad_choices(kwargs, message):
+    with pytest.raises(GardenerError, match=message):
+        plan(12, removal_order=list(range(12, 0, -1)), **kwargs)
+
+
+def _skip_layers(model, stack_path: str, kept: list[int]):
+    """Reference: the original model calling only the kept layers, in order."""
+    parent_path, _, attr = stack_path.rpartition(".")
+    parent = model.get_submodule(parent_path)
+    setattr(parent, attr, torch.nn.ModuleList([getattr(parent, attr)[i - 1] for i in kept]))
+    model.config.num_hidden_layers = len(kept)
+    return model
+
+
+def _inputs(name: str):
+    gen = torch.Generator().manual_seed(0)
+    if name.startswith("videomae"):
+        return {"pixel_values": torch.randn(1, 4, 3, 32, 32, generator=gen)}
+    if name in ("vit", "dinov2"):
+        return {"pixel_values": torch.randn(1, 3, 32, 32, generator=gen)}
+    ids = {"input_ids": torch.randint(0, 50, (1, 7), generator=gen)}
+    # the reference keeps stale layer_idx values, so it must not use a KV cache
+    return {**ids, "use_cache": False} if name == "llama" else ids
+
+
+IN_MEMORY_STACK = {"videomae": "videomae.encoder.layer", "vit": "vit.layers", "dinov2": "encoder.layer",
+                   "bert": "encoder.layer", "llama": "model.layers"}
+
+
+@pytest.mark.parametrize("name", sorted(IN_MEMORY_STACK))
+def test_pruned_hf_directory_loads_and_matches_skipped_layers(tmp_path, name):
+    model = build_hf(name)
+    src = save_hf(model, tmp_path / "src")
+    info = prune_checkpoint(src, tmp_path / "out", blocks="2,3")
+    cls = CONFIGS[name][0]
+    pruned = cls.from_pretrained(tmp_path / "out").eval()
+    assert pruned.config.num_hidden_layers == DEPTH - 2 and info["kept_blocks"] == [1, 4]
+    assert pruned.config.gardener["removed_blocks"] == [2, 3]
+    # every kept tensor is bit-identical to its source under its new name
+    before, after = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "out" / "model.safetensors"))
+    stack = info["stack"]
+    for key, tensor in after.items():
+        old = key.replace(f"{stack}.1.", f"{stack}.3.") if key.startswith(f"{stack}.1.") else key
+        assert torch.equal(before[old], tensor), key
+    reference = _skip_layers(model, IN_MEMORY_STACK[name], [1, 4])
+    with torch.no_grad():
+        got, want = pruned(**_inputs(name)), reference(**_inputs(name))
+    key = "logits" if "logits" in got else "last_hidden_state"
+    torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+def test_pruning_decoder_changes_decoder_depth_only(tmp_path):
+    src = save_hf(build_hf("videomae_pretrain"), tmp_path / "src")
+    prune_checkpoint(src, tmp_path / "out", remove=1, stack="decoder", criterion="l2")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["decoder_num_hidden_layers"] == 1 and config["num_hidden_layers"] == DEPTH
+
+
+def test_sharded_output_and_side_files(tmp_path):
+    src = save_hf(build_hf("bert"), tmp_path / "src")
+    (src / "README.md").write_text("model card")
+    prune_checkpoint(src, tmp_path / "out", ratio=0.5, max_shard_size="20KB")
+    out = tmp_path / "out"
+    assert (out / "model.safetensors.index.json").is_file() and (out / "README.md").read_text() == "model card"
+    model = CONFIGS["bert"][0].from_pretrained(out)
+    assert model.config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_raw_state_dict_same_format_out(tmp_path, suffix):
+    state = original_videomae_state(build_hf("videomae"))
+    src = tmp_path / f"orig{suffix}"
+    torch.save({"model": state}, src) if suffix == ".pth" else write_safetensors(state, src)
+    info = prune_checkpoint(src, tmp_path / "out", ratio=0.25, criterion="entropy")
+    out_file = tmp_path / "out" / src.name
+    result = gardener.score(out_file, ["l1"])
+    assert result.depth == DEPTH - 1 and info["removed_blocks"] == [info["removed_blocks"][0]]
+    if suffix == ".pth":
+        assert list(torch.load(out_file, weights_only=True)) == ["model"]
+    manifest = json.loads((tmp_path / "out" / "gardener.json").read_text())
+    assert manifest["inputs"][0]["sha256"] and manifest["params_after"] < manifest["params_before"]
+
+
+def test_ranking_file_and_protect(tmp_path):
+    src = save_hf(build_hf("vit"), tmp_path / "src")
+    scores = gardener.score(src, ["l2"], primary="l2")
+    (tmp_path / "s.json").write_text(json.dumps(scores.to_dict()))
+    order = scores.removal_order("l2")
+    info = prune_checkpoint(src, tmp_path / "out", remove=1, ranking=tmp_path / "s.json", protect=str(order[0]))
+    assert info["removed_blocks"] == [order[1]] and info["criterion"] == "l2"
+
+
+def test_existing_output_and_crash_leave_nothing_behind(tmp_path, monkeypatch):
+    src = save_hf(build_hf("bert"), tmp_path / "src")
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(GardenerError, match="already exists; pass --force"):
+        prune_checkpoint(src, tmp_path / "exists", remove=1)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr("gardener.workflows.write_hf_weights", boom)
+    with pytest.raises(OSError):
+        prune_checkpoint(src, tmp_path / "crash", remove=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "src"]
+
+
+def test_videomae_base_costs_match_paper():
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    config = VideoMAEConfig(num_labels=101).to_dict()
+    assert gflops(config, InputSpec(16, 224)) == pytest.approx(180, rel=0.03)
+    assert gflops({**config, "num_hidden_layers": 11}, InputSpec(16, 224)) == pytest.approx(166, rel=0.03)
+    with torch.device("meta"):
+        full = VideoMAEForVideoClassification(VideoMAEConfig(num_labels=101))
+        short = VideoMAEForVideoClassification(VideoMAEConfig(num_labels=101, num_hidden_layers=11))
+    assert sum(p.numel() for p in full.parameters()) / 1e6 == pytest.approx(86.3, abs=0.05)
+    assert sum(p.numel() for p in short.parameters()) / 1e6 == pytest.approx(79.2, abs=0.05)
+
+
+def test_streamed_safetensors_writer_round_trips_bfloat16(tmp_path):
+    t = torch.randn(5, 7).to(torch.bfloat16)
+    raw = t.view(torch.int16).numpy().view(np.uint16)
+    export.write_safetensors(tmp_path / "b.safetensors", [("w", "BF16", (5, 7), lambda: raw)])
+    assert torch.equal(load_file(str(tmp_path / "b.safetensors"))["w"], t)
