@@ -45,11 +45,15 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
+        if path.is_dir():  # forced: move the old folder aside, then drop it once the new one is in place
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old) if path.is_dir() else path.unlink()
+            os.replace(path, old)
+            os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
+            return
+        if path.exists():
+            path.unlink()
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -109,10 +109,9 @@ def shorten_per_layer(config: dict, field_name: str | None, kept: Sequence[int])
         return out
     depth = config[field_name]
     out[field_name] = len(kept)
-    for key in ("layer_types",):
-        value = config.get(key)
-        if isinstance(value, list) and len(value) == depth and field_name == "num_hidden_layers":
-            out[key] = [value[n - 1] for n in kept]
+    layer_types = config.get("layer_types")
+    if isinstance(layer_types, list) and len(layer_types) == depth and field_name == "num_hidden_layers":
+        out["layer_types"] = [layer_types[n - 1] for n in kept]
     if "stage_names" in config and field_name == "num_hidden_layers":  # backbone configs (DINOv2)
         out["stage_names"] = ["stem"] + [f"stage{i}" for i in range(1, len(kept) + 1)]
         out.pop("out_features", None)

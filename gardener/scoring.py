@@ -49,6 +49,7 @@ class ScoreResult:
     removes: dict[str, str]
     histograms: list[dict] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)  # the checkpoint files read, for manifests
 
     @property
     def depth(self) -> int:
@@ -123,7 +124,7 @@ def _score_block(ckpt: Checkpoint, names: list[str], view: str, crits: list, ctx
         values = BlockValues(parts)
         counts = values.counts(full=True) if keep_counts else None  # before entropy builds a lighter table
         scores = {c.name: float(c.fn(values, ctx)) for c in crits}
-        distinct = values._counts.distinct if values._counts is not None else None
+        distinct = values.distinct
         hist = None
         if histograms:
             counts_h, edges = values.histogram(PLOT_BINS)
@@ -190,23 +191,20 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         source=str(ckpt.path), format=ckpt.format, stack=chosen.name, family=chosen.family.name,
         dtype_view=dtype, stored_dtypes=stored, params=params, primary=primary, bins=bins, seed=seed,
         blocks=infos, scores={n: scores[n] for n in names}, removes={c.name: c.removes for c in crits},
-        histograms=[r[3] for r in results] if histograms else None,
+        histograms=[r[3] for r in results] if histograms else None, files=[str(f) for f in ckpt.files],
     )
 
 
 def _run_blocks(ckpt, infos, dtype, crits, ctx, keep_counts, histograms, workers, progress) -> list:
     workers = workers or min(2, os.cpu_count() or 1)
-    done = 0
 
     def one(info: BlockInfo):
-        nonlocal done
-        out = _score_block(ckpt, info.tensors, dtype, crits, ctx, keep_counts, histograms)
-        done += 1
-        if progress:
-            progress(done, len(infos))
-        return out
+        return _score_block(ckpt, info.tensors, dtype, crits, ctx, keep_counts, histograms)
 
-    if workers == 1:
-        return [one(info) for info in infos]
+    results: list = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, infos))
+        for out in pool.map(one, infos):  # in block order; progress reported from this thread only
+            results.append(out)
+            if progress:
+                progress(len(results), len(infos))
+    return results

@@ -192,6 +192,11 @@ class BlockValues:
             return _WIDTH[self.tags[0]]
         return max(32, *(_WIDTH[t] for t in self.tags))
 
+    @property
+    def distinct(self) -> int | None:
+        """Distinct exact values, if a criterion has counted them (counting is not done for this)."""
+        return self._counts.distinct if self._counts is not None else None
+
     def counts(self, full: bool = False) -> ValueCounts:
         """The exact-value count table (cached; `full` keeps distinct keys of wide dtypes)."""
         if self._counts is None or (full and self._counts.keys is None and not self._counts.dense):

@@ -41,7 +41,7 @@ def write_score_outputs(result: ScoreResult, outputs: dict[str, Path | None], fo
 
     if not any(outputs.values()):
         return []
-    inputs = inputs if inputs is not None else _source_files(result.source)
+    inputs = inputs if inputs is not None else result.files
     meta = manifest("scores", inputs, _jsonable(arguments or {}))
     written = []
     if outputs.get("json"):
@@ -49,12 +49,8 @@ def write_score_outputs(result: ScoreResult, outputs: dict[str, Path | None], fo
     if outputs.get("csv"):
         written.append(write_text(outputs["csv"], to_csv(result, meta), force))
     if outputs.get("plot"):
-        written.append(weight_histograms(json.loads(to_json(result, meta)), outputs["plot"], force=force))
+        written.append(weight_histograms(result.to_dict(), outputs["plot"], force=force))
     return written
-
-
-def _source_files(source: str) -> list[Path]:
-    return open_checkpoint(source).files
 
 
 def tiny_videomae_config(depth: int = 12, hidden: int = 64):
@@ -84,6 +80,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, force: bool = False) -> tuple[S
         model.save_pretrained(tmp / "model")
         result = score(tmp / "model", "all", seed=seed, histograms=True)
         result.source = str(out_dir / "model")
+        result.files = [str(out_dir / "model" / "model.safetensors")]
         arguments = {"out_dir": str(out_dir), "seed": seed}
         weights = [(tmp / "model" / "model.safetensors", "model/model.safetensors")]
         outputs = {"json": tmp / "scores.json", "csv": tmp / "scores.csv", "plot": tmp / "histograms.png"}
@@ -155,15 +152,22 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     return info
 
 
-def _gflops_pair(before: dict | None, after: dict, spec: InputSpec) -> dict:
-    """GFLOPs before and after, or None with the reason when the config cannot be built."""
-    if not before:
-        return {"gflops_before": None, "gflops_after": None}
+def _safe_gflops(config: dict | None, spec: InputSpec) -> tuple[float | None, str | None]:
+    """GFLOPs of a config, or None and the reason when there is none or it cannot be built."""
+    if not config:
+        return None, "no config.json"
     try:
-        return {"gflops_before": gflops(before, spec), "gflops_after": gflops(after, spec),
-                "gflops_input": asdict(spec)}
-    except Exception as exc:  # noqa: BLE001 - a model transformers cannot build must not stop the prune
-        return {"gflops_before": None, "gflops_after": None, "gflops_note": f"{exc.__class__.__name__}: {exc}"[:300]}
+        return gflops(config, spec), None
+    except Exception as exc:  # noqa: BLE001 - a model transformers cannot build must not stop the command
+        return None, f"{exc.__class__.__name__}: {exc}"[:300]
+
+
+def _gflops_pair(before: dict | None, after: dict, spec: InputSpec) -> dict:
+    """GFLOPs before and after a prune, with the input they were counted for."""
+    value, note = _safe_gflops(before, spec)
+    pair = {"gflops_before": value, "gflops_after": _safe_gflops(after, spec)[0] if value else None,
+            "gflops_input": asdict(spec)}
+    return pair if note is None else {**pair, "gflops_note": note}
 
 
 def checkpoint_info(path: str | Path, stack: str | None = None, block_pattern: str | None = None,
@@ -176,7 +180,7 @@ def checkpoint_info(path: str | Path, stack: str | None = None, block_pattern: s
     result = {"path": str(path), "format": ckpt.format, "stack": chosen.name, "depth": chosen.depth,
               "stacks": stacks, "params": ckpt.num_params,
               "dtypes": sorted({ckpt.info(n).dtype for n in ckpt.names()})}
-    result.update(_gflops_pair(ckpt.config, ckpt.config or {}, spec))
-    result.pop("gflops_after", None)
-    result["gflops"] = result.pop("gflops_before")
+    result["gflops"], note = _safe_gflops(ckpt.config, spec)
+    if note:
+        result["gflops_note"] = note
     return result
