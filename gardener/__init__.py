@@ -3,10 +3,12 @@
     import gardener
     result = gardener.score("path/to/checkpoint", criteria="all", dtype="stored")
     result.removal_order("entropy")   # block numbers, least important first
+    model, record = gardener.prune_model(model, remove=result.removal_order("entropy")[:3])
 """
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import GardenerError
 from .scoring import BlockInfo, ScoreResult, score
+from .surgery import prune_model
 
 __version__ = "0.1.0"
-__all__ = ["BlockInfo", "Checkpoint", "GardenerError", "ScoreResult", "open_checkpoint", "score"]
+__all__ = ["BlockInfo", "Checkpoint", "GardenerError", "ScoreResult", "open_checkpoint", "prune_model", "score"]

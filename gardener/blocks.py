@@ -132,19 +132,27 @@ def top_prefixes(names: list[str], limit: int = 12) -> str:
 
 def select_stack(ckpt: Checkpoint, stack: str | None = None, pattern: str | None = None) -> Stack:
     """The stack to score: the one named by `stack`, else the encoder (or the only main stack)."""
-    names = ckpt.names()
+    return choose_stack(ckpt.names(), stack, pattern, where=str(ckpt.path))
+
+
+def choose_stack(names: list[str], stack: str | None = None, pattern: str | None = None,
+                 where: str = "checkpoint") -> Stack:
+    """Among the stacks these parameter names form, the named one or else the encoder.
+
+    `where` names the checkpoint or model in error messages.
+    """
     stacks = find_stacks(names, pattern)
     if not stacks:
         how = f"--block-pattern {pattern!r} matched no key" if pattern else "no transformer block stack found"
-        raise GardenerError(f"{ckpt.path}: {how}; top-level key prefixes: {top_prefixes(names)}. "
+        raise GardenerError(f"{where}: {how}; top-level key prefixes: {top_prefixes(names)}. "
                             f"Use --block-pattern REGEX with the block number in a group")
     if stack is not None:
-        return _named_stack(stacks, stack, ckpt)
+        return _named_stack(stacks, stack, where)
     ranked = sorted(stacks, key=lambda s: (s.family.role == "decoder", s.family.name == "generic", -s.depth))
     return ranked[0]
 
 
-def _named_stack(stacks: list[Stack], name: str, ckpt: Checkpoint) -> Stack:
+def _named_stack(stacks: list[Stack], name: str, where: str) -> Stack:
     exact = [s for s in stacks if s.name == name]
     if exact:
         return exact[0]
@@ -153,7 +161,7 @@ def _named_stack(stacks: list[Stack], name: str, ckpt: Checkpoint) -> Stack:
         return by_role[0]
     available = ", ".join(f"{s.name} ({s.family.role}, {s.depth} blocks)" for s in stacks)
     why = "is ambiguous" if by_role else "not found"
-    raise GardenerError(f"--stack {name!r} {why} in {ckpt.path}; available stacks: {available}")
+    raise GardenerError(f"--stack {name!r} {why} in {where}; available stacks: {available}")
 
 
 def is_matrix_weight(name: str, shape: tuple[int, ...]) -> bool:

@@ -40,6 +40,41 @@ def build_hf(name: str, seed: int = 0) -> torch.nn.Module:
     return cls(make_config()).eval()
 
 
+# where each family keeps its block list in memory (transformers 5 names)
+IN_MEMORY_STACK = {"videomae": "videomae.encoder.layer", "vit": "vit.layers", "vitmae": "vit.layers",
+                   "dinov2": "encoder.layer", "bert": "encoder.layer", "llama": "model.layers"}
+
+
+def skip_layers(model: torch.nn.Module, stack_path: str, kept: list[int]) -> torch.nn.Module:
+    """Reference: the original model calling only the kept layers (1-based), in order.
+
+    Layer indices are left stale, so a LLaMA reference must run without a KV cache.
+    """
+    parent_path, _, attr = stack_path.rpartition(".")
+    parent = model.get_submodule(parent_path)
+    setattr(parent, attr, torch.nn.ModuleList([getattr(parent, attr)[i - 1] for i in kept]))
+    model.config.num_hidden_layers = len(kept)
+    return model
+
+
+def model_inputs(name: str) -> dict:
+    """Fixed inputs for a tiny model of the named family (ViTMAE gets fixed masking noise)."""
+    gen = torch.Generator().manual_seed(0)
+    if name.startswith("videomae"):
+        return {"pixel_values": torch.randn(1, 4, 3, 32, 32, generator=gen)}
+    if name in ("vit", "dinov2"):
+        return {"pixel_values": torch.randn(1, 3, 32, 32, generator=gen)}
+    if name == "vitmae":
+        return {"pixel_values": torch.randn(1, 3, 32, 32, generator=gen), "noise": torch.rand(1, 4, generator=gen)}
+    ids = {"input_ids": torch.randint(0, 50, (1, 7), generator=gen)}
+    return {**ids, "use_cache": False} if name == "llama" else ids
+
+
+def output_of(outputs) -> torch.Tensor:
+    """The tensor to compare: logits where the model has a head, else the last hidden state."""
+    return outputs["logits"] if "logits" in outputs else outputs["last_hidden_state"]
+
+
 def save_hf(model: torch.nn.Module, path: Path, dtype: torch.dtype | None = None, **kwargs) -> Path:
     """save_pretrained, optionally in another precision."""
     if dtype is not None:

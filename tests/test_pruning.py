@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, DEPTH, build_hf, original_videomae_state, save_hf, write_safetensors
+from conftest import (CONFIGS, DEPTH, IN_MEMORY_STACK, build_hf, model_inputs, original_videomae_state, output_of,
+                      save_hf, skip_layers, write_safetensors)
 from safetensors.torch import load_file
 
 import gardener
@@ -41,30 +42,6 @@ def test_plan_rejects_bad_choices(kwargs, message):
         plan(12, removal_order=list(range(12, 0, -1)), **kwargs)
 
 
-def _skip_layers(model, stack_path: str, kept: list[int]):
-    """Reference: the original model calling only the kept layers, in order."""
-    parent_path, _, attr = stack_path.rpartition(".")
-    parent = model.get_submodule(parent_path)
-    setattr(parent, attr, torch.nn.ModuleList([getattr(parent, attr)[i - 1] for i in kept]))
-    model.config.num_hidden_layers = len(kept)
-    return model
-
-
-def _inputs(name: str):
-    gen = torch.Generator().manual_seed(0)
-    if name.startswith("videomae"):
-        return {"pixel_values": torch.randn(1, 4, 3, 32, 32, generator=gen)}
-    if name in ("vit", "dinov2"):
-        return {"pixel_values": torch.randn(1, 3, 32, 32, generator=gen)}
-    ids = {"input_ids": torch.randint(0, 50, (1, 7), generator=gen)}
-    # the reference keeps stale layer_idx values, so it must not use a KV cache
-    return {**ids, "use_cache": False} if name == "llama" else ids
-
-
-IN_MEMORY_STACK = {"videomae": "videomae.encoder.layer", "vit": "vit.layers", "dinov2": "encoder.layer",
-                   "bert": "encoder.layer", "llama": "model.layers"}
-
-
 @pytest.mark.parametrize("name", sorted(IN_MEMORY_STACK))
 def test_pruned_hf_directory_loads_and_matches_skipped_layers(tmp_path, name):
     model = build_hf(name)
@@ -80,11 +57,10 @@ def test_pruned_hf_directory_loads_and_matches_skipped_layers(tmp_path, name):
     for key, tensor in after.items():
         old = key.replace(f"{stack}.1.", f"{stack}.3.") if key.startswith(f"{stack}.1.") else key
         assert torch.equal(before[old], tensor), key
-    reference = _skip_layers(model, IN_MEMORY_STACK[name], [1, 4])
+    reference = skip_layers(model, IN_MEMORY_STACK[name], [1, 4])
     with torch.no_grad():
-        got, want = pruned(**_inputs(name)), reference(**_inputs(name))
-    key = "logits" if "logits" in got else "last_hidden_state"
-    torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+        got, want = pruned(**model_inputs(name)), reference(**model_inputs(name))
+    torch.testing.assert_close(output_of(got), output_of(want), rtol=0, atol=0)
 
 
 def test_pruning_decoder_changes_decoder_depth_only(tmp_path):

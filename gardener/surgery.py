@@ -1,0 +1,80 @@
+"""Remove blocks from an instantiated `transformers` model, keeping it consistent per layer.
+
+The file-level export (`pruning` + `export`) never builds a model; this is its in-memory twin
+for users who already hold one: the block list shrinks, the config's depth and per-layer
+lists follow, and the layer indices a model keeps for its KV cache are renumbered, so that
+cached generation, `save_pretrained` and a later `from_pretrained` all agree.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .blocks import choose_stack
+from .errors import GardenerError
+from .pruning import parse_blocks, plan, shorten_per_layer
+
+# Attributes that hold a block's position in its stack (transformers uses `layer_idx` for caches).
+LAYER_INDEX_ATTRS = ("layer_idx", "layer_id", "layer_index")
+
+
+def prune_model(model: Any, remove: Sequence[int], *, stack: str | None = None,
+                zero_based: bool = False) -> tuple[Any, dict]:
+    """Remove the listed blocks (1-based, as `ScoreResult.removal_order` gives them) in place.
+
+    Returns the same model object and the pruning record, which is also stored as
+    `model.config.gardener` so that `save_pretrained` writes it beside the new depth.
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise GardenerError(f"prune_model: expected a torch.nn.Module, got {type(model).__name__}")
+    names = [name for name, _ in model.named_parameters()]
+    chosen = choose_stack(names, stack, where=type(model).__name__)
+    blocks = model.get_submodule(chosen.name)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise GardenerError(f"prune_model: {chosen.name} in {type(model).__name__} is a "
+                            f"{type(blocks).__name__}, not an nn.ModuleList of blocks")
+    depth = len(blocks)
+    params_before = sum(p.numel() for p in model.parameters())
+    decision = plan(depth, blocks=parse_blocks(list(remove), depth, zero_based, "remove"))
+    kept_modules = [blocks[n - 1] for n in decision.kept]
+    for position, block in enumerate(kept_modules):
+        _renumber(block, position)
+    parent_name, _, attr = chosen.name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, torch.nn.ModuleList(kept_modules))
+    record = {"stack": chosen.name, "family": chosen.family.name, "how": "prune_model",
+              "removed_blocks": decision.removed, "kept_blocks": decision.kept,
+              "removed_indices": [b - 1 for b in decision.removed], "depth_before": depth,
+              "depth_after": len(decision.kept), "params_before": params_before,
+              "params_after": sum(p.numel() for p in model.parameters())}
+    config = getattr(model, "config", None)
+    if config is not None:
+        _update_config(config, chosen.family.depth_field, decision.kept, depth)
+        previous = getattr(config, "gardener", None)
+        if previous:
+            record["previous"] = previous
+        config.gardener = record
+    return model, record
+
+
+def _renumber(block: Any, position: int) -> None:
+    """Set every layer-index attribute inside a block to its new position."""
+    for module in block.modules():
+        for attr in LAYER_INDEX_ATTRS:
+            if isinstance(getattr(module, attr, None), int):
+                setattr(module, attr, position)
+
+
+def _update_config(config: Any, depth_field: str | None, kept: Sequence[int], depth: int) -> None:
+    """The config's depth field and per-layer lists, cut to the kept blocks."""
+    if depth_field is None or getattr(config, depth_field, None) != depth:
+        return
+    current = {depth_field: depth}
+    for name in ("layer_types", "stage_names"):
+        if getattr(config, name, None) is not None:
+            current[name] = list(getattr(config, name))
+    for name, value in shorten_per_layer(current, depth_field, kept).items():
+        setattr(config, name, value)
+    if "stage_names" in current and hasattr(config, "set_output_features_output_indices"):
+        config.set_output_features_output_indices(out_features=None, out_indices=None)
