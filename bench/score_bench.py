@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 
 import gardener
+from _common import best_of, child_peak_rss_mb
 from gardener.blocks import block_tensors, select_stack
 from gardener.checkpoint import open_checkpoint
 
@@ -55,15 +53,6 @@ def build(path: Path, dtype: type, seed: int = 0) -> Path:
     return path
 
 
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def kernels(ckpt) -> list[list[str]]:
     """The 2-D kernels of each block, found without computing anything."""
     return [block_tensors(ckpt, b) for b in select_stack(ckpt).blocks]
@@ -86,15 +75,6 @@ def numpy_floor(path: Path) -> float:
     return float(sum(np.sum(ckpt.read(n)) for n in names))
 
 
-def child_peak_rss_mb(path: Path) -> float:
-    """Peak RSS of a separate `gardener score` process (its own rusage, read by a wrapper)."""
-    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    cmd = [sys.executable, "-c", code, sys.executable, "-m", "gardener", "score", str(path), "--criteria", "entropy"]
-    return int(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout) / 1024
-
-
 def bench(dtype_name: str, workdir: Path, repeat: int) -> dict:
     path = workdir / f"videomae_b_{dtype_name}.safetensors"
     if not path.exists():
@@ -105,10 +85,11 @@ def bench(dtype_name: str, workdir: Path, repeat: int) -> dict:
     t_ref, ref = best_of(lambda: notebook_reference(path), 1)
     t_floor, _ = best_of(lambda: numpy_floor(path), repeat)
     diff = float(np.max(np.abs(np.array(ours.scores["entropy"]) - np.array(ref))))
+    rss = child_peak_rss_mb(["score", str(path), "--criteria", "entropy"])
     return {"dtype": dtype_name, "file_mb": round(path.stat().st_size / 2**20), "gardener_entropy_s": t_ours,
             "gardener_all_criteria_s": t_all, "notebook_s": t_ref, "numpy_sum_s": t_floor,
             "speedup_vs_notebook": t_ref / t_ours, "ratio_to_floor": t_ours / t_floor,
-            "max_abs_diff": diff, "peak_rss_mb": child_peak_rss_mb(path),
+            "max_abs_diff": diff, "peak_rss_mb": rss,
             "target_s": TARGETS[dtype_name], "distinct_per_block": [b.distinct for b in ours.blocks][:3]}
 
 

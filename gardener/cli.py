@@ -139,6 +139,26 @@ def info(
     out.print(info_table(checkpoint_info(path, stack, block_pattern, InputSpec(frames, size, seq_len))))
 
 
+@app.command()
+def convert(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="Original VideoMAE checkpoint (.pth/.pt/.bin/.safetensors)."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Output HF directory (must not exist unless --force)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON of VideoMAEConfig fields the tensors "
+                                          "cannot tell (num_attention_heads, num_frames, image_size, ...)."),
+    num_labels: Optional[int] = typer.Option(None, "--num-labels", help="Classes (checked against the head)."),
+    seed: int = typer.Option(0, "--seed", help="Recorded for the manifest; conversion is deterministic."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Convert an original VideoMAE checkpoint (finetuned or pretraining) into a transformers directory."""
+    from .convert import convert_videomae
+
+    info = convert_videomae(path, out_dir, config=config, num_labels=num_labels, force=force, arguments=ctx.params)
+    out.print(f"{info['architecture']}: {info['tensors']} tensors, {info['params'] / 1e6:.1f} M parameters, "
+              f"{info['dtype']}", highlight=False)
+    err.print(f"wrote {out_dir}")
+
+
 @app.command("criteria")
 def list_criteria() -> None:
     """List the registered criteria and which end of each is removed first."""

@@ -6,11 +6,14 @@ The model is built on the meta device, so nothing is allocated or computed.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import GardenerError
+from .fixed_tables import fast_tables
 
 VIDEO_TYPES = {"videomae"}
+_BLOCK_MODULE = re.compile(r"^(.+\.(?:layer|layers|blocks|block|h))\.(\d+)$")
 IMAGE_TYPES = {"vit", "vit_mae", "dinov2", "deit", "beit"}
 
 
@@ -32,8 +35,12 @@ def _inputs(config, spec: InputSpec, torch) -> dict:
     return {"input_ids": torch.zeros(1, spec.seq_len, dtype=torch.long, device="meta")}
 
 
-def gflops(config_dict: dict, spec: InputSpec = InputSpec()) -> float:
-    """Multiply-add GFLOPs of one forward pass of the base model described by an HF config."""
+def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[float, dict[str, list[float]]]:
+    """GFLOPs of one forward pass of the base model, and per block of each block list in it.
+
+    The per-block figures let a pruned model's count be derived from one pass: blocks are
+    independent of depth, so removing block i removes exactly its own FLOPs.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoConfig, AutoModel
@@ -49,9 +56,21 @@ def gflops(config_dict: dict, spec: InputSpec = InputSpec()) -> float:
         config.image_size = spec.size
     if config.model_type in VIDEO_TYPES:
         config.num_frames = spec.frames
-    with torch.device("meta"):
+    with torch.device("meta"), fast_tables():
         model = AutoModel.from_config(config, attn_implementation="eager").eval().to(torch.float32)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(**_inputs(config, spec, torch))
-    return counter.get_total_flops() / 2 / 1e9
+    per_module = {name: sum(ops.values()) / 2 / 1e9 for name, ops in counter.get_flop_counts().items()}
+    stacks: dict[str, dict[int, float]] = {}
+    for name, value in per_module.items():
+        match = _BLOCK_MODULE.match(name)
+        if match:
+            stacks.setdefault(match.group(1), {})[int(match.group(2))] = value
+    lists = {name: [blocks.get(i, 0.0) for i in range(max(blocks) + 1)] for name, blocks in stacks.items()}
+    return counter.get_total_flops() / 2 / 1e9, lists
+
+
+def gflops(config_dict: dict, spec: InputSpec = InputSpec()) -> float:
+    """Multiply-add GFLOPs of one forward pass of the base model described by an HF config."""
+    return flop_breakdown(config_dict, spec)[0]

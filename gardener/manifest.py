@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -21,10 +22,31 @@ def sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+# Digests by (path, size, mtime): a file is hashed once per process, and can be hashed in the
+# background (hashlib releases the GIL) while a command does its real work.
+_DIGESTS: dict[tuple, Future] = {}
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gardener-sha256")
+
+
+def _digest_future(path: Path) -> Future:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _HASHER.submit(sha256, path)
+    return _DIGESTS[key]
+
+
+def prehash(paths: list[str | Path]) -> None:
+    """Start hashing input files in the background; `file_record` picks the digests up."""
+    for path in paths:
+        _digest_future(Path(path))
+
+
 def file_record(path: str | Path, label: str | None = None) -> dict[str, Any]:
     """Path (or the label to record instead), size and sha256 of one input file."""
     path = Path(path)
-    return {"path": label or str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256(path)}
+    return {"path": label or str(path.resolve()), "bytes": path.stat().st_size,
+            "sha256": _digest_future(path).result()}
 
 
 def versions() -> dict[str, str]:

@@ -9,12 +9,12 @@ from typing import Any
 
 from .blocks import find_stacks, select_stack
 from .checkpoint import open_checkpoint
-from .cost import InputSpec, gflops
+from .cost import InputSpec, flop_breakdown
 from .errors import GardenerError
 from .export import DEFAULT_SHARD_BYTES, copy_side_files, parse_size, renamed_tensors, write_hf_weights, \
     write_safetensors, write_torch_state
 from .fileio import atomic_dir, check_writable, write_text
-from .manifest import manifest
+from .manifest import manifest, prehash
 from .pruning import parse_blocks, plan, renamer, shorten_per_layer
 from .scoring import ScoreResult, score
 
@@ -120,6 +120,9 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     ckpt = open_checkpoint(path)
     chosen = select_stack(ckpt, stack, block_pattern)
     check_writable(Path(out), force)
+    if ckpt.format == "hf-dir" and Path(out).resolve().is_relative_to(ckpt.path.resolve()):
+        raise GardenerError(f"-o {out}: the output folder must not be inside the input directory {ckpt.path}")
+    prehash(ckpt.files)
     keep_safe = parse_blocks(protect, chosen.depth, zero_based, "--protect") if protect else []
     explicit = parse_blocks(blocks, chosen.depth, zero_based) if blocks is not None else None
     order, chosen_by = (None, {})
@@ -133,9 +136,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
               "removed_indices": [b - 1 for b in decision.removed], "depth_before": chosen.depth,
               "depth_after": len(decision.kept)}
     tensors = renamed_tensors(ckpt, renamer(chosen.name, decision.kept))
-    info = manifest("prune", ckpt.files, _jsonable(arguments or {}))
-    info.update(record)
-    info["params_before"], info["params_after"] = ckpt.num_params, sum(math.prod(t[2]) for t in tensors)
+    info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors)}
     with atomic_dir(out, force) as tmp:
         if ckpt.format == "hf-dir":
             config = shorten_per_layer(ckpt.config or {}, chosen.family.depth_field, decision.kept)
@@ -143,31 +144,49 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
             write_hf_weights(tmp, tensors, parse_size(max_shard_size))
             copy_side_files(ckpt.path, tmp, skip=["config.json"])
             write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-            info.update(_gflops_pair(ckpt.config, config, spec))
+            info.update(_gflops_pair(ckpt.config, config, spec, decision.removed, chosen.family.depth_field))
         elif ckpt.format == "safetensors":
             write_safetensors(tmp / ckpt.path.name, [t[:4] for t in tensors])
         else:
             write_torch_state(tmp / ckpt.path.name, tensors, ckpt.nest)
+        info = {**manifest("prune", ckpt.files, _jsonable(arguments or {})), **info}
         write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
 def _safe_gflops(config: dict | None, spec: InputSpec) -> tuple[float | None, str | None]:
     """GFLOPs of a config, or None and the reason when there is none or it cannot be built."""
+    total, _, note = _safe_breakdown(config, spec)
+    return total, note
+
+
+def _safe_breakdown(config: dict | None, spec: InputSpec) -> tuple[float | None, dict, str | None]:
     if not config:
-        return None, "no config.json"
+        return None, {}, "no config.json"
     try:
-        return gflops(config, spec), None
+        return (*flop_breakdown(config, spec), None)
     except Exception as exc:  # noqa: BLE001 - a model transformers cannot build must not stop the command
-        return None, f"{exc.__class__.__name__}: {exc}"[:300]
+        return None, {}, f"{exc.__class__.__name__}: {exc}"[:300]
 
 
-def _gflops_pair(before: dict | None, after: dict, spec: InputSpec) -> dict:
-    """GFLOPs before and after a prune, with the input they were counted for."""
-    value, note = _safe_gflops(before, spec)
-    pair = {"gflops_before": value, "gflops_after": _safe_gflops(after, spec)[0] if value else None,
-            "gflops_input": asdict(spec)}
-    return pair if note is None else {**pair, "gflops_note": note}
+def _gflops_pair(before: dict | None, after: dict, spec: InputSpec, removed: list[int], depth_field: str | None
+                 ) -> dict:
+    """GFLOPs before and after a prune (1-based `removed` blocks), with the input they were counted for.
+
+    When the pruned stack is the counted model's only block list of that depth, the pruned
+    count is the full count minus the removed blocks' own FLOPs; otherwise it is counted anew.
+    """
+    value, blocks, note = _safe_breakdown(before, spec)
+    pair = {"gflops_before": value, "gflops_after": None, "gflops_input": asdict(spec)}
+    if value is None:
+        return {**pair, "gflops_note": note}
+    depth = (before or {}).get(depth_field) if depth_field == "num_hidden_layers" else None
+    matching = [per_block for per_block in blocks.values() if len(per_block) == depth]
+    if len(matching) == 1:
+        pair["gflops_after"] = value - sum(matching[0][b - 1] for b in removed)
+    else:
+        pair["gflops_after"] = _safe_gflops(after, spec)[0]
+    return pair
 
 
 def checkpoint_info(path: str | Path, stack: str | None = None, block_pattern: str | None = None,

@@ -94,13 +94,10 @@ ORIGINAL_TO_HF = {
 }
 
 
-def original_videomae_state(hf_model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The original (timm-style) VideoMAE layout of an HF VideoMAE encoder: fused qkv, q_bias/v_bias."""
-    sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
-    out = {f"{prefix}patch_embed.proj.weight": sd["videomae.embeddings.patch_embeddings.projection.weight"]}
-    for i in range(hf_model.config.num_hidden_layers):
-        h = f"videomae.encoder.layer.{i}."
-        b = f"{prefix}blocks.{i}."
+def _original_blocks(sd: dict, hf_stack: str, original_stack: str, depth: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for i in range(depth):
+        h, b = f"{hf_stack}.{i}.", f"{original_stack}.{i}."
         att = h + "attention.attention."
         out[b + "attn.qkv.weight"] = torch.cat([sd[att + "query.weight"], sd[att + "key.weight"],
                                                 sd[att + "value.weight"]])
@@ -109,19 +106,28 @@ def original_videomae_state(hf_model: torch.nn.Module, prefix: str = "") -> dict
     return out
 
 
-def original_pretrain_state(hf_model: torch.nn.Module, decoder_depth: int = 2) -> dict[str, torch.Tensor]:
-    """An original VideoMAE pretraining layout: encoder.blocks.N., decoder.blocks.N., encoder_to_decoder."""
+def original_videomae_state(hf_model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The original (timm-style) VideoMAE layout of an HF VideoMAE model: fused qkv, q_bias/v_bias,
+    `fc_norm` and `head` for a classifier, `norm` for an encoder without mean pooling."""
+    sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
+    out = {f"{prefix}patch_embed.proj.{p}": sd[f"videomae.embeddings.patch_embeddings.projection.{p}"]
+           for p in ("weight", "bias")}
+    out.update(_original_blocks(sd, "videomae.encoder.layer", f"{prefix}blocks", hf_model.config.num_hidden_layers))
+    for hf, orig in (("videomae.layernorm", "norm"), ("fc_norm", "fc_norm"), ("classifier", "head")):
+        out.update({f"{prefix}{orig}.{p}": sd[f"{hf}.{p}"] for p in ("weight", "bias") if f"{hf}.{p}" in sd})
+    return out
+
+
+def original_pretrain_state(hf_model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The original VideoMAE pretraining layout of an HF VideoMAEForPreTraining: `encoder.blocks.N.`,
+    `decoder.blocks.N.`, `encoder_to_decoder`, `mask_token`, decoder norm and head."""
+    sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
     state = original_videomae_state(hf_model, prefix="encoder.")
-    gen = torch.Generator().manual_seed(1)
-    for i in range(decoder_depth):
-        b = f"decoder.blocks.{i}."
-        state[b + "attn.qkv.weight"] = torch.randn(3 * D, D, generator=gen) * 0.02
-        state[b + "attn.proj.weight"] = torch.randn(D, D, generator=gen) * 0.02
-        state[b + "mlp.fc1.weight"] = torch.randn(I, D, generator=gen) * 0.02
-        state[b + "mlp.fc2.weight"] = torch.randn(D, I, generator=gen) * 0.02
-        state[b + "norm1.weight"] = torch.ones(D)
-    state["encoder_to_decoder.weight"] = torch.randn(D, D, generator=gen)
-    state["mask_token"] = torch.zeros(1, 1, D)
+    state.update(_original_blocks(sd, "decoder.decoder_layers", "decoder.blocks",
+                                  hf_model.config.decoder_num_hidden_layers))
+    for name in ("encoder_to_decoder.weight", "mask_token", "decoder.norm.weight", "decoder.norm.bias",
+                 "decoder.head.weight", "decoder.head.bias"):
+        state[name] = sd[name]
     return state
 
 

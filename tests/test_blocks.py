@@ -109,7 +109,7 @@ def test_fused_qkv_scores_like_separate_query_key_value(tmp_path):
 
 def test_original_pretraining_checkpoint_has_two_stacks(tmp_path):
     path = tmp_path / "pretrain.pth"
-    torch.save({"model": original_pretrain_state(build_hf("videomae"))}, path)
+    torch.save({"model": original_pretrain_state(build_hf("videomae_pretrain"))}, path)
     enc = gardener.score(path, ["l1"])
     dec = gardener.score(path, ["l1"], stack="decoder")
     assert (enc.stack, enc.depth) == ("encoder.blocks", DEPTH)

@@ -106,6 +106,8 @@ def test_ranking_file_and_protect(tmp_path):
 
 def test_existing_output_and_crash_leave_nothing_behind(tmp_path, monkeypatch):
     src = save_hf(build_hf("bert"), tmp_path / "src")
+    with pytest.raises(GardenerError, match="must not be inside the input directory"):
+        prune_checkpoint(src, src / "pruned", remove=1)
     (tmp_path / "exists").mkdir()
     with pytest.raises(GardenerError, match="already exists; pass --force"):
         prune_checkpoint(src, tmp_path / "exists", remove=1)
@@ -136,3 +138,17 @@ def test_streamed_safetensors_writer_round_trips_bfloat16(tmp_path):
     raw = t.view(torch.int16).numpy().view(np.uint16)
     export.write_safetensors(tmp_path / "b.safetensors", [("w", "BF16", (5, 7), lambda: raw)])
     assert torch.equal(load_file(str(tmp_path / "b.safetensors"))["w"], t)
+
+
+@pytest.mark.parametrize("name", ["videomae", "vit", "dinov2", "bert", "llama"])
+def test_pruned_gflops_from_per_block_counts_equal_a_recount(name):
+    from gardener.pruning import shorten_per_layer
+    from gardener.workflows import _gflops_pair
+
+    config = CONFIGS[name][1]().to_dict()
+    short = shorten_per_layer(config, "num_hidden_layers", [1, 4])
+    spec = InputSpec(frames=4, size=32, seq_len=16)
+    pair = _gflops_pair(config, short, spec, [2, 3], "num_hidden_layers")
+    assert pair["gflops_before"] == pytest.approx(gflops(config, spec), rel=1e-12)
+    assert pair["gflops_after"] == pytest.approx(gflops(short, spec), rel=1e-9)
+    assert pair["gflops_after"] < pair["gflops_before"]

@@ -1,0 +1,25 @@
+"""Helpers shared by the benchmarks: best-of timing and a child process's peak RSS."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+
+def best_of(fn, repeat: int) -> tuple[float, object]:
+    """The fastest of `repeat` calls, and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def child_peak_rss_mb(gardener_args: list[str]) -> float:
+    """Peak RSS (MB) of a separate `python -m gardener ARGS` process, read by a wrapper's rusage."""
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    cmd = [sys.executable, "-c", code, sys.executable, "-m", "gardener", *gardener_args]
+    return int(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout) / 1024
