@@ -1,0 +1,134 @@
+"""Decoding video files with PyAV: probe once, then read only the frames a clip needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".wmv")
+
+
+class VideoError(Exception):
+    """A file PyAV cannot open or decode."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What sampling needs to know about a video: its frame count and, for seeking, its timing."""
+
+    frames: int
+    fps: float
+    height: int
+    width: int
+    seekable: bool
+
+
+def _open(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise VideoError(f"cannot open: {exc.__class__.__name__}: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError("no video stream")
+    return container
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame count, rate and size of a video; decodes its first frame to make sure it is readable."""
+    import av
+
+    with _open(Path(path)) as container:
+        stream = container.streams.video[0]
+        try:
+            first = next(container.decode(stream))
+            count = stream.frames
+            if count <= 0:  # containers without a frame count: count the packets
+                container.seek(0)
+                count = sum(1 for packet in container.demux(stream) if packet.size)
+        except (av.FFmpegError, StopIteration, OSError) as exc:
+            raise VideoError(f"cannot decode: {exc.__class__.__name__}: {exc}") from None
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        seekable = stream.time_base is not None and first.pts is not None
+        return VideoInfo(int(count), rate, first.height, first.width, bool(seekable))
+
+
+def read_frames(path: str | Path, indices: np.ndarray, info: VideoInfo) -> np.ndarray:
+    """The frames at `indices` (0-based, any order, repeats allowed) as uint8 (len, H, W, 3).
+
+    Decoding starts from the key frame before the first wanted frame when the container can
+    seek, and stops after the last wanted frame.
+    """
+    import av
+
+    wanted = sorted(set(int(i) for i in indices))
+    got: dict[int, np.ndarray] = {}
+    with _open(Path(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = _seek(container, stream, wanted[0], info)
+        try:
+            for index, frame in _numbered(container, stream, start, info):
+                if index > wanted[-1]:
+                    break
+                if index in wanted:
+                    got[index] = frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as exc:
+            raise VideoError(f"cannot decode: {exc.__class__.__name__}: {exc}") from None
+    if len(got) < len(wanted):
+        if start is not None:  # the seek landed after the wanted frame: decode from the start instead
+            return read_frames(path, indices, VideoInfo(info.frames, info.fps, info.height, info.width, False))
+        last = max(got) if got else None
+        got = _fill_missing(got, wanted, last)
+    return np.stack([got[int(i)] for i in indices])
+
+
+def _seek(container, stream, first: int, info: VideoInfo) -> float | None:
+    """Seek near frame `first`; returns the stream's start time in seconds, or None if not seeking."""
+    if not info.seekable or first < 2 * max(1, int(info.fps)):
+        return None
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    target = int((start + first / info.fps) / stream.time_base)
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+    return start
+
+
+def _numbered(container, stream, start: float | None, info: VideoInfo):
+    """(frame index, frame) pairs: counted from 0, or read from timestamps after a seek."""
+    for position, frame in enumerate(container.decode(stream)):
+        if start is None or frame.pts is None:
+            yield position, frame
+        else:
+            yield int(round((float(frame.pts * stream.time_base) - start) * info.fps)), frame
+
+
+def _fill_missing(got: dict[int, np.ndarray], wanted: list[int], last: int | None) -> dict[int, np.ndarray]:
+    """A container that holds fewer frames than it declared: repeat the last decoded frame."""
+    if last is None:
+        raise VideoError("no frame could be decoded")
+    for index in wanted:
+        if index not in got:
+            got[index] = got[max(k for k in got if k <= index)] if any(k <= index for k in got) else got[last]
+    return got
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str = "mpeg4") -> Path:
+    """Write uint8 (T, H, W, 3) frames as a video file (used by tests and synthetic data)."""
+    import av
+
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if codec == "mpeg4":
+            stream.options = {"qscale": "3"}
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

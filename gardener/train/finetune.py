@@ -1,0 +1,353 @@
+"""Finetuning a VideoMAE classifier with Accelerate: one CPU, one GPU, or many via `accelerate launch`.
+
+Accelerate owns devices, processes, mixed precision and the checkpoint format (model,
+optimizer, RNG states). What makes a resumed run continue on the same trajectory is kept
+deterministic here: the lr is a function of the step, the sampler and every augmentation are
+functions of (seed, epoch, video), so resuming at step k needs only the step and the states.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data import ClipSpec, EpochSampler, EvalClips, TrainClips, probe_all, read_split
+from ..errors import GardenerError
+from ..fileio import atomic_dir, write_text
+from ..manifest import manifest
+from .evaluate import metrics, normalisation, predict, to_model_input
+from .recipe import Recipe, lr_factor, param_groups
+from .regularize import add_classifier_dropout, add_drop_path, mix_batch
+
+log = logging.getLogger("gardener.train")
+CHECKPOINT = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class DataOptions:
+    """Where the videos are and how to read them."""
+
+    data: Path
+    split_dir: Path | None = None
+    fold: int = 1
+    eval_data: Path | None = None
+    val_fraction: float = 0.2
+    strict: bool = False
+    workers: int = 2
+
+
+def load_splits(options: DataOptions, seed: int, need_train: bool = True):
+    """Train and test splits, probed (unreadable files skipped or, with strict, an error)."""
+    kwargs = dict(split_dir=options.split_dir, fold=options.fold, val_fraction=options.val_fraction, seed=seed)
+    train = read_split(options.data, "train", **kwargs) if need_train else None
+    test = read_split(options.eval_data or options.data, "test", **kwargs)
+    if train is not None and train.classes != test.classes:
+        raise GardenerError(f"the train and test splits name different classes ({len(train.classes)} vs "
+                            f"{len(test.classes)}: {train.classes[:3]} ... vs {test.classes[:3]} ...)")
+    probed = [probe_all(s, options.workers + 2, options.strict) if s is not None else (None, None)
+              for s in (train, test)]
+    return probed[0], probed[1]
+
+
+def clip_spec_for(config, frames: int | None, size: int | None, **views) -> ClipSpec:
+    """Frames and size checked against the model: same frame count, size a multiple of the patch."""
+    frames = config.num_frames if frames is None else frames
+    size = config.image_size if size is None else size
+    if frames != config.num_frames:
+        raise GardenerError(f"--frames {frames}: the model is built for {config.num_frames}-frame clips")
+    if frames % config.tubelet_size:
+        raise GardenerError(f"--frames {frames}: not a multiple of the model's tubelet size {config.tubelet_size}")
+    if size % config.patch_size:
+        raise GardenerError(f"--size {size}: not a multiple of the model's patch size {config.patch_size}")
+    return ClipSpec(frames=frames, size=size, **views)
+
+
+def _videomae_config(model_dir: Path):
+    from transformers import AutoConfig
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise GardenerError(f"{model_dir}: not a transformers model directory (no config.json)")
+    config = AutoConfig.from_pretrained(model_dir)
+    if config.model_type != "videomae":
+        raise GardenerError(f"{model_dir}: a {config.model_type!r} model; expected a VideoMAE directory")
+    return config
+
+
+def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: int | None = None):
+    """VideoMAEForVideoClassification from any HF VideoMAE directory, with a fresh head for `classes`."""
+    import torch
+    from transformers import VideoMAEForVideoClassification
+    from transformers.utils import logging as hf_logging
+
+    from ..fixed_tables import fast_tables
+
+    model_dir = Path(model_dir)
+    config = _videomae_config(model_dir)
+    from_pretraining = any("PreTraining" in a for a in (config.architectures or []))
+    extra = {"use_mean_pooling": True} if from_pretraining else {}
+    if size is not None and size != config.image_size:
+        extra["image_size"] = size  # fixed sinusoidal positions: any multiple of the patch works
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with fast_tables():
+            model = VideoMAEForVideoClassification.from_pretrained(
+                model_dir, num_labels=len(classes), id2label=dict(enumerate(classes)),
+                label2id={c: i for i, c in enumerate(classes)}, ignore_mismatched_sizes=True,
+                attn_implementation="sdpa", **extra)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    with torch.no_grad():  # a fresh, small head (VideoMAE's init_scale 0.001)
+        torch.nn.init.trunc_normal_(model.classifier.weight, std=0.02)
+        model.classifier.weight.mul_(0.001)
+        model.classifier.bias.zero_()
+    if recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def _checkpoints(out: Path) -> list[tuple[int, Path]]:
+    folder = out / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT.match(p.name))
+             and (p / "state.json").is_file()]
+    return sorted(found)
+
+
+def _check_out(out: Path, resume: bool, force: bool) -> int | None:
+    """The step to resume from (None for a fresh run); refuses to clobber a previous run."""
+    if resume:
+        found = _checkpoints(out)
+        if not found:
+            raise GardenerError(f"--resume: {out} holds no checkpoint to resume from")
+        return found[-1][0]
+    if out.exists() and not force:
+        raise GardenerError(f"{out}: already exists; pass --resume to continue that run or --force to replace it")
+    if not out.parent.is_dir():
+        raise GardenerError(f"{out}: parent folder {out.parent} does not exist")
+    return None
+
+
+def _start_fresh(out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    out.mkdir()
+
+
+def _collate(items: list[dict]) -> dict:
+    import torch
+
+    return {"pixel_values": torch.stack([i["pixel_values"] for i in items]),
+            "labels": torch.tensor([i["labels"] for i in items])}
+
+
+class _Log:
+    """log.jsonl: one line per optimizer step or evaluation; a resumed run drops what came after its step."""
+
+    def __init__(self, path: Path, main: bool, resume_step: int | None):
+        self.path, self.main = path, main
+        if main and resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(f"{line}\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        if self.main:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def losses(self) -> dict[int, float]:
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: Recipe | None = None, *,
+             frames: int | None = None, size: int | None = None, sampling_rate: int = 4, test_clips: int = 5,
+             test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
+             callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
+             arguments: dict | None = None) -> dict:
+    """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+
+    from ..checkpoint import open_checkpoint
+
+    recipe = recipe or Recipe()
+    out, model_dir = Path(out), Path(model_dir)
+    start = _check_out(out, resume, force)  # every check comes before the first training step
+    config = _videomae_config(model_dir)
+    spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
+                         test_crops=test_crops, scale=(min_crop_scale, 1.0))
+    (train, train_infos), (test, test_infos) = load_splits(data, seed)
+    accelerator = Accelerator(mixed_precision="bf16" if recipe.bf16 and torch.cuda.is_available() else "no")
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
+    per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
+    total = recipe.total_steps(per_epoch)
+    warmup = recipe.warmup(per_epoch, total)
+    if start is None and main:
+        _start_fresh(out)
+    accelerator.wait_for_everyone()
+    set_seed(seed)
+    model = load_classifier(model_dir, train.classes, recipe, spec.size)
+    handles = add_drop_path(model, recipe.drop_path) + add_classifier_dropout(model, recipe.classifier_dropout)
+    peak, final = recipe.peak_lr(world), recipe.final_lr(world)
+    optimizer = torch.optim.AdamW(param_groups(model, recipe, peak), lr=peak, betas=recipe.betas)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    step, best = 0, None
+    if start is not None:
+        accelerator.load_state(str(out / "checkpoints" / f"step-{start:06d}"))
+        state = json.loads((out / "checkpoints" / f"step-{start:06d}" / "state.json").read_text())
+        step, best = state["step"], state.get("best")
+    sampler.start_batch = step * recipe.grad_accum
+    loader = DataLoader(TrainClips(train, train_infos, spec, seed), batch_sampler=sampler,
+                        num_workers=data.workers, collate_fn=_collate,
+                        generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+    mean, std = normalisation(model_dir)
+    logbook = _Log(out / "log.jsonl", main, start)
+    batches = iter(loader)
+    device = accelerator.device
+    timer, clips = time.perf_counter(), 0
+    model.train()
+    while step < total:
+        for group in optimizer.param_groups:
+            group["lr"] = peak * group["lr_scale"] * lr_factor(step, warmup, total, peak, final)
+        losses = []
+        for micro in range(recipe.grad_accum):
+            batch = next(batches)
+            pixels = to_model_input(batch["pixel_values"].to(device, non_blocking=True), mean, std)
+            labels = batch["labels"].to(device)
+            sync = contextlib.nullcontext() if micro == recipe.grad_accum - 1 else accelerator.no_sync(model)
+            with sync, accelerator.autocast():
+                if recipe.mix:
+                    generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + micro)
+                    pixels, targets = mix_batch(pixels, labels, len(train.classes), recipe, generator)
+                    logits = model(pixel_values=pixels).logits.float()
+                    loss = torch.sum(-targets * logits.log_softmax(-1), dim=-1).mean()
+                else:
+                    logits = model(pixel_values=pixels).logits.float()
+                    loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
+                accelerator.backward(loss / recipe.grad_accum)
+            losses.append(loss.detach())
+            clips += len(labels) * world
+        if recipe.clip_grad:
+            accelerator.clip_grad_norm_(model.parameters(), recipe.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        loss_value = float(accelerator.reduce(torch.stack(losses).mean(), "mean"))
+        rate = clips / (time.perf_counter() - timer)
+        logbook.write({"step": step, "epoch": round(step / per_epoch, 4), "loss": loss_value,
+                       "lr": optimizer.param_groups[-1]["lr"], "clips_per_s": round(rate, 3)})
+        if progress:
+            progress(step, total, loss=loss_value, lr=optimizer.param_groups[-1]["lr"], clips_per_s=rate)
+        if recipe.eval_every and step % recipe.eval_every == 0 and step < total:
+            result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers)
+            logbook.write({"step": step, "eval": {k: result[k] for k in ("top1", "top5", "uar")}})
+            if best is None or result["top1"] > best["top1"]:
+                best = {"step": step, "top1": result["top1"]}
+                _save_model(accelerator, model, out / "best", model_dir, force=True)
+            model.train()
+        if step % recipe.save_every == 0 or step == total:
+            _save_checkpoint(accelerator, out, step, best, recipe.keep_last)
+        for callback in callbacks or []:
+            callback(step, loss_value)
+    for handle in handles:
+        handle.remove()
+    result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers)
+    if best is None or result["top1"] > best["top1"] or not recipe.eval_every:
+        best = {"step": step, "top1": result["top1"]}
+    _save_model(accelerator, model, out / "model", model_dir, force=True)
+    info = manifest("finetune", open_checkpoint(model_dir).files, {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()})
+    info.update({"model": str(model_dir.resolve()), "recipe": recipe.to_dict(), "clip": asdict(spec),
+                 "data": {"train": train.source, "test": test.source, "train_videos": len(train),
+                          "test_videos": len(test), "classes": train.classes,
+                          "skipped": train.skipped + test.skipped},
+                 "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup,
+                 "total_batch": recipe.total_batch(world), "peak_lr": peak, "final": _public(result),
+                 "best": best})
+    if main:
+        write_text(out / "eval.json", json.dumps(_public(result), indent=2) + "\n", force=True)
+        write_text(out / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
+    accelerator.wait_for_everyone()
+    return info
+
+
+def _public(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("probs", "labels", "index")}
+
+
+def _evaluate(accelerator, model, split, infos, spec, mean, std, workers) -> dict:
+    """Each process predicts every world-th video; the main process gathers and scores them."""
+    import numpy as np
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    dataset = EvalClips(split, infos, spec)
+    indices = list(range(rank, len(dataset), world))
+    dtype = None
+    if accelerator.mixed_precision == "bf16":
+        import torch
+
+        dtype = torch.bfloat16
+    part = predict(accelerator.unwrap_model(model), dataset, workers=workers, device=accelerator.device,
+                   mean=mean, std=std, indices=indices, autocast_dtype=dtype)
+    parts = accelerator.gather_for_metrics([part], use_gather_object=True) if world > 1 else [part]
+    probs = np.concatenate([p["probs"] for p in parts])
+    labels = np.concatenate([p["labels"] for p in parts])
+    order = np.concatenate([p["index"] for p in parts])
+    keep = np.unique(order, return_index=True)[1]
+    result = metrics(probs[keep], labels[keep], split.classes)
+    seconds = max(p["seconds"] for p in parts)
+    result.update({"views": int(sum(p["views"] for p in parts)), "seconds": seconds,
+                   "clips_per_s": sum(p["views"] for p in parts) / seconds if seconds else None,
+                   "probs": probs[keep], "labels": labels[keep], "index": order[keep]})
+    return result
+
+
+def _save_model(accelerator, model, path: Path, model_dir: Path, force: bool) -> None:
+    """save_pretrained (stock-loadable) plus the preprocessor config, written atomically."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with atomic_dir(path, force=force) as tmp:
+            accelerator.unwrap_model(model).save_pretrained(tmp)
+            processor = Path(model_dir) / "preprocessor_config.json"
+            if processor.is_file():
+                shutil.copy2(processor, tmp / processor.name)
+    accelerator.wait_for_everyone()
+
+
+def _save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_last: int) -> None:
+    """Accelerate's state (model, optimizer, RNG) and the step, in a folder renamed into place."""
+    folder = out / "checkpoints"
+    final = folder / f"step-{step:06d}"
+    tmp = folder / f".step-{step:06d}.tmp"
+    if accelerator.is_main_process:
+        folder.mkdir(exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        (tmp / "state.json").write_text(json.dumps({"step": step, "best": best}) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for _, old in _checkpoints(out)[:-max(1, keep_last)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def read_losses(out: str | Path) -> dict[int, float]:
+    """Loss per optimizer step of a run, from its log.jsonl."""
+    return _Log(Path(out) / "log.jsonl", False, None).losses()
+
+
+def run_summary(out: str | Path) -> dict[str, Any]:
+    return json.loads((Path(out) / "gardener.json").read_text())

@@ -1,0 +1,101 @@
+"""The finetuning recipe (VideoMAE's UCF101 defaults), parameter groups and the lr schedule."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+from ..errors import GardenerError
+
+
+@dataclass
+class Recipe:
+    """Optimisation settings. Learning rates are per 256 clips and scaled by the total batch."""
+
+    batch_size: int = 8  # per process
+    grad_accum: int = 1
+    epochs: float | None = None
+    max_steps: int | None = None
+    base_lr: float = 5e-4
+    min_lr: float = 1e-5
+    warmup_epochs: float = 5.0
+    warmup_steps: int | None = None  # overrides warmup_epochs
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    layer_decay: float = 0.7
+    label_smoothing: float = 0.1
+    drop_path: float = 0.2
+    classifier_dropout: float = 0.5
+    mix: bool = False
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    clip_grad: float | None = None
+    bf16: bool = True  # on GPU only
+    gradient_checkpointing: bool = False
+    eval_every: int | None = None
+    save_every: int = 500
+    keep_last: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def total_batch(self, world: int) -> int:
+        return self.batch_size * self.grad_accum * world
+
+    def peak_lr(self, world: int) -> float:
+        return self.base_lr * self.total_batch(world) / 256
+
+    def final_lr(self, world: int) -> float:
+        return self.min_lr * self.total_batch(world) / 256
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the run, from --max-steps or --epochs."""
+        if (self.max_steps is None) == (self.epochs is None):
+            raise GardenerError("give exactly one of --epochs or --max-steps")
+        steps = self.max_steps if self.max_steps is not None else math.ceil(self.epochs * steps_per_epoch)
+        if steps < 1:
+            raise GardenerError(f"--max-steps/--epochs: the run would take {steps} steps")
+        return steps
+
+    def warmup(self, steps_per_epoch: int, total: int) -> int:
+        steps = self.warmup_steps if self.warmup_steps is not None else round(self.warmup_epochs * steps_per_epoch)
+        return min(max(0, steps), total)
+
+
+_NO_DECAY = ("position_embeddings", "cls_token", "mask_token")
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|blocks)\.(\d+)\.")
+
+
+def layer_id(name: str, depth: int) -> int:
+    """0 for the embeddings, i + 1 for block i, depth + 1 for what follows the blocks (norm, head)."""
+    if ".embeddings." in f".{name}" or name.startswith("embeddings."):
+        return 0
+    match = _LAYER.search(name)
+    return int(match.group(1)) + 1 if match else depth + 1
+
+
+def param_groups(model, recipe: Recipe, peak_lr: float) -> list[dict]:
+    """AdamW groups: layer-wise lr decay, and no weight decay on norms, biases and embeddings."""
+    depth = model.config.num_hidden_layers
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = not (param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in _NO_DECAY))
+        layer = layer_id(name, depth)
+        key = (layer, decay)
+        if key not in groups:
+            scale = recipe.layer_decay ** (depth + 1 - layer)
+            groups[key] = {"params": [], "names": [], "lr": peak_lr * scale, "lr_scale": scale,
+                           "weight_decay": recipe.weight_decay if decay else 0.0}
+        groups[key]["params"].append(param)
+        groups[key]["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+def lr_factor(step: int, warmup: int, total: int, peak: float, final: float) -> float:
+    """Multiplier of the peak lr at optimizer step `step`: linear warmup, then cosine to `final`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return (final + (peak - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))) / peak
