@@ -159,6 +159,149 @@ def convert(
     err.print(f"wrote {out_dir}")
 
 
+DATA_OPT = typer.Option(..., "--data", help="Class folders ROOT/<class>/<video>, a UCF101/HMDB51 video root "
+                        "(with --split-dir), or a .csv/.jsonl manifest of path,label.")
+SPLIT_DIR_OPT = typer.Option(None, "--split-dir", help="UCF101 ucfTrainTestlist/ or HMDB51 split folder.")
+FOLD_OPT = typer.Option(1, "--fold", help="Split number of UCF101/HMDB51.")
+EVAL_DATA_OPT = typer.Option(None, "--eval-data", help="Separate test data (default: the test split of --data).")
+VAL_FRACTION_OPT = typer.Option(0.2, "--val-fraction", help="Held-out fraction per class for class folders "
+                                "without train/ and test/ subfolders.")
+STRICT_OPT = typer.Option(False, "--strict", help="Unreadable videos are an error instead of being skipped.")
+WORKERS_OPT = typer.Option(2, "--workers", help="DataLoader processes decoding video.")
+CLIP_FRAMES_OPT = typer.Option(None, "--frames", help="Frames per clip (default: the model's num_frames).")
+CLIP_SIZE_OPT = typer.Option(None, "--size", help="Clip size in pixels (default: the model's image_size).")
+RATE_OPT = typer.Option(4, "--sampling-rate", help="Stride between sampled frames.")
+CLIPS_OPT = typer.Option(5, "--test-clips", help="Evenly spaced clips per video at evaluation.")
+CROPS_OPT = typer.Option(3, "--test-crops", help="Spatial crops per clip at evaluation.")
+
+
+def _is_main_process() -> bool:
+    """Under torchrun / accelerate launch only rank 0 prints results."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _data_options(data, split_dir, fold, eval_data, val_fraction, strict, workers):
+    from .train import DataOptions
+
+    return DataOptions(data, split_dir, fold, eval_data, val_fraction, strict, workers)
+
+
+def _training_progress(label: str):
+    """A Rich bar showing loss, lr and clips/s; returns (context manager, callback)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                   disable=not err.is_terminal)
+    task = bar.add_task(label, total=None, stats="")
+
+    def update(done, total, loss=None, lr=None, clips_per_s=None):
+        stats = f"loss {loss:.4f} · lr {lr:.2e} · {clips_per_s:.1f} clips/s" if loss is not None else ""
+        bar.update(task, completed=done, total=total, stats=stats)
+    return bar, update
+
+
+@app.command()
+def finetune(
+    ctx: typer.Context,
+    model: Path = typer.Argument(..., help="HF VideoMAE directory (pruned or not; a pretraining one works too)."),
+    data: Path = DATA_OPT,
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, logs, best/ and model/."),
+    split_dir: Optional[Path] = SPLIT_DIR_OPT,
+    fold: int = FOLD_OPT,
+    eval_data: Optional[Path] = EVAL_DATA_OPT,
+    val_fraction: float = VAL_FRACTION_OPT,
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in epochs."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Training length in optimizer steps."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Clips per process per micro-batch."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    lr: float = typer.Option(5e-4, "--lr", help="Base learning rate per 256 clips (scaled by the total batch)."),
+    min_lr: float = typer.Option(1e-5, "--min-lr", help="Final learning rate per 256 clips."),
+    warmup_epochs: float = typer.Option(5.0, "--warmup-epochs", help="Linear warmup length."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Warmup in steps (overrides epochs)."),
+    weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay (not on norms/biases)."),
+    layer_decay: float = typer.Option(0.7, "--layer-decay", help="Layer-wise lr decay."),
+    label_smoothing: float = typer.Option(0.1, "--label-smoothing", help="Label smoothing."),
+    drop_path: float = typer.Option(0.2, "--drop-path", help="Stochastic depth at the last block."),
+    classifier_dropout: float = typer.Option(0.5, "--classifier-dropout", help="Dropout before the classifier."),
+    mix: bool = typer.Option(False, "--mix", help="Mixup 0.8 / CutMix 1.0."),
+    clip_grad: Optional[float] = typer.Option(None, "--clip-grad", help="Gradient norm clipping."),
+    bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on GPU."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Save memory."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps; keeps best/."),
+    save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
+    keep_last: int = typer.Option(2, "--keep-last", help="Checkpoints kept."),
+    frames: Optional[int] = CLIP_FRAMES_OPT,
+    size: Optional[int] = CLIP_SIZE_OPT,
+    sampling_rate: int = RATE_OPT,
+    test_clips: int = CLIPS_OPT,
+    test_crops: int = CROPS_OPT,
+    min_crop_scale: float = typer.Option(0.08, "--min-crop-scale", help="Smallest random-resized-crop area."),
+    workers: int = WORKERS_OPT,
+    strict: bool = STRICT_OPT,
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, sampling and augmentation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
+) -> None:
+    """Finetune a VideoMAE classifier (Step 4 of the paper); runs under `accelerate launch` / torchrun too."""
+    from .report.tables import eval_table
+    from .train import Recipe
+    from .train import finetune as run
+
+    recipe = Recipe(batch_size=batch_size, grad_accum=grad_accum, epochs=epochs, max_steps=max_steps, base_lr=lr,
+                    min_lr=min_lr, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
+                    weight_decay=weight_decay, layer_decay=layer_decay, label_smoothing=label_smoothing,
+                    drop_path=drop_path, classifier_dropout=classifier_dropout, mix=mix, clip_grad=clip_grad,
+                    bf16=bf16, gradient_checkpointing=gradient_checkpointing, eval_every=eval_every,
+                    save_every=save_every, keep_last=keep_last)
+    options = _data_options(data, split_dir, fold, eval_data, val_fraction, strict, workers)
+    bar, tick = _training_progress("finetuning")
+    with bar:
+        info = run(model, out_dir, options, recipe, frames=frames, size=size, sampling_rate=sampling_rate,
+                   test_clips=test_clips, test_crops=test_crops, min_crop_scale=min_crop_scale, seed=seed,
+                   resume=resume, force=force, progress=tick, arguments=ctx.params)
+    if _is_main_process():
+        out.print(eval_table(info["final"]))
+        err.print(f"wrote {out_dir}/model (final), {out_dir}/eval.json, {out_dir}/gardener.json")
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    model: Path = typer.Argument(..., help="HF VideoMAEForVideoClassification directory."),
+    data: Path = DATA_OPT,
+    split_dir: Optional[Path] = SPLIT_DIR_OPT,
+    fold: int = FOLD_OPT,
+    val_fraction: float = VAL_FRACTION_OPT,
+    frames: Optional[int] = CLIP_FRAMES_OPT,
+    size: Optional[int] = CLIP_SIZE_OPT,
+    sampling_rate: int = RATE_OPT,
+    test_clips: int = CLIPS_OPT,
+    test_crops: int = CROPS_OPT,
+    workers: int = WORKERS_OPT,
+    strict: bool = STRICT_OPT,
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Write eval.json, predictions.csv, "
+                                           "confusion.csv and confusion.png into this folder."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split for class folders."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Multi-clip, multi-crop evaluation: top-1 (WAR), top-5, UAR, per-class recall, confusion matrix."""
+    from .report.tables import eval_table
+    from .train import evaluate_model
+
+    options = _data_options(data, split_dir, fold, None, val_fraction, strict, workers)
+    result = evaluate_model(model, options, frames=frames, size=size, sampling_rate=sampling_rate,
+                            test_clips=test_clips, test_crops=test_crops, seed=seed, out=out_dir, force=force,
+                            arguments=ctx.params)
+    if _is_main_process():
+        out.print(eval_table(result))
+        if out_dir:
+            err.print(f"wrote {out_dir}")
+
+
 @app.command("criteria")
 def list_criteria() -> None:
     """List the registered criteria and which end of each is removed first."""

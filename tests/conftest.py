@@ -158,3 +158,39 @@ def random_values(n: int, seed: int = 0, dup_every: int = 7) -> np.ndarray:
     w[3::11] = 0.0
     w[5::13] = -0.0
     return w
+
+
+# --- video data -------------------------------------------------------------------------------
+
+VIDEO_CLASSES = ("red_to_blue", "blue_to_red", "green_to_red", "red_to_green")
+
+
+@pytest.fixture(scope="session")
+def video_root(tmp_path_factory) -> Path:
+    """Class folders of small synthetic .mp4 videos (10 per class, 16 frames, 32 px) and one corrupt file."""
+    from gardener.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("videos") / "data"
+    write_dataset(root, per_class=10, frames=16, size=32, seed=0, classes=VIDEO_CLASSES)
+    (root / "blue_to_red" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    return root
+
+
+def tiny_videomae(path: Path, seed: int = 0, depth: int = 2, **overrides) -> Path:
+    """A random tiny VideoMAE classifier for 8-frame 32 px clips (patch 8), non-zero q/v biases."""
+    config = T.VideoMAEConfig(image_size=32, patch_size=8, num_frames=8, tubelet_size=2, hidden_size=32,
+                              num_hidden_layers=depth, num_attention_heads=2, intermediate_size=64, num_labels=2,
+                              **overrides)
+    torch.manual_seed(seed)
+    model = T.VideoMAEForVideoClassification(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("query.bias", "value.bias", "q_bias", "v_bias")):
+                p.normal_(0, 0.1)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return tiny_videomae(tmp_path_factory.mktemp("models") / "tiny")

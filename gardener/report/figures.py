@@ -38,3 +38,30 @@ def weight_histograms(scores: dict[str, Any], path: str | Path, count: int = 4, 
     with atomic_file(path, force) as tmp:
         save(fig, tmp)
     return Path(path)
+
+
+def confusion_matrix(confusion: list[list[int]], classes: list[str], path: str | Path, title: str = "",
+                     force: bool = False) -> Path:
+    """Row-normalised confusion matrix (true class down, predicted across), counts in the cells."""
+    counts = np.asarray(confusion)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    n = len(classes)
+    side = min(16.0, 2.0 + 0.45 * n)
+    fig, ax = figure(figsize=(side, side * 0.9), layout="constrained")
+    image = ax.imshow(rates, cmap="Greens", vmin=0, vmax=1)
+    ax.grid(False)
+    if n <= 40:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.6 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "confusion matrix (row-normalised)")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    with atomic_file(path, force) as tmp:
+        save(fig, tmp)
+    return Path(path)

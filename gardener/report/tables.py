@@ -131,3 +131,19 @@ def info_table(info: dict[str, Any]) -> Table:
         table.add_row(s["name"] + mark, s["family"], s["role"], str(s["depth"]))
     table.caption = f"* selected; parameters {info['params']:,}; GFLOPs {_gf(info['gflops'])}"
     return table
+
+
+def eval_table(result: dict[str, Any]) -> Table:
+    """Top-1 (WAR), top-5, UAR and throughput, then the recall of each class."""
+    table = Table("metric", "value", title=f"evaluation on {result['videos']} videos", header_style="bold")
+    table.add_row("top-1 accuracy (WAR)", f"{result['top1']:.4f}")
+    table.add_row("top-5 accuracy", f"{result['top5']:.4f}")
+    table.add_row("UAR (mean class recall)", f"{result['uar']:.4f}")
+    if result.get("clips_per_s"):
+        table.add_row("views evaluated", str(result["views"]))
+        table.add_row("evaluation clips/s", f"{result['clips_per_s']:.1f}")
+    recalls = result.get("per_class_recall", {})
+    if recalls and len(recalls) <= 30:
+        for name, value in recalls.items():
+            table.add_row(f"  recall {name}", "-" if value is None else f"{value:.3f}")
+    return table

@@ -1,6 +1,6 @@
 """Finetuning and evaluation of video classifiers (Step 4 of the paper)."""
 from .evaluate import metrics, predict
-from .finetune import DataOptions, finetune, read_losses
+from .finetune import DataOptions, evaluate_model, finetune, read_losses
 from .recipe import Recipe
 
-__all__ = ["DataOptions", "Recipe", "finetune", "metrics", "predict", "read_losses"]
+__all__ = ["DataOptions", "Recipe", "evaluate_model", "finetune", "metrics", "predict", "read_losses"]

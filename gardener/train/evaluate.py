@@ -88,3 +88,40 @@ def metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
             "uar": float(np.nanmean(recall)), "per_class_recall": {c: (None if np.isnan(r) else float(r))
                                                                     for c, r in zip(classes, recall)},
             "confusion": confusion.tolist(), "classes": list(classes)}
+
+
+def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | None = None) -> list[Path]:
+    """eval.json (metrics and `extra`), predictions.csv (per video), confusion.csv and confusion.png."""
+    import csv
+    import json
+
+    from ..report.figures import confusion_matrix
+
+    folder = Path(folder)
+    classes = result["classes"]
+    public = {k: v for k, v in result.items() if k not in ("probs", "labels", "index")}
+    (folder / "eval.json").write_text(json.dumps({**public, **(extra or {})}, indent=2) + "\n")
+    with open(folder / "predictions.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+        for row, index in enumerate(result["index"]):
+            probs = result["probs"][row]
+            writer.writerow([str(paths[index]), classes[result["labels"][row]], classes[int(probs.argmax())],
+                             *[f"{p:.8g}" for p in probs]])
+    with open(folder / "confusion.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, result["confusion"]):
+            writer.writerow([name, *row])
+    confusion_matrix(result["confusion"], classes, folder / "confusion.png",
+                     f"top-1 {result['top1']:.3f} · UAR {result['uar']:.3f} · {result['videos']} videos")
+    return [folder / n for n in ("eval.json", "predictions.csv", "confusion.csv", "confusion.png")]
+
+
+def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """predictions.csv back as {path: probabilities}."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    return {r[0]: np.array([float(x) for x in r[3:]]) for r in rows[1:]}

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import ClipSpec, EpochSampler, EvalClips, TrainClips, probe_all, read_split
+from ..data import ClipSpec, EpochSampler, EvalClips, TrainClips, VideoSplit, probe_all, read_split
 from ..errors import GardenerError
 from ..fileio import atomic_dir, write_text
 from ..manifest import manifest
-from .evaluate import metrics, normalisation, predict, to_model_input
+from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .recipe import Recipe, lr_factor, param_groups
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
 
@@ -188,7 +188,8 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
                          test_crops=test_crops, scale=(min_crop_scale, 1.0))
     (train, train_infos), (test, test_infos) = load_splits(data, seed)
-    accelerator = Accelerator(mixed_precision="bf16" if recipe.bf16 and torch.cuda.is_available() else "no")
+    gpu = torch.cuda.is_available()
+    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if recipe.bf16 and gpu else "no")
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
     per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
@@ -276,7 +277,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
                  "total_batch": recipe.total_batch(world), "peak_lr": peak, "final": _public(result),
                  "best": best})
     if main:
-        write_text(out / "eval.json", json.dumps(_public(result), indent=2) + "\n", force=True)
+        write_eval_outputs(out, result, test.paths, {"model": str(out / "model")})
         write_text(out / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
     accelerator.wait_for_everyone()
     return info
@@ -342,6 +343,55 @@ def _save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_
         for _, old in _checkpoints(out)[:-max(1, keep_last)]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | None = None, size: int | None = None,
+                   sampling_rate: int = 4, test_clips: int = 5, test_crops: int = 3, seed: int = 0,
+                   out: str | Path | None = None, force: bool = False, arguments: dict | None = None) -> dict:
+    """Multi-clip multi-crop evaluation of a saved classifier on the test split of `data`.
+
+    The data's class names must be among the model's `id2label`; labels follow the model's
+    numbering. With `out`, the folder gets eval.json, predictions.csv and the confusion matrix.
+    """
+    import torch
+    from accelerate import Accelerator
+    from transformers import VideoMAEForVideoClassification
+
+    from ..checkpoint import open_checkpoint
+    from ..fileio import check_writable
+    from ..fixed_tables import fast_tables
+
+    model_dir = Path(model_dir)
+    config = _videomae_config(model_dir)
+    spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
+                         test_crops=test_crops)
+    if out is not None:
+        check_writable(Path(out), force)
+    _, (test, infos) = load_splits(data, seed, need_train=False)
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    unknown = [c for c in test.classes if c not in names]
+    if unknown:
+        raise GardenerError(f"{model_dir}: the model's classes ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}) "
+                            f"do not include {unknown[0]!r} of the data ({len(unknown)} unknown)")
+    remap = [names.index(c) for c in test.classes]
+    test = VideoSplit(test.paths, [remap[label] for label in test.labels], names, test.source, test.skipped)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    extra = {"image_size": spec.size} if spec.size != config.image_size else {}
+    with fast_tables():
+        model = VideoMAEForVideoClassification.from_pretrained(model_dir, attn_implementation="sdpa", **extra)
+    model = accelerator.prepare(model)
+    mean, std = normalisation(model_dir)
+    result = _evaluate(accelerator, model, test, infos, spec, mean, std, data.workers)
+    info = manifest("evaluate", open_checkpoint(model_dir).files,
+                    {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()})
+    info.update({"model": str(model_dir.resolve()), "data": test.source, "clip": asdict(spec),
+                 "skipped": test.skipped, "seed": seed})
+    if out is not None and accelerator.is_main_process:
+        with atomic_dir(out, force) as tmp:
+            write_eval_outputs(tmp, result, test.paths, {"manifest": info})
+    result["manifest"] = info
+    result["paths"] = [str(p) for p in test.paths]
+    return result
 
 
 def read_losses(out: str | Path) -> dict[int, float]:
