@@ -23,3 +23,11 @@ def child_peak_rss_mb(gardener_args: list[str]) -> float:
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     cmd = [sys.executable, "-c", code, sys.executable, "-m", "gardener", *gardener_args]
     return int(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout) / 1024
+
+
+def print_table(columns: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table, ready to paste into BENCHMARKS.md."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")

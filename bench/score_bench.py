@@ -23,7 +23,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 
 import gardener
-from _common import best_of, child_peak_rss_mb
+from _common import best_of, child_peak_rss_mb, print_table
 from gardener.blocks import block_tensors, select_stack
 from gardener.checkpoint import open_checkpoint
 
@@ -103,13 +103,12 @@ def main() -> None:
     rows = [bench(d, args.workdir, args.repeat) for d in ("float16", "float32")]
     print(f"# score_bench {date.today()} on {platform.machine()} {platform.processor() or ''}, "
           f"python {platform.python_version()}, numpy {np.__version__}")
-    print("| dtype | gardener entropy (s) | target | all criteria (s) | notebook (s) | speed-up | "
-          "numpy.sum floor (s) | x floor | max abs diff | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['dtype']} | {r['gardener_entropy_s']:.3f} | <= {r['target_s']} | {r['gardener_all_criteria_s']:.2f} "
-              f"| {r['notebook_s']:.2f} | {r['speedup_vs_notebook']:.0f}x | {r['numpy_sum_s']:.3f} "
-              f"| {r['ratio_to_floor']:.1f} | {r['max_abs_diff']:.1e} | {r['peak_rss_mb']:.0f} |")
+    print_table(["dtype", "gardener entropy (s)", "target", "all criteria (s)", "notebook (s)", "speed-up",
+                 "numpy.sum floor (s)", "x floor", "max abs diff", "peak RSS (MB)"],
+                [[r["dtype"], f"{r['gardener_entropy_s']:.3f}", f"<= {r['target_s']}",
+                  f"{r['gardener_all_criteria_s']:.2f}", f"{r['notebook_s']:.2f}", f"{r['speedup_vs_notebook']:.0f}x",
+                  f"{r['numpy_sum_s']:.3f}", f"{r['ratio_to_floor']:.1f}", f"{r['max_abs_diff']:.1e}",
+                  f"{r['peak_rss_mb']:.0f}"] for r in rows])
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
