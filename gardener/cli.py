@@ -173,6 +173,19 @@ CLIP_SIZE_OPT = typer.Option(None, "--size", help="Clip size in pixels (default:
 RATE_OPT = typer.Option(4, "--sampling-rate", help="Stride between sampled frames.")
 CLIPS_OPT = typer.Option(5, "--test-clips", help="Evenly spaced clips per video at evaluation.")
 CROPS_OPT = typer.Option(3, "--test-crops", help="Spatial crops per clip at evaluation.")
+EPOCHS_OPT = typer.Option(None, "--epochs", help="Training length in epochs.")
+MAX_STEPS_OPT = typer.Option(None, "--max-steps", help="Training length in optimizer steps.")
+BATCH_OPT = typer.Option(8, "--batch-size", help="Clips per process per micro-batch.")
+ACCUM_OPT = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step.")
+LR_OPT = typer.Option(5e-4, "--lr", help="Base learning rate per 256 clips (scaled by the total batch).")
+WARMUP_STEPS_OPT = typer.Option(None, "--warmup-steps", help="Warmup in steps (overrides --warmup-epochs).")
+LAYER_DECAY_OPT = typer.Option(0.7, "--layer-decay", help="Layer-wise lr decay.")
+DROP_PATH_OPT = typer.Option(0.2, "--drop-path", help="Stochastic depth at the last block.")
+CLS_DROPOUT_OPT = typer.Option(0.5, "--classifier-dropout", help="Dropout before the classifier.")
+MIN_SCALE_OPT = typer.Option(0.08, "--min-crop-scale", help="Smallest random-resized-crop area.")
+RECIPE_OPT = typer.Option(None, "--recipe", help="JSON of finetuning recipe fields; overrides the options.")
+SHARD_OPT = typer.Option(None, "--shard", help="i/n: run every n-th job starting at the i-th (1-based).")
+KEEP_MODELS_OPT = typer.Option(False, "--keep-models", help="Keep each job's pruned and finetuned models.")
 
 
 def _is_main_process() -> bool:
@@ -214,19 +227,19 @@ def finetune(
     fold: int = FOLD_OPT,
     eval_data: Optional[Path] = EVAL_DATA_OPT,
     val_fraction: float = VAL_FRACTION_OPT,
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in epochs."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Training length in optimizer steps."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Clips per process per micro-batch."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
-    lr: float = typer.Option(5e-4, "--lr", help="Base learning rate per 256 clips (scaled by the total batch)."),
+    epochs: Optional[float] = EPOCHS_OPT,
+    max_steps: Optional[int] = MAX_STEPS_OPT,
+    batch_size: int = BATCH_OPT,
+    grad_accum: int = ACCUM_OPT,
+    lr: float = LR_OPT,
     min_lr: float = typer.Option(1e-5, "--min-lr", help="Final learning rate per 256 clips."),
     warmup_epochs: float = typer.Option(5.0, "--warmup-epochs", help="Linear warmup length."),
-    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Warmup in steps (overrides epochs)."),
+    warmup_steps: Optional[int] = WARMUP_STEPS_OPT,
     weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay (not on norms/biases)."),
-    layer_decay: float = typer.Option(0.7, "--layer-decay", help="Layer-wise lr decay."),
+    layer_decay: float = LAYER_DECAY_OPT,
     label_smoothing: float = typer.Option(0.1, "--label-smoothing", help="Label smoothing."),
-    drop_path: float = typer.Option(0.2, "--drop-path", help="Stochastic depth at the last block."),
-    classifier_dropout: float = typer.Option(0.5, "--classifier-dropout", help="Dropout before the classifier."),
+    drop_path: float = DROP_PATH_OPT,
+    classifier_dropout: float = CLS_DROPOUT_OPT,
     mix: bool = typer.Option(False, "--mix", help="Mixup 0.8 / CutMix 1.0."),
     clip_grad: Optional[float] = typer.Option(None, "--clip-grad", help="Gradient norm clipping."),
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on GPU."),
@@ -239,7 +252,7 @@ def finetune(
     sampling_rate: int = RATE_OPT,
     test_clips: int = CLIPS_OPT,
     test_crops: int = CROPS_OPT,
-    min_crop_scale: float = typer.Option(0.08, "--min-crop-scale", help="Smallest random-resized-crop area."),
+    min_crop_scale: float = MIN_SCALE_OPT,
     workers: int = WORKERS_OPT,
     strict: bool = STRICT_OPT,
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, sampling and augmentation."),
@@ -300,6 +313,200 @@ def evaluate(
         out.print(eval_table(result))
         if out_dir:
             err.print(f"wrote {out_dir}")
+
+
+def _recipe(recipe_file, **fields):
+    """A Recipe from the command's options, with a --recipe JSON file's fields on top."""
+    import json
+
+    from .train import Recipe
+
+    if recipe_file is not None:
+        try:
+            extra = json.loads(Path(recipe_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise GardenerError(f"--recipe {recipe_file}: cannot read a JSON object ({exc})") from None
+        unknown = sorted(set(extra) - set(Recipe.__dataclass_fields__))
+        if unknown:
+            raise GardenerError(f"--recipe {recipe_file}: unknown field {unknown[0]!r}")
+        fields.update(extra)
+    return Recipe(**fields)
+
+
+def _experiment_progress():
+    """Rich bars for the jobs of a plan and the steps of the running job."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=err, disable=not err.is_terminal)
+    jobs = bar.add_task("jobs", total=None, stats="")
+    steps = bar.add_task("  finetuning", total=None, stats="")
+
+    def on_job(done, total, job):
+        bar.update(jobs, completed=done, total=total,
+                   stats=f"removing {list(job.removed) or 'nothing'}" if job is not None else "")
+
+    def on_step(done, total, loss=None, lr=None, clips_per_s=None):
+        bar.update(steps, completed=done, total=total,
+                   stats=f"loss {loss:.4f} · {clips_per_s:.1f} clips/s" if loss is not None else "")
+    return bar, on_job, on_step
+
+
+def _prepare_experiment(checkpoint, run_dir, data, split_dir, fold, eval_data, val_fraction, strict, workers,
+                        recipe, frames, size, sampling_rate, test_clips, test_crops, min_crop_scale, seed,
+                        keep_models):
+    from .experiments.protocol import prepare
+
+    clip = {"frames": frames, "size": size, "sampling_rate": sampling_rate, "test_clips": test_clips,
+            "test_crops": test_crops, "min_crop_scale": min_crop_scale}
+    options = _data_options(data, split_dir, fold, eval_data, val_fraction, strict, workers)
+    return prepare(checkpoint, run_dir, options, recipe, clip, seed, keep_models)
+
+
+def _report_counts(counts: dict, complete: bool, run_dir: Path) -> None:
+    err.print(f"jobs: {counts['run']} run, {counts['cached']} from the cache"
+              + (f", {counts['other_shards']} left to other shards" if counts["other_shards"] else ""),
+              highlight=False)
+    if not complete:
+        err.print(f"not every job has a result yet: run the other shards, then `gardener collect {run_dir}`",
+                  highlight=False)
+
+
+@app.command()
+def sensitivity(
+    checkpoint: Path = typer.Argument(..., help="HF VideoMAE directory (the unpruned model)."),
+    data: Path = DATA_OPT,
+    run_dir: Path = typer.Option(..., "-o", "--run", help="Run folder (created, or reused for the same checkpoint)."),
+    split_dir: Optional[Path] = SPLIT_DIR_OPT, fold: int = FOLD_OPT, eval_data: Optional[Path] = EVAL_DATA_OPT,
+    val_fraction: float = VAL_FRACTION_OPT, strict: bool = STRICT_OPT, workers: int = WORKERS_OPT,
+    epochs: Optional[float] = EPOCHS_OPT, max_steps: Optional[int] = MAX_STEPS_OPT, batch_size: int = BATCH_OPT,
+    grad_accum: int = ACCUM_OPT, lr: float = LR_OPT, warmup_steps: Optional[int] = WARMUP_STEPS_OPT,
+    layer_decay: float = LAYER_DECAY_OPT, drop_path: float = DROP_PATH_OPT,
+    classifier_dropout: float = CLS_DROPOUT_OPT, recipe: Optional[Path] = RECIPE_OPT,
+    frames: Optional[int] = CLIP_FRAMES_OPT, size: Optional[int] = CLIP_SIZE_OPT, sampling_rate: int = RATE_OPT,
+    test_clips: int = CLIPS_OPT, test_crops: int = CROPS_OPT, min_crop_scale: float = MIN_SCALE_OPT,
+    shard: Optional[str] = SHARD_OPT, keep_models: bool = KEEP_MODELS_OPT,
+    seed: int = typer.Option(0, "--seed", help="Seed of every job's finetuning."),
+) -> None:
+    """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
+    from .experiments.protocol import run_sensitivity
+    from .experiments.runs import parse_shard
+    from .report.tables import sensitivity_table
+
+    chosen = _recipe(recipe, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+                     base_lr=lr, warmup_steps=warmup_steps, layer_decay=layer_decay, drop_path=drop_path,
+                     classifier_dropout=classifier_dropout)
+    part = parse_shard(shard)
+    exp = _prepare_experiment(checkpoint, run_dir, data, split_dir, fold, eval_data, val_fraction, strict, workers,
+                              chosen, frames, size, sampling_rate, test_clips, test_crops, min_crop_scale, seed,
+                              keep_models)
+    bar, on_job, on_step = _experiment_progress()
+    with bar:
+        result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step)
+    _report_counts(result["counts"], result["table"] is not None, run_dir)
+    if result["table"] is not None:
+        out.print(sensitivity_table(result["table"]))
+        err.print(f"wrote {run_dir}/sensitivity.json and {run_dir}/oracle.json (a ranking for `prune --ranking`)")
+
+
+@app.command()
+def sweep(
+    checkpoint: Path = typer.Argument(..., help="HF VideoMAE directory (the unpruned model)."),
+    data: Path = DATA_OPT,
+    run_dir: Path = typer.Option(..., "-o", "--run", help="Run folder (created, or reused for the same checkpoint)."),
+    criteria: str = typer.Option("entropy,l1,l2,mean,variance,std,kurtosis,mutual_information,random,sensitivity",
+                                 "--criteria", help="Criteria to compare; 'sensitivity' is the oracle."),
+    ratios: str = typer.Option("8.3,25,41.7,58.3,75,91.7", "--ratios", help="Pruning ratios in % (or fractions)."),
+    random_seeds: int = typer.Option(3, "--random-seeds", help="Random rankings averaged for 'random'."),
+    dtype: str = DTYPE_OPT,
+    split_dir: Optional[Path] = SPLIT_DIR_OPT, fold: int = FOLD_OPT, eval_data: Optional[Path] = EVAL_DATA_OPT,
+    val_fraction: float = VAL_FRACTION_OPT, strict: bool = STRICT_OPT, workers: int = WORKERS_OPT,
+    epochs: Optional[float] = EPOCHS_OPT, max_steps: Optional[int] = MAX_STEPS_OPT, batch_size: int = BATCH_OPT,
+    grad_accum: int = ACCUM_OPT, lr: float = LR_OPT, warmup_steps: Optional[int] = WARMUP_STEPS_OPT,
+    layer_decay: float = LAYER_DECAY_OPT, drop_path: float = DROP_PATH_OPT,
+    classifier_dropout: float = CLS_DROPOUT_OPT, recipe: Optional[Path] = RECIPE_OPT,
+    frames: Optional[int] = CLIP_FRAMES_OPT, size: Optional[int] = CLIP_SIZE_OPT, sampling_rate: int = RATE_OPT,
+    test_clips: int = CLIPS_OPT, test_crops: int = CROPS_OPT, min_crop_scale: float = MIN_SCALE_OPT,
+    shard: Optional[str] = SHARD_OPT, keep_models: bool = KEEP_MODELS_OPT,
+    seed: int = typer.Option(0, "--seed", help="Seed of every job's finetuning."),
+) -> None:
+    """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
+    from .experiments.protocol import parse_ratios, parse_sweep_criteria, run_sweep
+    from .experiments.runs import parse_shard
+    from .report.tables import sweep_table
+
+    names = parse_sweep_criteria(criteria)
+    chosen = _recipe(recipe, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+                     base_lr=lr, warmup_steps=warmup_steps, layer_decay=layer_decay, drop_path=drop_path,
+                     classifier_dropout=classifier_dropout)
+    part = parse_shard(shard)
+    exp = _prepare_experiment(checkpoint, run_dir, data, split_dir, fold, eval_data, val_fraction, strict, workers,
+                              chosen, frames, size, sampling_rate, test_clips, test_crops, min_crop_scale, seed,
+                              keep_models)
+    parse_ratios(ratios, exp.depth)  # a ratio that rounds to no block or to all fails before any job
+    bar, on_job, on_step = _experiment_progress()
+    with bar:
+        result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step)
+    _report_counts(result["counts"], result["table"] is not None, run_dir)
+    if result["waiting_for_oracle"]:
+        err.print("the oracle is not complete: once every shard has finished, run the same sweep again to add "
+                  "the sensitivity rows", highlight=False)
+    if result["table"] is not None:
+        out.print(sweep_table(result["table"]))
+        err.print(f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
+
+
+@app.command()
+def agree(
+    scores: Path = typer.Argument(..., help="A `gardener score --json` file (or RUN/scores.json)."),
+    oracle: Path = typer.Argument(..., help="RUN/oracle.json written by `gardener sensitivity`."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the agreement as JSON."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the JSON file."),
+) -> None:
+    """Rank agreement of each data-free criterion with the oracle: Spearman, Kendall, top-k overlap."""
+    import json
+
+    from .experiments.agreement import agree_files
+    from .fileio import write_text
+    from .report.tables import agreement_table
+
+    result = agree_files(scores, oracle)
+    out.print(agreement_table(result))
+    if json_out:
+        write_text(json_out, json.dumps(result, indent=2) + "\n", force)
+        err.print(f"wrote {json_out}")
+
+
+@app.command()
+def collect(
+    run_dir: Path = typer.Argument(..., help="Run folder to complete."),
+    others: Optional[list[Path]] = typer.Argument(None, help="Run folders of other shards to merge in."),
+) -> None:
+    """Merge the job results of sharded runs and build the tables of every finished plan."""
+    from .experiments.protocol import missing_jobs, rebuild_tables
+    from .experiments.runs import RunDir, collect as merge, read_json
+
+    info = read_json(run_dir / "run.json")
+    run = RunDir(run_dir, info["source_hash"], info)
+    copied = merge(run, list(others or []))
+    made = rebuild_tables(run)
+    left = missing_jobs(run)
+    err.print(f"merged {copied} job results; tables built: {', '.join(made) or 'none'}; jobs without a result: "
+              f"{left}", highlight=False)
+    if left:
+        raise GardenerError(f"{run_dir}: {left} job(s) of its plans have no result yet; run the missing shards "
+                            f"(or the same command again if the sweep waited for the oracle)")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="Run folder of `gardener sensitivity` / `sweep`."),
+    fmt: str = typer.Option("md", "--format", help="md (report.md + figures/) or html (one self-contained page)."),
+) -> None:
+    """Write the paper's tables and figures for a run folder: report.md or report.html."""
+    from .report.experiment import write_report
+
+    err.print(f"wrote {write_report(run_dir, fmt)}")
 
 
 @app.command("criteria")

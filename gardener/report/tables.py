@@ -147,3 +147,31 @@ def eval_table(result: dict[str, Any]) -> Table:
         for name, value in recalls.items():
             table.add_row(f"  recall {name}", "-" if value is None else f"{value:.3f}")
     return table
+
+
+def _rich(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    table = Table(*headers, title=title, header_style="bold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def sensitivity_table(table: dict[str, Any]) -> Table:
+    """Table 1 in the terminal (the same rows as the report)."""
+    from .experiment import sensitivity_rows
+
+    return _rich("single-block removal (oracle)", *sensitivity_rows(table))
+
+
+def sweep_table(table: dict[str, Any]) -> Table:
+    """Table 3 in the terminal (the same rows as the report)."""
+    from .experiment import pct, sweep_rows
+
+    return _rich(f"top-1 (%) by pruning ratio; unpruned {pct(table['baseline']['top1'])}", *sweep_rows(table))
+
+
+def agreement_table(result: dict[str, Any]) -> Table:
+    """Agreement with the oracle in the terminal (the same rows as the report)."""
+    from .experiment import agreement_rows
+
+    return _rich("agreement with the oracle ranking", *agreement_rows(result))

@@ -1,0 +1,1 @@
+"""The paper's experiments as cached, shardable job lists: oracle, sweeps, agreement."""

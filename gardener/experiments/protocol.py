@@ -1,0 +1,304 @@
+"""The paper's evaluation as job lists: the sensitivity oracle and the pruning-ratio sweep.
+
+`sensitivity` finetunes the unpruned model and every single-block removal (Table 1); its
+accuracies rank the blocks (lower accuracy after removal = more important). `sweep` removes,
+for each criterion and ratio, the blocks the criterion ranks least important (Tables 3, 7-12).
+Plans are written beside the results so that `collect` and `report` need no arguments.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import criteria as registry
+from ..blocks import select_stack
+from ..checkpoint import open_checkpoint
+from ..cost import InputSpec, flop_breakdown
+from ..errors import GardenerError
+from ..fileio import write_text
+from ..pruning import count_for_ratio
+from ..scoring import ScoreResult, score
+from ..train import DataOptions, Recipe, finetune
+from .runs import Job, RunDir, Settings, open_run, run_jobs, source_hash, unique
+
+ORACLE = "sensitivity"
+
+
+@dataclass
+class Experiment:
+    """A checkpoint, its run folder, and the settings every job of this invocation shares."""
+
+    source: Path
+    run: RunDir
+    settings: Settings
+    data: DataOptions
+    recipe: Recipe
+    clip: dict
+    depth: int
+    gflops: float
+    block_gflops: list[float]
+    keep_models: bool = False
+
+    def job(self, removed) -> Job:
+        return self.settings.job(removed)
+
+    def gflops_without(self, removed) -> float:
+        return self.gflops - sum(self.block_gflops[b - 1] for b in removed)
+
+
+def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: Recipe, clip: dict,
+            seed: int = 0, keep_models: bool = False) -> Experiment:
+    """Open the checkpoint and its run folder (which must belong to the same checkpoint)."""
+    source = Path(source)
+    ckpt = open_checkpoint(source)
+    if ckpt.format != "hf-dir" or (ckpt.config or {}).get("model_type") != "videomae":
+        raise GardenerError(f"{source}: experiments take an HF VideoMAE directory (convert original checkpoints "
+                            f"with `gardener convert`)")
+    stack = select_stack(ckpt)
+    run = open_run(run_dir, source, source_hash(ckpt.files))
+    frames = clip.get("frames") or ckpt.config["num_frames"]
+    size = clip.get("size") or ckpt.config["image_size"]
+    total, per_stack = flop_breakdown(ckpt.config, InputSpec(frames, size))
+    blocks = next((v for v in per_stack.values() if len(v) == stack.depth), None)
+    if blocks is None:
+        raise GardenerError(f"{source}: cannot attribute FLOPs to the {stack.depth} blocks of {stack.name}")
+    data_key = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in asdict(data).items()
+                if k not in ("workers", "strict")}
+    settings = Settings(str(source.resolve()), run.source_hash, data_key, recipe.to_dict(), clip, seed)
+    return Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models)
+
+
+def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callable | None = None):
+    """prune -> finetune (resuming an interrupted one) -> evaluate, for one job in its folder."""
+    from ..workflows import prune_checkpoint
+
+    def run(job: Job, folder: Path) -> dict:
+        model = exp.source
+        if job.removed:
+            model = folder / "pruned"
+            if not (model / "config.json").is_file():
+                prune_checkpoint(exp.source, model, blocks=",".join(map(str, job.removed)), force=True)
+        train = folder / "train"
+        resume = (train / "checkpoints").is_dir() and any((train / "checkpoints").glob("step-*/state.json"))
+        info = finetune(model, train, exp.data, exp.recipe, seed=exp.settings.seed, resume=resume,
+                        force=not resume, callbacks=callbacks, progress=progress, **exp.clip)
+        params = open_checkpoint(train / "model").num_params
+        final = info["final"]
+        if not exp.keep_models:
+            for name in ("pruned", "train/model", "train/best", "train/checkpoints"):
+                shutil.rmtree(folder / name, ignore_errors=True)
+        return {"kept": [b for b in range(1, exp.depth + 1) if b not in job.removed], "params": params,
+                "gflops": exp.gflops_without(job.removed), "top1": final["top1"], "top5": final["top5"],
+                "uar": final["uar"], "videos": final["videos"], "steps": info["steps"]}
+    return run
+
+
+# --- sensitivity -------------------------------------------------------------------------------------
+
+def sensitivity_jobs(exp: Experiment) -> list[Job]:
+    """The unpruned baseline, then each single block removed."""
+    return [exp.job([])] + [exp.job([b]) for b in range(1, exp.depth + 1)]
+
+
+def sensitivity_table(exp_or_plan: dict, run: RunDir) -> dict | None:
+    """Table 1 and the oracle scores from a sensitivity plan; None while a job has no result."""
+    results = [run.result(j["id"]) for j in exp_or_plan["jobs"]]
+    if any(r is None for r in results):
+        return None
+    baseline, singles = results[0], results[1:]
+    scores = [r["top1"] for r in singles]
+    from ..ranking import ranks
+
+    order = ranks(scores, "highest")
+    return {"baseline": _row(baseline), "blocks": [{"block": b, **_row(r), "rank": rank}
+                                                   for b, (r, rank) in enumerate(zip(singles, order), start=1)],
+            "scores": scores, "ranks": order, "removes": "highest"}
+
+
+def _row(result: dict) -> dict:
+    return {k: result[k] for k in ("params", "gflops", "top1", "top5", "uar")}
+
+
+def write_plan(run: RunDir, kind: str, plan: dict) -> None:
+    write_text(run.path / f"{kind}.plan.json", json.dumps(plan, indent=2) + "\n", force=True)
+
+
+def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None, job_progress=None) -> dict:
+    """Run (this shard's part of) the oracle; returns the table when every job has a result."""
+    jobs = sensitivity_jobs(exp)
+    plan = {"kind": ORACLE, "depth": exp.depth, "jobs": [{"id": j.id, "removed": list(j.removed)} for j in jobs],
+            "settings": asdict(exp.settings)}
+    write_plan(exp.run, ORACLE, plan)
+    counts = run_jobs(exp.run, jobs, job_runner(exp, callbacks, job_progress), shard, progress)
+    table = sensitivity_table(plan, exp.run)
+    if table is not None:
+        write_oracle(exp, table)
+    return {"counts": counts, "table": table}
+
+
+def write_oracle(exp: Experiment, table: dict) -> ScoreResult:
+    """sensitivity.json (Table 1) and oracle.json: the oracle as a score file `prune --ranking` takes."""
+    base = score(exp.source, ["l1"], primary="l1")
+    base.scores, base.removes, base.primary = {ORACLE: table["scores"]}, {ORACLE: "highest"}, ORACLE
+    base.meta = {**base.meta, "note": "accuracy (top-1) after finetuning with the block removed"}
+    write_text(exp.run.path / "oracle.json", json.dumps(base.to_dict(), indent=2) + "\n", force=True)
+    write_text(exp.run.path / "sensitivity.json", json.dumps(table, indent=2) + "\n", force=True)
+    return base
+
+
+# --- sweep -------------------------------------------------------------------------------------------
+
+def parse_ratios(text: str, depth: int) -> list[tuple[float, int]]:
+    """'8.3,25' (percent) or '0.083,0.25' -> [(ratio, blocks removed)], each validated."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise GardenerError(f"--ratios {text!r}: expected comma-separated numbers like 8.3,25,41.7") from None
+    if not values:
+        raise GardenerError("--ratios: give at least one ratio")
+    percent = any(v > 1 for v in values)
+    out = []
+    for v in values:
+        ratio = v / 100 if percent else v
+        out.append((round(ratio * 100, 1), count_for_ratio(ratio, depth)))
+    return out
+
+
+def parse_sweep_criteria(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise GardenerError("--criteria: give at least one criterion")
+    data_free = [n for n in names if n != ORACLE]
+    if data_free:
+        registry.parse(",".join(data_free))  # unknown names fail here, with the list of known ones
+    return names
+
+
+def sweep_rows(exp: Experiment, names: list[str], ratios: list[tuple[float, int]], scores: ScoreResult,
+               oracle: dict | None, random_seeds: int) -> list[dict]:
+    """One row per (criterion, ratio, seed): the blocks it removes. Oracle rows wait for the oracle."""
+    rows = []
+    for name in names:
+        if name == ORACLE:
+            if oracle is None:
+                continue
+            from ..ranking import removal_order
+
+            orders = {None: [i + 1 for i in removal_order(oracle["scores"], "highest")]}
+        elif name == "random":
+            orders = {s: score(exp.source, ["random"], seed=s).removal_order("random") for s in range(random_seeds)}
+        else:
+            orders = {None: scores.removal_order(name)}
+        for ratio, count in ratios:
+            for seed, order in orders.items():
+                removed = sorted(order[:count])
+                rows.append({"criterion": name, "ratio": ratio, "count": count, "seed": seed, "removed": removed,
+                             "id": exp.job(removed).id})
+    return rows
+
+
+def sweep_table(plan: dict, run: RunDir) -> dict | None:
+    """Table 3 from a sweep plan: accuracy per criterion and ratio (random: mean and std over seeds)."""
+    baseline = run.result(plan["baseline"])
+    results = {r["id"]: run.result(r["id"]) for r in plan["rows"]}
+    if baseline is None or any(v is None for v in results.values()) or plan.get("waiting_for_oracle"):
+        return None
+    cells: dict[tuple[str, float], list[dict]] = {}
+    for row in plan["rows"]:
+        cells.setdefault((row["criterion"], row["ratio"]), []).append({**row, **_row(results[row["id"]])})
+    table = []
+    for (name, ratio), members in cells.items():
+        top1 = np.array([m["top1"] for m in members])
+        table.append({"criterion": name, "ratio": ratio, "count": members[0]["count"],
+                      "removed": [m["removed"] for m in members] if len(members) > 1 else members[0]["removed"],
+                      "gflops": float(np.mean([m["gflops"] for m in members])), "top1": float(top1.mean()),
+                      "top1_std": float(top1.std(ddof=1)) if len(members) > 1 else None, "runs": len(members),
+                      "drop": float(_row(baseline)["top1"] - top1.mean())})
+    return {"baseline": _row(baseline), "rows": table, "ratios": sorted({r["ratio"] for r in table}),
+            "criteria": list(dict.fromkeys(r["criterion"] for r in table))}
+
+
+def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds: int = 3, dtype: str = "stored",
+              shard=(0, 1), callbacks=None, progress=None, job_progress=None) -> dict:
+    """The oracle first when the sweep includes it, then every (criterion, ratio) job."""
+    ratios = parse_ratios(ratios_text, exp.depth)
+    data_free = [n for n in names if n not in (ORACLE, "random")]
+    scores = score(exp.source, data_free + (["entropy"] if "entropy" not in data_free else []), primary="entropy",
+                   dtype=dtype, histograms=True)
+    write_text(exp.run.path / "scores.json", json.dumps(scores.to_dict(), indent=2) + "\n", force=True)
+    runner = job_runner(exp, callbacks, job_progress)
+    counts = {"run": 0, "cached": 0, "other_shards": 0}
+    oracle = None
+    if ORACLE in names:
+        result = run_sensitivity(exp, shard, callbacks, progress, job_progress)
+        oracle = result["table"]
+        counts = {k: counts[k] + result["counts"][k] for k in counts}
+    rows = sweep_rows(exp, names, ratios, scores, oracle, random_seeds)
+    baseline = exp.job([])
+    plan = {"kind": "sweep", "depth": exp.depth, "baseline": baseline.id, "rows": rows, "criteria": names,
+            "ratios": [r for r, _ in ratios], "waiting_for_oracle": ORACLE in names and oracle is None,
+            "random_seeds": random_seeds, "dtype": scores.dtype_view, "settings": asdict(exp.settings)}
+    write_plan(exp.run, "sweep", plan)
+    jobs = unique([baseline] + [exp.job(r["removed"]) for r in rows])
+    more = run_jobs(exp.run, jobs, runner, shard, progress)
+    counts = {k: counts[k] + more[k] for k in counts}
+    table = sweep_table(plan, exp.run)
+    if oracle is None and (exp.run.path / "sensitivity.json").is_file():  # an earlier `gardener sensitivity`
+        oracle = json.loads((exp.run.path / "sensitivity.json").read_text())
+    if table is not None:
+        write_text(exp.run.path / "sweep.json", json.dumps(table, indent=2) + "\n", force=True)
+        if oracle is not None:
+            from .agreement import agreement
+
+            agree = agreement(scores, oracle["scores"])
+            write_text(exp.run.path / "agreement.json", json.dumps(agree, indent=2) + "\n", force=True)
+    return {"counts": counts, "table": table, "oracle": oracle, "waiting_for_oracle": plan["waiting_for_oracle"]}
+
+
+def rebuild_tables(run: RunDir) -> dict:
+    """After `collect`: the tables of every plan in the run folder whose jobs are all done."""
+    made = {}
+    plan_file = run.path / f"{ORACLE}.plan.json"
+    if plan_file.is_file():
+        plan = json.loads(plan_file.read_text())
+        table = sensitivity_table(plan, run)
+        if table is not None:
+            write_text(run.path / "sensitivity.json", json.dumps(table, indent=2) + "\n", force=True)
+            made[ORACLE] = table
+    plan_file = run.path / "sweep.plan.json"
+    if plan_file.is_file():
+        plan = json.loads(plan_file.read_text())
+        table = sweep_table(plan, run)
+        if table is not None:
+            write_text(run.path / "sweep.json", json.dumps(table, indent=2) + "\n", force=True)
+            made["sweep"] = table
+            scores_file, oracle = run.path / "scores.json", made.get(ORACLE)
+            if oracle is None and (run.path / "sensitivity.json").is_file():
+                oracle = json.loads((run.path / "sensitivity.json").read_text())
+            if oracle is not None and scores_file.is_file():
+                from .agreement import agreement
+
+                agree = agreement(ScoreResult.load(scores_file), oracle["scores"])
+                write_text(run.path / "agreement.json", json.dumps(agree, indent=2) + "\n", force=True)
+    return made
+
+
+def missing_jobs(run: RunDir) -> int:
+    """Jobs named by the run folder's plans that have no result yet."""
+    ids = set()
+    for plan_file in run.path.glob("*.plan.json"):
+        plan = json.loads(plan_file.read_text())
+        ids |= {j["id"] for j in plan.get("jobs", [])} | {r["id"] for r in plan.get("rows", [])}
+        if plan.get("baseline"):
+            ids.add(plan["baseline"])
+    return sum(1 for i in ids if run.result(i) is None)
+
+
+def is_finite(x) -> bool:
+    return x is not None and math.isfinite(x)

@@ -1,0 +1,178 @@
+"""Run directories and jobs: "prune these blocks, finetune with this recipe on this data, evaluate".
+
+A job's identity is a hash of (source checkpoint hash, removed blocks, recipe, data, clips, seed).
+Its result lives in RUN/jobs/<id>/result.json and is never recomputed, so experiments that
+share a job share its result, a killed run resumes where it stopped (the interrupted job's
+finetuning resumes from its last checkpoint), and `--shard i/n` splits a plan without any
+coordination: shard i takes every n-th job.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import GardenerError
+from ..fileio import write_text
+from ..manifest import file_record, versions
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything but the removed blocks that decides a job's result."""
+
+    source: str
+    source_hash: str
+    data: dict
+    recipe: dict
+    clip: dict
+    seed: int = 0
+
+    def job(self, removed: list[int] | tuple[int, ...]) -> Job:
+        return Job(self, tuple(sorted(int(b) for b in removed)))
+
+
+@dataclass(frozen=True)
+class Job:
+    settings: Settings
+    removed: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        s = self.settings
+        key = {"source": s.source_hash, "removed": list(self.removed), "recipe": s.recipe, "data": s.data,
+               "clip": s.clip, "seed": s.seed}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunDir:
+    """A run folder: run.json (the source it belongs to) and jobs/<id>/result.json."""
+
+    path: Path
+    source_hash: str
+    info: dict = field(default_factory=dict)
+
+    @property
+    def jobs(self) -> Path:
+        return self.path / "jobs"
+
+    def result(self, job: Job | str) -> dict | None:
+        job_id = job if isinstance(job, str) else job.id
+        file = self.jobs / job_id / "result.json"
+        return json.loads(file.read_text()) if file.is_file() else None
+
+    def results(self, jobs: list[Job]) -> dict[str, dict]:
+        return {j.id: r for j in jobs if (r := self.result(j)) is not None}
+
+
+def source_hash(files: list[Path]) -> str:
+    """One hash for a checkpoint: over the sha256 of each weight file."""
+    digests = [file_record(f)["sha256"] for f in sorted(files)]
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def open_run(path: str | Path, source: str | Path, digest: str) -> RunDir:
+    """Create a run folder for `source`, or open one made for the same checkpoint."""
+    path = Path(path)
+    marker = path / "run.json"
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        if info["source_hash"] != digest:
+            raise GardenerError(f"{path}: this run folder was made for another checkpoint ({info['source']}, "
+                                f"hash {info['source_hash'][:12]}), not {source} (hash {digest[:12]}); "
+                                f"use a new run folder")
+        return RunDir(path, digest, info)
+    if path.exists() and any(path.iterdir()):
+        raise GardenerError(f"{path}: exists and is not a gardener run folder (no run.json)")
+    if not path.parent.is_dir():
+        raise GardenerError(f"{path}: parent folder {path.parent} does not exist")
+    path.mkdir(exist_ok=True)
+    info = {"source": str(Path(source).resolve()), "source_hash": digest, "created": time.time(),
+            "versions": versions()}
+    write_text(marker, json.dumps(info, indent=2) + "\n")
+    return RunDir(path, digest, info)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'2/4' -> (1, 4): this shard's 0-based index and the shard count."""
+    if text is None:
+        return 0, 1
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise GardenerError(f"--shard {text!r}: expected i/n, e.g. 1/2") from None
+    if not 1 <= index <= count:
+        raise GardenerError(f"--shard {text!r}: i must be between 1 and n")
+    return index - 1, count
+
+
+def unique(jobs: list[Job]) -> list[Job]:
+    """Jobs in first-seen order, each once."""
+    seen, out = set(), []
+    for job in jobs:
+        if job.id not in seen:
+            seen.add(job.id)
+            out.append(job)
+    return out
+
+
+JobRunner = Callable[[Job, Path], dict]
+
+
+def run_jobs(run: RunDir, jobs: list[Job], runner: JobRunner, shard: tuple[int, int] = (0, 1),
+             progress: Callable | None = None) -> dict[str, int]:
+    """Run this shard's jobs that have no result yet; returns counts of run, cached and other-shard jobs."""
+    index, count = shard
+    mine = [job for k, job in enumerate(unique(jobs)) if k % count == index]
+    counts = {"run": 0, "cached": 0, "other_shards": len(unique(jobs)) - len(mine)}
+    for k, job in enumerate(mine, start=1):
+        if progress:
+            progress(k - 1, len(mine), job)
+        if run.result(job) is not None:
+            counts["cached"] += 1
+            continue
+        folder = run.jobs / job.id
+        folder.mkdir(parents=True, exist_ok=True)
+        result = runner(job, folder)
+        result.update({"id": job.id, "removed": list(job.removed), "settings": asdict(job.settings)})
+        write_text(folder / "result.json", json.dumps(result, indent=2) + "\n", force=True)
+        counts["run"] += 1
+        with open(run.path / "jobs.log", "a") as handle:  # which jobs this folder actually ran
+            handle.write(json.dumps({"id": job.id, "removed": list(job.removed), "finished": time.time()}) + "\n")
+    if progress:
+        progress(len(mine), len(mine), None)
+    return counts
+
+
+def collect(run: RunDir, others: list[Path]) -> int:
+    """Copy finished job results (and plans) from other run folders of the same checkpoint; returns how many."""
+    copied = 0
+    for other in others:
+        marker = Path(other) / "run.json"
+        if not marker.is_file():
+            raise GardenerError(f"{other}: not a gardener run folder (no run.json)")
+        if json.loads(marker.read_text())["source_hash"] != run.source_hash:
+            raise GardenerError(f"{other}: was made for another checkpoint than {run.path}")
+        for result in sorted((Path(other) / "jobs").glob("*/result.json")):
+            target = run.jobs / result.parent.name / "result.json"
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(result, target)
+                copied += 1
+        for plan in Path(other).glob("*.plan.json"):
+            if not (run.path / plan.name).exists():
+                shutil.copy2(plan, run.path / plan.name)
+    return copied
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise GardenerError(f"{path}: not found") from None
