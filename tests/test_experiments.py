@@ -1,0 +1,236 @@
+"""The paper's evaluation as commands: oracle, sweep, cache, shards, resume, agreement and report."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from conftest import tiny_videomae
+from scipy import stats
+
+from gardener.cli import main
+from gardener.errors import GardenerError
+from gardener.experiments.protocol import prepare, run_sensitivity, run_sweep
+from gardener.experiments.runs import open_run
+from gardener.train import DataOptions, Recipe
+
+CLIP = {"frames": None, "size": None, "sampling_rate": 2, "test_clips": 1, "test_crops": 1, "min_crop_scale": 0.3}
+RECIPE = dict(batch_size=8, max_steps=4, warmup_steps=1, base_lr=0.06, layer_decay=1.0, drop_path=0.0,
+              classifier_dropout=0.0, save_every=2)
+SWEEP = (["entropy", "l2", "random"], "25,50")
+
+
+def _experiment(model: Path, run: Path, video_root: Path):
+    return prepare(model, run, DataOptions(video_root, workers=0), Recipe(**RECIPE), CLIP, seed=0)
+
+
+def _tables(run: Path) -> dict:
+    return {name: json.loads((run / f"{name}.json").read_text()) for name in ("sensitivity", "sweep", "agreement")}
+
+
+@pytest.fixture(scope="module")
+def model4(tmp_path_factory) -> Path:
+    return tiny_videomae(tmp_path_factory.mktemp("exp") / "tiny4", depth=4)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, model4, video_root) -> Path:
+    """One uninterrupted, unsharded run: the oracle, then a 2-ratio sweep over 3 criteria, then the report."""
+    run = tmp_path_factory.mktemp("exp") / "run"
+    exp = _experiment(model4, run, video_root)
+    first = run_sensitivity(exp)
+    assert first["counts"] == {"run": 5, "cached": 0, "other_shards": 0}
+    sweep = run_sweep(exp, *SWEEP, random_seeds=2)
+    assert sweep["table"] is not None and sweep["counts"]["run"] >= 1
+    assert main_code("report", run) == 0
+    return run
+
+
+def main_code(*args) -> int:
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in args])
+    return stop.value.code
+
+
+def test_a_second_invocation_runs_no_job(full_run, model4, video_root):
+    exp = _experiment(model4, full_run, video_root)
+    assert run_sensitivity(exp)["counts"]["run"] == 0
+    again = run_sweep(exp, *SWEEP, random_seeds=2)
+    assert again["counts"]["run"] == 0 and again["counts"]["cached"] > 0
+    oracle = json.loads((full_run / "sensitivity.json").read_text())
+    assert sorted(oracle["ranks"]) == [1, 2, 3, 4] and len(oracle["blocks"]) == 4
+    # the sweep's 1-block jobs are the oracle's: 'remove block b' is one job whichever experiment asks
+    sweep = json.loads((full_run / "sweep.json").read_text())
+    for row in (r for r in sweep["rows"] if r["count"] == 1 and r["runs"] == 1):
+        assert row["top1"] == oracle["blocks"][row["removed"][0] - 1]["top1"]
+
+
+def test_two_shards_then_collect_give_the_same_tables(tmp_path, full_run, model4, video_root):
+    for k in (1, 2):
+        exp = _experiment(model4, tmp_path / f"shard{k}", video_root)
+        result = run_sensitivity(exp, shard=(k - 1, 2))
+        assert result["table"] is None and result["counts"]["other_shards"] > 0
+        run_sweep(exp, *SWEEP, random_seeds=2, shard=(k - 1, 2))
+    assert main_code("collect", tmp_path / "shard1", tmp_path / "shard2") == 0
+    assert _tables(tmp_path / "shard1") == _tables(full_run)
+
+
+def test_a_killed_run_resumes_without_rerunning_finished_jobs(tmp_path, full_run, model4, video_root):
+    exp = _experiment(model4, tmp_path / "run", video_root)
+    steps = []
+
+    def kill_in_third_job(step, loss):
+        steps.append(step)
+        if len(steps) == 2 * RECIPE["max_steps"] + 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_sensitivity(exp, callbacks=[kill_in_third_job])
+    finished = [json.loads(line)["id"] for line in (tmp_path / "run" / "jobs.log").read_text().splitlines()]
+    assert len(finished) == 2
+    run_sensitivity(exp)
+    run_sweep(exp, *SWEEP, random_seeds=2)
+    ran = [json.loads(line)["id"] for line in (tmp_path / "run" / "jobs.log").read_text().splitlines()]
+    assert len(ran) == len(set(ran)) and ran[:2] == finished  # nothing ran twice
+    assert _tables(tmp_path / "run") == _tables(full_run)
+
+
+def _markdown_table(text: str, first_header: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_report_numbers_equal_the_json(full_run):
+    text = (full_run / "report.md").read_text()
+    tables = _tables(full_run)
+    table1 = _markdown_table(text, "model state")
+    assert table1[0][3] == f"{100 * tables['sensitivity']['baseline']['top1']:.2f}"
+    for row, block in zip(table1[1:], tables["sensitivity"]["blocks"]):
+        assert row[3] == f"{100 * block['top1']:.2f}" and row[6] == str(block["rank"])
+    sweep = tables["sweep"]
+    table3 = {r[0]: r[1:] for r in _markdown_table(text, "ratio (%)")}
+    for r in sweep["rows"]:
+        cell = table3[r["criterion"]][sweep["ratios"].index(r["ratio"])]
+        assert cell.split(" ±")[0] == f"{100 * r['top1']:.2f}"
+    agreement = {r[0]: r for r in _markdown_table(text, "criterion") if r[0] in tables["agreement"]["criteria"]}
+    assert agreement["entropy"][1] == f"{tables['agreement']['criteria']['entropy']['spearman']:.3f}"
+    for name in ("single_block_removal", "accuracy_vs_ratio", "entropy_vs_oracle_ranks", "weight_histograms",
+                 "entropy_per_block"):
+        assert (full_run / "figures" / f"{name}.png").stat().st_size > 5000, name
+    assert main_code("report", full_run, "--format", "html") == 0
+    page = (full_run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 5 and f"{100 * sweep['baseline']['top1']:.2f}" in page
+
+
+def test_agree_from_files_alone(tmp_path, full_run, capsys):
+    assert main_code("agree", full_run / "scores.json", full_run / "oracle.json", "--json", tmp_path / "a.json") == 0
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result == json.loads((full_run / "agreement.json").read_text())
+    assert "Spearman rho" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case,message", [
+    ("ratio_zero", "removes 0 of 4 blocks"), ("ratio_all", "removes 4 of 4 blocks"),
+    ("unknown_criterion", "unknown criterion"), ("other_checkpoint", "made for another checkpoint"),
+    ("shard", "--shard '3/2'"),
+])
+def test_bad_input_is_refused_and_overwrites_nothing(tmp_path, full_run, model4, video_root, capsys, case, message):
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    before = sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*"))
+    args = ["sweep", model4, "--data", video_root, "-o", run, "--max-steps", 2, "--criteria", "entropy",
+            "--ratios", "50"]
+    if case == "ratio_zero":
+        args[-1] = "10"
+    elif case == "ratio_all":
+        args[-1] = "95"
+    elif case == "unknown_criterion":
+        args[-3] = "entropy,wisdom"
+    elif case == "other_checkpoint":
+        args[1] = tiny_videomae(tmp_path / "other", seed=1, depth=4)
+    elif case == "shard":
+        args += ["--shard", "3/2"]
+    capsys.readouterr()
+    assert main_code(*args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+
+
+# --- the paper's own numbers as job results -------------------------------------------------------
+
+PAPER_SINGLE = [46.73, 90.58, 86.14, 74.65, 88.32, 87.43, 88.51, 88.02, 90.79, 90.30, 91.09, 91.29]
+PAPER_ENTROPY = [9.5484, 9.4170, 9.3856, 9.3946, 9.3830, 9.3894, 9.3775, 9.3787, 9.3612, 9.3514, 9.3539, 9.3487]
+PAPER_TABLE2 = {"entropy": [1, 2, 5, 3, 6, 4, 8, 7, 9, 11, 10, 12], "sensitivity": [1, 9, 3, 2, 6, 4, 7, 5, 10, 8, 11, 12]}
+PAPER_GFLOPS = [166, 139, 112, 84, 57, 30]
+PAPER_TABLE3 = {"sensitivity": [91.29, 86.63, 84.26, 78.91, 76.44, 68.81],
+                "entropy": [91.29, 85.54, 82.97, 79.90, 73.56, 68.81]}
+PAPER_UNPRUNED = 91.78
+
+
+def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
+    """Job results set to the paper's accuracies: the tables, GFLOPs and agreement come out as published."""
+    from transformers import VideoMAEConfig
+
+    from gardener.cost import InputSpec, flop_breakdown
+    from gardener.experiments.protocol import (ORACLE, Experiment, rebuild_tables, sensitivity_jobs, sweep_rows,
+                                               write_plan)
+    from gardener.experiments.runs import Settings
+    from gardener.report.experiment import write_report
+    from gardener.scoring import BlockInfo, ScoreResult
+
+    run = open_run(tmp_path / "paper", tmp_path / "videomae-b", "0" * 64)
+    total, stacks = flop_breakdown(VideoMAEConfig(num_labels=101).to_dict(), InputSpec(16, 224))
+    settings = Settings("videomae-b", "0" * 64, {"data": "UCF101"}, Recipe(epochs=100).to_dict(), {}, 0)
+    exp = Experiment(tmp_path / "videomae-b", run, settings, None, Recipe(epochs=100), {}, 12, total,
+                     next(v for v in stacks.values() if len(v) == 12))
+
+    def put(removed, war):
+        job = exp.job(removed)
+        (run.jobs / job.id).mkdir(parents=True, exist_ok=True)
+        result = {"top1": war / 100, "top5": None, "uar": None, "params": 0, "gflops": exp.gflops_without(removed)}
+        (run.jobs / job.id / "result.json").write_text(json.dumps(result))
+        return job
+
+    jobs = sensitivity_jobs(exp)
+    write_plan(run, ORACLE, {"kind": ORACLE, "depth": 12, "jobs": [{"id": j.id, "removed": list(j.removed)}
+                                                                    for j in jobs], "settings": asdict(settings)})
+    for job, war in zip(jobs, [PAPER_UNPRUNED] + PAPER_SINGLE):
+        put(job.removed, war)
+    scores = ScoreResult("videomae-b", "hf-dir", "videomae.encoder.layer", "hf-encoder", "float16", ["F16"], "2d",
+                         "entropy", 2048, 0, [BlockInfo(b, 7077888, 6, 0) for b in range(1, 13)],
+                         {"entropy": PAPER_ENTROPY}, {"entropy": "lowest"})
+    (run.path / "scores.json").write_text(json.dumps(scores.to_dict()))
+    oracle = {"scores": [w / 100 for w in PAPER_SINGLE]}
+    ratios = [(r, c) for r, c in zip([8.3, 25.0, 41.7, 58.3, 75.0, 91.7], [1, 3, 5, 7, 9, 11])]
+    rows = sweep_rows(exp, ["sensitivity", "entropy"], ratios, scores, oracle, 0)
+    for row in rows:
+        put(row["removed"], PAPER_TABLE3[row["criterion"]][[r for r, _ in ratios].index(row["ratio"])])
+    write_plan(run, "sweep", {"kind": "sweep", "baseline": exp.job([]).id, "rows": rows, "settings": asdict(settings)})
+    rebuild_tables(run)
+    write_report(run.path)
+
+    text = (run.path / "report.md").read_text()
+    table3 = {r[0]: r[1:] for r in _markdown_table(text, "ratio (%)")}
+    for name, values in PAPER_TABLE3.items():
+        assert table3[name] == [f"{v:.2f}" for v in values]
+    # 180 and 166 are matched; the paper's later GFLOPs imply ~16 GFLOPs outside the blocks where the
+    # model has ~2.7 (patch embedding and head), so from 5 removed blocks on our counts are lower
+    for got, want in zip(table3["GFLOPs"][:2], PAPER_GFLOPS[:2]):
+        assert float(got) == pytest.approx(want, rel=0.03)
+    assert [float(g) for g in table3["GFLOPs"]] == sorted((float(g) for g in table3["GFLOPs"]), reverse=True)
+    table2 = {r[0]: [int(x) for x in r[1:]] for r in _markdown_table(text, "block")}
+    assert table2["entropy"] == PAPER_TABLE2["entropy"] and table2["sensitivity (oracle)"] == PAPER_TABLE2["sensitivity"]
+    rho = stats.spearmanr(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
+    tau = stats.kendalltau(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
+    agreement = {r[0]: r for r in _markdown_table(text, "criterion")}
+    assert agreement["entropy"][1] == f"{rho:.3f}" and agreement["entropy"][3] == f"{tau:.3f}"
+    assert re.search(r"\| unpruned \| [^|]+ \| [^|]+ \| 91\.78 \|", text)
