@@ -364,6 +364,8 @@ def _prepare_experiment(checkpoint, run_dir, data, split_dir, fold, eval_data, v
 
 
 def _report_counts(counts: dict, complete: bool, run_dir: Path) -> None:
+    if not _is_main_process():
+        return
     err.print(f"jobs: {counts['run']} run, {counts['cached']} from the cache"
               + (f", {counts['other_shards']} left to other shards" if counts["other_shards"] else ""),
               highlight=False)
@@ -404,7 +406,7 @@ def sensitivity(
     with bar:
         result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step)
     _report_counts(result["counts"], result["table"] is not None, run_dir)
-    if result["table"] is not None:
+    if result["table"] is not None and _is_main_process():
         out.print(sensitivity_table(result["table"]))
         err.print(f"wrote {run_dir}/sensitivity.json and {run_dir}/oracle.json (a ranking for `prune --ranking`)")
 
@@ -448,10 +450,10 @@ def sweep(
     with bar:
         result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step)
     _report_counts(result["counts"], result["table"] is not None, run_dir)
-    if result["waiting_for_oracle"]:
+    if result["waiting_for_oracle"] and _is_main_process():
         err.print("the oracle is not complete: once every shard has finished, run the same sweep again to add "
                   "the sensitivity rows", highlight=False)
-    if result["table"] is not None:
+    if result["table"] is not None and _is_main_process():
         out.print(sweep_table(result["table"]))
         err.print(f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
 

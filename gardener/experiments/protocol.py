@@ -25,7 +25,7 @@ from ..fileio import write_text
 from ..pruning import count_for_ratio
 from ..scoring import ScoreResult, score
 from ..train import DataOptions, Recipe, finetune
-from .runs import Job, RunDir, Settings, open_run, run_jobs, source_hash, unique
+from .runs import Job, RunDir, Settings, open_run, process_rank, run_jobs, source_hash, unique, wait_for
 
 ORACLE = "sensitivity"
 
@@ -82,12 +82,16 @@ def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callabl
         model = exp.source
         if job.removed:
             model = folder / "pruned"
-            if not (model / "config.json").is_file():
+            if process_rank() != 0:
+                wait_for(model / "config.json")
+            elif not (model / "config.json").is_file():
                 prune_checkpoint(exp.source, model, blocks=",".join(map(str, job.removed)), force=True)
         train = folder / "train"
         resume = (train / "checkpoints").is_dir() and any((train / "checkpoints").glob("step-*/state.json"))
         info = finetune(model, train, exp.data, exp.recipe, seed=exp.settings.seed, resume=resume,
                         force=not resume, callbacks=callbacks, progress=progress, **exp.clip)
+        if process_rank() != 0:  # rank 0 records the result (run_jobs makes the others wait for it)
+            return {}
         params = open_checkpoint(train / "model").num_params
         final = info["final"]
         if not exp.keep_models:

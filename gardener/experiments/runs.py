@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -81,6 +82,8 @@ def open_run(path: str | Path, source: str | Path, digest: str) -> RunDir:
     """Create a run folder for `source`, or open one made for the same checkpoint."""
     path = Path(path)
     marker = path / "run.json"
+    if process_rank() != 0:  # under a multi-process launch rank 0 creates the folder
+        wait_for(marker, timeout=600)
     if marker.is_file():
         info = json.loads(marker.read_text())
         if info["source_hash"] != digest:
@@ -125,6 +128,20 @@ def unique(jobs: list[Job]) -> list[Job]:
 JobRunner = Callable[[Job, Path], dict]
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when run alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def wait_for(path: Path, timeout: float = 3600.0) -> None:
+    """Other ranks wait for what rank 0 writes (a pruned checkpoint, a job result)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise GardenerError(f"rank {process_rank()}: gave up waiting for {path}")
+        time.sleep(0.2)
+
+
 def run_jobs(run: RunDir, jobs: list[Job], runner: JobRunner, shard: tuple[int, int] = (0, 1),
              progress: Callable | None = None) -> dict[str, int]:
     """Run this shard's jobs that have no result yet; returns counts of run, cached and other-shard jobs."""
@@ -141,8 +158,11 @@ def run_jobs(run: RunDir, jobs: list[Job], runner: JobRunner, shard: tuple[int, 
         folder.mkdir(parents=True, exist_ok=True)
         result = runner(job, folder)
         result.update({"id": job.id, "removed": list(job.removed), "settings": asdict(job.settings)})
-        write_text(folder / "result.json", json.dumps(result, indent=2) + "\n", force=True)
         counts["run"] += 1
+        if process_rank() != 0:  # under a multi-process launch every rank trains; rank 0 records
+            wait_for(folder / "result.json")
+            continue
+        write_text(folder / "result.json", json.dumps(result, indent=2) + "\n", force=True)
         with open(run.path / "jobs.log", "a") as handle:  # which jobs this folder actually ran
             handle.write(json.dumps({"id": job.id, "removed": list(job.removed), "finished": time.time()}) + "\n")
     if progress:
