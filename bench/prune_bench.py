@@ -120,8 +120,8 @@ def main() -> None:
               f"| {r['ratio_s']:.3f} | {r['ratio_x_copy']:.2f} | <= {TIME_TARGET} | {r['peak_rss_mb']:.0f} "
               f"| < {RSS_TARGET_MB} |")
     print()
-    print(f"| input | GFLOPs unpruned | GFLOPs pruned | GFLOPs ratio | latency unpruned (s) | latency pruned (s) "
-          f"| latency ratio |")
+    print("| input | GFLOPs unpruned | GFLOPs pruned | GFLOPs ratio | latency unpruned (s) | latency pruned (s) "
+          "| latency ratio |")
     print("|---|---|---|---|---|---|---|")
     print(f"| 1x{spec.frames}x3x{spec.size}x{spec.size} | {flops[0]:.1f} | {flops[1]:.1f} | {row['gflops_ratio']:.3f} "
           f"| {lat[0]:.3f} | {lat[1]:.3f} | {row['latency_ratio']:.3f} |")

@@ -12,7 +12,6 @@ from conftest import tiny_videomae
 from scipy import stats
 
 from gardener.cli import main
-from gardener.errors import GardenerError
 from gardener.experiments.protocol import prepare, run_sensitivity, run_sweep
 from gardener.experiments.runs import open_run
 from gardener.train import DataOptions, Recipe

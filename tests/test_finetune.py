@@ -64,7 +64,7 @@ def test_a_pruned_model_finetunes_and_its_saved_model_reproduces_the_evaluation(
         biases = [getattr(attention, "q_bias", None), getattr(attention, "v_bias", None)]
         biases = [b if b is not None else getattr(attention, n).bias for b, n in zip(biases, ("query", "value"))]
         assert all(b.abs().sum() > 0 for b in biases)
-    again = evaluate_model(tmp_path / "run" / "model", DataOptions(video_root), test_clips=2, test_crops=1,
+    evaluate_model(tmp_path / "run" / "model", DataOptions(video_root), test_clips=2, test_crops=1,
                            sampling_rate=2, out=tmp_path / "eval")
     logged = read_predictions(tmp_path / "run" / "predictions.csv")
     recomputed = read_predictions(tmp_path / "eval" / "predictions.csv")

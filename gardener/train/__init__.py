@@ -1,6 +1,7 @@
 """Finetuning and evaluation of video classifiers (Step 4 of the paper)."""
 from .evaluate import metrics, predict
-from .finetune import DataOptions, evaluate_model, finetune, read_losses
+from .finetune import DataOptions, evaluate_model, finetune
+from .state import read_losses
 from .recipe import Recipe
 
 __all__ = ["DataOptions", "Recipe", "evaluate_model", "finetune", "metrics", "predict", "read_losses"]

@@ -10,13 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from ..data import ClipSpec, EpochSampler, EvalClips, TrainClips, VideoSplit, probe_all, read_split
 from ..errors import GardenerError
@@ -25,9 +23,9 @@ from ..manifest import manifest
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .recipe import Recipe, lr_factor, param_groups
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
+from .state import Log, check_out, collate, save_checkpoint, start_fresh
 
 log = logging.getLogger("gardener.train")
-CHECKPOINT = re.compile(r"^step-(\d+)$")
 
 
 @dataclass
@@ -113,61 +111,6 @@ def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: i
     return model
 
 
-def _checkpoints(out: Path) -> list[tuple[int, Path]]:
-    folder = out / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT.match(p.name))
-             and (p / "state.json").is_file()]
-    return sorted(found)
-
-
-def _check_out(out: Path, resume: bool, force: bool) -> int | None:
-    """The step to resume from (None for a fresh run); refuses to clobber a previous run."""
-    if resume:
-        found = _checkpoints(out)
-        if not found:
-            raise GardenerError(f"--resume: {out} holds no checkpoint to resume from")
-        return found[-1][0]
-    if out.exists() and not force:
-        raise GardenerError(f"{out}: already exists; pass --resume to continue that run or --force to replace it")
-    if not out.parent.is_dir():
-        raise GardenerError(f"{out}: parent folder {out.parent} does not exist")
-    return None
-
-
-def _start_fresh(out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.mkdir()
-
-
-def _collate(items: list[dict]) -> dict:
-    import torch
-
-    return {"pixel_values": torch.stack([i["pixel_values"] for i in items]),
-            "labels": torch.tensor([i["labels"] for i in items])}
-
-
-class _Log:
-    """log.jsonl: one line per optimizer step or evaluation; a resumed run drops what came after its step."""
-
-    def __init__(self, path: Path, main: bool, resume_step: int | None):
-        self.path, self.main = path, main
-        if main and resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            path.write_text("".join(f"{line}\n" for line in kept))
-
-    def write(self, record: dict) -> None:
-        if self.main:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-    def losses(self) -> dict[int, float]:
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
-
-
 def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: Recipe | None = None, *,
              frames: int | None = None, size: int | None = None, sampling_rate: int = 4, test_clips: int = 5,
              test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
@@ -183,7 +126,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
 
     recipe = recipe or Recipe()
     out, model_dir = Path(out), Path(model_dir)
-    start = _check_out(out, resume, force)  # every check comes before the first training step
+    start = check_out(out, resume, force)  # every check comes before the first training step
     config = _videomae_config(model_dir)
     spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
                          test_crops=test_crops, scale=(min_crop_scale, 1.0))
@@ -196,7 +139,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     total = recipe.total_steps(per_epoch)
     warmup = recipe.warmup(per_epoch, total)
     if start is None and main:
-        _start_fresh(out)
+        start_fresh(out)
     accelerator.wait_for_everyone()
     set_seed(seed)
     model = load_classifier(model_dir, train.classes, recipe, spec.size)
@@ -211,10 +154,10 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
         step, best = state["step"], state.get("best")
     sampler.start_batch = step * recipe.grad_accum
     loader = DataLoader(TrainClips(train, train_infos, spec, seed), batch_sampler=sampler,
-                        num_workers=data.workers, collate_fn=_collate,
+                        num_workers=data.workers, collate_fn=collate,
                         generator=torch.Generator().manual_seed(seed), persistent_workers=False)
     mean, std = normalisation(model_dir)
-    logbook = _Log(out / "log.jsonl", main, start)
+    logbook = Log(out / "log.jsonl", main, start)
     batches = iter(loader)
     device = accelerator.device
     timer, clips = time.perf_counter(), 0
@@ -259,7 +202,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
                 _save_model(accelerator, model, out / "best", model_dir, force=True)
             model.train()
         if step % recipe.save_every == 0 or step == total:
-            _save_checkpoint(accelerator, out, step, best, recipe.keep_last)
+            save_checkpoint(accelerator, out, step, best, recipe.keep_last)
         for callback in callbacks or []:
             callback(step, loss_value)
     for handle in handles:
@@ -326,25 +269,6 @@ def _save_model(accelerator, model, path: Path, model_dir: Path, force: bool) ->
     accelerator.wait_for_everyone()
 
 
-def _save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_last: int) -> None:
-    """Accelerate's state (model, optimizer, RNG) and the step, in a folder renamed into place."""
-    folder = out / "checkpoints"
-    final = folder / f"step-{step:06d}"
-    tmp = folder / f".step-{step:06d}.tmp"
-    if accelerator.is_main_process:
-        folder.mkdir(exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        (tmp / "state.json").write_text(json.dumps({"step": step, "best": best}) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for _, old in _checkpoints(out)[:-max(1, keep_last)]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
 def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | None = None, size: int | None = None,
                    sampling_rate: int = 4, test_clips: int = 5, test_crops: int = 3, seed: int = 0,
                    out: str | Path | None = None, force: bool = False, arguments: dict | None = None) -> dict:
@@ -392,12 +316,3 @@ def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | No
     result["manifest"] = info
     result["paths"] = [str(p) for p in test.paths]
     return result
-
-
-def read_losses(out: str | Path) -> dict[int, float]:
-    """Loss per optimizer step of a run, from its log.jsonl."""
-    return _Log(Path(out) / "log.jsonl", False, None).losses()
-
-
-def run_summary(out: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out) / "gardener.json").read_text())
