@@ -107,3 +107,94 @@ def write_hmdb51_splits(split_dir: str | Path, files: dict[str, list[Path]], tes
             lines.append(f"{Path(path).name} {tag} \n")
         (split_dir / f"{name}_test_split{fold}.txt").write_text("".join(lines))
     return split_dir
+
+
+# --- make-data: a synthetic action-recognition dataset ----------------------------------------------
+
+ACTIONS = ("move_up", "move_down", "grow", "shrink", "fade_in", "fade_out", "bounce", "pass")
+SHAPES = ("square", "disk", "ring", "cross", "triangle")
+
+
+def _shape_mask(shape: str, rows, cols, cy: float, cx: float, radius: float):
+    dy, dx = rows - cy, cols - cx
+    if shape == "square":
+        return (np.abs(dy) <= radius) & (np.abs(dx) <= radius)
+    if shape == "disk":
+        return dy**2 + dx**2 <= radius**2
+    if shape == "ring":
+        d = np.sqrt(dy**2 + dx**2)
+        return (d <= radius) & (d >= 0.55 * radius)
+    if shape == "cross":
+        return ((np.abs(dy) <= radius / 3) & (np.abs(dx) <= radius)) | ((np.abs(dx) <= radius / 3) & (np.abs(dy) <= radius))
+    return (dy <= radius) & (dy >= -radius) & (np.abs(dx) <= (dy + radius) / 2)  # triangle, apex up
+
+
+def _trajectory(action: str, t: np.ndarray, size: int, rng: np.random.Generator):
+    """Centre row, radius and opacity of the actor over normalised time t in [0, 1]."""
+    radius = np.full_like(t, rng.uniform(0.12, 0.2) * size)
+    alpha = np.ones_like(t)
+    travel = rng.uniform(0.35, 0.5) * size
+    top, bottom = 0.2 * size, 0.8 * size
+    if action in ("move_up", "move_down"):
+        up = action == "move_up"
+        start = rng.uniform(top + travel, bottom) if up else rng.uniform(top, bottom - travel)
+        row = start + (-1 if up else 1) * travel * t
+    elif action == "pass":
+        row = -radius[0] + (size + 2 * radius[0]) * t  # enters at the top, leaves at the bottom
+    elif action == "bounce":
+        row = top + (bottom - top) * (1 - np.abs(2 * t - 1)) * rng.uniform(0.8, 1.0) + rng.uniform(-2, 2)
+    else:
+        row = np.full_like(t, rng.uniform(0.3, 0.7) * size)
+        if action in ("grow", "shrink"):
+            low, high = rng.uniform(0.06, 0.1) * size, rng.uniform(0.3, 0.4) * size
+            radius = low + (high - low) * (t if action == "grow" else 1 - t)
+        else:
+            alpha = t if action == "fade_in" else 1 - t
+    return row, radius, alpha
+
+
+def action_clip(action: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (frames, size, size, 3): one actor performing `action` over a textured background, plus
+    a distractor shape drifting at random. A single frame does not tell the action apart."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
+    t = np.linspace(0, 1, frames) * rng.uniform(0.85, 1.0) + rng.uniform(0, 0.1)
+    row, radius, alpha = _trajectory(action, np.clip(t, 0, 1), size, rng)
+    col = rng.uniform(0.25, 0.75) * size + np.cumsum(rng.normal(0, 0.3, frames))
+    colour = rng.uniform(120, 255, 3)
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    rows, cols = np.mgrid[0:size, 0:size].astype(float)
+    base = rng.uniform(0, 80, 3)
+    texture = rng.normal(0, 10, (size, size, 1)) + 12 * np.sin(rows[..., None] / rng.uniform(3, 9) +
+                                                               cols[..., None] / rng.uniform(3, 9))
+    distractor = (SHAPES[rng.integers(len(SHAPES))], rng.uniform(0, size, 2), rng.normal(0, 1.2, 2),
+                  rng.uniform(0.06, 0.12) * size, rng.uniform(60, 200, 3))
+    video = np.empty((frames, size, size, 3), np.uint8)
+    for k in range(frames):
+        frame = base + texture + rng.normal(0, 8, (size, size, 3))
+        d_shape, d_pos, d_vel, d_radius, d_colour = distractor
+        cy, cx = (d_pos + d_vel * k) % size
+        frame[_shape_mask(d_shape, rows, cols, cy, cx, d_radius)] = d_colour
+        mask = _shape_mask(shape, rows, cols, row[k], col[k], max(1.5, radius[k]))
+        frame[mask] = alpha[k] * colour + (1 - alpha[k]) * frame[mask]
+        video[k] = np.clip(frame, 0, 255).astype(np.uint8)
+    return video
+
+
+def make_dataset(out: str | Path, *, classes: tuple[str, ...] = ACTIONS, per_class: int = 40, frames: int = 16,
+                 size: int = 64, seed: int = 0, test_every: int = 4, codec: str = "libx264") -> dict:
+    """Write `out/videos/<action>/v_<action>_gXX_cYY.mp4` and UCF101-style split files in
+    `out/splits/` (1 video in `test_every` is a test video). Deterministic for a seed."""
+    out = Path(out)
+    files: dict[str, list[Path]] = {}
+    for name in classes:
+        folder = out / "videos" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        files[name] = []
+        for k in range(per_class):
+            clip_rng = np.random.default_rng([seed, classes.index(name), k])
+            path = folder / f"v_{name}_g{k // 4 + 1:02d}_c{k % 4 + 1:02d}.mp4"
+            files[name].append(write_video(path, action_clip(name, frames, size, clip_rng), codec=codec))
+    write_ucf101_splits(out / "splits", files, out / "videos", test_every=test_every)
+    return {"videos": out / "videos", "splits": out / "splits", "classes": list(classes),
+            "count": sum(len(v) for v in files.values())}

@@ -7,11 +7,9 @@ functions of (seed, epoch, video), so resuming at step k needs only the step and
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,9 +19,10 @@ from ..errors import GardenerError
 from ..fileio import atomic_dir, write_text
 from ..manifest import manifest
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
-from .recipe import Recipe, lr_factor, param_groups
+from .recipe import Recipe, param_groups
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
-from .state import Log, check_out, collate, save_checkpoint, start_fresh
+from .loop import Loop, make_accelerator, make_loader, restore, run_steps
+from .state import Log, check_out, collate, start_fresh
 
 log = logging.getLogger("gardener.train")
 
@@ -118,9 +117,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
              arguments: dict | None = None) -> dict:
     """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
 
     from ..checkpoint import open_checkpoint
 
@@ -131,8 +128,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
                          test_crops=test_crops, scale=(min_crop_scale, 1.0))
     (train, train_infos), (test, test_infos) = load_splits(data, seed)
-    gpu = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not gpu, mixed_precision="bf16" if recipe.bf16 and gpu else "no")
+    accelerator = make_accelerator(recipe.bf16)
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
     per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
@@ -147,64 +143,38 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     peak, final = recipe.peak_lr(world), recipe.final_lr(world)
     optimizer = torch.optim.AdamW(param_groups(model, recipe, peak), lr=peak, betas=recipe.betas)
     model, optimizer = accelerator.prepare(model, optimizer)
-    step, best = 0, None
-    if start is not None:
-        accelerator.load_state(str(out / "checkpoints" / f"step-{start:06d}"))
-        state = json.loads((out / "checkpoints" / f"step-{start:06d}" / "state.json").read_text())
-        step, best = state["step"], state.get("best")
+    step, best = restore(accelerator, out, start)
     sampler.start_batch = step * recipe.grad_accum
-    loader = DataLoader(TrainClips(train, train_infos, spec, seed), batch_sampler=sampler,
-                        num_workers=data.workers, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+    loader = make_loader(TrainClips(train, train_infos, spec, seed), sampler, data.workers, seed, collate)
     mean, std = normalisation(model_dir)
-    logbook = Log(out / "log.jsonl", main, start)
-    batches = iter(loader)
     device = accelerator.device
-    timer, clips = time.perf_counter(), 0
-    model.train()
-    while step < total:
-        for group in optimizer.param_groups:
-            group["lr"] = peak * group["lr_scale"] * lr_factor(step, warmup, total, peak, final)
-        losses = []
-        for micro in range(recipe.grad_accum):
-            batch = next(batches)
-            pixels = to_model_input(batch["pixel_values"].to(device, non_blocking=True), mean, std)
-            labels = batch["labels"].to(device)
-            sync = contextlib.nullcontext() if micro == recipe.grad_accum - 1 else accelerator.no_sync(model)
-            with sync, accelerator.autocast():
-                if recipe.mix:
-                    generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + micro)
-                    pixels, targets = mix_batch(pixels, labels, len(train.classes), recipe, generator)
-                    logits = model(pixel_values=pixels).logits.float()
-                    loss = torch.sum(-targets * logits.log_softmax(-1), dim=-1).mean()
-                else:
-                    logits = model(pixel_values=pixels).logits.float()
-                    loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
-                accelerator.backward(loss / recipe.grad_accum)
-            losses.append(loss.detach())
-            clips += len(labels) * world
-        if recipe.clip_grad:
-            accelerator.clip_grad_norm_(model.parameters(), recipe.clip_grad)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        loss_value = float(accelerator.reduce(torch.stack(losses).mean(), "mean"))
-        rate = clips / (time.perf_counter() - timer)
-        logbook.write({"step": step, "epoch": round(step / per_epoch, 4), "loss": loss_value,
-                       "lr": optimizer.param_groups[-1]["lr"], "clips_per_s": round(rate, 3)})
-        if progress:
-            progress(step, total, loss=loss_value, lr=optimizer.param_groups[-1]["lr"], clips_per_s=rate)
-        if recipe.eval_every and step % recipe.eval_every == 0 and step < total:
-            result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers)
-            logbook.write({"step": step, "eval": {k: result[k] for k in ("top1", "top5", "uar")}})
-            if best is None or result["top1"] > best["top1"]:
-                best = {"step": step, "top1": result["top1"]}
-                _save_model(accelerator, model, out / "best", model_dir, force=True)
-            model.train()
-        if step % recipe.save_every == 0 or step == total:
-            save_checkpoint(accelerator, out, step, best, recipe.keep_last)
-        for callback in callbacks or []:
-            callback(step, loss_value)
+
+    def loss_fn(batch, step, micro):
+        pixels = to_model_input(batch["pixel_values"].to(device, non_blocking=True), mean, std)
+        labels = batch["labels"].to(device)
+        if recipe.mix:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + micro)
+            pixels, targets = mix_batch(pixels, labels, len(train.classes), recipe, generator)
+            logits = model(pixel_values=pixels).logits.float()
+            return torch.sum(-targets * logits.log_softmax(-1), dim=-1).mean(), len(labels)
+        logits = model(pixel_values=pixels).logits.float()
+        return torch.nn.functional.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing), len(labels)
+
+    def after_step(step, best):
+        if not recipe.eval_every or step % recipe.eval_every or step == total:
+            return best
+        result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers)
+        logbook.write({"step": step, "eval": {k: result[k] for k in ("top1", "top5", "uar")}})
+        if best is None or result["top1"] > best["top1"]:
+            best = {"step": step, "top1": result["top1"]}
+            _save_model(accelerator, model, out / "best", model_dir, force=True)
+        return best
+
+    logbook = Log(out / "log.jsonl", main, start)
+    loop = Loop(accelerator, model, optimizer, iter(loader), total, warmup, peak, final, per_epoch, out, logbook,
+                recipe.grad_accum, recipe.clip_grad, recipe.save_every, recipe.keep_last, callbacks or [], progress)
+    best = run_steps(loop, step, best, loss_fn, after_step)
+    step = total
     for handle in handles:
         handle.remove()
     result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers)
@@ -277,8 +247,6 @@ def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | No
     The data's class names must be among the model's `id2label`; labels follow the model's
     numbering. With `out`, the folder gets eval.json, predictions.csv and the confusion matrix.
     """
-    import torch
-    from accelerate import Accelerator
     from transformers import VideoMAEForVideoClassification
 
     from ..checkpoint import open_checkpoint
@@ -299,7 +267,7 @@ def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | No
                             f"do not include {unknown[0]!r} of the data ({len(unknown)} unknown)")
     remap = [names.index(c) for c in test.classes]
     test = VideoSplit(test.paths, [remap[label] for label in test.labels], names, test.source, test.skipped)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(bf16=False)
     extra = {"image_size": spec.size} if spec.size != config.image_size else {}
     with fast_tables():
         model = VideoMAEForVideoClassification.from_pretrained(model_dir, attn_implementation="sdpa", **extra)
