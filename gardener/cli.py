@@ -525,16 +525,99 @@ def list_criteria() -> None:
 
 @app.command()
 def demo(
-    out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo's outputs."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the model's weights and the random criterion."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo (reused if run again)."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller settings: about 3 minutes instead of 20."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data, the pretraining and every finetuning job."),
+    force: bool = typer.Option(False, "--force", help="Start over in an existing folder."),
 ) -> None:
-    """Build a small VideoMAE checkpoint, score every block with every criterion, write the results."""
-    from .workflows import run_demo
+    """The paper in miniature: synthetic videos, masked pretraining, scores, oracle, sweep and report."""
+    from .demo import run_demo
 
-    result, written = run_demo(out_dir, seed=seed, force=force)
-    _show(result)
-    err.print(f"wrote {written}")
+    bar, on_job, on_step = _experiment_progress()
+    with bar:
+        report = run_demo(out_dir, quick=quick, seed=seed, force=force, say=lambda m: err.print(m, highlight=False),
+                          job_progress=on_job, step_progress=on_step)
+    err.print(f"wrote {report}")
+
+
+@app.command("make-data")
+def make_data(
+    ctx: typer.Context,
+    out_dir: Path = typer.Argument(..., help="Folder for videos/<class>/*.mp4 and splits/ (UCF101 style)."),
+    classes: str = typer.Option("move_up,move_down,grow,shrink,fade_in,fade_out,bounce,pass", "--classes",
+                                help="Actions, from: move_up, move_down, grow, shrink, fade_in, fade_out, bounce, "
+                                     "pass."),
+    per_class: int = typer.Option(40, "--per-class", help="Videos per class (1 in 4 is a test video)."),
+    frames: int = typer.Option(16, "--frames", help="Frames per video."),
+    size: int = typer.Option(64, "--size", help="Frame size in pixels (even)."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same videos."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
+) -> None:
+    """Write a deterministic synthetic action-recognition dataset of real .mp4 files."""
+    import json
+
+    from .data.synthetic import ACTIONS, make_dataset
+    from .fileio import atomic_dir, write_text
+    from .manifest import manifest
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip())
+    unknown = [c for c in names if c not in ACTIONS]
+    if unknown or len(names) < 2:
+        raise GardenerError(f"--classes: {unknown[0]!r} is not an action" if unknown else
+                            "--classes: give at least two actions")
+    if size < 16 or size % 2 or frames < 2 or per_class < 2:
+        raise GardenerError("--size must be even and >= 16, --frames >= 2, --per-class >= 2")
+    with atomic_dir(out_dir, force) as tmp:
+        info = make_dataset(tmp, classes=names, per_class=per_class, frames=frames, size=size, seed=seed)
+        record = manifest("make-data", [], {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()})
+        record.update({"count": info["count"], "classes": info["classes"]})
+        write_text(tmp / "gardener.json", json.dumps(record, indent=2) + "\n")
+    err.print(f"wrote {info['count']} videos to {out_dir}/videos and split files to {out_dir}/splits "
+              f"(use --data {out_dir}/videos --split-dir {out_dir}/splits)")
+
+
+@app.command("pretrain")
+def pretrain_command(
+    ctx: typer.Context,
+    data: Path = DATA_OPT,
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Run folder; the encoder goes to OUT/encoder."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny (12 blocks, 128 wide, 64 px) or base (VideoMAE-B)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON of VideoMAEConfig fields over the preset."),
+    split_dir: Optional[Path] = SPLIT_DIR_OPT, fold: int = FOLD_OPT, val_fraction: float = VAL_FRACTION_OPT,
+    strict: bool = STRICT_OPT, workers: int = WORKERS_OPT,
+    epochs: Optional[float] = EPOCHS_OPT, max_steps: Optional[int] = MAX_STEPS_OPT, batch_size: int = BATCH_OPT,
+    grad_accum: int = ACCUM_OPT,
+    lr: float = typer.Option(1.5e-4, "--lr", help="Base learning rate per 256 clips."),
+    warmup_steps: Optional[int] = WARMUP_STEPS_OPT,
+    mask_ratio: float = typer.Option(0.9, "--mask-ratio", help="Share of each frame's patches hidden (tubes)."),
+    sampling_rate: int = RATE_OPT,
+    min_crop_scale: float = typer.Option(0.5, "--min-crop-scale", help="Smallest random-resized-crop area."),
+    save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, sampling, masking."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
+) -> None:
+    """Masked VideoMAE pretraining (Step 1 of the paper); exports OUT/encoder for score/prune/finetune."""
+    import json
+
+    from .train.pretrain import PretrainRecipe, pretrain
+
+    overrides = {}
+    if config is not None:
+        try:
+            overrides = json.loads(config.read_text())
+        except (OSError, ValueError) as exc:
+            raise GardenerError(f"--config {config}: cannot read a JSON object ({exc})") from None
+    recipe = PretrainRecipe(batch_size=batch_size, grad_accum=grad_accum, epochs=epochs, max_steps=max_steps,
+                            base_lr=lr, warmup_steps=warmup_steps, mask_ratio=mask_ratio, save_every=save_every)
+    options = _data_options(data, split_dir, fold, None, val_fraction, strict, workers)
+    bar, tick = _training_progress("pretraining")
+    with bar:
+        info = pretrain(options, out_dir, preset=preset, config_overrides=overrides, recipe=recipe,
+                        sampling_rate=sampling_rate, min_crop_scale=min_crop_scale, seed=seed, resume=resume,
+                        force=force, progress=tick, arguments=ctx.params)
+    if _is_main_process():
+        err.print(f"pretrained {info['steps']} steps; encoder in {out_dir}/encoder")
 
 
 @app.command()

@@ -62,37 +62,6 @@ def tiny_videomae_config(depth: int = 12, hidden: int = 64):
                           num_labels=5)
 
 
-def run_demo(out_dir: str | Path, seed: int = 0, force: bool = False) -> tuple[ScoreResult, Path]:
-    """Write a small float16 VideoMAE checkpoint, score it with every criterion, save the results.
-
-    The model is randomly initialised (seeded), not pretrained: the demo shows the scoring
-    pipeline end to end on real files, not the paper's findings.
-    """
-    import torch
-    from transformers import VideoMAEForVideoClassification
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, force) as tmp:
-        torch.manual_seed(seed)
-        model = VideoMAEForVideoClassification(tiny_videomae_config()).half()
-        model.save_pretrained(tmp / "model")
-        result = score(tmp / "model", "all", seed=seed, histograms=True)
-        result.source = str(out_dir / "model")
-        result.files = [str(out_dir / "model" / "model.safetensors")]
-        arguments = {"out_dir": str(out_dir), "seed": seed}
-        weights = [(tmp / "model" / "model.safetensors", "model/model.safetensors")]
-        outputs = {"json": tmp / "scores.json", "csv": tmp / "scores.csv", "plot": tmp / "histograms.png"}
-        write_score_outputs(result, outputs, force=True, arguments=arguments, inputs=weights)
-        info = manifest("demo", weights, arguments)
-        info["outputs"] = ["model/", "scores.json", "scores.csv", "histograms.png"]
-        info["note"] = ("randomly initialised tiny VideoMAE (12 blocks, hidden 64) saved in float16; "
-                        "scores show the pipeline, not the paper's VideoMAE-B results")
-        write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
-    return result, out_dir
-
-
 def _removal_order(ckpt, chosen_stack, criterion: str, ranking_file: Path | None, **score_args) -> tuple[list, dict]:
     """Block numbers least-important first, from a scores file or by scoring now; plus their scores."""
     if ranking_file is not None:

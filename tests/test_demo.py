@@ -1,31 +1,94 @@
-"""The README's main command: `gardener demo` writes a real checkpoint and its scores."""
+"""The embedded default: synthetic videos, masked pretraining, and `gardener demo --quick` end to end."""
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
-from safetensors import safe_open
+import transformers as T
 
-import gardener
 from gardener.cli import main
+from gardener.data import read_split
+from gardener.train import DataOptions, read_losses
+from gardener.train.pretrain import PretrainRecipe, preset_config, pretrain, tube_mask
 
 
-def test_demo_writes_checkpoint_scores_and_manifest(tmp_path, capsys):
+def _cli(*args) -> int:
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in args])
+    return stop.value.code
+
+
+def test_make_data_is_deterministic_and_ucf101_shaped(tmp_path):
+    for name in ("a", "b"):
+        assert _cli("make-data", tmp_path / name, "--classes", "move_up,grow,bounce", "--per-class", 4,
+                    "--frames", 8, "--size", 32, "--seed", 3) == 0
+    first, second = sorted((tmp_path / "a" / "videos").rglob("*.mp4")), sorted((tmp_path / "b" / "videos").rglob("*.mp4"))
+    assert len(first) == 12 and [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    train = read_split(tmp_path / "a" / "videos", "train", split_dir=tmp_path / "a" / "splits")
+    test = read_split(tmp_path / "a" / "videos", "test", split_dir=tmp_path / "a" / "splits")
+    assert train.classes == ["bounce", "grow", "move_up"] and (len(train), len(test)) == (9, 3)
+    assert _cli("make-data", tmp_path / "a") == 2  # exists: refused without --force
+
+
+def test_tube_masks_hide_the_same_patches_in_every_time_slot():
+    import torch
+
+    config = T.VideoMAEConfig(image_size=32, patch_size=8, num_frames=8, tubelet_size=2)
+    mask = tube_mask(3, config, 0.9, torch.Generator().manual_seed(0))
+    per_frame = mask.view(3, 4, 16)
+    assert mask.shape == (3, 64) and (per_frame == per_frame[:, :1]).all() and (per_frame.sum(-1) == 14).all()
+
+
+def test_pretraining_loss_falls_and_the_encoder_loads(tmp_path):
+    assert _cli("make-data", tmp_path / "data", "--classes", "move_up,move_down,grow,shrink", "--per-class", 6,
+                "--frames", 8, "--size", 32) == 0
+    small = {"image_size": 32, "patch_size": 8, "num_frames": 8, "hidden_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "intermediate_size": 64, "decoder_hidden_size": 32,
+             "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2, "decoder_intermediate_size": 64,
+             "norm_pix_loss": False}  # pixel targets: learnt within seconds; the default is per-patch normalised
+    recipe = PretrainRecipe(batch_size=6, max_steps=30, warmup_steps=3, base_lr=2e-3 * 256 / 6, save_every=10)
+    info = pretrain(DataOptions(tmp_path / "data" / "videos", split_dir=tmp_path / "data" / "splits", workers=0),
+                    tmp_path / "pre", config_overrides=small, recipe=recipe, sampling_rate=1)
+    losses = list(read_losses(tmp_path / "pre").values())
+    assert info["steps"] == 30 and np.mean(losses[-10:]) < 0.85 * np.mean(losses[:10])
+    assert info["config"]["norm_pix_loss"] is False and preset_config("tiny").norm_pix_loss is True
+    encoder = T.VideoMAEModel.from_pretrained(tmp_path / "pre" / "encoder")
+    assert encoder.config.num_hidden_layers == 2 and (tmp_path / "pre" / "encoder" / "preprocessor_config.json").exists()
+    assert sorted(p.name for p in (tmp_path / "pre" / "checkpoints").iterdir()) == ["step-000020", "step-000030"]
+
+
+def _table(text: str, first: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_quick_demo_writes_the_report_and_reuses_its_stages(tmp_path, capsys):
     out = tmp_path / "demo"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["demo", str(out), "--seed", "1"])
-    assert exit_info.value.code == 0
-    assert "Removal order by entropy" in capsys.readouterr().out
-    with safe_open(out / "model" / "model.safetensors", "np") as f:
-        assert f.get_tensor("videomae.encoder.layer.0.output.dense.weight").dtype.name == "float16"
-    scores = json.loads((out / "scores.json").read_text())
-    rescored = gardener.score(out / "model", "all", seed=1)
-    assert scores["removal_order"] == rescored.removal_order()
-    assert scores["criteria"]["entropy"]["scores"] == rescored.scores["entropy"]
-    manifest = json.loads((out / "gardener.json").read_text())
-    assert manifest["arguments"]["seed"] == 1 and len(manifest["inputs"][0]["sha256"]) == 64
-    assert (out / "histograms.png").read_bytes()[:4] == b"\x89PNG"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
-    with pytest.raises(SystemExit) as again:
-        main(["demo", str(out)])
-    assert again.value.code != 0 and "already exists" in capsys.readouterr().err
+    assert _cli("demo", out, "--quick") == 0
+    text = (out / "report.md").read_text()
+    assert "not** the paper's VideoMAE-B on UCF101" in text
+    for link in re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text):
+        assert (out / link).stat().st_size > 5000
+    assert len(re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text)) == 5
+    sweep = json.loads((out / "run" / "sweep.json").read_text())
+    table = {r[0]: r[1:] for r in _table(text, "ratio (%)")}
+    for row in sweep["rows"]:
+        assert table[row["criterion"]][sweep["ratios"].index(row["ratio"])].split(" ±")[0] == \
+            f"{100 * row['top1']:.2f}"
+    assert set(sweep["criteria"]) == {"entropy", "l1", "l2", "mean", "variance", "std", "kurtosis",
+                                      "mutual_information", "random", "sensitivity"}
+    assert T.VideoMAEModel.from_pretrained(out / "pretrain" / "encoder").config.num_hidden_layers == 12
+    capsys.readouterr()
+    jobs_before = (out / "run" / "jobs.log").read_text()
+    assert _cli("demo", out, "--quick") == 0  # every stage cached: no job runs again
+    assert (out / "run" / "jobs.log").read_text() == jobs_before
+    assert "done before" in capsys.readouterr().err
+    assert _cli("demo", out) == 2  # other settings in the same folder: refused

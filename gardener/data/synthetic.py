@@ -165,13 +165,13 @@ def action_clip(action: str, frames: int, size: int, rng: np.random.Generator) -
     shape = SHAPES[rng.integers(len(SHAPES))]
     rows, cols = np.mgrid[0:size, 0:size].astype(float)
     base = rng.uniform(0, 80, 3)
-    texture = rng.normal(0, 10, (size, size, 1)) + 12 * np.sin(rows[..., None] / rng.uniform(3, 9) +
-                                                               cols[..., None] / rng.uniform(3, 9))
+    # a flat background of random colour: masked patches of it are predictable, shapes are the content
+    texture = np.zeros((size, size, 1))
     distractor = (SHAPES[rng.integers(len(SHAPES))], rng.uniform(0, size, 2), rng.normal(0, 1.2, 2),
                   rng.uniform(0.06, 0.12) * size, rng.uniform(60, 200, 3))
     video = np.empty((frames, size, size, 3), np.uint8)
     for k in range(frames):
-        frame = base + texture + rng.normal(0, 8, (size, size, 3))
+        frame = base + texture
         d_shape, d_pos, d_vel, d_radius, d_colour = distractor
         cy, cx = (d_pos + d_vel * k) % size
         frame[_shape_mask(d_shape, rows, cols, cy, cx, d_radius)] = d_colour

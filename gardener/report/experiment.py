@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +147,7 @@ def figure_profile(scores: dict, criterion: str, path: Path) -> Path:
     return _save_figure(fig, path)
 
 
-def build(run: Path, figures: Path) -> list[Part]:
+def build(run: Path, figures: Path, note: str | None = None) -> list[Part]:
     """The report's parts from the run folder's files; figures are written into `figures`."""
     from .figures import weight_histograms
 
@@ -160,6 +162,8 @@ def build(run: Path, figures: Path) -> list[Part]:
     parts: list[Part] = [("h", 1, "Gardener report"),
                          ("p", f"Checkpoint: `{info['source']}` (sha256 of its weights {info['source_hash'][:16]}). "
                                f"Accuracies are top-1 on the test split in percent (the paper's WAR).")]
+    if note:
+        parts.append(("p", note))
     plan = _load(run, "sensitivity.plan.json") or _load(run, "sweep.plan.json")
     if plan:
         s = plan["settings"]
@@ -230,7 +234,8 @@ def to_markdown(parts: list[Part], base: Path) -> str:
             out.append("\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
                                  + ["| " + " | ".join(r) + " |" for r in rows]))
         elif part[0] == "img":
-            out.append(f"![{part[2]}]({Path(part[1]).relative_to(base).as_posix()})\n\n*{part[2]}*")
+            link = os.path.relpath(Path(part[1]).resolve(), Path(base).resolve())
+            out.append(f"![{part[2]}]({Path(link).as_posix()})\n\n*{part[2]}*")
     return "\n\n".join(out) + "\n"
 
 
@@ -240,7 +245,8 @@ def to_html(parts: list[Part]) -> str:
         if part[0] == "h":
             body.append(f"<h{part[1]}>{html.escape(part[2])}</h{part[1]}>")
         elif part[0] == "p":
-            body.append(f"<p>{html.escape(part[1]).replace('`', '')}</p>")
+            text = html.escape(part[1]).replace("`", "")
+            body.append("<p>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text) + "</p>")
         elif part[0] == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in part[1])
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in part[2])
@@ -257,14 +263,15 @@ def to_html(parts: list[Part]) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(run: str | Path, fmt: str = "md") -> Path:
-    """RUN/report.md with RUN/figures/*.png, or RUN/report.html with the figures inlined."""
+def write_report(run: str | Path, fmt: str = "md", out: str | Path | None = None, note: str | None = None) -> Path:
+    """RUN/report.md with RUN/figures/*.png, or RUN/report.html with the figures inlined (or `out`)."""
     run = Path(run)
     if fmt not in ("md", "html"):
         raise GardenerError(f"--format {fmt!r}: expected md or html")
     if not run.is_dir():
         raise GardenerError(f"{run}: no such run folder")
-    parts = build(run, run / "figures")
+    target = Path(out) if out is not None else run / f"report.{fmt}"
+    parts = build(run, run / "figures", note)
     if fmt == "md":
-        return write_text(run / "report.md", to_markdown(parts, run), force=True)
-    return write_text(run / "report.html", to_html(parts), force=True)
+        return write_text(target, to_markdown(parts, target.parent), force=True)
+    return write_text(target, to_html(parts), force=True)

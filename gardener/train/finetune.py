@@ -87,8 +87,9 @@ def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: i
 
     model_dir = Path(model_dir)
     config = _videomae_config(model_dir)
-    from_pretraining = any("PreTraining" in a for a in (config.architectures or []))
-    extra = {"use_mean_pooling": True} if from_pretraining else {}
+    # an encoder from pretraining gets VideoMAE's finetuning head: mean pooling and a fresh fc_norm
+    from_encoder = "VideoMAEForVideoClassification" not in (config.architectures or [])
+    extra = {"use_mean_pooling": True} if from_encoder else {}
     if size is not None and size != config.image_size:
         extra["image_size"] = size  # fixed sinusoidal positions: any multiple of the patch works
     verbosity = hf_logging.get_verbosity()

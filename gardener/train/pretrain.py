@@ -1,0 +1,165 @@
+"""Self-supervised VideoMAE pretraining (Step 1 of the paper) with transformers' VideoMAEForPreTraining.
+
+Tube masking (the same spatial patches hidden in every frame) at ratio 0.9, per-patch
+normalised pixel targets, AdamW with warmup and cosine decay; the data pipeline, the step
+loop, checkpoints and `--resume` are the finetuning ones. The encoder is exported as an HF
+`VideoMAEModel` directory that `gardener score / prune / finetune` take directly.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..data import EpochSampler, TrainClips
+from ..errors import GardenerError
+from ..fileio import atomic_dir, write_text
+from ..manifest import manifest
+from .evaluate import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from .finetune import DataOptions, clip_spec_for, load_splits
+from .loop import Loop, make_accelerator, make_loader, restore, run_steps
+from .recipe import param_groups
+from .state import Log, check_out, collate, start_fresh
+
+PRESETS = {
+    # 12 blocks, so that the paper's pruning ratios remove whole blocks one-to-one
+    "tiny": dict(image_size=64, patch_size=16, num_frames=16, tubelet_size=2, hidden_size=128, num_hidden_layers=12,
+                 num_attention_heads=4, intermediate_size=512, decoder_num_hidden_layers=2, decoder_hidden_size=96,
+                 decoder_num_attention_heads=4, decoder_intermediate_size=384),
+    # VideoMAE-B (ViT-B/16, 16x224x224, decoder of 4 blocks of width 384)
+    "base": dict(image_size=224, patch_size=16, num_frames=16, tubelet_size=2, hidden_size=768, num_hidden_layers=12,
+                 num_attention_heads=12, intermediate_size=3072, decoder_num_hidden_layers=4, decoder_hidden_size=384,
+                 decoder_num_attention_heads=6, decoder_intermediate_size=1536),
+}
+
+
+@dataclass
+class PretrainRecipe:
+    """VideoMAE's pretraining settings; learning rates are per 256 clips, scaled by the total batch."""
+
+    batch_size: int = 8
+    grad_accum: int = 1
+    epochs: float | None = None
+    max_steps: int | None = None
+    base_lr: float = 1.5e-4
+    min_lr: float = 1e-5
+    warmup_epochs: float = 40.0
+    warmup_steps: int | None = None
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    layer_decay: float = 1.0
+    mask_ratio: float = 0.9
+    clip_grad: float | None = None
+    bf16: bool = True
+    save_every: int = 500
+    keep_last: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def preset_config(preset: str, overrides: dict | None = None):
+    """A VideoMAEConfig for pretraining: a named preset with field overrides."""
+    from transformers import VideoMAEConfig
+
+    if preset not in PRESETS:
+        raise GardenerError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    return VideoMAEConfig(**{**PRESETS[preset], "norm_pix_loss": True, "use_mean_pooling": False,
+                             **(overrides or {})})
+
+
+def tube_mask(batch: int, config, ratio: float, generator):
+    """bool (batch, tokens): the same randomly chosen spatial patches hidden in every time slot."""
+    import torch
+
+    per_frame = (config.image_size // config.patch_size) ** 2
+    slots = config.num_frames // config.tubelet_size
+    hidden = int(math.floor(ratio * per_frame))
+    if not 0 < hidden < per_frame:
+        raise GardenerError(f"--mask-ratio {ratio}: hides {hidden} of {per_frame} patches per frame")
+    order = torch.rand(batch, per_frame, generator=generator).argsort(dim=1)
+    spatial = torch.zeros(batch, per_frame, dtype=torch.bool)
+    spatial.scatter_(1, order[:, :hidden], True)
+    return spatial.repeat(1, slots)
+
+
+def _steps(recipe, per_epoch: int) -> int:
+    if (recipe.max_steps is None) == (recipe.epochs is None):
+        raise GardenerError("give exactly one of --epochs or --max-steps")
+    return recipe.max_steps if recipe.max_steps is not None else max(1, math.ceil(recipe.epochs * per_epoch))
+
+
+def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config_overrides: dict | None = None,
+             recipe: PretrainRecipe | None = None, sampling_rate: int = 4, min_crop_scale: float = 0.5,
+             seed: int = 0, resume: bool = False, force: bool = False,
+             callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
+             arguments: dict | None = None) -> dict:
+    """Pretrain a VideoMAE on the train split of `data`; writes OUT/encoder (VideoMAEModel)."""
+    import torch
+    from accelerate.utils import set_seed
+    from transformers import VideoMAEForPreTraining
+
+    from ..fixed_tables import fast_tables
+
+    recipe = recipe or PretrainRecipe()
+    out = Path(out)
+    start = check_out(out, resume, force)
+    config = preset_config(preset, config_overrides)
+    tube_mask(1, config, recipe.mask_ratio, torch.Generator())  # a bad ratio fails before any work
+    spec = clip_spec_for(config, None, None, sampling_rate=sampling_rate, scale=(min_crop_scale, 1.0))
+    (train, infos), _ = load_splits(data, seed)
+    accelerator = make_accelerator(recipe.bf16)
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
+    per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
+    total = _steps(recipe, per_epoch)
+    warmup = min(total, recipe.warmup_steps if recipe.warmup_steps is not None
+                 else round(recipe.warmup_epochs * per_epoch))
+    if start is None and main:
+        start_fresh(out)
+    accelerator.wait_for_everyone()
+    set_seed(seed)
+    with fast_tables():
+        model = VideoMAEForPreTraining(config)
+    scale = recipe.batch_size * recipe.grad_accum * world / 256
+    peak, final = recipe.base_lr * scale, recipe.min_lr * scale
+    optimizer = torch.optim.AdamW(param_groups(model, recipe, peak), lr=peak, betas=recipe.betas)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    step, _ = restore(accelerator, out, start)
+    sampler.start_batch = step * recipe.grad_accum
+    loader = make_loader(TrainClips(train, infos, spec, seed), sampler, data.workers, seed, collate)
+    device = accelerator.device
+
+    def loss_fn(batch, step, micro):
+        pixels = to_model_input(batch["pixel_values"].to(device, non_blocking=True), IMAGENET_MEAN, IMAGENET_STD)
+        generator = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 101 + micro) * 64 + rank)
+        mask = tube_mask(len(pixels), config, recipe.mask_ratio, generator).to(device)
+        return model(pixel_values=pixels, bool_masked_pos=mask).loss.float(), len(pixels)
+
+    loop = Loop(accelerator, model, optimizer, iter(loader), total, warmup, peak, final, per_epoch, out,
+                Log(out / "log.jsonl", main, start), recipe.grad_accum, recipe.clip_grad, recipe.save_every,
+                recipe.keep_last, callbacks or [], progress)
+    run_steps(loop, step, None, loss_fn)
+    info = manifest("pretrain", [], {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()})
+    info.update({"preset": preset, "config": config.to_dict(), "recipe": recipe.to_dict(), "clip": asdict(spec),
+                 "data": {"train": train.source, "train_videos": len(train), "skipped": train.skipped},
+                 "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup, "peak_lr": peak})
+    accelerator.wait_for_everyone()
+    if main:
+        unwrapped = accelerator.unwrap_model(model)
+        with atomic_dir(out / "encoder", force=True) as tmp:
+            unwrapped.videomae.save_pretrained(tmp)
+            write_text(tmp / "preprocessor_config.json", json.dumps(_processor(config), indent=2) + "\n")
+        with atomic_dir(out / "model", force=True) as tmp:
+            unwrapped.save_pretrained(tmp)
+        write_text(out / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
+    accelerator.wait_for_everyone()
+    return info
+
+
+def _processor(config) -> dict:
+    from ..convert import preprocessor_config
+
+    return preprocessor_config(config)
