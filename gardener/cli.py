@@ -631,6 +631,9 @@ def version() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and a non-zero exit, never a traceback."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # gardener draws its own progress bars
     try:
         code = app(args=argv, standalone_mode=False, prog_name="gardener")
     except GardenerError as exc:

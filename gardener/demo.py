@@ -31,7 +31,7 @@ class DemoSettings:
     model: dict = field(default_factory=dict)  # overrides of the tiny preset
     pretrain_steps: int = 500
     pretrain_lr: float = 1.5e-3  # per 256 clips, scaled by the batch
-    finetune_steps: int = 40
+    finetune_steps: int = 30
     finetune_lr: float = 1e-3
     batch: int = 8
     ratios: str = PAPER_RATIOS

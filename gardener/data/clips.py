@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -112,12 +113,22 @@ def probe_all(split: VideoSplit, workers: int = 4, strict: bool = False) -> tupl
     return clean, [results[i] for i in keep]
 
 
+_PROBED: dict[tuple, VideoInfo | str] = {}  # (path, size, mtime) -> info: a sweep probes each file once
+
+
 def _try_probe(path) -> VideoInfo | str:
     try:
-        info = probe(path)
-    except VideoError as exc:
-        return str(exc)
-    return info if info.frames > 0 else "no frames"
+        stat = os.stat(path)
+    except OSError as exc:
+        return f"cannot open: {exc}"
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _PROBED:
+        try:
+            info = probe(path)
+            _PROBED[key] = info if info.frames > 0 else "no frames"
+        except VideoError as exc:
+            _PROBED[key] = str(exc)
+    return _PROBED[key]
 
 
 class TrainClips:

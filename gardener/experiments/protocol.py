@@ -8,7 +8,6 @@ Plans are written beside the results so that `collect` and `report` need no argu
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -302,7 +301,3 @@ def missing_jobs(run: RunDir) -> int:
         if plan.get("baseline"):
             ids.add(plan["baseline"])
     return sum(1 for i in ids if run.result(i) is None)
-
-
-def is_finite(x) -> bool:
-    return x is not None and math.isfinite(x)
