@@ -352,15 +352,20 @@ def _experiment_progress():
     return bar, on_job, on_step
 
 
-def _prepare_experiment(checkpoint, run_dir, data, split_dir, fold, eval_data, val_fraction, strict, workers,
-                        recipe, frames, size, sampling_rate, test_clips, test_crops, min_crop_scale, seed,
-                        keep_models):
+def _prepare_experiment(p: dict):
+    """The experiment and shard named by the options `sensitivity` and `sweep` share (their ctx.params)."""
     from .experiments.protocol import prepare
+    from .experiments.runs import parse_shard
 
-    clip = {"frames": frames, "size": size, "sampling_rate": sampling_rate, "test_clips": test_clips,
-            "test_crops": test_crops, "min_crop_scale": min_crop_scale}
-    options = _data_options(data, split_dir, fold, eval_data, val_fraction, strict, workers)
-    return prepare(checkpoint, run_dir, options, recipe, clip, seed, keep_models)
+    recipe = _recipe(p["recipe"], epochs=p["epochs"], max_steps=p["max_steps"], batch_size=p["batch_size"],
+                     grad_accum=p["grad_accum"], base_lr=p["lr"], warmup_steps=p["warmup_steps"],
+                     layer_decay=p["layer_decay"], drop_path=p["drop_path"],
+                     classifier_dropout=p["classifier_dropout"])
+    shard = parse_shard(p["shard"])
+    clip = {k: p[k] for k in ("frames", "size", "sampling_rate", "test_clips", "test_crops", "min_crop_scale")}
+    options = _data_options(p["data"], p["split_dir"], p["fold"], p["eval_data"], p["val_fraction"], p["strict"],
+                            p["workers"])
+    return prepare(p["checkpoint"], p["run_dir"], options, recipe, clip, p["seed"], p["keep_models"]), shard
 
 
 def _report_counts(counts: dict, complete: bool, run_dir: Path) -> None:
@@ -376,6 +381,7 @@ def _report_counts(counts: dict, complete: bool, run_dir: Path) -> None:
 
 @app.command()
 def sensitivity(
+    ctx: typer.Context,
     checkpoint: Path = typer.Argument(..., help="HF VideoMAE directory (the unpruned model)."),
     data: Path = DATA_OPT,
     run_dir: Path = typer.Option(..., "-o", "--run", help="Run folder (created, or reused for the same checkpoint)."),
@@ -392,16 +398,9 @@ def sensitivity(
 ) -> None:
     """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
     from .experiments.protocol import run_sensitivity
-    from .experiments.runs import parse_shard
     from .report.tables import sensitivity_table
 
-    chosen = _recipe(recipe, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                     base_lr=lr, warmup_steps=warmup_steps, layer_decay=layer_decay, drop_path=drop_path,
-                     classifier_dropout=classifier_dropout)
-    part = parse_shard(shard)
-    exp = _prepare_experiment(checkpoint, run_dir, data, split_dir, fold, eval_data, val_fraction, strict, workers,
-                              chosen, frames, size, sampling_rate, test_clips, test_crops, min_crop_scale, seed,
-                              keep_models)
+    exp, part = _prepare_experiment(ctx.params)
     bar, on_job, on_step = _experiment_progress()
     with bar:
         result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step)
@@ -413,6 +412,7 @@ def sensitivity(
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     checkpoint: Path = typer.Argument(..., help="HF VideoMAE directory (the unpruned model)."),
     data: Path = DATA_OPT,
     run_dir: Path = typer.Option(..., "-o", "--run", help="Run folder (created, or reused for the same checkpoint)."),
@@ -434,17 +434,10 @@ def sweep(
 ) -> None:
     """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
     from .experiments.protocol import parse_ratios, parse_sweep_criteria, run_sweep
-    from .experiments.runs import parse_shard
     from .report.tables import sweep_table
 
     names = parse_sweep_criteria(criteria)
-    chosen = _recipe(recipe, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                     base_lr=lr, warmup_steps=warmup_steps, layer_decay=layer_decay, drop_path=drop_path,
-                     classifier_dropout=classifier_dropout)
-    part = parse_shard(shard)
-    exp = _prepare_experiment(checkpoint, run_dir, data, split_dir, fold, eval_data, val_fraction, strict, workers,
-                              chosen, frames, size, sampling_rate, test_clips, test_crops, min_crop_scale, seed,
-                              keep_models)
+    exp, part = _prepare_experiment(ctx.params)
     parse_ratios(ratios, exp.depth)  # a ratio that rounds to no block or to all fails before any job
     bar, on_job, on_step = _experiment_progress()
     with bar:

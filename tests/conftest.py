@@ -194,3 +194,15 @@ def tiny_videomae(path: Path, seed: int = 0, depth: int = 2, **overrides) -> Pat
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return tiny_videomae(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def markdown_table(text: str, first_header: str) -> list[list[str]]:
+    """The body rows of the Markdown table whose first header cell is `first_header`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows

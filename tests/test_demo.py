@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import transformers as T
 
+from conftest import markdown_table
+
 from gardener.cli import main
 from gardener.data import read_split
 from gardener.train import DataOptions, read_losses
@@ -59,17 +61,6 @@ def test_pretraining_loss_falls_and_the_encoder_loads(tmp_path):
     assert sorted(p.name for p in (tmp_path / "pre" / "checkpoints").iterdir()) == ["step-000020", "step-000030"]
 
 
-def _table(text: str, first: str) -> list[list[str]]:
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first} |"))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip("|").split("|")])
-    return rows
-
-
 def test_quick_demo_writes_the_report_and_reuses_its_stages(tmp_path, capsys):
     out = tmp_path / "demo"
     assert _cli("demo", out, "--quick") == 0
@@ -79,7 +70,7 @@ def test_quick_demo_writes_the_report_and_reuses_its_stages(tmp_path, capsys):
         assert (out / link).stat().st_size > 5000
     assert len(re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text)) == 5
     sweep = json.loads((out / "run" / "sweep.json").read_text())
-    table = {r[0]: r[1:] for r in _table(text, "ratio (%)")}
+    table = {r[0]: r[1:] for r in markdown_table(text, "ratio (%)")}
     for row in sweep["rows"]:
         assert table[row["criterion"]][sweep["ratios"].index(row["ratio"])].split(" ±")[0] == \
             f"{100 * row['top1']:.2f}"

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from conftest import tiny_videomae
+from conftest import markdown_table, tiny_videomae
 from scipy import stats
 
 from gardener.cli import main
@@ -96,30 +96,19 @@ def test_a_killed_run_resumes_without_rerunning_finished_jobs(tmp_path, full_run
     assert _tables(tmp_path / "run") == _tables(full_run)
 
 
-def _markdown_table(text: str, first_header: str) -> list[list[str]]:
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([c.strip() for c in line.strip("|").split("|")])
-    return rows
-
-
 def test_report_numbers_equal_the_json(full_run):
     text = (full_run / "report.md").read_text()
     tables = _tables(full_run)
-    table1 = _markdown_table(text, "model state")
+    table1 = markdown_table(text, "model state")
     assert table1[0][3] == f"{100 * tables['sensitivity']['baseline']['top1']:.2f}"
     for row, block in zip(table1[1:], tables["sensitivity"]["blocks"]):
         assert row[3] == f"{100 * block['top1']:.2f}" and row[6] == str(block["rank"])
     sweep = tables["sweep"]
-    table3 = {r[0]: r[1:] for r in _markdown_table(text, "ratio (%)")}
+    table3 = {r[0]: r[1:] for r in markdown_table(text, "ratio (%)")}
     for r in sweep["rows"]:
         cell = table3[r["criterion"]][sweep["ratios"].index(r["ratio"])]
         assert cell.split(" ±")[0] == f"{100 * r['top1']:.2f}"
-    agreement = {r[0]: r for r in _markdown_table(text, "criterion") if r[0] in tables["agreement"]["criteria"]}
+    agreement = {r[0]: r for r in markdown_table(text, "criterion") if r[0] in tables["agreement"]["criteria"]}
     assert agreement["entropy"][1] == f"{tables['agreement']['criteria']['entropy']['spearman']:.3f}"
     for name in ("single_block_removal", "accuracy_vs_ratio", "entropy_vs_oracle_ranks", "weight_histograms",
                  "entropy_per_block"):
@@ -218,7 +207,7 @@ def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
     write_report(run.path)
 
     text = (run.path / "report.md").read_text()
-    table3 = {r[0]: r[1:] for r in _markdown_table(text, "ratio (%)")}
+    table3 = {r[0]: r[1:] for r in markdown_table(text, "ratio (%)")}
     for name, values in PAPER_TABLE3.items():
         assert table3[name] == [f"{v:.2f}" for v in values]
     # 180 and 166 are matched; the paper's later GFLOPs imply ~16 GFLOPs outside the blocks where the
@@ -226,10 +215,10 @@ def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
     for got, want in zip(table3["GFLOPs"][:2], PAPER_GFLOPS[:2]):
         assert float(got) == pytest.approx(want, rel=0.03)
     assert [float(g) for g in table3["GFLOPs"]] == sorted((float(g) for g in table3["GFLOPs"]), reverse=True)
-    table2 = {r[0]: [int(x) for x in r[1:]] for r in _markdown_table(text, "block")}
+    table2 = {r[0]: [int(x) for x in r[1:]] for r in markdown_table(text, "block")}
     assert table2["entropy"] == PAPER_TABLE2["entropy"] and table2["sensitivity (oracle)"] == PAPER_TABLE2["sensitivity"]
     rho = stats.spearmanr(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
     tau = stats.kendalltau(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
-    agreement = {r[0]: r for r in _markdown_table(text, "criterion")}
+    agreement = {r[0]: r for r in markdown_table(text, "criterion")}
     assert agreement["entropy"][1] == f"{rho:.3f}" and agreement["entropy"][3] == f"{tau:.3f}"
     assert re.search(r"\| unpruned \| [^|]+ \| [^|]+ \| 91\.78 \|", text)
