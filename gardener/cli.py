@@ -27,6 +27,10 @@ STACK_OPT = typer.Option(None, "--stack", help="Stack to use (default: the encod
 PATTERN_OPT = typer.Option(None, "--block-pattern", help="Regex with the block number in a group.")
 DTYPE_OPT = typer.Option("stored", "--dtype", help="Precision view: stored, float16, bfloat16 or float32.")
 SEED_OPT = typer.Option(0, "--seed", help="Seed for the random criterion.")
+SWEEP_CRITERIA = registry.sweep_criteria()
+AGGREGATE_OPT = typer.Option("mean", "--aggregate",
+                             help="How spectral criteria combine a block's matrices: mean, min, max or weighted "
+                                  "(by parameter count).")
 FRAMES_OPT = typer.Option(16, "--frames", help="Video frames for the GFLOPs count.")
 SIZE_OPT = typer.Option(224, "--size", help="Image/frame size for the GFLOPs count.")
 SEQ_OPT = typer.Option(128, "--seq-len", help="Sequence length for the GFLOPs count of text models.")
@@ -58,6 +62,11 @@ def score(
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write one row per block as CSV."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write weight histograms at several depths (PNG)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Blocks scored in parallel (default: up to 2)."),
+    aggregate: str = AGGREGATE_OPT,
+    precision_report: bool = typer.Option(False, "--precision-report",
+                                          help="Also show exact-value entropy under every --dtype view: distinct "
+                                               "values, ranks and their agreement, and whether entropy is "
+                                               "meaningful on this checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
 ) -> None:
     """Score every block of a checkpoint from its weights alone, and show the removal order."""
@@ -70,8 +79,18 @@ def score(
     with bar:
         result = run_score(path, criteria, primary=criterion, dtype=dtype, stack=stack, block_pattern=block_pattern,
                            params=params, bins=bins, seed=seed, histograms=plot is not None or json_out is not None,
-                           workers=workers, progress=tick)
+                           workers=workers, aggregate=aggregate, progress=tick)
     _show(result)
+    if precision_report:
+        from .precision import precision_report as make_report
+        from .report.tables import precision_tables
+
+        report = make_report(path, stack=stack, block_pattern=block_pattern, params=params, workers=workers)
+        for table in precision_tables(report):
+            out.print(table)
+        style = "green" if report["meaningful"] else "yellow"
+        out.print(f"[{style}]exact-value entropy on this checkpoint:[/] {report['verdict']}")
+        result.meta["precision"] = report
     for written in write_score_outputs(result, outputs, force, arguments=ctx.params):
         err.print(f"wrote {written}")
 
@@ -416,11 +435,13 @@ def sweep(
     checkpoint: Path = typer.Argument(..., help="HF VideoMAE directory (the unpruned model)."),
     data: Path = DATA_OPT,
     run_dir: Path = typer.Option(..., "-o", "--run", help="Run folder (created, or reused for the same checkpoint)."),
-    criteria: str = typer.Option("entropy,l1,l2,mean,variance,std,kurtosis,mutual_information,random,sensitivity",
-                                 "--criteria", help="Criteria to compare; 'sensitivity' is the oracle."),
+    criteria: str = typer.Option(",".join(SWEEP_CRITERIA), "--criteria",
+                                 help="Criteria to compare; 'sensitivity' is the oracle. Default: the paper's "
+                                      "criteria and the spectral ones."),
     ratios: str = typer.Option("8.3,25,41.7,58.3,75,91.7", "--ratios", help="Pruning ratios in % (or fractions)."),
     random_seeds: int = typer.Option(3, "--random-seeds", help="Random rankings averaged for 'random'."),
     dtype: str = DTYPE_OPT,
+    aggregate: str = AGGREGATE_OPT,
     split_dir: Optional[Path] = SPLIT_DIR_OPT, fold: int = FOLD_OPT, eval_data: Optional[Path] = EVAL_DATA_OPT,
     val_fraction: float = VAL_FRACTION_OPT, strict: bool = STRICT_OPT, workers: int = WORKERS_OPT,
     epochs: Optional[float] = EPOCHS_OPT, max_steps: Optional[int] = MAX_STEPS_OPT, batch_size: int = BATCH_OPT,
@@ -437,11 +458,14 @@ def sweep(
     from .report.tables import sweep_table
 
     names = parse_sweep_criteria(criteria)
+    if aggregate not in registry.AGGREGATES:
+        raise GardenerError(f"--aggregate {aggregate!r}: expected one of {', '.join(registry.AGGREGATES)}")
     exp, part = _prepare_experiment(ctx.params)
     parse_ratios(ratios, exp.depth)  # a ratio that rounds to no block or to all fails before any job
     bar, on_job, on_step = _experiment_progress()
     with bar:
-        result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step)
+        result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step,
+                           aggregate=aggregate)
     _report_counts(result["counts"], result["table"] is not None, run_dir)
     if result["waiting_for_oracle"] and _is_main_process():
         err.print("the oracle is not complete: once every shard has finished, run the same sweep again to add "
@@ -509,10 +533,10 @@ def list_criteria() -> None:
     """List the registered criteria and which end of each is removed first."""
     from rich.table import Table
 
-    table = Table("name", "removes first", "scope", "what it measures", header_style="bold")
+    table = Table("name", "family", "removes first", "scope", "what it measures", header_style="bold")
     for name in registry.names():
         c = registry.get(name)
-        table.add_row(name, f"{c.removes} score", c.scope, c.summary)
+        table.add_row(name, c.family, f"{c.removes} score", c.scope, c.summary)
     out.print(table)
 
 

@@ -48,6 +48,7 @@ class ScoreResult:
     scores: dict[str, list[float]]
     removes: dict[str, str]
     histograms: list[dict] | None = None
+    aggregate: str = "mean"  # how spectral criteria combined each block's matrices
     meta: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # the checkpoint files read, for manifests
 
@@ -149,7 +150,7 @@ def _plan(ckpt: Checkpoint, stack: Stack, params: str) -> list[BlockInfo]:
 def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all", *,
           primary: str = "entropy", dtype: str = "stored", stack: str | None = None,
           block_pattern: str | None = None, params: str = "2d", bins: int = 2048, seed: int = 0,
-          histograms: bool = False, workers: int | None = None,
+          histograms: bool = False, workers: int | None = None, aggregate: str = "mean",
           progress: Callable[[int, int], None] | None = None) -> ScoreResult:
     """Score each block of a checkpoint's stack from its weights alone.
 
@@ -163,11 +164,14 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         bins: histogram bins for hist_entropy. seed: for the random criterion.
         histograms: also keep a 128-bin histogram per block (for plots).
         workers: threads scoring blocks in parallel (default: up to 2); each holds one block.
+        aggregate: how spectral criteria combine a block's matrices: mean, min, max or weighted.
     """
     if dtype not in VIEWS:
         raise GardenerError(f"--dtype {dtype!r}: expected one of {', '.join(VIEWS)}")
     if bins < 2:
         raise GardenerError(f"--bins {bins}: expected at least 2")
+    if aggregate not in registry.AGGREGATES:
+        raise GardenerError(f"--aggregate {aggregate!r}: expected one of {', '.join(registry.AGGREGATES)}")
     names = registry.parse(criteria)
     registry.get(primary)
     names = names if primary in names else [primary, *names]
@@ -175,7 +179,7 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
     chosen = select_stack(ckpt, stack, block_pattern)
     infos = _plan(ckpt, chosen, params)
-    ctx = Context(bins=bins, seed=seed)
+    ctx = Context(bins=bins, seed=seed, aggregate=aggregate)
     block_crits = [c for c in crits if c.scope == "block"]
     keep_counts = any(c.needs_counts for c in crits)
     results = _run_blocks(ckpt, infos, dtype, block_crits, ctx, keep_counts, histograms, workers, progress)
@@ -191,7 +195,7 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         source=str(ckpt.path), format=ckpt.format, stack=chosen.name, family=chosen.family.name,
         dtype_view=dtype, stored_dtypes=stored, params=params, primary=primary, bins=bins, seed=seed,
         blocks=infos, scores={n: scores[n] for n in names}, removes={c.name: c.removes for c in crits},
-        histograms=[r[3] for r in results] if histograms else None, files=[str(f) for f in ckpt.files],
+        histograms=[r[3] for r in results] if histograms else None, aggregate=aggregate, files=[str(f) for f in ckpt.files],
     )
 
 

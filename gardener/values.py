@@ -155,6 +155,16 @@ def _shared_corrections(tables: list[ValueCounts]) -> np.ndarray:
     return corr + corr.T
 
 
+def _unfused(name: str, matrix: np.ndarray) -> list[np.ndarray]:
+    """A fused attention input projection as its query, key and value matrices, so that a block
+    has the same spectra whichever layout stored it (timm `qkv` rows; GPT-2 `c_attn` columns)."""
+    if name.endswith("qkv.weight") and matrix.ndim == 2 and matrix.shape[0] % 3 == 0:
+        return list(np.split(matrix, 3, axis=0))
+    if name.endswith("c_attn.weight") and matrix.ndim == 2 and matrix.shape[1] % 3 == 0:
+        return list(np.split(matrix, 3, axis=1))
+    return [matrix]
+
+
 @dataclass(frozen=True)
 class Moments:
     """Streamed sums over a block: enough for norms, moments, value entropy and ranges."""
@@ -176,10 +186,11 @@ class BlockValues:
     """The values of one block (several tensors, one multiset) in one precision view."""
 
     def __init__(self, parts: list[tuple[str, np.ndarray, str]]):
-        parts = [(name, np.ravel(arr), tag) for name, arr, tag in parts if tag in _WIDTH]
+        parts = [(name, arr, tag) for name, arr, tag in parts if tag in _WIDTH]
         if not parts:
             raise GardenerError("block has no floating-point tensors to score")
-        self.parts = parts
+        self.shapes = {name: np.shape(arr) for name, arr, _ in parts}
+        self.parts = [(name, np.ravel(arr), tag) for name, arr, tag in parts]
         self.n = sum(arr.size for _, arr, _ in parts)
         self.tags = sorted({tag for _, _, tag in parts})
         self._counts: ValueCounts | None = None
@@ -238,6 +249,25 @@ class BlockValues:
                     raise GardenerError(f"tensor {name!r} contains NaN or Inf values; "
                                         f"block scores would be meaningless")
         raise AssertionError("non-finite value reported but not found")
+
+    @cached_property
+    def spectra(self) -> list[tuple[str, int, np.ndarray]]:
+        """(tensor, parameter count, singular values) of each matrix (2-D or more) of the block."""
+        from .spectra import singular_values
+
+        out = []
+        for name, arr, tag in self.parts:
+            shape = self.shapes[name]
+            if len(shape) >= 2 and min(shape[0], arr.size // max(shape[0], 1)) > 0:
+                matrix = to_float(arr, tag, np.float64).reshape(shape)
+                if not np.isfinite(matrix).all():
+                    self._raise_nonfinite()
+                for piece in _unfused(name, matrix):
+                    out.append((name, piece.size, singular_values(piece)))
+        if not out:
+            raise GardenerError("spectral criteria need 2-D weight matrices; this block has none "
+                                "(its tensors: " + ", ".join(self.shapes) + ")")
+        return out
 
     def float_chunks(self) -> Iterator[np.ndarray]:
         """The block's values as float64 chunks of about a million numbers."""

@@ -107,7 +107,7 @@ def test_paper_entropies_give_paper_removal_order():
     assert [i + 1 for i in order][:11] == [12, 10, 11, 9, 7, 8, 5, 3, 6, 4, 2]
 
 
-@pytest.mark.parametrize("name", criteria.names())
+@pytest.mark.parametrize("name", [n for n in criteria.names() if n not in vars(criteria.spectral)])
 def test_direction_follows_paper(name):
     highest_first = {"kurtosis", "mutual_information"}
     assert criteria.get(name).removes == ("highest" if name in highest_first else "lowest")

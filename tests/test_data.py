@@ -36,6 +36,29 @@ def test_every_container_decodes_the_asked_frames_with_or_without_seeking(tmp_pa
     np.testing.assert_allclose(seeking.reshape(5, -1).mean(1), wanted * 2, atol=3)
 
 
+def test_frame_cache_decodes_each_video_once_and_returns_the_same_frames(tmp_path, monkeypatch):
+    from gardener.data import frame_cache, video
+
+    paths = [write_video(tmp_path / f"ramp{k}.mp4", _ramp(frames=30)) for k in range(3)]
+    infos = [probe(p) for p in paths]
+    wanted = np.array([20, 3, 3, 29, 0])
+    plain = [read_frames(p, wanted, i) for p, i in zip(paths, infos)]
+    decoded = []
+    real = video._decode
+    monkeypatch.setattr(video, "_decode", lambda path, indices, info: decoded.append(path) or real(path, indices, info))
+    one_video = 30 * 32 * 32 * 3
+    with frame_cache(2 * one_video):  # room for two of the three videos
+        for _ in range(3):
+            for p, i, expected in zip(paths, infos, plain):
+                np.testing.assert_array_equal(read_frames(p, wanted, i), expected)
+        assert video._CACHE["used"] == 2 * one_video
+    # the first two decoded once each; the third, over budget, at every read
+    assert decoded == [paths[0], paths[1], paths[2], paths[2], paths[2]]
+    assert video._CACHE["limit"] == 0 and not video._CACHE["videos"]  # nothing kept after the block
+    read_frames(paths[0], wanted, infos[0])
+    assert decoded[-1] == paths[0]
+
+
 def test_class_folders_sorted_and_held_out_split_is_stratified(video_root):
     train, test = read_split(video_root, "train", seed=1), read_split(video_root, "test", seed=1)
     assert train.classes == sorted(VIDEO_CLASSES) == test.classes

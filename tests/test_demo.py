@@ -68,14 +68,21 @@ def test_quick_demo_writes_the_report_and_reuses_its_stages(tmp_path, capsys):
     assert "not** the paper's VideoMAE-B on UCF101" in text
     for link in re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text):
         assert (out / link).stat().st_size > 5000
-    assert len(re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text)) == 5
+    assert len(re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text)) == 6
     sweep = json.loads((out / "run" / "sweep.json").read_text())
     table = {r[0]: r[1:] for r in markdown_table(text, "ratio (%)")}
     for row in sweep["rows"]:
         assert table[row["criterion"]][sweep["ratios"].index(row["ratio"])].split(" ±")[0] == \
             f"{100 * row['top1']:.2f}"
+    spectral = {"spectral_entropy", "effective_rank", "stable_rank", "alpha", "alpha_weighted", "log_spectral_norm"}
     assert set(sweep["criteria"]) == {"entropy", "l1", "l2", "mean", "variance", "std", "kurtosis",
-                                      "mutual_information", "random", "sensitivity"}
+                                      "mutual_information", "random", "sensitivity"} | spectral
+    # the all-criteria agreement table: every data-free criterion, best Spearman rho first
+    agreement = json.loads((out / "run" / "agreement.json").read_text())["criteria"]
+    rows = markdown_table(text, "#")
+    assert {r[1] for r in rows} == set(sweep["criteria"]) - {"random", "sensitivity"} == set(agreement)
+    assert [float(r[3]) for r in rows] == sorted((float(r[3]) for r in rows), reverse=True)
+    assert all(r[3] == f"{agreement[r[1]]['spearman']:.3f}" for r in rows)
     assert T.VideoMAEModel.from_pretrained(out / "pretrain" / "encoder").config.num_hidden_layers == 12
     capsys.readouterr()
     jobs_before = (out / "run" / "jobs.log").read_text()

@@ -11,6 +11,7 @@ import pytest
 from conftest import markdown_table, tiny_videomae
 from scipy import stats
 
+import gardener
 from gardener.cli import main
 from gardener.experiments.protocol import prepare, run_sensitivity, run_sweep
 from gardener.experiments.runs import open_run
@@ -19,7 +20,7 @@ from gardener.train import DataOptions, Recipe
 CLIP = {"frames": None, "size": None, "sampling_rate": 2, "test_clips": 1, "test_crops": 1, "min_crop_scale": 0.3}
 RECIPE = dict(batch_size=8, max_steps=4, warmup_steps=1, base_lr=0.06, layer_decay=1.0, drop_path=0.0,
               classifier_dropout=0.0, save_every=2)
-SWEEP = (["entropy", "l2", "random"], "25,50")
+SWEEP = (["entropy", "l2", "stable_rank", "random"], "25,50")
 
 
 def _experiment(model: Path, run: Path, video_root: Path):
@@ -108,14 +109,22 @@ def test_report_numbers_equal_the_json(full_run):
     for r in sweep["rows"]:
         cell = table3[r["criterion"]][sweep["ratios"].index(r["ratio"])]
         assert cell.split(" ±")[0] == f"{100 * r['top1']:.2f}"
-    agreement = {r[0]: r for r in markdown_table(text, "criterion") if r[0] in tables["agreement"]["criteria"]}
-    assert agreement["entropy"][1] == f"{tables['agreement']['criteria']['entropy']['spearman']:.3f}"
+    # the agreement table ranks every criterion of the scores by Spearman rho, best first
+    agreement_table = markdown_table(text, "#")
+    criteria = tables["agreement"]["criteria"]
+    assert sorted(r[1] for r in agreement_table) == sorted(criteria)
+    assert [r[0] for r in agreement_table] == [str(k) for k in range(1, len(criteria) + 1)]
+    rhos = [criteria[r[1]]["spearman"] for r in agreement_table]
+    assert rhos == sorted(rhos, reverse=True)
+    for row in agreement_table:
+        assert row[3] == f"{criteria[row[1]]['spearman']:.3f}" and row[5] == f"{criteria[row[1]]['kendall']:.3f}"
+        assert row[2] == gardener.criteria.get(row[1]).family
     for name in ("single_block_removal", "accuracy_vs_ratio", "entropy_vs_oracle_ranks", "weight_histograms",
-                 "entropy_per_block"):
+                 "entropy_per_block", "agreement"):
         assert (full_run / "figures" / f"{name}.png").stat().st_size > 5000, name
     assert main_code("report", full_run, "--format", "html") == 0
     page = (full_run / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5 and f"{100 * sweep['baseline']['top1']:.2f}" in page
+    assert page.count("data:image/png;base64,") == 6 and f"{100 * sweep['baseline']['top1']:.2f}" in page
 
 
 def test_agree_from_files_alone(tmp_path, full_run, capsys):
@@ -219,6 +228,6 @@ def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
     assert table2["entropy"] == PAPER_TABLE2["entropy"] and table2["sensitivity (oracle)"] == PAPER_TABLE2["sensitivity"]
     rho = stats.spearmanr(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
     tau = stats.kendalltau(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
-    agreement = {r[0]: r for r in markdown_table(text, "criterion")}
-    assert agreement["entropy"][1] == f"{rho:.3f}" and agreement["entropy"][3] == f"{tau:.3f}"
+    agreement = {r[1]: r for r in markdown_table(text, "#")}
+    assert agreement["entropy"][3] == f"{rho:.3f}" and agreement["entropy"][5] == f"{tau:.3f}"
     assert re.search(r"\| unpruned \| [^|]+ \| [^|]+ \| 91\.78 \|", text)

@@ -1,6 +1,15 @@
 """Block-importance criteria. Importing this package registers every built-in criterion."""
 # Import order is registration order, which is the order `all` lists and tables show.
-from . import information, magnitude, baseline  # noqa: F401,I001  (registration side effects)
-from ._registry import BlockSummary, Context, Criterion, get, names, parse, register
+from . import information, magnitude, spectral, baseline  # noqa: F401,I001  (registration side effects)
+from ._registry import AGGREGATES, BlockSummary, Context, Criterion, family_of, get, names, parse, register
 
-__all__ = ["BlockSummary", "Context", "Criterion", "get", "names", "parse", "register"]
+# the paper's Table 3 criteria (the data-free ones; "sensitivity" is the oracle run by experiments)
+PAPER_CRITERIA = ["entropy", "l1", "l2", "mean", "variance", "std", "kurtosis", "mutual_information"]
+
+
+def sweep_criteria() -> list[str]:
+    """What a sweep compares by default: the paper's criteria, the spectral ones, random, the oracle."""
+    return [*PAPER_CRITERIA, *names("spectral"), "random", "sensitivity"]
+
+
+__all__ = ["AGGREGATES", "PAPER_CRITERIA", "sweep_criteria", "BlockSummary", "Context", "Criterion", "family_of", "get", "names", "parse", "register"]

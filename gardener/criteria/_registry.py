@@ -16,6 +16,10 @@ class Context:
 
     bins: int = 2048
     seed: int = 0
+    aggregate: str = "mean"  # how per-matrix spectral statistics become one score per block
+
+
+AGGREGATES = ("mean", "min", "max", "weighted")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Criterion:
     scope: str
     needs_counts: bool
     summary: str
+    family: str = ""  # the module that defines it: information, magnitude, spectral, baseline
 
 
 _REGISTRY: dict[str, Criterion] = {}
@@ -52,7 +57,8 @@ def register(name: str, *, removes: Removes, scope: str = "block", needs_counts:
     """Decorator: register `fn` under `name`; its docstring's first line is the summary."""
     def decorate(fn: Callable) -> Callable:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else name
-        _REGISTRY[name] = Criterion(name, fn, removes, scope, needs_counts, summary)
+        family = fn.__module__.rsplit(".", 1)[-1].lstrip("_")
+        _REGISTRY[name] = Criterion(name, fn, removes, scope, needs_counts, summary, family)
         return fn
     return decorate
 
@@ -65,9 +71,16 @@ def get(name: str) -> Criterion:
         raise GardenerError(f"unknown criterion {name!r}; known: {', '.join(names())}") from None
 
 
-def names() -> list[str]:
-    """All registered criterion names, in registration order."""
-    return list(_REGISTRY)
+def names(family: str | None = None) -> list[str]:
+    """Registered criterion names in registration order (only those of `family` if given)."""
+    return [n for n, c in _REGISTRY.items() if family is None or c.family == family]
+
+
+def family_of(name: str) -> str:
+    """The family of a registered criterion; 'oracle' for the sensitivity oracle, '' if unknown."""
+    if name == "sensitivity":
+        return "oracle"
+    return _REGISTRY[name].family if name in _REGISTRY else ""
 
 
 def parse(spec: str | list[str] | None) -> list[str]:

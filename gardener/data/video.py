@@ -1,6 +1,8 @@
 """Decoding video files with PyAV: probe once, then read only the frames a clip needs."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +58,47 @@ def probe(path: str | Path) -> VideoInfo:
         return VideoInfo(int(count), rate, first.height, first.width, bool(seekable))
 
 
+_CACHE: dict = {"limit": 0, "used": 0, "videos": {}}
+
+
+@contextmanager
+def frame_cache(max_bytes: int) -> Iterator[None]:
+    """While inside, keep whole decoded videos in memory, up to `max_bytes` in all.
+
+    For small datasets read many times in one process (the demo's dozens of short finetuning
+    runs): each video is decoded once. Videos beyond the budget are decoded per read as usual.
+    DataLoader worker processes keep their own copies, so it pays with `workers=0`.
+    """
+    previous = dict(_CACHE)
+    _CACHE.update(limit=max(0, int(max_bytes)), used=0, videos={})
+    try:
+        yield
+    finally:
+        _CACHE.clear()
+        _CACHE.update(previous)
+
+
 def read_frames(path: str | Path, indices: np.ndarray, info: VideoInfo) -> np.ndarray:
     """The frames at `indices` (0-based, any order, repeats allowed) as uint8 (len, H, W, 3).
 
     Decoding starts from the key frame before the first wanted frame when the container can
-    seek, and stops after the last wanted frame.
+    seek, and stops after the last wanted frame. Inside `frame_cache`, whole videos are kept.
     """
+    if _CACHE["limit"]:
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+        video = _CACHE["videos"].get(key)
+        size = info.frames * info.height * info.width * 3
+        if video is None and _CACHE["used"] + size <= _CACHE["limit"]:
+            video = _decode(path, np.arange(info.frames), info)
+            _CACHE["videos"][key] = video
+            _CACHE["used"] += video.nbytes
+        if video is not None:
+            return video[np.asarray(indices, dtype=np.intp)]
+    return _decode(path, indices, info)
+
+
+def _decode(path: str | Path, indices: np.ndarray, info: VideoInfo) -> np.ndarray:
     import av
 
     wanted = sorted(set(int(i) for i in indices))
@@ -80,7 +117,7 @@ def read_frames(path: str | Path, indices: np.ndarray, info: VideoInfo) -> np.nd
             raise VideoError(f"cannot decode: {exc.__class__.__name__}: {exc}") from None
     if len(got) < len(wanted):
         if start is not None:  # the seek landed after the wanted frame: decode from the start instead
-            return read_frames(path, indices, VideoInfo(info.frames, info.fps, info.height, info.width, False))
+            return _decode(path, indices, VideoInfo(info.frames, info.fps, info.height, info.width, False))
         last = max(got) if got else None
         got = _fill_missing(got, wanted, last)
     return np.stack([got[int(i)] for i in indices])

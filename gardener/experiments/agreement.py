@@ -5,6 +5,7 @@ blocks each ranking would remove first that the two have in common (the pruning 
 """
 from __future__ import annotations
 
+from ..criteria import family_of
 from ..errors import GardenerError
 from ..ranking import ranks
 from ..scoring import ScoreResult
@@ -34,7 +35,8 @@ def agreement(scores: ScoreResult, oracle_scores: list[float]) -> dict:
     oracle = ranks(oracle_scores, "highest")
     if scores.depth != len(oracle):
         raise GardenerError(f"the scores cover {scores.depth} blocks but the oracle {len(oracle)}")
-    rows = {name: {**compare(scores.ranks(name), oracle), "ranks": scores.ranks(name)} for name in scores.scores}
+    rows = {name: {**compare(scores.ranks(name), oracle), "ranks": scores.ranks(name),
+                   "family": family_of(name)} for name in scores.scores}
     return {"oracle_ranks": oracle, "criteria": rows}
 
 

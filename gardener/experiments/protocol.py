@@ -228,12 +228,12 @@ def sweep_table(plan: dict, run: RunDir) -> dict | None:
 
 
 def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds: int = 3, dtype: str = "stored",
-              shard=(0, 1), callbacks=None, progress=None, job_progress=None) -> dict:
+              shard=(0, 1), callbacks=None, progress=None, job_progress=None, aggregate: str = "mean") -> dict:
     """The oracle first when the sweep includes it, then every (criterion, ratio) job."""
     ratios = parse_ratios(ratios_text, exp.depth)
     data_free = [n for n in names if n not in (ORACLE, "random")]
     scores = score(exp.source, data_free + (["entropy"] if "entropy" not in data_free else []), primary="entropy",
-                   dtype=dtype, histograms=True)
+                   dtype=dtype, histograms=True, aggregate=aggregate)
     write_text(exp.run.path / "scores.json", json.dumps(scores.to_dict(), indent=2) + "\n", force=True)
     runner = job_runner(exp, callbacks, job_progress)
     counts = {"run": 0, "cached": 0, "other_shards": 0}
@@ -246,7 +246,8 @@ def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds:
     baseline = exp.job([])
     plan = {"kind": "sweep", "depth": exp.depth, "baseline": baseline.id, "rows": rows, "criteria": names,
             "ratios": [r for r, _ in ratios], "waiting_for_oracle": ORACLE in names and oracle is None,
-            "random_seeds": random_seeds, "dtype": scores.dtype_view, "settings": asdict(exp.settings)}
+            "random_seeds": random_seeds, "dtype": scores.dtype_view, "aggregate": aggregate,
+            "settings": asdict(exp.settings)}
     write_plan(exp.run, "sweep", plan)
     jobs = unique([baseline] + [exp.job(r["removed"]) for r in rows])
     more = run_jobs(exp.run, jobs, runner, shard, progress)

@@ -60,13 +60,30 @@ def sweep_rows(sweep: dict) -> tuple[list[str], list[list[str]]]:
     return ["ratio (%)", *[f"{q:g}" for q in ratios]], rows
 
 
+def by_agreement(agree: dict) -> list[str]:
+    """Criterion names, best Spearman rho against the oracle first (an undefined rho last)."""
+    def key(name: str) -> float:
+        rho = agree["criteria"][name]["spearman"]
+        return -rho if rho == rho else np.inf
+    return sorted(agree["criteria"], key=key)
+
+
+def _family(agree: dict, name: str) -> str:
+    from ..criteria import family_of
+
+    return agree["criteria"][name].get("family") or family_of(name)
+
+
 def agreement_rows(agree: dict) -> tuple[list[str], list[list[str]]]:
-    """Spearman, Kendall (with p-values) and top-k overlap of each criterion with the oracle."""
-    names = list(agree["criteria"])
+    """Every criterion ranked by Spearman rho with the oracle: Kendall tau, p-values, top-k overlap."""
+    names = by_agreement(agree)
     ks = list(agree["criteria"][names[0]]["top_k_overlap"]) if names else []
-    headers = ["criterion", "Spearman rho", "p", "Kendall tau", "p", *[f"top-{k} overlap" for k in ks]]
-    rows = [[name, f"{c['spearman']:.3f}", f"{c['spearman_p']:.3g}", f"{c['kendall']:.3f}", f"{c['kendall_p']:.3g}",
-             *[f"{c['top_k_overlap'][k]:.2f}" for k in ks]] for name, c in agree["criteria"].items()]
+    headers = ["#", "criterion", "family", "Spearman rho", "p", "Kendall tau", "p", *[f"top-{k} overlap" for k in ks]]
+    rows = []
+    for place, name in enumerate(names, start=1):
+        c = agree["criteria"][name]
+        rows.append([str(place), name, _family(agree, name), f"{c['spearman']:.3f}", f"{c['spearman_p']:.3g}",
+                     f"{c['kendall']:.3f}", f"{c['kendall_p']:.3g}", *[f"{c['top_k_overlap'][k]:.2f}" for k in ks]])
     return headers, rows
 
 
@@ -97,21 +114,54 @@ def figure_single_block(table: dict, path: Path) -> Path:
 
 
 def figure_ratio_curves(sweep: dict, path: Path) -> Path:
-    """Fig. 1b: accuracy against pruning ratio, one line per criterion (random: mean +/- std)."""
-    fig, ax = figure(figsize=(7, 4), layout="constrained")
-    for k, name in enumerate(sweep["criteria"]):
+    """Fig. 1b: accuracy against pruning ratio, one line per criterion (random: mean +/- std).
+
+    Spectral criteria are dashed, so that the paper's and the spectral school read apart."""
+    from ..criteria import family_of
+
+    import matplotlib
+
+    names = sweep["criteria"]
+    colours = PALETTE if len(names) <= len(PALETTE) else [matplotlib.colormaps["tab20"](k % 20)
+                                                          for k in range(len(names))]
+    fig, ax = figure(figsize=(8, 4.4), layout="constrained")
+    for k, name in enumerate(names):
         rows = sorted((r for r in sweep["rows"] if r["criterion"] == name), key=lambda r: r["ratio"])
         x, y = [r["ratio"] for r in rows], [100 * r["top1"] for r in rows]
         style = {"linewidth": 2.4, "marker": "o"} if name in ("entropy", "sensitivity") else {"marker": "."}
-        ax.plot(x, y, label=name, color=PALETTE[k % len(PALETTE)], **style)
+        style["linestyle"] = "--" if family_of(name) == "spectral" else "-"
+        ax.plot(x, y, label=name, color=colours[k], **style)
         if any(r["top1_std"] for r in rows):
             std = [100 * (r["top1_std"] or 0) for r in rows]
-            ax.fill_between(x, np.subtract(y, std), np.add(y, std), color=PALETTE[k % len(PALETTE)], alpha=0.15)
+            ax.fill_between(x, np.subtract(y, std), np.add(y, std), color=colours[k], alpha=0.15)
     ax.axhline(100 * sweep["baseline"]["top1"], color="grey", linestyle="--", label="unpruned")
     ax.set_xlabel("pruning ratio (% of blocks removed)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("accuracy after pruning and finetuning")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save_figure(fig, path)
+
+
+FAMILY_COLOURS = {"information": PALETTE[0], "magnitude": PALETTE[1], "spectral": PALETTE[2], "baseline": "grey"}
+
+
+def figure_agreement(agree: dict, path: Path) -> Path:
+    """Every criterion's Spearman rho with the oracle, best first, coloured by family."""
+    names = by_agreement(agree)
+    rho = [agree["criteria"][n]["spearman"] for n in names]
+    fig, ax = figure(figsize=(7, 0.32 * len(names) + 1.2), layout="constrained")
+    colours = [FAMILY_COLOURS.get(_family(agree, n), PALETTE[3]) for n in names]
+    ax.barh(range(len(names)), np.nan_to_num(rho), color=colours)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("Spearman rho with the oracle ranking")
+    ax.set_title("rank agreement with the oracle, all criteria")
+    for family, colour in FAMILY_COLOURS.items():
+        if any(_family(agree, n) == family for n in names):
+            ax.barh([0], [0], color=colour, label=family)
+    ax.legend(fontsize=8, loc="lower right")
     return _save_figure(fig, path)
 
 
@@ -180,7 +230,12 @@ def build(run: Path, figures: Path, note: str | None = None) -> list[Part]:
                   ("table", ["block", *map(str, range(1, depth + 1))],
                    [[name, *map(str, agree["criteria"][name]["ranks"])] for name in names]
                    + [["sensitivity (oracle)", *map(str, agree["oracle_ranks"])]]),
-                  ("h", 2, "Agreement with the oracle"), ("table", *agreement_rows(agree))]
+                  ("h", 2, "Agreement with the oracle, all criteria ranked"),
+                  ("p", "Every data-free criterion, the paper's and the spectral ones, ranked by Spearman rho "
+                        "between its block ranks and the oracle's."),
+                  ("table", *agreement_rows(agree)),
+                  ("img", figure_agreement(agree, figures / "agreement.png"),
+                   "Spearman rho with the oracle per criterion, coloured by family.")]
         if "entropy" in agree["criteria"]:
             parts.append(("img", figure_rank_scatter(agree, "entropy", figures / "entropy_vs_oracle_ranks.png"),
                           "Entropy rank against oracle rank per block."))

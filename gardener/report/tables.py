@@ -78,7 +78,7 @@ def removal_line(result: ScoreResult) -> str:
 def to_json(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
     """The full result (scores, ranks, directions, histograms, metadata) as JSON text."""
     data = result.to_dict()
-    data["meta"] = meta or data.get("meta", {})
+    data["meta"] = {**data.get("meta", {}), **(meta or {})}  # e.g. a precision report beside the manifest
     return json.dumps(data, indent=2, allow_nan=True) + "\n"
 
 
@@ -175,3 +175,32 @@ def agreement_table(result: dict[str, Any]) -> Table:
     from .experiment import agreement_rows
 
     return _rich("agreement with the oracle ranking", *agreement_rows(result))
+
+
+def precision_tables(report: dict) -> list[Table]:
+    """The precision report: entropy, distinct share and rank per view, then rank agreement between views."""
+    views = list(report["views"])
+    stored = "/".join(report["stored_dtypes"])
+    blocks = Table(title=f"exact-value entropy under each precision view (stored as {stored})",
+                   header_style="bold", title_justify="left")
+    blocks.add_column("block", justify="right")
+    blocks.add_column("params", justify="right")
+    for view in views:
+        blocks.add_column(f"distinct {view}", justify="right")
+    for view in views:
+        blocks.add_column(f"entropy {view}", justify="right")
+        blocks.add_column(f"rank {view}", justify="right")
+    for i, number in enumerate(report["blocks"]):
+        n = report["n_params"][i]
+        cells = [f"{100 * report['views'][v]['distinct'][i] / n:.1f} %" for v in views]
+        for v in views:
+            cells += [_fmt(report["views"][v]["entropy"][i]), str(report["views"][v]["ranks"][i])]
+        blocks.add_row(str(number), f"{n:,}", *cells)
+    agreement = Table(title="Spearman rho between the views' entropy rankings", header_style="bold",
+                      title_justify="left")
+    agreement.add_column("view")
+    for view in views:
+        agreement.add_column(view, justify="right")
+    for a in views:
+        agreement.add_row(a, *[f"{report['spearman'][a][b]:.2f}" for b in views])
+    return [blocks, agreement]
