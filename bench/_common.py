@@ -31,3 +31,29 @@ def print_table(columns: list[str], rows: list[list[str]]) -> None:
     print("|" + "---|" * len(columns))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+def per_dtype_main(doc: str, name: str, bench, repeat: int) -> tuple[object, list[dict]]:
+    """The shared command line of the checkpoint benchmarks: --workdir, --repeat, --json; runs
+    `bench(dtype, workdir, repeat)` for float16 then float32 and prints the header line."""
+    import argparse
+    import platform
+    from datetime import date
+    from pathlib import Path
+
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "_work")
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = [bench(d, args.workdir, args.repeat) for d in ("float16", "float32")]
+    print(f"# {name} {date.today()} on {platform.machine()} {platform.processor() or ''}, "
+          f"python {platform.python_version()}, numpy {np.__version__}")
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps(rows, indent=2))
+    return args, rows

@@ -12,10 +12,6 @@ and the peak RSS of a separate `gardener score --criteria entropy` process.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +19,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 
 import gardener
-from _common import best_of, child_peak_rss_mb, print_table
+from _common import best_of, child_peak_rss_mb, per_dtype_main, print_table
 from gardener.blocks import block_tensors, select_stack
 from gardener.checkpoint import open_checkpoint
 
@@ -94,23 +90,13 @@ def bench(dtype_name: str, workdir: Path, repeat: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "_work")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
-    args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = [bench(d, args.workdir, args.repeat) for d in ("float16", "float32")]
-    print(f"# score_bench {date.today()} on {platform.machine()} {platform.processor() or ''}, "
-          f"python {platform.python_version()}, numpy {np.__version__}")
+    _, rows = per_dtype_main(__doc__, "score_bench", bench, 5)
     print_table(["dtype", "gardener entropy (s)", "target", "all criteria (s)", "notebook (s)", "speed-up",
                  "numpy.sum floor (s)", "x floor", "max abs diff", "peak RSS (MB)"],
                 [[r["dtype"], f"{r['gardener_entropy_s']:.3f}", f"<= {r['target_s']}",
                   f"{r['gardener_all_criteria_s']:.2f}", f"{r['notebook_s']:.2f}", f"{r['speedup_vs_notebook']:.0f}x",
                   f"{r['numpy_sum_s']:.3f}", f"{r['ratio_to_floor']:.1f}", f"{r['max_abs_diff']:.1e}",
                   f"{r['peak_rss_mb']:.0f}"] for r in rows])
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

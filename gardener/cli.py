@@ -126,6 +126,7 @@ def prune(
     size: int = SIZE_OPT,
     seq_len: int = SEQ_OPT,
     seed: int = SEED_OPT,
+    aggregate: str = AGGREGATE_OPT,
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Remove blocks in one shot and write a shallower checkpoint in the input's own format."""
@@ -136,7 +137,8 @@ def prune(
     info = prune_checkpoint(path, out_dir, ratio=ratio, remove=remove, blocks=blocks, zero_based=zero_based,
                             criterion=criterion, ranking=ranking, protect=protect, dtype=dtype, stack=stack,
                             block_pattern=block_pattern, force=force, max_shard_size=max_shard_size,
-                            spec=InputSpec(frames, size, seq_len), seed=seed, arguments=ctx.params)
+                            spec=InputSpec(frames, size, seq_len), seed=seed, aggregate=aggregate,
+                            arguments=ctx.params)
     out.print(prune_table(info))
     err.print(f"wrote {out_dir}")
 

@@ -81,7 +81,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
                      ranking: Path | None = None, protect: str | None = None, dtype: str = "stored",
                      stack: str | None = None, block_pattern: str | None = None, force: bool = False,
                      max_shard_size: str | int = DEFAULT_SHARD_BYTES, spec: InputSpec = InputSpec(),
-                     seed: int = 0, arguments: dict | None = None) -> dict:
+                     seed: int = 0, aggregate: str = "mean", arguments: dict | None = None) -> dict:
     """Remove blocks from a checkpoint and write it, in its own format, to the folder `out`.
 
     Returns the manifest written to OUT/gardener.json (removed/kept blocks, parameters, GFLOPs).
@@ -97,7 +97,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     order, chosen_by = (None, {})
     if explicit is None:
         order, chosen_by = _removal_order(ckpt, chosen, criterion, ranking, dtype=dtype,
-                                          block_pattern=block_pattern, seed=seed)
+                                          block_pattern=block_pattern, seed=seed, aggregate=aggregate)
     decision = plan(chosen.depth, ratio=ratio, remove=remove, blocks=explicit, removal_order=order,
                     protect=keep_safe, criterion=chosen_by.get("criterion"))
     record = {"source": str(Path(path).resolve()), "stack": chosen.name, "family": chosen.family.name,

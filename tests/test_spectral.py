@@ -262,3 +262,18 @@ def test_fused_attention_projection_is_read_as_query_key_value(name, axis):
     for (_, _, s), part in zip(spectra_of, parts):
         ref = np.linalg.svd(part.astype(np.float64), compute_uv=False)
         np.testing.assert_allclose(s, ref, rtol=1e-9, atol=1e-12 * ref[0])
+
+
+def test_prune_by_a_spectral_criterion_removes_what_its_scores_rank_last(tmp_path, block_matrices):
+    path = block_file(tmp_path, block_matrices)
+    removed = {}
+    for how in ("mean", "min"):
+        expected = sorted(gardener.score(path, ["alpha"], primary="alpha", aggregate=how).removal_order()[:2])
+        with pytest.raises(SystemExit) as exit_info:
+            main(["prune", str(path), "--ratio", "0.5", "--criterion", "alpha", "--aggregate", how,
+                  "-o", str(tmp_path / f"out_{how}")])
+        assert exit_info.value.code == 0
+        record = json.loads((tmp_path / f"out_{how}" / "gardener.json").read_text())
+        assert record["removed_blocks"] == expected and record["criterion"] == "alpha"
+        removed[how] = expected
+    assert removed["mean"] != removed["min"]  # so --aggregate really reached the ranking
