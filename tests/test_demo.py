@@ -66,6 +66,7 @@ def test_quick_demo_writes_the_report_and_reuses_its_stages(tmp_path, capsys):
     assert _cli("demo", out, "--quick") == 0
     text = (out / "report.md").read_text()
     assert "not** the paper's VideoMAE-B on UCF101" in text
+    assert "Exact-value entropy on this encoder (stored as F32): not meaningful" in text  # float32 weights
     for link in re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text):
         assert (out / link).stat().st_size > 5000
     assert len(re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text)) == 6

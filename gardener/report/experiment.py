@@ -124,6 +124,8 @@ def figure_ratio_curves(sweep: dict, path: Path) -> Path:
     names = sweep["criteria"]
     colours = PALETTE if len(names) <= len(PALETTE) else [matplotlib.colormaps["tab20"](k % 20)
                                                           for k in range(len(names))]
+    fixed = {"sensitivity": "black", "random": "grey"}  # the oracle and the floor stand out
+    colours = [fixed.get(name, colours[k]) for k, name in enumerate(names)]
     fig, ax = figure(figsize=(8, 4.4), layout="constrained")
     for k, name in enumerate(names):
         rows = sorted((r for r in sweep["rows"] if r["criterion"] == name), key=lambda r: r["ratio"])
@@ -134,7 +136,7 @@ def figure_ratio_curves(sweep: dict, path: Path) -> Path:
         if any(r["top1_std"] for r in rows):
             std = [100 * (r["top1_std"] or 0) for r in rows]
             ax.fill_between(x, np.subtract(y, std), np.add(y, std), color=colours[k], alpha=0.15)
-    ax.axhline(100 * sweep["baseline"]["top1"], color="grey", linestyle="--", label="unpruned")
+    ax.axhline(100 * sweep["baseline"]["top1"], color="grey", linestyle=":", label="unpruned")
     ax.set_xlabel("pruning ratio (% of blocks removed)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("accuracy after pruning and finetuning")
