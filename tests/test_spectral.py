@@ -243,14 +243,16 @@ def test_precision_report_on_the_command_line(tmp_path, block_matrices, capsys):
     path = block_file(tmp_path, block_matrices)
     out_json = tmp_path / "scores.json"
     with pytest.raises(SystemExit) as exit_info:
-        main(["score", str(path), "--precision-report", "--criteria", "entropy,alpha", "--json", str(out_json)])
+        main(["score", str(path), "--precision-report", "--criteria", "entropy,alpha", "--json", str(out_json),
+              "--csv", str(tmp_path / "scores.csv"), "--aggregate", "max"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "Spearman rho between the views" in out and "not meaningful at the stored precision" in out
     data = json.loads(out_json.read_text())
     assert data["meta"]["precision"]["verdict"].startswith("not meaningful")
     assert data["meta"]["inputs"]  # the manifest is still there beside it
-    assert set(data["criteria"]) == {"entropy", "alpha"} and data["aggregate"] == "mean"
+    assert set(data["criteria"]) == {"entropy", "alpha"} and data["aggregate"] == "max"
+    assert "# aggregate: max" in (tmp_path / "scores.csv").read_text()
 
 
 @pytest.mark.parametrize("name,axis", [("blocks.0.attn.qkv.weight", 0), ("h.0.attn.c_attn.weight", 1)])

@@ -88,6 +88,7 @@ def to_csv(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
         "source": result.source, "stack": result.stack, "family": result.family,
         "dtype_view": result.dtype_view, "stored_dtypes": ",".join(result.stored_dtypes),
         "params": result.params, "primary": result.primary, "seed": result.seed, "bins": result.bins,
+        "aggregate": result.aggregate,
         "removes": json.dumps(result.removes),
     }
     if meta:
