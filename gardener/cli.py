@@ -460,8 +460,7 @@ def sweep(
     from .report.tables import sweep_table
 
     names = parse_sweep_criteria(criteria)
-    if aggregate not in registry.AGGREGATES:
-        raise GardenerError(f"--aggregate {aggregate!r}: expected one of {', '.join(registry.AGGREGATES)}")
+    registry.check_aggregate(aggregate)  # before the run folder is made
     exp, part = _prepare_experiment(ctx.params)
     parse_ratios(ratios, exp.depth)  # a ratio that rounds to no block or to all fails before any job
     bar, on_job, on_step = _experiment_progress()

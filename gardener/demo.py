@@ -120,7 +120,6 @@ def _run(settings: DemoSettings, out: Path, quick: bool, seed: int, force: bool,
 
     say("3/5 scoring every block with every criterion")
     result = score(encoder, "all", seed=seed, histograms=True)
-    precision = precision_report(encoder)
     write_score_outputs(result, {"json": out / "scores.json", "csv": out / "scores.csv",
                                  "plot": out / "histograms.png"}, force=True, arguments={"seed": seed})
 
@@ -140,6 +139,7 @@ def _run(settings: DemoSettings, out: Path, quick: bool, seed: int, force: bool,
     note = NOTE.format(hidden=config["hidden_size"], steps=settings.pretrain_steps,
                        videos=settings.per_class * len(settings.classes), classes=len(settings.classes),
                        frames=settings.frames, size=settings.size, ft=settings.finetune_steps)
+    precision = precision_report(encoder)
     note += (f" Exact-value entropy on this encoder (stored as {'/'.join(precision['stored_dtypes'])}): "
              f"{precision['verdict']} (`gardener score --precision-report`).")
     return write_report(out / "run", out=out / "report.md", note=note)

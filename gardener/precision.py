@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import Checkpoint, open_checkpoint
-from .values import VIEWS
+from .values import VIEW_TAGS, VIEWS
 
-_SAME_AS_STORED = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
 ALL_DISTINCT = 0.99  # at least this share of distinct values in every block: entropy ~ ln N
 WEAK_AGREEMENT = 0.5  # a Spearman rho below this between views: the ranking depends on the view
 
@@ -28,11 +27,10 @@ def precision_report(path: str | Path | Checkpoint, *, stack: str | None = None,
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
     results = {}
     for view in VIEWS:
-        result = score(ckpt, ["entropy"], dtype=view, stack=stack, block_pattern=block_pattern, params=params,
-                       workers=workers)
-        if view != "stored" and result.stored_dtypes == [_tag_for(view)]:
+        if view != "stored" and results["stored"].stored_dtypes == [VIEW_TAGS[view]]:
             continue  # the stored values already are this view
-        results[view] = result
+        results[view] = score(ckpt, ["entropy"], dtype=view, stack=stack, block_pattern=block_pattern,
+                              params=params, workers=workers)
     stored = results["stored"]
     views = {view: {"entropy": r.scores["entropy"], "distinct": [b.distinct for b in r.blocks],
                     "ranks": r.ranks("entropy"), "removal_order": r.removal_order("entropy")}
@@ -58,7 +56,3 @@ def precision_report(path: str | Path | Checkpoint, *, stack: str | None = None,
             "blocks": [b.number for b in stored.blocks], "n_params": sizes, "distinct_share": share,
             "views": views, "spearman": rho, "meaningful": not all_distinct and low_rho >= WEAK_AGREEMENT,
             "verdict": verdict}
-
-
-def _tag_for(view: str) -> str:
-    return next(tag for tag, name in _SAME_AS_STORED.items() if name == view)

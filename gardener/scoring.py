@@ -170,8 +170,7 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         raise GardenerError(f"--dtype {dtype!r}: expected one of {', '.join(VIEWS)}")
     if bins < 2:
         raise GardenerError(f"--bins {bins}: expected at least 2")
-    if aggregate not in registry.AGGREGATES:
-        raise GardenerError(f"--aggregate {aggregate!r}: expected one of {', '.join(registry.AGGREGATES)}")
+    registry.check_aggregate(aggregate)
     names = registry.parse(criteria)
     registry.get(primary)
     names = names if primary in names else [primary, *names]

@@ -17,6 +17,7 @@ import numpy as np
 from .errors import GardenerError
 
 VIEWS = ("stored", "float16", "bfloat16", "float32")
+VIEW_TAGS = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}  # the stored tag each cast view equals
 _WIDTH = {"F16": 16, "BF16": 16, "F32": 32, "F64": 64}
 _CHUNK = 1 << 20
 _NONFINITE_16 = {  # bit patterns whose exponent field is all ones
@@ -41,7 +42,7 @@ def bf16_bits(values: np.ndarray) -> np.ndarray:
 
 def in_view(arr: np.ndarray, tag: str, view: str) -> tuple[np.ndarray, str]:
     """The array in the requested precision view: ('stored' keeps it as it is on disk)."""
-    if view == "stored" or (view, tag) in {("float16", "F16"), ("bfloat16", "BF16"), ("float32", "F32")}:
+    if view == "stored" or VIEW_TAGS.get(view) == tag:
         return arr, tag
     if view == "float16":
         return to_float(arr, tag, np.float32 if tag == "BF16" else arr.dtype).astype(np.float16), "F16"

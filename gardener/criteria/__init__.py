@@ -1,7 +1,8 @@
 """Block-importance criteria. Importing this package registers every built-in criterion."""
 # Import order is registration order, which is the order `all` lists and tables show.
 from . import information, magnitude, spectral, baseline  # noqa: F401,I001  (registration side effects)
-from ._registry import AGGREGATES, BlockSummary, Context, Criterion, family_of, get, names, parse, register
+from ._registry import (AGGREGATES, BlockSummary, Context, Criterion, check_aggregate, family_of, get, names,
+                        parse, register)
 
 # the paper's Table 3 criteria (the data-free ones; "sensitivity" is the oracle run by experiments)
 PAPER_CRITERIA = ["entropy", "l1", "l2", "mean", "variance", "std", "kurtosis", "mutual_information"]
@@ -12,4 +13,5 @@ def sweep_criteria() -> list[str]:
     return [*PAPER_CRITERIA, *names("spectral"), "random", "sensitivity"]
 
 
-__all__ = ["AGGREGATES", "PAPER_CRITERIA", "sweep_criteria", "BlockSummary", "Context", "Criterion", "family_of", "get", "names", "parse", "register"]
+__all__ = ["AGGREGATES", "PAPER_CRITERIA", "BlockSummary", "Context", "Criterion", "check_aggregate", "family_of",
+           "get", "names", "parse", "register", "sweep_criteria"]

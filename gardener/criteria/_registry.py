@@ -22,6 +22,13 @@ class Context:
 AGGREGATES = ("mean", "min", "max", "weighted")
 
 
+def check_aggregate(how: str) -> str:
+    """`how` if it names an aggregate, else the one-line error for --aggregate."""
+    if how not in AGGREGATES:
+        raise GardenerError(f"--aggregate {how!r}: expected one of {', '.join(AGGREGATES)}")
+    return how
+
+
 @dataclass(frozen=True)
 class BlockSummary:
     """What a model-scope criterion may see of each block once its values are released."""

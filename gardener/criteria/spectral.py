@@ -20,9 +20,8 @@ from functools import lru_cache
 import numpy as np
 
 from .. import spectra
-from ..errors import GardenerError
 from ..values import BlockValues
-from ._registry import AGGREGATES, Context, register
+from ._registry import Context, check_aggregate, register
 
 
 def aggregate(values: list[float], sizes: list[int], how: str) -> float:
@@ -34,9 +33,8 @@ def aggregate(values: list[float], sizes: list[int], how: str) -> float:
         return float(v.min())
     if how == "max":
         return float(v.max())
-    if how == "weighted":
-        return float(np.average(v, weights=np.asarray(sizes, dtype=np.float64)))
-    raise GardenerError(f"--aggregate {how!r}: expected one of {', '.join(AGGREGATES)}")
+    check_aggregate(how)
+    return float(np.average(v, weights=np.asarray(sizes, dtype=np.float64)))  # weighted
 
 
 def _per_matrix(values: BlockValues, ctx: Context, stat) -> float:
