@@ -8,10 +8,14 @@ pretraining + four finetunings take minutes. Finetuning starts from four initial
   pretrained blocks the pretrained blocks under a fresh patch embedding
   pretrained embed  the pretrained patch embedding under fresh blocks
 and reports test top-1, and the mean token norm after the embedding and after the last block at
-the start of finetuning (how large the residual stream is that finetuning has to reshape).
+the start of finetuning (how large the residual stream is that finetuning has to reshape). It also
+prints the pretraining loss beside the trivial loss (`gardener.train.pretrain.trivial_loss`: the
+answer that ignores the visible patches), and the norm of the patch embedding's per-colour constant
+("DC") part, which grows when the embedding turns into a brightness detector.
 
     python bench/pretrain_diagnose.py DATA [--pretrain-steps 400] [--pretrain-lr 5e-4]
-        [--mask-ratio 0.9] [--finetune-steps 150] [--finetune-lr 3e-3] [--layer-decay 0.75] [--seed 0]
+        [--mask-ratio 0.9] [--embed-lr-scale 1.0] [--finetune-steps 150] [--finetune-lr 3e-3]
+        [--layer-decay 0.75] [--seed 0]
 
 DATA is a `gardener make-data` folder (videos/ and splits/).
 """
@@ -29,7 +33,7 @@ from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVide
 from gardener.data import probe, read_frames, read_split
 from gardener.fixed_tables import fast_tables
 from gardener.train.evaluate import IMAGENET_MEAN, IMAGENET_STD, to_model_input
-from gardener.train.pretrain import PRESETS, tube_mask
+from gardener.train.pretrain import PRESETS, trivial_loss, tube_mask
 from gardener.train.recipe import Recipe, lr_factor, param_groups
 
 
@@ -51,24 +55,38 @@ def batch(x: torch.Tensor, idx: torch.Tensor, g: torch.Generator | None) -> torc
     return to_model_input(clips, IMAGENET_MEAN, IMAGENET_STD)
 
 
-def pretrain(x: torch.Tensor, config, steps: int, lr: float, ratio: float, seed: int) -> tuple[dict, list[float]]:
+def pretrain(x: torch.Tensor, config, steps: int, lr: float, ratio: float, seed: int,
+             embed_lr_scale: float = 1.0) -> tuple[dict, list[float], list[float]]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     with fast_tables():
         model = VideoMAEForPreTraining(config)
     recipe = Recipe(layer_decay=1.0, weight_decay=0.05)
-    opt = torch.optim.AdamW(param_groups(model, recipe, lr), lr=lr, betas=(0.9, 0.95))
-    warmup, losses = max(1, steps // 10), []
+    groups = param_groups(model, recipe, lr)
+    for group in groups:
+        if all(name.startswith("videomae.embeddings.") for name in group["names"]):
+            group["lr_scale"] = embed_lr_scale
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+    warmup, losses, trivial = max(1, steps // 10), [], []
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr * lr_factor(step, warmup, steps, lr, lr / 100)
+            group["lr"] = group["lr_scale"] * lr * lr_factor(step, warmup, steps, lr, lr / 100)
         idx = torch.randint(len(x), (8,), generator=g)
-        loss = model(pixel_values=batch(x, idx, g), bool_masked_pos=tube_mask(8, config, ratio, g)).loss
+        pixels, mask = batch(x, idx, g), tube_mask(8, config, ratio, g)
+        loss = model(pixel_values=pixels, bool_masked_pos=mask).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    return model.videomae.state_dict(), losses
+        frames = pixels * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        trivial.append(float(trivial_loss(frames, mask, config)))
+    return model.videomae.state_dict(), losses, trivial
+
+
+def dc_norm(state: dict) -> float:
+    """Norm of the patch embedding's constant part: per output and colour channel, the mean weight."""
+    weight = state["embeddings.patch_embeddings.projection.weight"]
+    return float(weight.mean((2, 3, 4), keepdim=True).expand_as(weight).norm())
 
 
 def finetune(state: dict | None, config, data: tuple, steps: int, lr: float, layer_decay: float,
@@ -112,6 +130,8 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=400)
     parser.add_argument("--pretrain-lr", type=float, default=5e-4)
     parser.add_argument("--mask-ratio", type=float, default=0.9)
+    parser.add_argument("--embed-lr-scale", type=float, default=1.0,
+                        help="learning-rate multiplier of the patch embedding during pretraining")
     parser.add_argument("--finetune-steps", type=int, default=150)
     parser.add_argument("--finetune-lr", type=float, default=3e-3)
     parser.add_argument("--layer-decay", type=float, default=0.75)
@@ -123,10 +143,16 @@ def main() -> None:
     config = VideoMAEConfig(**{**PRESETS["tiny"], "num_frames": frames, "image_size": size, "norm_pix_loss": True,
                                "use_mean_pooling": False})
     start = time.perf_counter()
-    state, losses = pretrain(data[0][0], config, args.pretrain_steps, args.pretrain_lr, args.mask_ratio, args.seed)
+    torch.manual_seed(args.seed)
+    with fast_tables():
+        initial = VideoMAEForPreTraining(config).videomae.state_dict()
+    state, losses, trivial = pretrain(data[0][0], config, args.pretrain_steps, args.pretrain_lr, args.mask_ratio,
+                                      args.seed, args.embed_lr_scale)
     tail = max(1, len(losses) // 10)
     print(f"pretraining: {args.pretrain_steps} steps in {time.perf_counter() - start:.0f} s, loss "
-          f"{np.mean(losses[:tail]):.3f} (first 10 %) -> {np.mean(losses[-tail:]):.3f} (last 10 %)")
+          f"{np.mean(losses[:tail]):.3f} (first 10 %) -> {np.mean(losses[-tail:]):.3f} (last 10 %); "
+          f"trivial answer {np.mean(trivial[-tail:]):.3f} (last 10 %)")
+    print(f"patch embedding constant (DC) part: norm {dc_norm(initial):.2f} at init -> {dc_norm(state):.2f}")
     inits = {"pretrained": state, "random": None,
              "pretrained blocks": {k: v for k, v in state.items() if not k.startswith("embeddings")},
              "pretrained embed": {k: v for k, v in state.items() if k.startswith("embeddings")}}

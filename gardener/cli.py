@@ -636,6 +636,14 @@ def pretrain_command(
                         force=force, progress=tick, arguments=ctx.params)
     if _is_main_process():
         err.print(f"pretrained {info['steps']} steps; encoder in {out_dir}/encoder")
+        summary = info["loss"]
+        if summary:
+            err.print(f"final loss {summary['final_loss']:.4f}; the trivial answer (ignoring the visible patches) "
+                      f"scores {summary['trivial_loss']:.4f}", highlight=False)
+            if not summary["learned"]:
+                err.print("[yellow]warning:[/] the loss is not 10 % below the trivial one: the encoder has learnt "
+                          "little from the visible patches (more steps, a lower --mask-ratio or larger frames may help)",
+                          highlight=False)
 
 
 @app.command()

@@ -139,6 +139,13 @@ def _run(settings: DemoSettings, out: Path, quick: bool, seed: int, force: bool,
     note = NOTE.format(hidden=config["hidden_size"], steps=settings.pretrain_steps,
                        videos=settings.per_class * len(settings.classes), classes=len(settings.classes),
                        frames=settings.frames, size=settings.size, ft=settings.finetune_steps)
+    loss = json.loads((out / "pretrain" / "gardener.json").read_text()).get("loss") or {}
+    if loss:
+        note += (f" Pretraining ended at a reconstruction loss of {loss['final_loss']:.3f}, against "
+                 f"{loss['trivial_loss']:.3f} for the trivial answer that ignores the visible patches: "
+                 + ("the encoder learnt from them." if loss["learned"] else
+                    "the encoder learnt little from them, so these are close to the scores of an untrained model "
+                    "(BENCHMARKS.md, pretraining diagnosis)."))
     precision = precision_report(encoder)
     note += (f" Exact-value entropy on this encoder (stored as {'/'.join(precision['stored_dtypes'])}): "
              f"{precision['verdict']} (`gardener score --precision-report`).")

@@ -48,7 +48,8 @@ def restore(accelerator, out: Path, start: int | None) -> tuple[int, dict | None
 
 @dataclass
 class Loop:
-    """What the step loop needs; `loss_fn(batch, step, micro) -> (loss, clips)`."""
+    """What the step loop needs; `loss_fn(batch, step, micro) -> (loss, clips)` or `(loss, clips, extras)`,
+    extras a dict of scalars logged beside the loss (averaged over micro-batches and processes)."""
 
     accelerator: object
     model: object
@@ -81,14 +82,16 @@ def run_steps(loop: Loop, step: int, best: dict | None, loss_fn: Callable,
         for group in optimizer.param_groups:
             group["lr"] = loop.peak * group.get("lr_scale", 1.0) * lr_factor(step, loop.warmup, loop.total,
                                                                            loop.peak, loop.final)
-        losses = []
+        losses, extras = [], {}
         for micro in range(loop.grad_accum):
             batch = next(loop.batches)
             sync = contextlib.nullcontext() if micro == loop.grad_accum - 1 else accelerator.no_sync(model)
             with sync, accelerator.autocast():
-                loss, count = loss_fn(batch, step, micro)
+                loss, count, *more = loss_fn(batch, step, micro)
                 accelerator.backward(loss / loop.grad_accum)
             losses.append(loss.detach())
+            for key, value in (more[0] if more else {}).items():
+                extras.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float32).detach())
             clips += count * accelerator.num_processes
         if loop.clip_grad:
             accelerator.clip_grad_norm_(model.parameters(), loop.clip_grad)
@@ -99,7 +102,9 @@ def run_steps(loop: Loop, step: int, best: dict | None, loss_fn: Callable,
         rate = clips / (time.perf_counter() - timer)
         lr = optimizer.param_groups[-1]["lr"]
         loop.logbook.write({"step": step, "epoch": round(step / loop.per_epoch, 4), "loss": loss_value, "lr": lr,
-                            "clips_per_s": round(rate, 3)})
+                            "clips_per_s": round(rate, 3),
+                            **{key: float(accelerator.reduce(torch.stack(values).mean().to(accelerator.device), "mean"))
+                               for key, values in extras.items()}})
         if loop.progress:
             loop.progress(step, loop.total, loss=loss_value, lr=lr, clips_per_s=rate)
         if after_step is not None:

@@ -85,6 +85,43 @@ def tube_mask(batch: int, config, ratio: float, generator):
     return spatial.repeat(1, slots)
 
 
+def trivial_loss(frames, mask, config):
+    """The reconstruction loss of the best answer that ignores what is visible, on the same masked
+    patches as transformers' VideoMAEForPreTraining: with per-patch normalised targets every target
+    patch has mean zero, so the answer is zero; with raw pixels it is the mean colour of the clip's
+    visible patches. A pretraining loss that stays at this value has learnt nothing from the
+    visible patches. `frames`: float (B, T, C, H, W) in [0, 1]; `mask`: bool (B, tokens)."""
+    import torch
+
+    with torch.no_grad():
+        b, t, c, h, w = frames.shape
+        ts, p = config.tubelet_size, config.patch_size
+        patches = (frames.reshape(b, t // ts, ts, c, h // p, p, w // p, p).permute(0, 1, 4, 6, 2, 5, 7, 3)
+                   .reshape(b, -1, ts * p * p, c).float())
+        if config.norm_pix_loss:
+            patches = (patches - patches.mean(-2, keepdim=True)) / (patches.var(-2, keepdim=True).sqrt() + 1e-6)
+            guess = torch.zeros(b, 1, 1, c, device=frames.device)
+        else:
+            visible = (~mask).float()[:, :, None, None]
+            guess = (patches * visible).sum((1, 2), keepdim=True) / (visible.sum((1, 2), keepdim=True) * ts * p * p)
+        return ((patches - guess) ** 2)[mask].mean()
+
+
+def loss_summary(out: str | Path, tail: float = 0.1) -> dict:
+    """Mean pretraining loss and trivial loss over the last `tail` of the logged steps, and whether
+    the loss is clearly (10 %) below the trivial one."""
+    from .state import Log
+
+    records = [r for r in Log(Path(out) / "log.jsonl", False, None).records() if "trivial" in r]
+    if not records:
+        return {}
+    last = records[-max(1, round(tail * len(records))):]
+    loss = sum(r["loss"] for r in last) / len(last)
+    trivial = sum(r["trivial"] for r in last) / len(last)
+    return {"final_loss": loss, "trivial_loss": trivial, "steps_averaged": len(last),
+            "learned": loss < 0.9 * trivial}
+
+
 def _steps(recipe, per_epoch: int) -> int:
     if (recipe.max_steps is None) == (recipe.epochs is None):
         raise GardenerError("give exactly one of --epochs or --max-steps")
@@ -136,7 +173,8 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
         pixels = to_model_input(batch["pixel_values"].to(device, non_blocking=True), IMAGENET_MEAN, IMAGENET_STD)
         generator = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 101 + micro) * 64 + rank)
         mask = tube_mask(len(pixels), config, recipe.mask_ratio, generator).to(device)
-        return model(pixel_values=pixels, bool_masked_pos=mask).loss.float(), len(pixels)
+        loss = model(pixel_values=pixels, bool_masked_pos=mask).loss.float()
+        return loss, len(pixels), {"trivial": trivial_loss(batch["pixel_values"].to(device).float() / 255, mask, config)}
 
     loop = Loop(accelerator, model, optimizer, iter(loader), total, warmup, peak, final, per_epoch, out,
                 Log(out / "log.jsonl", main, start), recipe.grad_accum, recipe.clip_grad, recipe.save_every,
@@ -145,7 +183,8 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
     info = manifest("pretrain", [], {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()})
     info.update({"preset": preset, "config": config.to_dict(), "recipe": recipe.to_dict(), "clip": asdict(spec),
                  "data": {"train": train.source, "train_videos": len(train), "skipped": train.skipped},
-                 "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup, "peak_lr": peak})
+                 "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup, "peak_lr": peak,
+                 "loss": loss_summary(out)})
     accelerator.wait_for_everyone()
     if main:
         unwrapped = accelerator.unwrap_model(model)

@@ -62,9 +62,12 @@ class Log:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    def losses(self) -> dict[int, float]:
+    def records(self) -> list[dict]:
         lines = self.path.read_text().splitlines() if self.path.exists() else []
-        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+        return [json.loads(line) for line in lines if line]
+
+    def losses(self) -> dict[int, float]:
+        return {r["step"]: r["loss"] for r in self.records() if "loss" in r}
 
 
 def save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_last: int) -> None:
