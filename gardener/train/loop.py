@@ -91,20 +91,20 @@ def run_steps(loop: Loop, step: int, best: dict | None, loss_fn: Callable,
                 accelerator.backward(loss / loop.grad_accum)
             losses.append(loss.detach())
             for key, value in (more[0] if more else {}).items():
-                extras.setdefault(key, []).append(torch.as_tensor(value, dtype=torch.float32).detach())
+                extras.setdefault(key, []).append(torch.as_tensor(value).detach())
             clips += count * accelerator.num_processes
         if loop.clip_grad:
             accelerator.clip_grad_norm_(model.parameters(), loop.clip_grad)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        loss_value = float(accelerator.reduce(torch.stack(losses).mean(), "mean"))
+        # the loss and the extras in one all-reduce
+        means = [torch.stack(values).mean().float() for values in (losses, *extras.values())]
+        loss_value, *extra_values = accelerator.reduce(torch.stack(means).to(accelerator.device), "mean").tolist()
         rate = clips / (time.perf_counter() - timer)
         lr = optimizer.param_groups[-1]["lr"]
         loop.logbook.write({"step": step, "epoch": round(step / loop.per_epoch, 4), "loss": loss_value, "lr": lr,
-                            "clips_per_s": round(rate, 3),
-                            **{key: float(accelerator.reduce(torch.stack(values).mean().to(accelerator.device), "mean"))
-                               for key, values in extras.items()}})
+                            "clips_per_s": round(rate, 3), **dict(zip(extras, extra_values))})
         if loop.progress:
             loop.progress(step, loop.total, loss=loss_value, lr=lr, clips_per_s=rate)
         if after_step is not None:

@@ -170,11 +170,12 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
     device = accelerator.device
 
     def loss_fn(batch, step, micro):
-        pixels = to_model_input(batch["pixel_values"].to(device, non_blocking=True), IMAGENET_MEAN, IMAGENET_STD)
+        clips = batch["pixel_values"].to(device, non_blocking=True)
+        pixels = to_model_input(clips, IMAGENET_MEAN, IMAGENET_STD)
         generator = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 101 + micro) * 64 + rank)
         mask = tube_mask(len(pixels), config, recipe.mask_ratio, generator).to(device)
         loss = model(pixel_values=pixels, bool_masked_pos=mask).loss.float()
-        return loss, len(pixels), {"trivial": trivial_loss(batch["pixel_values"].to(device).float() / 255, mask, config)}
+        return loss, len(pixels), {"trivial": trivial_loss(clips.float() / 255, mask, config)}
 
     loop = Loop(accelerator, model, optimizer, iter(loader), total, warmup, peak, final, per_epoch, out,
                 Log(out / "log.jsonl", main, start), recipe.grad_accum, recipe.clip_grad, recipe.save_every,
