@@ -56,11 +56,12 @@ def batch(x: torch.Tensor, idx: torch.Tensor, g: torch.Generator | None) -> torc
 
 
 def pretrain(x: torch.Tensor, config, steps: int, lr: float, ratio: float, seed: int,
-             embed_lr_scale: float = 1.0) -> tuple[dict, list[float], list[float]]:
+             embed_lr_scale: float = 1.0, batch_size: int = 8,
+             device: str = "cpu") -> tuple[dict, list[float], list[float]]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     with fast_tables():
-        model = VideoMAEForPreTraining(config)
+        model = VideoMAEForPreTraining(config).to(device)
     recipe = Recipe(layer_decay=1.0, weight_decay=0.05)
     groups = param_groups(model, recipe, lr)
     for group in groups:
@@ -71,16 +72,17 @@ def pretrain(x: torch.Tensor, config, steps: int, lr: float, ratio: float, seed:
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = group["lr_scale"] * lr * lr_factor(step, warmup, steps, lr, lr / 100)
-        idx = torch.randint(len(x), (8,), generator=g)
-        pixels, mask = batch(x, idx, g), tube_mask(8, config, ratio, g)
+        idx = torch.randint(len(x), (batch_size,), generator=g)
+        pixels, mask = batch(x, idx, g).to(device), tube_mask(batch_size, config, ratio, g).to(device)
         loss = model(pixel_values=pixels, bool_masked_pos=mask).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        frames = pixels * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        frames = (pixels * torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
+                  + torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1))
         trivial.append(float(trivial_loss(frames, mask, config)))
-    return model.videomae.state_dict(), losses, trivial
+    return {k: v.cpu() for k, v in model.videomae.state_dict().items()}, losses, trivial
 
 
 def dc_norm(state: dict) -> float:
