@@ -18,7 +18,8 @@ one means nothing was learnt. Kinds of clip:
     python bench/pretext_probe.py [--kind plane-wave|actions|stripes|still-stripes] [--clips 240] [--steps 400] [--lr 1e-3]
         [--batch-size 8] [--layers 12] [--mask-ratio 0.9] [--init-range 0.02] [--device cpu] [--seed 0]
 
-`--device cuda` runs the same probe on a GPU, for pretraining budgets a CPU cannot afford.
+`--device cuda` moves the model and each batch to a GPU, for pretraining budgets a CPU cannot afford
+(not yet run on one: no GPU has been lent to this project's tasks so far).
 """
 from __future__ import annotations
 
