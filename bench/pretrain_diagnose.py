@@ -14,7 +14,7 @@ answer that ignores the visible patches), and the norm of the patch embedding's 
 ("DC") part, which grows when the embedding turns into a brightness detector.
 
     python bench/pretrain_diagnose.py DATA [--pretrain-steps 400] [--pretrain-lr 5e-4]
-        [--mask-ratio 0.9] [--embed-lr-scale 1.0] [--finetune-steps 150] [--finetune-lr 3e-3]
+        [--mask-ratio 0.9] [--embed-lr-scale 1.0] [--init-range 0.02] [--finetune-steps 150] [--finetune-lr 3e-3]
         [--layer-decay 0.75] [--seed 0]
 
 DATA is a `gardener make-data` folder (videos/ and splits/).
@@ -134,6 +134,8 @@ def main() -> None:
     parser.add_argument("--mask-ratio", type=float, default=0.9)
     parser.add_argument("--embed-lr-scale", type=float, default=1.0,
                         help="learning-rate multiplier of the patch embedding during pretraining")
+    parser.add_argument("--init-range", type=float, default=0.02,
+                        help="initializer_range of the model to pretrain (transformers' default 0.02)")
     parser.add_argument("--finetune-steps", type=int, default=150)
     parser.add_argument("--finetune-lr", type=float, default=3e-3)
     parser.add_argument("--layer-decay", type=float, default=0.75)
@@ -144,11 +146,13 @@ def main() -> None:
     frames, size = data[0][0].shape[1], data[0][0].shape[-1]
     config = VideoMAEConfig(**{**PRESETS["tiny"], "num_frames": frames, "image_size": size, "norm_pix_loss": True,
                                "use_mean_pooling": False})
+    # finetuning (its fresh head, and the random encoder) keeps transformers' initialisation
+    pre_config = VideoMAEConfig(**{**config.to_dict(), "initializer_range": args.init_range})
     start = time.perf_counter()
     torch.manual_seed(args.seed)
     with fast_tables():
-        initial = VideoMAEForPreTraining(config).videomae.state_dict()
-    state, losses, trivial = pretrain(data[0][0], config, args.pretrain_steps, args.pretrain_lr, args.mask_ratio,
+        initial = VideoMAEForPreTraining(pre_config).videomae.state_dict()
+    state, losses, trivial = pretrain(data[0][0], pre_config, args.pretrain_steps, args.pretrain_lr, args.mask_ratio,
                                       args.seed, args.embed_lr_scale)
     tail = max(1, len(losses) // 10)
     print(f"pretraining: {args.pretrain_steps} steps in {time.perf_counter() - start:.0f} s, loss "
