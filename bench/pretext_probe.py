@@ -91,9 +91,9 @@ def main() -> None:
           f"{args.kind}, {args.clips} clips, {args.steps} steps of batch {args.batch_size} at lr {args.lr} "
           f"(cosine, 10 % warmup), {args.layers} encoder blocks, mask ratio {args.mask_ratio}, initializer_range {args.init_range}: {seconds:.0f} s")
     windows = np.array_split(np.arange(args.steps), min(8, args.steps))
+    means = [(w, np.take(losses, w).mean(), np.take(trivial, w).mean()) for w in windows]
     print_table(["steps", "loss", "trivial answer", "loss / trivial"],
-                [[f"{w[0]}-{w[-1]}", f"{np.mean(np.take(losses, w)):.3f}", f"{np.mean(np.take(trivial, w)):.3f}",
-                  f"{np.mean(np.take(losses, w)) / np.mean(np.take(trivial, w)):.3f}"] for w in windows])
+                [[f"{w[0]}-{w[-1]}", f"{loss:.3f}", f"{triv:.3f}", f"{loss / triv:.3f}"] for w, loss, triv in means])
 
 
 if __name__ == "__main__":

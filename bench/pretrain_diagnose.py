@@ -47,12 +47,17 @@ def load(data: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(clips), torch.tensor(s.labels)
 
 
-def batch(x: torch.Tensor, idx: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+def clips_of(x: torch.Tensor, idx: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    """uint8 clips `idx` of `x`, each flipped horizontally at random when `g` is given."""
     clips = x[idx]
     if g is not None:  # a horizontal flip per clip, as the real pipeline's augmentation
         flip = torch.rand(len(idx), generator=g) < 0.5
         clips = torch.where(flip[:, None, None, None, None], clips.flip(-1), clips)
-    return to_model_input(clips, IMAGENET_MEAN, IMAGENET_STD)
+    return clips
+
+
+def batch(x: torch.Tensor, idx: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    return to_model_input(clips_of(x, idx, g), IMAGENET_MEAN, IMAGENET_STD)
 
 
 def pretrain(x: torch.Tensor, config, steps: int, lr: float, ratio: float, seed: int,
@@ -73,15 +78,14 @@ def pretrain(x: torch.Tensor, config, steps: int, lr: float, ratio: float, seed:
         for group in opt.param_groups:
             group["lr"] = group["lr_scale"] * lr * lr_factor(step, warmup, steps, lr, lr / 100)
         idx = torch.randint(len(x), (batch_size,), generator=g)
-        pixels, mask = batch(x, idx, g).to(device), tube_mask(batch_size, config, ratio, g).to(device)
-        loss = model(pixel_values=pixels, bool_masked_pos=mask).loss
+        clips = clips_of(x, idx, g).to(device)  # uint8 to the device, normalised there
+        mask = tube_mask(batch_size, config, ratio, g).to(device)
+        loss = model(pixel_values=to_model_input(clips, IMAGENET_MEAN, IMAGENET_STD), bool_masked_pos=mask).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        frames = (pixels * torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
-                  + torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1))
-        trivial.append(float(trivial_loss(frames, mask, config)))
+        trivial.append(float(trivial_loss(clips.float() / 255, mask, config)))
     return {k: v.cpu() for k, v in model.videomae.state_dict().items()}, losses, trivial
 
 
