@@ -207,6 +207,8 @@ MIN_SCALE_OPT = typer.Option(0.08, "--min-crop-scale", help="Smallest random-res
 RECIPE_OPT = typer.Option(None, "--recipe", help="JSON of finetuning recipe fields; overrides the options.")
 SHARD_OPT = typer.Option(None, "--shard", help="i/n: run every n-th job starting at the i-th (1-based).")
 KEEP_MODELS_OPT = typer.Option(False, "--keep-models", help="Keep each job's pruned and finetuned models.")
+ORACLE_SEEDS_OPT = typer.Option(1, "--oracle-seeds", help="Repeat each oracle job with K finetuning seeds (seed, "
+                                "seed+1, ...) and average them, so that its ranking is less noisy.")
 
 
 def _is_main_process() -> bool:
@@ -386,7 +388,8 @@ def _prepare_experiment(p: dict):
     clip = {k: p[k] for k in ("frames", "size", "sampling_rate", "test_clips", "test_crops", "min_crop_scale")}
     options = _data_options(p["data"], p["split_dir"], p["fold"], p["eval_data"], p["val_fraction"], p["strict"],
                             p["workers"])
-    return prepare(p["checkpoint"], p["run_dir"], options, recipe, clip, p["seed"], p["keep_models"]), shard
+    return prepare(p["checkpoint"], p["run_dir"], options, recipe, clip, p["seed"], p["keep_models"],
+                   p["oracle_seeds"]), shard
 
 
 def _report_counts(counts: dict, complete: bool, run_dir: Path) -> None:
@@ -414,7 +417,7 @@ def sensitivity(
     classifier_dropout: float = CLS_DROPOUT_OPT, recipe: Optional[Path] = RECIPE_OPT,
     frames: Optional[int] = CLIP_FRAMES_OPT, size: Optional[int] = CLIP_SIZE_OPT, sampling_rate: int = RATE_OPT,
     test_clips: int = CLIPS_OPT, test_crops: int = CROPS_OPT, min_crop_scale: float = MIN_SCALE_OPT,
-    shard: Optional[str] = SHARD_OPT, keep_models: bool = KEEP_MODELS_OPT,
+    shard: Optional[str] = SHARD_OPT, keep_models: bool = KEEP_MODELS_OPT, oracle_seeds: int = ORACLE_SEEDS_OPT,
     seed: int = typer.Option(0, "--seed", help="Seed of every job's finetuning."),
 ) -> None:
     """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
@@ -452,7 +455,7 @@ def sweep(
     classifier_dropout: float = CLS_DROPOUT_OPT, recipe: Optional[Path] = RECIPE_OPT,
     frames: Optional[int] = CLIP_FRAMES_OPT, size: Optional[int] = CLIP_SIZE_OPT, sampling_rate: int = RATE_OPT,
     test_clips: int = CLIPS_OPT, test_crops: int = CROPS_OPT, min_crop_scale: float = MIN_SCALE_OPT,
-    shard: Optional[str] = SHARD_OPT, keep_models: bool = KEEP_MODELS_OPT,
+    shard: Optional[str] = SHARD_OPT, keep_models: bool = KEEP_MODELS_OPT, oracle_seeds: int = ORACLE_SEEDS_OPT,
     seed: int = typer.Option(0, "--seed", help="Seed of every job's finetuning."),
 ) -> None:
     """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
@@ -490,8 +493,11 @@ def agree(
     from .fileio import write_text
     from .report.tables import agreement_table
 
+    from .report.experiment import agreement_summary
+
     result = agree_files(scores, oracle)
     out.print(agreement_table(result))
+    out.print(agreement_summary(result).replace("**", ""), highlight=False)
     if json_out:
         write_text(json_out, json.dumps(result, indent=2) + "\n", force)
         err.print(f"wrote {json_out}")
@@ -565,7 +571,12 @@ def make_data(
     classes: str = typer.Option("move_up,move_down,grow,shrink,fade_in,fade_out,bounce,pass", "--classes",
                                 help="Actions, from: move_up, move_down, grow, shrink, fade_in, fade_out, bounce, "
                                      "pass."),
-    per_class: int = typer.Option(40, "--per-class", help="Videos per class (1 in 4 is a test video)."),
+    per_class: int = typer.Option(40, "--per-class", help="Videos per class (1 in 4 is a test video); with "
+                                  "--test-per-class, the training videos per class."),
+    test_per_class: Optional[int] = typer.Option(None, "--test-per-class",
+                                                 help="Test videos per class, written after the training ones."),
+    domain: str = typer.Option("source", "--domain", help="Scene: source (flat background, one distractor) or "
+                               "target (the same actions elsewhere: gradient background, two distractors)."),
     frames: int = typer.Option(16, "--frames", help="Frames per video."),
     size: int = typer.Option(64, "--size", help="Frame size in pixels (even)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same videos."),
@@ -574,7 +585,7 @@ def make_data(
     """Write a deterministic synthetic action-recognition dataset of real .mp4 files."""
     import json
 
-    from .data.synthetic import ACTIONS, make_dataset
+    from .data.synthetic import ACTIONS, DOMAINS, make_dataset
     from .fileio import atomic_dir, write_text
     from .manifest import manifest
 
@@ -585,8 +596,13 @@ def make_data(
                             "--classes: give at least two actions")
     if size < 16 or size % 2 or frames < 2 or per_class < 2:
         raise GardenerError("--size must be even and >= 16, --frames >= 2, --per-class >= 2")
+    if test_per_class is not None and test_per_class < 1:
+        raise GardenerError("--test-per-class must be at least 1")
+    if domain not in DOMAINS:
+        raise GardenerError(f"--domain {domain!r}: expected one of {', '.join(DOMAINS)}")
     with atomic_dir(out_dir, force) as tmp:
-        info = make_dataset(tmp, classes=names, per_class=per_class, frames=frames, size=size, seed=seed)
+        info = make_dataset(tmp, classes=names, per_class=per_class, frames=frames, size=size, seed=seed,
+                            test_per_class=test_per_class, domain=domain)
         record = manifest("make-data", [], {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()})
         record.update({"count": info["count"], "classes": info["classes"]})
         write_text(tmp / "gardener.json", json.dumps(record, indent=2) + "\n")

@@ -1,13 +1,19 @@
-"""`gardener demo`: the whole paper in miniature on a CPU, with nothing downloaded.
+"""`gardener demo`: the paper's pipeline in miniature on a CPU, with nothing downloaded.
 
-Stages, each cached in the output folder so that a second run (or one after an interrupt)
-reuses what is done: synthetic action videos -> masked VideoMAE pretraining of a 12-block
-encoder -> data-free scores of every block -> the sensitivity oracle and the pruning-ratio
-sweep (short finetuning per job) -> report.md with the paper's tables and figures.
+The paper scored VideoMAE-B pretrained *and finetuned* on Kinetics-400 (stored in half
+precision), pruned it, and finetuned the pruned encoders on UCF101. The demo does the same at
+a size a laptop trains in minutes: synthetic action videos play Kinetics (the source task: more
+clips) and the same actions in a new scene play UCF101 (the target task: 10 training clips per
+class, a large test split so that accuracies are measured to about a point); a 12-block VideoMAE
+is pretrained with masked autoencoding, finetuned on the source task, exported in float16 and
+scored; the oracle (each block removed, K finetuning seeds) and the pruning-ratio sweep run on
+the target task; the report carries every accuracy's interval. Each stage is cached in the
+output folder, so a second run (or one after an interrupt) reuses what is done.
 """
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,43 +22,41 @@ from .errors import GardenerError
 from .fileio import atomic_dir, write_text
 
 PAPER_RATIOS = "8.3,25,41.7,58.3,75,91.7"
-CACHE_BYTES = 1 << 30  # decoded videos kept in memory (the default demo's are about 63 MB)
+CACHE_BYTES = 1 << 30  # decoded videos kept in memory (the default demo's are about 100 MB)
+ACTIONS = ("move_up", "move_down", "grow", "shrink", "fade_in", "fade_out", "bounce", "pass")
+# 12 blocks of width 32 on 8 frames of 32 px (64 tokens): a few hundred clips/s on 2 CPU cores
+MODEL = {"image_size": 32, "patch_size": 8, "num_frames": 8, "tubelet_size": 2, "hidden_size": 32,
+         "num_attention_heads": 2, "intermediate_size": 128, "decoder_num_hidden_layers": 1,
+         "decoder_hidden_size": 32, "decoder_num_attention_heads": 2, "decoder_intermediate_size": 128}
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """The sizes of every stage: the default takes about 20 minutes on 2 CPU cores, quick about 3."""
+    """The sizes of every stage (learning rates are per step's batch, not per 256 clips)."""
 
-    per_class: int = 40
-    frames: int = 16
-    size: int = 64
-    classes: tuple[str, ...] = ("move_up", "move_down", "grow", "shrink", "fade_in", "fade_out", "bounce", "pass")
-    model: dict = field(default_factory=dict)  # overrides of the tiny preset
-    pretrain_steps: int = 500
-    pretrain_lr: float = 1.5e-3  # per 256 clips, scaled by the batch
-    finetune_steps: int = 30
-    finetune_lr: float = 1e-3
-    batch: int = 8
+    classes: tuple[str, ...] = ACTIONS
+    frames: int = 8
+    size: int = 32
+    model: dict = field(default_factory=lambda: dict(MODEL))
+    source_per_class: int = 80  # 1 in 4 is a test video
+    target_train: int = 10  # per class
+    target_test: int = 600  # per class: 4,800 test videos, so that one accuracy is measured to about a point
+    pretrain_steps: int = 200
+    pretrain_lr: float = 1e-3
+    source_steps: int = 600
+    source_lr: float = 2e-3
+    source_batch: int = 32
+    source_drop_path: float = 0.1  # stochastic depth, as VideoMAE-B's Kinetics finetuning (0 at block 1)
+    target_steps: int = 30
+    target_lr: float = 3e-3
+    target_batch: int = 16
+    oracle_seeds: int = 3
     ratios: str = PAPER_RATIOS
     random_seeds: int = 3
 
 
-QUICK = DemoSettings(per_class=12, frames=16, size=32, classes=("move_up", "move_down", "grow", "shrink"),
-                     model={"image_size": 32, "patch_size": 8, "hidden_size": 64, "num_attention_heads": 2,
-                            "intermediate_size": 128, "decoder_hidden_size": 64, "decoder_num_attention_heads": 2,
-                            "decoder_intermediate_size": 128},
-                     pretrain_steps=30, finetune_steps=6, ratios="25,50,75", random_seeds=2)
-
-NOTE = ("**What these numbers are.** A 12-block VideoMAE ({hidden} wide) pretrained here for {steps} steps with "
-        "masked autoencoding on {videos} synthetic videos of moving, growing and fading shapes ({classes} classes, "
-        "{frames} frames of {size} px), then finetuned for {ft} steps per pruned variant. They show the method end "
-        "to end on a model that was really pretrained; they are **not** the paper's VideoMAE-B on UCF101, and "
-        "with so short a finetuning budget the accuracies are noisy. Run the same commands on a real checkpoint "
-        "and dataset for the paper's protocol (see the README).")
-
-
-def _stage_done(path: Path) -> bool:
-    return path.is_file()
+QUICK = DemoSettings(source_per_class=24, target_train=6, target_test=25, pretrain_steps=20, source_steps=150,
+                     target_steps=20, oracle_seeds=1, ratios="25,50,75", random_seeds=2)
 
 
 def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed: int = 0, force: bool = False,
@@ -61,25 +65,18 @@ def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed
     """Run (or finish) the demo in `out_dir`; returns the report's path."""
     from .data import frame_cache
 
-    settings = DemoSettings() if not quick else QUICK
-    # every stage reads the same few hundred small videos dozens of times: decode each once
+    settings = QUICK if quick else DemoSettings()
+    out = Path(out_dir)
+    _claim(out, {"quick": quick, "seed": seed, "settings": asdict(settings)}, force)
+    # every stage reads the same few thousand small videos many times: decode each once
     with frame_cache(CACHE_BYTES):
-        return _run(settings, Path(out_dir), quick, seed, force, say, job_progress, step_progress)
+        return _run(settings, out, seed, say, job_progress, step_progress)
 
 
-def _run(settings: DemoSettings, out: Path, quick: bool, seed: int, force: bool, say: Callable,
-         job_progress: Callable | None, step_progress: Callable | None) -> Path:
+def _claim(out: Path, marker: dict, force: bool) -> None:
+    """Create the demo folder, or reuse one made with the same settings."""
     import shutil
 
-    from . import criteria, precision_report, score
-    from .data.synthetic import make_dataset
-    from .experiments.protocol import prepare, run_sensitivity, run_sweep
-    from .report.experiment import write_report
-    from .train import DataOptions, Recipe
-    from .train.pretrain import PretrainRecipe, pretrain
-    from .workflows import write_score_outputs
-
-    marker = {"quick": quick, "seed": seed, "settings": asdict(settings)}
     stamp = out / "demo.json"
     if out.exists():
         if force:
@@ -94,59 +91,206 @@ def _run(settings: DemoSettings, out: Path, quick: bool, seed: int, force: bool,
     out.mkdir(exist_ok=True)
     write_text(stamp, json.dumps(marker, indent=2) + "\n", force=True)
 
-    data = out / "data"
-    if not _stage_done(data / "gardener.json"):
-        say(f"1/5 writing {settings.per_class * len(settings.classes)} synthetic videos to {data}")
-        with atomic_dir(data, force=True) as tmp:
-            info = make_dataset(tmp, classes=settings.classes, per_class=settings.per_class, frames=settings.frames,
-                                size=settings.size, seed=seed)
-            write_text(tmp / "gardener.json", json.dumps({"count": info["count"], "classes": info["classes"],
-                                                          "seed": seed}, indent=2) + "\n")
-    else:
-        say("1/5 synthetic videos: done before")
-    options = DataOptions(data / "videos", split_dir=data / "splits", workers=0)
 
-    encoder = out / "pretrain" / "encoder"
-    if not _stage_done(encoder / "config.json"):
-        say(f"2/5 masked pretraining of a 12-block VideoMAE for {settings.pretrain_steps} steps")
-        resume = (out / "pretrain" / "checkpoints").is_dir()
-        recipe = PretrainRecipe(batch_size=settings.batch, max_steps=settings.pretrain_steps,
-                                warmup_steps=max(1, settings.pretrain_steps // 10),
-                                base_lr=settings.pretrain_lr * 256 / settings.batch, save_every=100)
-        pretrain(options, out / "pretrain", preset="tiny", config_overrides=settings.model, recipe=recipe,
-                 sampling_rate=1, seed=seed, resume=resume, force=not resume, progress=step_progress)
-    else:
-        say("2/5 pretraining: done before")
+class _Stages:
+    """Numbered stage messages, each with its wall time (kept in timings.json, not in the report)."""
 
-    say("3/5 scoring every block with every criterion")
-    result = score(encoder, "all", seed=seed, histograms=True)
-    write_score_outputs(result, {"json": out / "scores.json", "csv": out / "scores.csv",
-                                 "plot": out / "histograms.png"}, force=True, arguments={"seed": seed})
+    def __init__(self, out: Path, say: Callable[[str], None], count: int):
+        self.out, self.say, self.count, self.number, self.times = out, say, count, 0, {}
 
-    say("4/5 sensitivity oracle and pruning-ratio sweep (cached per job)")
-    finetune = Recipe(batch_size=settings.batch, max_steps=settings.finetune_steps, warmup_steps=2,
-                      base_lr=settings.finetune_lr * 256 / settings.batch, layer_decay=0.75, drop_path=0.1,
-                      classifier_dropout=0.0, save_every=1000)
-    clip = {"frames": None, "size": None, "sampling_rate": 1, "test_clips": 1, "test_crops": 1,
-            "min_crop_scale": 0.5}
-    exp = prepare(encoder, out / "run", options, finetune, clip, seed)
+    def start(self, name: str, what: str | None) -> None:
+        self.number += 1
+        self.name, self.began = name, time.perf_counter()
+        self.say(f"{self.number}/{self.count} {what}" if what else f"{self.number}/{self.count} {name}: done before")
+
+    def end(self) -> None:
+        self.times[self.name] = round(time.perf_counter() - self.began, 1)
+        write_text(self.out / "timings.json", json.dumps(self.times, indent=2) + "\n", force=True)
+
+
+def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progress: Callable | None,
+         step_progress: Callable | None) -> Path:
+    from . import criteria
+    from .experiments.protocol import prepare, run_sensitivity, run_sweep
+    from .report.experiment import write_report
+
+    stages = _Stages(out, say, 6)
+    source, target = _make_data(out / "data", settings, seed, stages)
+    encoder = _pretrain(out / "pretrain", source, settings, seed, stages, step_progress)
+    released = _source_model(out / "source", encoder, source, settings, seed, stages, step_progress)
+    stages.start("score", "scoring every block of the float16 checkpoint")
+    precision = _precision(released, out / "source" / "model")
+    stages.end()
+    stages.start("experiments", f"oracle ({settings.oracle_seeds} seed(s) per block) and pruning-ratio sweep on the "
+                                f"target task (cached per job)")
+    exp = prepare(released, out / "run", target, _target_recipe(settings), _CLIP, seed,
+                  oracle_seeds=settings.oracle_seeds)
     run_sensitivity(exp, progress=job_progress, job_progress=step_progress)
     run_sweep(exp, criteria.sweep_criteria(), settings.ratios, settings.random_seeds, progress=job_progress,
               job_progress=step_progress)
+    stages.end()
+    stages.start("report", "writing the report")
+    report = write_report(out / "run", out=out / "report.md", note=_note(settings, out, precision),
+                          extra=_extra_parts(out, precision))
+    stages.end()
+    return report
 
-    say("5/5 writing the report")
-    config = json.loads((encoder / "config.json").read_text())
-    note = NOTE.format(hidden=config["hidden_size"], steps=settings.pretrain_steps,
-                       videos=settings.per_class * len(settings.classes), classes=len(settings.classes),
-                       frames=settings.frames, size=settings.size, ft=settings.finetune_steps)
+
+# the clips every stage cuts: the whole 8-frame video, no crop (a flip only), one view at evaluation
+_CLIP = {"frames": None, "size": None, "sampling_rate": 1, "test_clips": 1, "test_crops": 1, "min_crop_scale": 1.0}
+
+
+def _make_data(root: Path, settings: DemoSettings, seed: int, stages: _Stages):
+    """The source task (the Kinetics role) and the target task (the UCF101 role) as real .mp4 files."""
+    from .data.synthetic import make_dataset
+    from .train import DataOptions
+
+    tasks = {"source": dict(per_class=settings.source_per_class),
+             "target": dict(per_class=settings.target_train, test_per_class=settings.target_test)}
+    todo = [name for name in tasks if not (root / name / "gardener.json").is_file()]
+    count = sum(len(settings.classes) * (t["per_class"] + t.get("test_per_class", 0)) for n, t in tasks.items()
+                if n in todo)
+    stages.start("data", f"writing {count} synthetic videos (source and target tasks) to {root}" if todo else None)
+    root.mkdir(exist_ok=True)
+    for name in todo:
+        with atomic_dir(root / name, force=True) as tmp:
+            info = make_dataset(tmp, classes=settings.classes, frames=settings.frames, size=settings.size,
+                                seed=seed, domain=name, **tasks[name])
+            write_text(tmp / "gardener.json", json.dumps({"count": info["count"], "classes": info["classes"],
+                                                          "domain": name, "seed": seed, **tasks[name]}, indent=2) + "\n")
+    stages.end()
+    return tuple(DataOptions(root / n / "videos", split_dir=root / n / "splits", workers=0) for n in tasks)
+
+
+def _pretrain(folder: Path, data, settings: DemoSettings, seed: int, stages: _Stages, step_progress) -> Path:
+    """Masked autoencoding on the source task's training videos (short: its loss is reported honestly)."""
+    from .train.pretrain import PretrainRecipe, pretrain
+
+    encoder = folder / "encoder"
+    done = (encoder / "config.json").is_file()
+    stages.start("pretrain", None if done else f"masked pretraining of a 12-block VideoMAE for "
+                                               f"{settings.pretrain_steps} steps on the source task")
+    if not done:
+        resume = (folder / "checkpoints").is_dir()
+        recipe = PretrainRecipe(batch_size=settings.source_batch, max_steps=settings.pretrain_steps,
+                                warmup_steps=max(1, settings.pretrain_steps // 10),
+                                base_lr=settings.pretrain_lr * 256 / settings.source_batch, save_every=100)
+        pretrain(data, folder, preset="tiny", config_overrides=settings.model, recipe=recipe, sampling_rate=1,
+                 min_crop_scale=1.0, seed=seed, resume=resume, force=not resume, progress=step_progress)
+    stages.end()
+    return encoder
+
+
+def _source_model(folder: Path, encoder: Path, data, settings: DemoSettings, seed: int, stages: _Stages,
+                  step_progress) -> Path:
+    """Supervised finetuning on the source task, then the float16 export the experiments score and prune."""
+    from .train import Recipe, finetune
+
+    released = folder / "model-float16"
+    done = (released / "config.json").is_file()
+    stages.start("source", None if done else f"finetuning on the source task for {settings.source_steps} steps, "
+                                             f"then exporting it in float16")
+    if not done:
+        recipe = Recipe(batch_size=settings.source_batch, max_steps=settings.source_steps,
+                        warmup_steps=max(1, settings.source_steps // 10),
+                        base_lr=settings.source_lr * 256 / settings.source_batch, layer_decay=1.0,
+                        drop_path=settings.source_drop_path, classifier_dropout=0.0, save_every=200)
+        resume = (folder / "checkpoints").is_dir() and not (folder / "gardener.json").is_file()
+        if not (folder / "gardener.json").is_file():
+            finetune(encoder, folder, data, recipe, seed=seed, resume=resume, force=not resume,
+                     progress=step_progress, **_CLIP)
+        half_precision_copy(folder / "model", released)
+    stages.end()
+    return released
+
+
+def half_precision_copy(model_dir: Path, out: Path) -> Path:
+    """A float16 copy of an HF model directory (as VideoMAE's released checkpoints are stored), with its
+    preprocessor config and a manifest naming the float32 original."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForVideoClassification
+
+    from .manifest import manifest
+
+    model = AutoModelForVideoClassification.from_pretrained(model_dir).float()
+    with atomic_dir(out, force=True) as tmp:
+        model.to(torch.float16).save_pretrained(tmp)
+        processor = model_dir / "preprocessor_config.json"
+        if processor.is_file():
+            shutil.copy2(processor, tmp / processor.name)
+        files = sorted(model_dir.glob("*.safetensors"))
+        record = manifest("float16-export", files, {"model": str(model_dir.resolve())})
+        write_text(tmp / "gardener.json", json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def _target_recipe(settings: DemoSettings):
+    from .train import Recipe
+
+    return Recipe(batch_size=settings.target_batch, max_steps=settings.target_steps,
+                  warmup_steps=max(1, settings.target_steps // 10),
+                  base_lr=settings.target_lr * 256 / settings.target_batch, min_lr=0.0, layer_decay=0.7,
+                  drop_path=0.0, classifier_dropout=0.0, save_every=1000)
+
+
+def _precision(released: Path, master: Path) -> dict:
+    """The precision report of the float16 checkpoint and of its float32 original."""
+    from . import precision_report
+
+    return {"released": precision_report(released), "master": precision_report(master)}
+
+
+def _note(settings: DemoSettings, out: Path, precision: dict) -> str:
+    """What the numbers are: the stages, their sizes and what each one reached."""
+    from .stats import wilson
+
+    config = json.loads((out / "source" / "model-float16" / "config.json").read_text())
+    source = json.loads((out / "source" / "gardener.json").read_text())
     loss = json.loads((out / "pretrain" / "gardener.json").read_text()).get("loss") or {}
+    top1, videos = source["final"]["top1"], source["final"]["videos"]
+    low, high = wilson(top1, videos)
+    classes = len(settings.classes)
+    device = "a GPU" if _cuda() else "the CPU"
+    text = (f"**What these numbers are.** The paper's pipeline in miniature, run on {device}: a 12-block VideoMAE "
+            f"({config['hidden_size']} wide, {settings.frames} frames of {settings.size} px) is pretrained with masked "
+            f"autoencoding for {settings.pretrain_steps} steps on the *source task* ({classes} synthetic actions, "
+            f"{settings.source_per_class * 3 // 4} training videos each: the Kinetics role)")
     if loss:
-        note += (f" Pretraining ended at a reconstruction loss of {loss['final_loss']:.3f}, against "
-                 f"{loss['trivial_loss']:.3f} for the trivial answer that ignores the visible patches: "
-                 + ("the encoder learnt from them." if loss["learned"] else
-                    "the encoder learnt little from them, so these are close to the scores of an untrained model "
-                    "(BENCHMARKS.md, pretraining diagnosis)."))
-    precision = precision_report(encoder)
-    note += (f" Exact-value entropy on this encoder (stored as {'/'.join(precision['stored_dtypes'])}): "
-             f"{precision['verdict']} (`gardener score --precision-report`).")
-    return write_report(out / "run", out=out / "report.md", note=note)
+        text += (f" (reconstruction loss {loss['final_loss']:.3f} at the end, against {loss['trivial_loss']:.3f} for "
+                 f"the trivial answer that ignores the visible patches: "
+                 + ("it learnt from them" if loss["learned"] else "it learnt little from them") + ")")
+    text += (f", finetuned on the source task for {settings.source_steps} steps (source test top-1 "
+             f"**{100 * top1:.1f} %** [{100 * low:.1f}, {100 * high:.1f}] on {videos} videos), and exported in "
+             f"float16 as released VideoMAE checkpoints are; that checkpoint is scored and pruned. Every job then "
+             f"finetunes a pruned copy for {settings.target_steps} steps on the *target task* (the UCF101 role: the "
+             f"same {classes} actions in a new scene, {settings.target_train} training videos per class) and is "
+             f"evaluated on its {settings.target_test * classes} test videos. This is not the paper's VideoMAE-B "
+             f"on UCF101; run the same commands on a real checkpoint and dataset for that (see the README).")
+    return text
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _extra_parts(out: Path, precision: dict) -> list:
+    """The precision of the scored checkpoint: exact-value entropy of the float16 export and of its
+    float32 original, block by block, with each view's verdict."""
+    released, master = precision["released"], precision["master"]
+    rows = []
+    for i, block in enumerate(released["blocks"]):
+        n = released["n_params"][i]
+        rows.append([str(block), f"{n:,}", f"{released['views']['stored']['entropy'][i]:.4f}",
+                     f"{100 * released['views']['stored']['distinct'][i] / n:.1f}",
+                     f"{master['views']['stored']['entropy'][i]:.4f}",
+                     f"{100 * master['views']['stored']['distinct'][i] / n:.1f}"])
+    return [("h", 2, "The scored checkpoint: float16, as released VideoMAEs are"),
+            ("p", f"Exact-value entropy per block of the float16 export that every criterion scores, and of the "
+                  f"float32 weights it was rounded from. Float16: {released['verdict']}. Float32: "
+                  f"{master['verdict']}."),
+            ("table", ["block", "values", "entropy, float16 (nats)", "distinct, float16 (%)",
+                       "entropy, float32 (nats)", "distinct, float32 (%)"], rows)]

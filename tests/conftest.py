@@ -206,3 +206,13 @@ def markdown_table(text: str, first_header: str) -> list[list[str]]:
             break
         rows.append([c.strip() for c in line.strip("|").split("|")])
     return rows
+
+
+def markdown_records(text: str, first_header: str) -> list[dict[str, str]]:
+    """The same table as dicts keyed by header (a repeated header gets a numeric suffix: p, p2)."""
+    line = next(line for line in text.splitlines() if line.startswith(f"| {first_header} |"))
+    headers, seen = [], {}
+    for cell in (c.strip() for c in line.strip("|").split("|")):
+        seen[cell] = seen.get(cell, 0) + 1
+        headers.append(cell if seen[cell] == 1 else f"{cell}{seen[cell]}")
+    return [dict(zip(headers, row)) for row in markdown_table(text, first_header)]

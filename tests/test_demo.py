@@ -35,6 +35,27 @@ def test_make_data_is_deterministic_and_ucf101_shaped(tmp_path):
     assert _cli("make-data", tmp_path / "a") == 2  # exists: refused without --force
 
 
+def test_make_data_writes_a_target_task_with_a_small_train_and_a_large_test_split(tmp_path):
+    """The same actions in another scene, with N training and M test videos per class."""
+    args = ["--classes", "move_up,grow", "--frames", 8, "--size", 32, "--per-class", 3, "--test-per-class", 5]
+    assert _cli("make-data", tmp_path / "t", *args, "--domain", "target") == 0
+    assert _cli("make-data", tmp_path / "s", *args) == 0
+    train = read_split(tmp_path / "t" / "videos", "train", split_dir=tmp_path / "t" / "splits")
+    test = read_split(tmp_path / "t" / "videos", "test", split_dir=tmp_path / "t" / "splits")
+    assert (len(train), len(test)) == (6, 10) and not set(train.paths) & set(test.paths)
+    from gardener.data import probe, read_frames
+
+    path = train.paths[0]
+    target = read_frames(path, np.arange(8), probe(path))
+    source = read_frames(tmp_path / "s" / path.relative_to(tmp_path / "t"), np.arange(8), probe(path))
+    assert target.shape == source.shape == (8, 32, 32, 3) and not np.array_equal(target, source)
+    def top_minus_bottom(frame):  # the median colour of the top row against the bottom row
+        return np.abs(np.median(frame[0], axis=0) - np.median(frame[-1], axis=0)).max()
+    assert top_minus_bottom(source[0].astype(float)) <= 2  # a flat background
+    assert top_minus_bottom(target[0].astype(float)) > 2  # a vertical gradient
+    assert _cli("make-data", tmp_path / "x", "--domain", "mars") == 2
+
+
 def test_tube_masks_hide_the_same_patches_in_every_time_slot():
     import torch
 
@@ -148,36 +169,72 @@ def test_pretrain_command_warns_when_the_loss_is_no_better_than_the_trivial_answ
     assert "warning: the loss is not 10 % below the trivial one" in said
 
 
-def test_quick_demo_writes_the_report_and_reuses_its_stages(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert _cli("demo", out, "--quick") == 0
+@pytest.fixture(scope="module")
+def quick_demos(tmp_path_factory):
+    """`gardener demo --quick` run twice with one seed, in two folders."""
+    root = tmp_path_factory.mktemp("demo")
+    for name in ("a", "b"):
+        assert _cli("demo", root / name, "--quick") == 0
+    return root / "a", root / "b"
+
+
+def _results(out):
+    run = out / "run"
+    return {"hash": json.loads((run / "run.json").read_text())["source_hash"],
+            **{name: json.loads((run / f"{name}.json").read_text()) for name in ("sensitivity", "sweep", "agreement")}}
+
+
+def test_one_seed_gives_the_same_videos_encoder_and_tables(quick_demos):
+    a, b = quick_demos
+    videos = sorted(p.relative_to(a) for p in (a / "data").rglob("*.mp4"))
+    assert len(videos) == 8 * (24 + 6 + 25)
+    assert all((a / v).read_bytes() == (b / v).read_bytes() for v in videos)
+    assert _results(a) == _results(b)
+
+
+def test_quick_demo_runs_the_papers_pipeline_in_miniature(quick_demos):
+    from gardener.checkpoint import open_checkpoint
+
+    out = quick_demos[0]
     text = (out / "report.md").read_text()
-    assert "not** the paper's VideoMAE-B on UCF101" in text
-    assert "Exact-value entropy on this encoder (stored as F32): not meaningful" in text  # float32 weights
+    released = out / "source" / "model-float16"
+    ckpt = open_checkpoint(released)  # scored and pruned as released VideoMAEs are stored: float16
+    assert {ckpt.info(name).dtype for name in ckpt.names()} == {"F16"}
+    assert T.VideoMAEForVideoClassification.from_pretrained(released).config.num_hidden_layers == 12
+    source = json.loads((out / "source" / "gardener.json").read_text())["final"]
     loss = json.loads((out / "pretrain" / "gardener.json").read_text())["loss"]
-    assert (f"reconstruction loss of {loss['final_loss']:.3f}, against {loss['trivial_loss']:.3f} for the trivial "
-            "answer") in text
+    assert (f"reconstruction loss {loss['final_loss']:.3f} at the end, against {loss['trivial_loss']:.3f} for the "
+            "trivial answer") in text
+    assert f"source test top-1 **{100 * source['top1']:.1f} %**" in text
+    assert "Float16: meaningful" in text and "Float32: not meaningful" in text  # both views, block by block
+    sensitivity = json.loads((out / "run" / "sensitivity.json").read_text())
+    assert sensitivity["videos"] == 8 * 25 and sensitivity["classes"] == 8
+    assert sensitivity["baseline"]["top1"] >= 2 / 8  # at least twice chance
+    assert "on **200 test videos** of 8 classes, chance 12.5 %" in text
     for link in re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text):
         assert (out / link).stat().st_size > 5000
     assert len(re.findall(r"\]\((run/figures/[\w.]+\.png)\)", text)) == 6
     sweep = json.loads((out / "run" / "sweep.json").read_text())
     table = {r[0]: r[1:] for r in markdown_table(text, "ratio (%)")}
     for row in sweep["rows"]:
-        assert table[row["criterion"]][sweep["ratios"].index(row["ratio"])].split(" ±")[0] == \
+        assert table[row["criterion"]][sweep["ratios"].index(row["ratio"])].split(" ")[0] == \
             f"{100 * row['top1']:.2f}"
     spectral = {"spectral_entropy", "effective_rank", "stable_rank", "alpha", "alpha_weighted", "log_spectral_norm"}
     assert set(sweep["criteria"]) == {"entropy", "l1", "l2", "mean", "variance", "std", "kurtosis",
                                       "mutual_information", "random", "sensitivity"} | spectral
-    # the all-criteria agreement table: every data-free criterion, best Spearman rho first
+    # the all-criteria agreement table: every data-free criterion and random, best Spearman rho first
     agreement = json.loads((out / "run" / "agreement.json").read_text())["criteria"]
     rows = markdown_table(text, "#")
-    assert {r[1] for r in rows} == set(sweep["criteria"]) - {"random", "sensitivity"} == set(agreement)
+    assert {r[1] for r in rows} == set(sweep["criteria"]) - {"sensitivity"} == set(agreement)
     assert [float(r[3]) for r in rows] == sorted((float(r[3]) for r in rows), reverse=True)
     assert all(r[3] == f"{agreement[r[1]]['spearman']:.3f}" for r in rows)
-    assert T.VideoMAEModel.from_pretrained(out / "pretrain" / "encoder").config.num_hidden_layers == 12
+
+
+def test_a_second_run_reuses_every_stage_and_other_settings_are_refused(quick_demos, capsys):
+    out = quick_demos[0]
     capsys.readouterr()
     jobs_before = (out / "run" / "jobs.log").read_text()
     assert _cli("demo", out, "--quick") == 0  # every stage cached: no job runs again
     assert (out / "run" / "jobs.log").read_text() == jobs_before
-    assert "done before" in capsys.readouterr().err
+    assert capsys.readouterr().err.count("done before") == 3
     assert _cli("demo", out) == 2  # other settings in the same folder: refused

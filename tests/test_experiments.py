@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from conftest import markdown_table, tiny_videomae
+from conftest import markdown_records, markdown_table, tiny_videomae
 from scipy import stats
 
 import gardener
@@ -61,7 +61,7 @@ def test_a_second_invocation_runs_no_job(full_run, model4, video_root):
     again = run_sweep(exp, *SWEEP, random_seeds=2)
     assert again["counts"]["run"] == 0 and again["counts"]["cached"] > 0
     oracle = json.loads((full_run / "sensitivity.json").read_text())
-    assert sorted(oracle["ranks"]) == [1, 2, 3, 4] and len(oracle["blocks"]) == 4
+    assert sum(oracle["ranks"]) == 10 and len(oracle["blocks"]) == 4  # ties share their average rank
     # the sweep's 1-block jobs are the oracle's: 'remove block b' is one job whichever experiment asks
     sweep = json.loads((full_run / "sweep.json").read_text())
     for row in (r for r in sweep["rows"] if r["count"] == 1 and r["runs"] == 1):
@@ -98,27 +98,33 @@ def test_a_killed_run_resumes_without_rerunning_finished_jobs(tmp_path, full_run
 
 
 def test_report_numbers_equal_the_json(full_run):
+    from gardener.report.experiment import rank_text
+
     text = (full_run / "report.md").read_text()
     tables = _tables(full_run)
-    table1 = markdown_table(text, "model state")
-    assert table1[0][3] == f"{100 * tables['sensitivity']['baseline']['top1']:.2f}"
+    table1 = markdown_records(text, "model state")
+    assert table1[0]["top-1 (%)"] == f"{100 * tables['sensitivity']['baseline']['top1']:.2f}"
     for row, block in zip(table1[1:], tables["sensitivity"]["blocks"]):
-        assert row[3] == f"{100 * block['top1']:.2f}" and row[6] == str(block["rank"])
+        assert row["top-1 (%)"] == f"{100 * block['top1']:.2f}" and row["rank"] == rank_text(block["rank"])
+        assert row["95 % interval"] == f"[{100 * block['interval'][0]:.1f}, {100 * block['interval'][1]:.1f}]"
     sweep = tables["sweep"]
     table3 = {r[0]: r[1:] for r in markdown_table(text, "ratio (%)")}
     for r in sweep["rows"]:
         cell = table3[r["criterion"]][sweep["ratios"].index(r["ratio"])]
-        assert cell.split(" ±")[0] == f"{100 * r['top1']:.2f}"
+        assert cell.split(" ")[0] == f"{100 * r['top1']:.2f}"
     # the agreement table ranks every criterion of the scores by Spearman rho, best first
-    agreement_table = markdown_table(text, "#")
+    agreement_table = markdown_records(text, "#")
     criteria = tables["agreement"]["criteria"]
-    assert sorted(r[1] for r in agreement_table) == sorted(criteria)
-    assert [r[0] for r in agreement_table] == [str(k) for k in range(1, len(criteria) + 1)]
-    rhos = [criteria[r[1]]["spearman"] for r in agreement_table]
+    assert sorted(r["criterion"] for r in agreement_table) == sorted(criteria)
+    assert [r["#"] for r in agreement_table] == [str(k) for k in range(1, len(criteria) + 1)]
+    rhos = [criteria[r["criterion"]]["spearman"] for r in agreement_table]
     assert rhos == sorted(rhos, reverse=True)
     for row in agreement_table:
-        assert row[3] == f"{criteria[row[1]]['spearman']:.3f}" and row[5] == f"{criteria[row[1]]['kendall']:.3f}"
-        assert row[2] == gardener.criteria.get(row[1]).family
+        c = criteria[row["criterion"]]
+        assert row["Spearman rho"] == f"{c['spearman']:.3f}"
+        assert row["Kendall tau"] == ("-" if c["kendall"] is None or c["kendall"] != c["kendall"] else
+                                      f"{c['kendall']:.3f}")
+        assert row["family"] == gardener.criteria.get(row["criterion"]).family
     for name in ("single_block_removal", "accuracy_vs_ratio", "entropy_vs_oracle_ranks", "weight_histograms",
                  "entropy_per_block", "agreement"):
         assert (full_run / "figures" / f"{name}.png").stat().st_size > 5000, name
@@ -228,6 +234,6 @@ def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
     assert table2["entropy"] == PAPER_TABLE2["entropy"] and table2["sensitivity (oracle)"] == PAPER_TABLE2["sensitivity"]
     rho = stats.spearmanr(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
     tau = stats.kendalltau(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
-    agreement = {r[1]: r for r in markdown_table(text, "#")}
-    assert agreement["entropy"][3] == f"{rho:.3f}" and agreement["entropy"][5] == f"{tau:.3f}"
+    agreement = {r["criterion"]: r for r in markdown_records(text, "#")}
+    assert agreement["entropy"]["Spearman rho"] == f"{rho:.3f}" and agreement["entropy"]["Kendall tau"] == f"{tau:.3f}"
     assert re.search(r"\| unpruned \| [^|]+ \| [^|]+ \| 91\.78 \|", text)

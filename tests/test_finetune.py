@@ -163,3 +163,22 @@ def test_two_processes_under_torchrun_follow_the_single_process_run(tmp_path, vi
     two, one = json.loads((tmp_path / "two" / "gardener.json").read_text()), read_losses(tmp_path / "one")
     assert two["world_size"] == 2 and two["total_batch"] == 8 and two["final"]["videos"] == 8
     np.testing.assert_allclose(list(read_losses(tmp_path / "two").values()), list(one.values()), rtol=1e-4)
+
+
+def test_a_float16_checkpoint_finetunes_and_evaluates_in_float32(tmp_path, video_root):
+    """Released VideoMAEs are stored in float16, and transformers loads them so; training float16
+    weights with AdamW would round every small update away, so the master weights are float32."""
+    from gardener.train.finetune import load_classifier
+
+    source = tiny_videomae(tmp_path / "src", depth=2)
+    T.VideoMAEForVideoClassification.from_pretrained(source).half().save_pretrained(tmp_path / "half")
+    assert T.VideoMAEForVideoClassification.from_pretrained(tmp_path / "half").dtype == torch.float16
+    model = load_classifier(tmp_path / "half", ["a", "b", "c"], _recipe())
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    info = finetune(tmp_path / "half", tmp_path / "run", DataOptions(video_root), _recipe(max_steps=2), **CLIPS)
+    assert np.isfinite(info["final"]["top1"])
+    finetuned = T.VideoMAEForVideoClassification.from_pretrained(tmp_path / "run" / "model")
+    assert finetuned.dtype == torch.float32
+    finetuned.half().save_pretrained(tmp_path / "run-half")
+    again = evaluate_model(tmp_path / "run-half", DataOptions(video_root), sampling_rate=2, test_clips=2, test_crops=1)
+    assert again["videos"] == info["final"]["videos"] and abs(again["top1"] - info["final"]["top1"]) <= 1 / 12

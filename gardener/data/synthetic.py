@@ -79,8 +79,9 @@ def write_dataset(root: str | Path, per_class: int = 6, frames: int = 24, size: 
 
 
 def write_ucf101_splits(split_dir: str | Path, files: dict[str, list[Path]], root: str | Path,
-                        test_every: int = 3, fold: int = 1) -> Path:
-    """classInd.txt (classes numbered case-insensitively, as UCF101 does) and train/test lists."""
+                        test_every: int = 3, fold: int = 1, test_from: int | None = None) -> Path:
+    """classInd.txt (classes numbered case-insensitively, as UCF101 does) and train/test lists:
+    every `test_every`-th video of a class is a test video, or, with `test_from`, those from that index on."""
     split_dir = Path(split_dir)
     split_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(files, key=str.lower)
@@ -89,7 +90,8 @@ def write_ucf101_splits(split_dir: str | Path, files: dict[str, list[Path]], roo
     for i, name in enumerate(names, start=1):
         for k, path in enumerate(files[name]):
             relative = Path(path).relative_to(root).as_posix()
-            (test.append(f"{relative}\n") if k % test_every == 0 else train.append(f"{relative} {i}\n"))
+            is_test = k >= test_from if test_from is not None else k % test_every == 0
+            (test.append(f"{relative}\n") if is_test else train.append(f"{relative} {i}\n"))
     (split_dir / f"trainlist{fold:02d}.txt").write_text("".join(train))
     (split_dir / f"testlist{fold:02d}.txt").write_text("".join(test))
     return split_dir
@@ -153,9 +155,29 @@ def _trajectory(action: str, t: np.ndarray, size: int, rng: np.random.Generator)
     return row, radius, alpha
 
 
-def action_clip(action: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 (frames, size, size, 3): one actor performing `action` over a textured background, plus
-    a distractor shape drifting at random. A single frame does not tell the action apart."""
+DOMAINS = ("source", "target")
+
+
+def _scene(domain: str, size: int, rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list]:
+    """The background and the distractors of a clip. The source domain: a flat dark background and one
+    distractor; the target domain (the same actions filmed elsewhere): a dark vertical gradient and two
+    smaller distractors."""
+    def distractor(smallest: float, largest: float) -> tuple:
+        return (SHAPES[rng.integers(len(SHAPES))], rng.uniform(0, size, 2), rng.normal(0, 1.2, 2),
+                rng.uniform(smallest, largest) * size, rng.uniform(60, 200, 3))
+    if domain == "source":
+        background = np.broadcast_to(rng.uniform(0, 80, 3), (size, size, 3)).astype(float)
+        return background, [distractor(0.06, 0.12)]
+    if domain != "target":
+        raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
+    top, bottom = rng.uniform(0, 90, 3), rng.uniform(0, 90, 3)
+    mix = (rows / (size - 1))[..., None]
+    return top * (1 - mix) + bottom * mix, [distractor(0.05, 0.1) for _ in range(2)]
+
+
+def action_clip(action: str, frames: int, size: int, rng: np.random.Generator, domain: str = "source") -> np.ndarray:
+    """uint8 (frames, size, size, 3): one actor performing `action` over a background, with drifting
+    distractor shapes (`domain` sets the scene). A single frame does not tell the action apart."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
     t = np.linspace(0, 1, frames) * rng.uniform(0.85, 1.0) + rng.uniform(0, 0.1)
@@ -164,17 +186,13 @@ def action_clip(action: str, frames: int, size: int, rng: np.random.Generator) -
     colour = rng.uniform(120, 255, 3)
     shape = SHAPES[rng.integers(len(SHAPES))]
     rows, cols = np.mgrid[0:size, 0:size].astype(float)
-    base = rng.uniform(0, 80, 3)
-    # a flat background of random colour: masked patches of it are predictable, shapes are the content
-    texture = np.zeros((size, size, 1))
-    distractor = (SHAPES[rng.integers(len(SHAPES))], rng.uniform(0, size, 2), rng.normal(0, 1.2, 2),
-                  rng.uniform(0.06, 0.12) * size, rng.uniform(60, 200, 3))
+    background, distractors = _scene(domain, size, rows, rng)
     video = np.empty((frames, size, size, 3), np.uint8)
     for k in range(frames):
-        frame = base + texture
-        d_shape, d_pos, d_vel, d_radius, d_colour = distractor
-        cy, cx = (d_pos + d_vel * k) % size
-        frame[_shape_mask(d_shape, rows, cols, cy, cx, d_radius)] = d_colour
+        frame = background.copy()
+        for d_shape, d_pos, d_vel, d_radius, d_colour in distractors:
+            cy, cx = (d_pos + d_vel * k) % size
+            frame[_shape_mask(d_shape, rows, cols, cy, cx, d_radius)] = d_colour
         mask = _shape_mask(shape, rows, cols, row[k], col[k], max(1.5, radius[k]))
         frame[mask] = alpha[k] * colour + (1 - alpha[k]) * frame[mask]
         video[k] = np.clip(frame, 0, 255).astype(np.uint8)
@@ -182,19 +200,31 @@ def action_clip(action: str, frames: int, size: int, rng: np.random.Generator) -
 
 
 def make_dataset(out: str | Path, *, classes: tuple[str, ...] = ACTIONS, per_class: int = 40, frames: int = 16,
-                 size: int = 64, seed: int = 0, test_every: int = 4, codec: str = "libx264") -> dict:
-    """Write `out/videos/<action>/v_<action>_gXX_cYY.mp4` and UCF101-style split files in
-    `out/splits/` (1 video in `test_every` is a test video). Deterministic for a seed."""
+                 size: int = 64, seed: int = 0, test_every: int = 4, test_per_class: int | None = None,
+                 domain: str = "source", codec: str = "libx264") -> dict:
+    """Write `out/videos/<action>/v_<action>_gXX_cYY.mp4` and UCF101-style split files in `out/splits/`.
+
+    Without `test_per_class`, 1 video in `test_every` is a test video; with it, `per_class` videos
+    per class are for training and `test_per_class` more for testing (a small training set and a
+    large test set, as a target task has). Deterministic for a seed: one encoder thread.
+    """
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
     out = Path(out)
     files: dict[str, list[Path]] = {}
+    count = per_class + (test_per_class or 0)
     for name in classes:
         folder = out / "videos" / name
         folder.mkdir(parents=True, exist_ok=True)
         files[name] = []
-        for k in range(per_class):
-            clip_rng = np.random.default_rng([seed, classes.index(name), k])
+        for k in range(count):
+            key = [seed, classes.index(name), k] + ([DOMAINS.index(domain)] if domain != "source" else [])
+            clip_rng = np.random.default_rng(key)
             path = folder / f"v_{name}_g{k // 4 + 1:02d}_c{k % 4 + 1:02d}.mp4"
-            files[name].append(write_video(path, action_clip(name, frames, size, clip_rng), codec=codec))
-    write_ucf101_splits(out / "splits", files, out / "videos", test_every=test_every)
+            files[name].append(write_video(path, action_clip(name, frames, size, clip_rng, domain), codec=codec))
+    if test_per_class:
+        write_ucf101_splits(out / "splits", files, out / "videos", test_from=per_class)
+    else:
+        write_ucf101_splits(out / "splits", files, out / "videos", test_every=test_every)
     return {"videos": out / "videos", "splits": out / "splits", "classes": list(classes),
-            "count": sum(len(v) for v in files.values())}
+            "count": sum(len(v) for v in files.values()), "domain": domain}

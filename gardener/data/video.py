@@ -1,6 +1,7 @@
 """Decoding video files with PyAV: probe once, then read only the frames a clip needs."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,8 +86,8 @@ def read_frames(path: str | Path, indices: np.ndarray, info: VideoInfo) -> np.nd
     seek, and stops after the last wanted frame. Inside `frame_cache`, whole videos are kept.
     """
     if _CACHE["limit"]:
-        stat = Path(path).stat()
-        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+        stat = os.stat(path)  # a changed file is decoded again
+        key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
         video = _CACHE["videos"].get(key)
         size = info.frames * info.height * info.width * 3
         if video is None and _CACHE["used"] + size <= _CACHE["limit"]:
@@ -161,13 +162,38 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str 
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        stream.thread_count = 1  # one encoder thread, and frames converted here (`_yuv_frame`)
         if codec == "mpeg4":
             stream.options = {"qscale": "3"}
         elif codec == "libx264":
-            stream.options = {"crf": "4", "preset": "fast"}  # near-lossless: flat areas stay flat
+            # lossless: flat areas stay flat, and the same frames give the same bytes (crf encoding of
+            # these small synthetic clips varied from run to run, even on one thread)
+            stream.options = {"qp": "0", "preset": "fast"}
         for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+            for packet in stream.encode(_yuv_frame(array)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def _yuv_frame(rgb: np.ndarray):
+    """A yuv420p frame (BT.601, limited range, as FFmpeg's default conversion) computed here in numpy.
+
+    Left to swscale, the same RGB frame converted in two processes gave frames a level apart in a
+    few % of the synthetic videos (its SIMD paths differ with the process's memory layout), and
+    then different bytes; this conversion is exact integer arithmetic on every machine.
+    """
+    import av
+
+    height, width = rgb.shape[:2]
+    if height % 2 or width % 2:  # 4:2:0 needs even sides; leave odd sizes to FFmpeg
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    r, g, b = (rgb[..., k].astype(np.int32) for k in range(3))
+    y = (66 * r + 129 * g + 25 * b + 128 >> 8) + 16
+    u = (-38 * r - 74 * g + 112 * b + 128 >> 8) + 128
+    v = (112 * r - 94 * g - 18 * b + 128 >> 8) + 128
+    def half(c):  # the mean of each 2 x 2 block, rounded
+        return (c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2] + 2) >> 2
+    planes = np.concatenate([y.reshape(-1), half(u).reshape(-1), half(v).reshape(-1)])
+    return av.VideoFrame.from_ndarray(planes.astype(np.uint8).reshape(height * 3 // 2, width), format="yuv420p")

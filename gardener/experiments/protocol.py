@@ -23,6 +23,7 @@ from ..errors import GardenerError
 from ..fileio import write_text
 from ..pruning import count_for_ratio
 from ..scoring import ScoreResult, score
+from ..stats import average_ranks, pack_correct, separable, wilson
 from ..train import DataOptions, Recipe, finetune
 from .runs import Job, RunDir, Settings, open_run, process_rank, run_jobs, source_hash, unique, wait_for
 
@@ -43,17 +44,20 @@ class Experiment:
     gflops: float
     block_gflops: list[float]
     keep_models: bool = False
+    oracle_seeds: int = 1  # each oracle job is repeated with this many finetuning seeds
 
-    def job(self, removed) -> Job:
-        return self.settings.job(removed)
+    def job(self, removed, seed: int | None = None) -> Job:
+        return self.settings.job(removed, seed)
 
     def gflops_without(self, removed) -> float:
         return self.gflops - sum(self.block_gflops[b - 1] for b in removed)
 
 
 def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: Recipe, clip: dict,
-            seed: int = 0, keep_models: bool = False) -> Experiment:
+            seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1) -> Experiment:
     """Open the checkpoint and its run folder (which must belong to the same checkpoint)."""
+    if oracle_seeds < 1:
+        raise GardenerError(f"--oracle-seeds {oracle_seeds}: expected at least 1")
     source = Path(source)
     ckpt = open_checkpoint(source)
     if ckpt.format != "hf-dir" or (ckpt.config or {}).get("model_type") != "videomae":
@@ -70,7 +74,7 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     data_key = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in asdict(data).items()
                 if k not in ("workers", "strict")}
     settings = Settings(str(source.resolve()), run.source_hash, data_key, recipe.to_dict(), clip, seed)
-    return Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models)
+    return Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models, oracle_seeds)
 
 
 def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callable | None = None):
@@ -87,45 +91,108 @@ def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callabl
                 prune_checkpoint(exp.source, model, blocks=",".join(map(str, job.removed)), force=True)
         train = folder / "train"
         resume = (train / "checkpoints").is_dir() and any((train / "checkpoints").glob("step-*/state.json"))
-        info = finetune(model, train, exp.data, exp.recipe, seed=exp.settings.seed, resume=resume,
-                        force=not resume, callbacks=callbacks, progress=progress, **exp.clip)
+        info = finetune(model, train, exp.data, exp.recipe, seed=job.finetune_seed, resume=resume,
+                        force=not resume, callbacks=callbacks, progress=progress, plots=False, **exp.clip)
         if process_rank() != 0:  # rank 0 records the result (run_jobs makes the others wait for it)
             return {}
         params = open_checkpoint(train / "model").num_params
         final = info["final"]
+        correct = read_correct(train / "predictions.csv")
         if not exp.keep_models:
             for name in ("pruned", "train/model", "train/best", "train/checkpoints"):
                 shutil.rmtree(folder / name, ignore_errors=True)
         return {"kept": [b for b in range(1, exp.depth + 1) if b not in job.removed], "params": params,
                 "gflops": exp.gflops_without(job.removed), "top1": final["top1"], "top5": final["top5"],
-                "uar": final["uar"], "videos": final["videos"], "steps": info["steps"]}
+                "uar": final["uar"], "videos": final["videos"], "classes": len(final["classes"]),
+                "correct": correct, "steps": info["steps"]}
     return run
+
+
+def read_correct(predictions: Path) -> str:
+    """Which test videos a finetuned model got right, in test-split order, as a string of 0 and 1."""
+    import csv
+
+    with open(predictions, newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return pack_correct(row[1] == row[2] for row in rows)
 
 
 # --- sensitivity -------------------------------------------------------------------------------------
 
 def sensitivity_jobs(exp: Experiment) -> list[Job]:
-    """The unpruned baseline, then each single block removed."""
-    return [exp.job([])] + [exp.job([b]) for b in range(1, exp.depth + 1)]
+    """The unpruned baseline, then each single block removed; all of them once per oracle seed."""
+    seeds = [exp.settings.seed + k for k in range(exp.oracle_seeds)]
+    return [exp.job(removed, seed) for seed in seeds for removed in [[]] + [[b] for b in range(1, exp.depth + 1)]]
 
 
 def sensitivity_table(exp_or_plan: dict, run: RunDir) -> dict | None:
-    """Table 1 and the oracle scores from a sensitivity plan; None while a job has no result."""
+    """Table 1 and the oracle scores from a sensitivity plan; None while a job has no result.
+
+    Each accuracy is the mean over the oracle's seeds, with its 95 % Wilson interval from the
+    number of test videos. Ranks treat equal accuracies as ties (average ranks); `separable_from`
+    names the blocks whose accuracy intervals do not overlap this block's, and `spread` says
+    whether any two single-block removals are separable at all.
+    """
     results = [run.result(j["id"]) for j in exp_or_plan["jobs"]]
     if any(r is None for r in results):
         return None
-    baseline, singles = results[0], results[1:]
-    scores = [r["top1"] for r in singles]
-    from ..ranking import ranks
+    groups: dict[tuple, list[dict]] = {}
+    for job, result in zip(exp_or_plan["jobs"], results):
+        groups.setdefault(tuple(job["removed"]), []).append(result)
+    depth = exp_or_plan.get("depth") or len(groups) - 1
+    baseline = _summary(groups[()])
+    blocks = [{"block": b, **_summary(groups[(b,)])} for b in range(1, depth + 1)]
+    scores = [r["top1"] for r in blocks]
+    order = average_ranks(scores, "highest")  # lower accuracy after removal = more important
+    for row, rank in zip(blocks, order):
+        row["rank"] = rank
+        row["vs_unpruned"] = _versus(row, baseline)
+        row["separable_from"] = [other["block"] for other in blocks if other is not row and row["interval"]
+                                 and other["interval"] and separable(row["interval"], other["interval"])]
+    known = all(r["interval"] for r in blocks)
+    spread = any(r["separable_from"] for r in blocks) if known else None
+    first = groups[()][0]
+    return {"baseline": baseline, "blocks": blocks, "scores": scores, "ranks": order, "removes": "highest",
+            "seeds": len(groups[()]), "videos": first.get("videos"), "classes": first.get("classes"),
+            "spread": spread, "separable_from_unpruned": [r["block"] for r in blocks if r["vs_unpruned"] == "lower"]}
 
-    order = ranks(scores, "highest")
-    return {"baseline": _row(baseline), "blocks": [{"block": b, **_row(r), "rank": rank}
-                                                   for b, (r, rank) in enumerate(zip(singles, order), start=1)],
-            "scores": scores, "ranks": order, "removes": "highest"}
+
+def _summary(results: list[dict]) -> dict:
+    """One oracle job over its seeds: mean accuracies, the per-seed top-1, the Wilson interval."""
+    top1 = [r["top1"] for r in results]
+    videos = results[0].get("videos")
+    mean = float(np.mean(top1))
+    row = {"params": results[0]["params"], "gflops": results[0]["gflops"], "top1": mean,
+           "top5": _mean(r.get("top5") for r in results), "uar": _mean(r.get("uar") for r in results),
+           "top1_seeds": top1, "videos": videos, "interval": list(wilson(mean, videos)) if videos else None}
+    if all(r.get("correct") for r in results):
+        row["correct"] = [r["correct"] for r in results]
+    return row
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _versus(row: dict, baseline: dict) -> str | None:
+    """'lower' or 'higher' than the unpruned model beyond both intervals, else 'not separable'."""
+    if not row["interval"] or not baseline["interval"]:
+        return None
+    if not separable(row["interval"], baseline["interval"]):
+        return "not separable"
+    return "lower" if row["top1"] < baseline["top1"] else "higher"
 
 
 def _row(result: dict) -> dict:
-    return {k: result[k] for k in ("params", "gflops", "top1", "top5", "uar")}
+    return {k: result.get(k) for k in ("params", "gflops", "top1", "top5", "uar", "videos")}
+
+
+def oracle_meta(table: dict) -> dict:
+    """The parts of a sensitivity table the agreement statistics need."""
+    return {"videos": table.get("videos"), "seeds": table.get("seeds"), "spread": table.get("spread"),
+            "intervals": [r["interval"] for r in table["blocks"]],
+            "correct": [r.get("correct") for r in table["blocks"]]}
 
 
 def write_plan(run: RunDir, kind: str, plan: dict) -> None:
@@ -135,7 +202,8 @@ def write_plan(run: RunDir, kind: str, plan: dict) -> None:
 def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None, job_progress=None) -> dict:
     """Run (this shard's part of) the oracle; returns the table when every job has a result."""
     jobs = sensitivity_jobs(exp)
-    plan = {"kind": ORACLE, "depth": exp.depth, "jobs": [{"id": j.id, "removed": list(j.removed)} for j in jobs],
+    plan = {"kind": ORACLE, "depth": exp.depth, "seeds": exp.oracle_seeds,
+            "jobs": [{"id": j.id, "removed": list(j.removed), "seed": j.finetune_seed} for j in jobs],
             "settings": asdict(exp.settings)}
     write_plan(exp.run, ORACLE, plan)
     counts = run_jobs(exp.run, jobs, job_runner(exp, callbacks, job_progress), shard, progress)
@@ -146,10 +214,12 @@ def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None
 
 
 def write_oracle(exp: Experiment, table: dict) -> ScoreResult:
-    """sensitivity.json (Table 1) and oracle.json: the oracle as a score file `prune --ranking` takes."""
+    """sensitivity.json (Table 1) and oracle.json: the oracle as a score file `prune --ranking` takes
+    (its meta carries what `agree` needs for honest statistics: test videos, seeds, per-video results)."""
     base = score(exp.source, ["l1"], primary="l1")
     base.scores, base.removes, base.primary = {ORACLE: table["scores"]}, {ORACLE: "highest"}, ORACLE
-    base.meta = {**base.meta, "note": "accuracy (top-1) after finetuning with the block removed"}
+    base.meta = {**base.meta, "note": "accuracy (top-1) after finetuning with the block removed",
+                 "oracle": oracle_meta(table)}
     write_text(exp.run.path / "oracle.json", json.dumps(base.to_dict(), indent=2) + "\n", force=True)
     write_text(exp.run.path / "sensitivity.json", json.dumps(table, indent=2) + "\n", force=True)
     return base
@@ -218,13 +288,18 @@ def sweep_table(plan: dict, run: RunDir) -> dict | None:
     table = []
     for (name, ratio), members in cells.items():
         top1 = np.array([m["top1"] for m in members])
+        videos = members[0].get("videos")
         table.append({"criterion": name, "ratio": ratio, "count": members[0]["count"],
                       "removed": [m["removed"] for m in members] if len(members) > 1 else members[0]["removed"],
                       "gflops": float(np.mean([m["gflops"] for m in members])), "top1": float(top1.mean()),
                       "top1_std": float(top1.std(ddof=1)) if len(members) > 1 else None, "runs": len(members),
-                      "drop": float(_row(baseline)["top1"] - top1.mean())})
-    return {"baseline": _row(baseline), "rows": table, "ratios": sorted({r["ratio"] for r in table}),
-            "criteria": list(dict.fromkeys(r["criterion"] for r in table))}
+                      "drop": float(_row(baseline)["top1"] - top1.mean()), "videos": videos,
+                      "interval": list(wilson(float(top1.mean()), videos)) if videos else None})
+    base = _row(baseline)
+    base["interval"] = list(wilson(base["top1"], base["videos"])) if base.get("videos") else None
+    return {"baseline": base, "rows": table, "ratios": sorted({r["ratio"] for r in table}),
+            "criteria": list(dict.fromkeys(r["criterion"] for r in table)), "classes": baseline.get("classes"),
+            "videos": base.get("videos")}
 
 
 def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds: int = 3, dtype: str = "stored",
@@ -260,7 +335,7 @@ def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds:
         if oracle is not None:
             from .agreement import agreement
 
-            agree = agreement(scores, oracle["scores"])
+            agree = agreement(scores, oracle)
             write_text(exp.run.path / "agreement.json", json.dumps(agree, indent=2) + "\n", force=True)
     return {"counts": counts, "table": table, "oracle": oracle, "waiting_for_oracle": plan["waiting_for_oracle"]}
 
@@ -288,7 +363,7 @@ def rebuild_tables(run: RunDir) -> dict:
             if oracle is not None and scores_file.is_file():
                 from .agreement import agreement
 
-                agree = agreement(ScoreResult.load(scores_file), oracle["scores"])
+                agree = agreement(ScoreResult.load(scores_file), oracle)
                 write_text(run.path / "agreement.json", json.dumps(agree, indent=2) + "\n", force=True)
     return made
 

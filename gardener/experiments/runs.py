@@ -34,20 +34,26 @@ class Settings:
     clip: dict
     seed: int = 0
 
-    def job(self, removed: list[int] | tuple[int, ...]) -> Job:
-        return Job(self, tuple(sorted(int(b) for b in removed)))
+    def job(self, removed: list[int] | tuple[int, ...], seed: int | None = None) -> Job:
+        """The job removing `removed`; `seed` repeats it with another finetuning seed (the oracle's seeds)."""
+        return Job(self, tuple(sorted(int(b) for b in removed)), None if seed in (None, self.seed) else int(seed))
 
 
 @dataclass(frozen=True)
 class Job:
     settings: Settings
     removed: tuple[int, ...]
+    seed: int | None = None  # None: the settings' seed
+
+    @property
+    def finetune_seed(self) -> int:
+        return self.settings.seed if self.seed is None else self.seed
 
     @property
     def id(self) -> str:
         s = self.settings
         key = {"source": s.source_hash, "removed": list(self.removed), "recipe": s.recipe, "data": s.data,
-               "clip": s.clip, "seed": s.seed}
+               "clip": s.clip, "seed": self.finetune_seed}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -157,14 +163,16 @@ def run_jobs(run: RunDir, jobs: list[Job], runner: JobRunner, shard: tuple[int, 
         folder = run.jobs / job.id
         folder.mkdir(parents=True, exist_ok=True)
         result = runner(job, folder)
-        result.update({"id": job.id, "removed": list(job.removed), "settings": asdict(job.settings)})
+        result.update({"id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
+                       "settings": asdict(job.settings)})
         counts["run"] += 1
         if process_rank() != 0:  # under a multi-process launch every rank trains; rank 0 records
             wait_for(folder / "result.json")
             continue
         write_text(folder / "result.json", json.dumps(result, indent=2) + "\n", force=True)
         with open(run.path / "jobs.log", "a") as handle:  # which jobs this folder actually ran
-            handle.write(json.dumps({"id": job.id, "removed": list(job.removed), "finished": time.time()}) + "\n")
+            handle.write(json.dumps({"id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
+                                     "finished": time.time()}) + "\n")
     if progress:
         progress(len(mine), len(mine), None)
     return counts

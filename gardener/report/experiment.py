@@ -1,26 +1,25 @@
-"""`gardener report RUN`: the paper's tables and figures from a run folder's JSON files.
+"""`gardener report RUN`: the paper's tables and figures from a run folder's JSON files, with the
+statistics that say which differences are beyond noise.
 
-The report is built as a list of parts (headings, paragraphs, tables, figures) and rendered
-to Markdown (figures as PNG files beside it) or to one self-contained HTML page (figures
-inlined), so both formats always carry the same numbers.
+Every accuracy carries its 95 % Wilson interval from the number of test videos, and each table
+states the test-set size and chance level. The oracle's ranking is marked where its accuracies
+are not separable; when none are, the agreement of the data-free criteria with it is printed
+without p-values and said to be noise. The report is a list of parts rendered to Markdown or
+HTML (`render`), so both formats carry the same numbers.
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import GardenerError
-from ..fileio import atomic_file, write_text
-from .style import PALETTE, figure, save
-
-Part = tuple  # ("h", level, text) | ("p", text) | ("table", headers, rows) | ("img", file, caption)
+from ..fileio import write_text
+from ..stats import separable
+from . import experiment_figures as figs
+from .render import Part, to_html, to_markdown
 
 
 def pct(x: float | None) -> str:
@@ -33,16 +32,71 @@ def num(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
+def interval_text(interval: list | None) -> str:
+    """A 95 % interval in percent, '[lo, hi]'; empty when the test-set size is unknown."""
+    return "" if not interval else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def accuracy_cell(row: dict | None) -> str:
+    """'mean ± std over runs [interval]' for one table cell."""
+    if row is None:
+        return "-"
+    text = pct(row["top1"]) + (f" ± {100 * row['top1_std']:.2f}" if row.get("top1_std") else "")
+    return text + (f" {interval_text(row['interval'])}" if row.get("interval") else "")
+
+
+def rank_text(rank: float) -> str:
+    """An importance rank; a tie shows its average rank (e.g. 5.5)."""
+    return str(int(rank)) if float(rank).is_integer() else f"{rank:g}"
+
+
+def measurement_line(videos: int | None, classes: int | None) -> str:
+    """What one accuracy is worth: the test-set size, the chance level, and the interval used."""
+    if not videos:
+        return "Top-1 accuracy on the test split (%); the test-set size is not recorded, so no interval is given."
+    chance = f", chance {100 / classes:.1f} %" if classes else ""
+    return (f"Top-1 accuracy (%) on **{videos} test videos**{f' of {classes} classes' if classes else ''}{chance}; "
+            f"brackets: 95 % Wilson interval (one video is {100 / videos:.2f} points). Two accuracies are "
+            f"*separable* when their intervals do not overlap.")
+
+
+# --- Table 1: the oracle --------------------------------------------------------------------------------
+
 def sensitivity_rows(table: dict) -> tuple[list[str], list[list[str]]]:
-    """Table 1: the unpruned model and each single-block removal, with the oracle rank."""
-    headers = ["model state", "params (M)", "GFLOPs", "top-1 (%)", "top-5 (%)", "UAR (%)", "rank"]
-    base = table["baseline"]
-    rows = [["unpruned", num(base["params"] / 1e6), num(base["gflops"]), pct(base["top1"]), pct(base["top5"]),
-             pct(base["uar"]), ""]]
-    rows += [[f"block {r['block']} removed", num(r["params"] / 1e6), num(r["gflops"]), pct(r["top1"]),
-              pct(r["top5"]), pct(r["uar"]), str(r["rank"])] for r in table["blocks"]]
+    """Table 1: the unpruned model and each single-block removal, with interval, rank and separability."""
+    seeds = table.get("seeds") or 1
+    headers = ["model state", "params (M)", "GFLOPs", "top-1 (%)", "95 % interval", "top-5 (%)", "UAR (%)", "rank",
+               "vs unpruned", "separable from blocks"] + (["top-1 per seed (%)"] if seeds > 1 else [])
+
+    def row(name: str, r: dict, rank: str, versus: str, others: str) -> list[str]:
+        cells = [name, num(r["params"] / 1e6), num(r["gflops"]), pct(r["top1"]), interval_text(r.get("interval")),
+                 pct(r.get("top5")), pct(r.get("uar")), rank, versus, others]
+        return cells + ([", ".join(pct(x) for x in r.get("top1_seeds", []))] if seeds > 1 else [])
+    rows = [row("unpruned", table["baseline"], "", "", "")]
+    for r in table["blocks"]:
+        rows.append(row(f"block {r['block']} removed", r, rank_text(r["rank"]), r.get("vs_unpruned") or "-",
+                        ", ".join(map(str, r.get("separable_from", []))) or "none"))
     return headers, rows
 
+
+def sensitivity_summary(table: dict) -> str:
+    """In words: which single removals are beyond noise, and whether the oracle ranking means anything."""
+    if table.get("spread") is None:
+        return "The test-set size of these results is not recorded, so their noise cannot be judged."
+    lower = table.get("separable_from_unpruned", [])
+    seeds = table.get("seeds") or 1
+    text = (f"Each accuracy is the mean of {seeds} finetuning seed{'s' if seeds > 1 else ''}. "
+            f"{len(lower)} of {len(table['blocks'])} single-block removals are below the unpruned model beyond "
+            f"noise" + (f" (block{'s' if len(lower) > 1 else ''} {', '.join(map(str, lower))})" if lower else "")
+            + ". ")
+    if not table["spread"]:
+        return text + ("**The oracle is not separable**: no two single-block removals differ beyond their "
+                       "intervals, so its ranking is noise at this budget and test-set size.")
+    return text + ("Ranks are only ordered between blocks that are separable from each other (last column); "
+                   "among the others the oracle's order is within noise, and equal accuracies share a rank.")
+
+
+# --- Table 3: the sweep ---------------------------------------------------------------------------------
 
 def sweep_rows(sweep: dict) -> tuple[list[str], list[list[str]]]:
     """Table 3: GFLOPs, then accuracy per criterion (rows) and ratio (columns); random as mean ± std."""
@@ -50,21 +104,75 @@ def sweep_rows(sweep: dict) -> tuple[list[str], list[list[str]]]:
     by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
     gflops = [next((by[(c, q)]["gflops"] for c in sweep["criteria"] if (c, q) in by), None) for q in ratios]
     rows = [["GFLOPs", *map(num, gflops)]]
-    for name in sweep["criteria"]:
-        cells = []
-        for q in ratios:
-            r = by.get((name, q))
-            cells.append("-" if r is None else pct(r["top1"]) + (f" ± {100 * r['top1_std']:.2f}" if r["top1_std"]
-                                                                  else ""))
-        rows.append([name, *cells])
+    rows += [[name, *[accuracy_cell(by.get((name, q))) for q in ratios]] for name in sweep["criteria"]]
     return ["ratio (%)", *[f"{q:g}" for q in ratios]], rows
 
+
+def _beyond(a: dict | None, b: dict | None) -> int:
+    """+1 / -1 when a is above / below b beyond both intervals, 0 when not separable or unknown."""
+    if a is None or b is None or not a.get("interval") or not b.get("interval"):
+        return 0
+    if not separable(a["interval"], b["interval"]):
+        return 0
+    return 1 if a["top1"] > b["top1"] else -1
+
+
+def versus_random_rows(sweep: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Per criterion: the ratios where it is above or below the random order beyond noise."""
+    by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
+    if "random" not in sweep["criteria"] or not sweep["baseline"].get("interval"):
+        return None
+    rows = []
+    for name in sweep["criteria"]:
+        if name == "random":
+            continue
+        verdicts = {q: _beyond(by.get((name, q)), by.get(("random", q))) for q in sweep["ratios"]}
+        rows.append([name, ", ".join(f"{q:g}" for q, v in verdicts.items() if v > 0) or "none",
+                     ", ".join(f"{q:g}" for q, v in verdicts.items() if v < 0) or "none"])
+    return ["criterion", "above random beyond noise at ratio (%)", "below random beyond noise at ratio (%)"], rows
+
+
+def sweep_findings(sweep: dict) -> list[str]:
+    """What the sweep shows beyond noise: the oracle against random, the oracle's trend, and any
+    pruned model that scores above the unpruned one."""
+    by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
+    base, ratios, out = sweep["baseline"], sweep["ratios"], []
+    if not base.get("interval"):
+        return out
+    if "sensitivity" in sweep["criteria"] and "random" in sweep["criteria"]:
+        wins = [q for q in ratios if _beyond(by.get(("sensitivity", q)), by.get(("random", q))) > 0]
+        out.append("The oracle's order beats the random order beyond noise at "
+                   + (", ".join(f"{q:g} %" for q in wins) if wins else "no ratio") + f" (of {len(ratios)}).")
+    if "sensitivity" in sweep["criteria"]:
+        curve = [by[("sensitivity", q)] for q in ratios if ("sensitivity", q) in by]
+        rises = [(a, b) for i, a in enumerate(curve) for b in curve[i + 1:] if _beyond(b, a) > 0]
+        falls = _beyond(curve[-1], base) < 0 if curve else False
+        out.append("The oracle's accuracy " + ("falls as more blocks are removed (no larger ratio is above a smaller "
+                                              "one beyond noise)" if not rises else
+                                              "is not monotone: a larger ratio scores above a smaller one beyond "
+                                              "noise") + (", and at the largest ratio it is below the unpruned "
+                                                          "model beyond noise." if falls else "."))
+    above = [(r, _beyond(r, base)) for r in sweep["rows"] if r["top1"] > base["top1"]]
+    if above:
+        beyond = [r for r, v in above if v > 0]
+        out.append(f"{len(above)} pruned result{'s' if len(above) > 1 else ''} score above the unpruned model; "
+                   + (f"{len(beyond)} beyond noise ({', '.join(_cell_name(r) for r in beyond[:6])}): at this "
+                      "finetuning budget a shallower model can adapt further in the same steps."
+                      if beyond else "all within noise of it."))
+    return out
+
+
+def _cell_name(row: dict) -> str:
+    return f"{row['criterion']} at {row['ratio']:g} %"
+
+
+# --- agreement ------------------------------------------------------------------------------------------
 
 def by_agreement(agree: dict) -> list[str]:
     """Criterion names, best Spearman rho against the oracle first (an undefined rho last)."""
     def key(name: str) -> float:
         rho = agree["criteria"][name]["spearman"]
-        return -rho if rho == rho else np.inf
+        return -rho if rho is not None and rho == rho else np.inf
     return sorted(agree["criteria"], key=key)
 
 
@@ -74,133 +182,64 @@ def _family(agree: dict, name: str) -> str:
     return agree["criteria"][name].get("family") or family_of(name)
 
 
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None or x != x else format(x, spec)
+
+
 def agreement_rows(agree: dict) -> tuple[list[str], list[list[str]]]:
-    """Every criterion ranked by Spearman rho with the oracle: Kendall tau, p-values, top-k overlap."""
+    """Every criterion ranked by Spearman rho with the oracle, with its bootstrap interval; p-values and
+    the verdict against random only where the oracle has spread beyond noise."""
     names = by_agreement(agree)
     ks = list(agree["criteria"][names[0]]["top_k_overlap"]) if names else []
-    headers = ["#", "criterion", "family", "Spearman rho", "p", "Kendall tau", "p", *[f"top-{k} overlap" for k in ks]]
+    spread = agree.get("oracle_spread", True)
+    headers = ["#", "criterion", "family", "Spearman rho", "95 % interval"]
+    headers += ["p", "Kendall tau", "p", "beats random"] if spread else ["Kendall tau"]
+    headers += [f"top-{k} overlap" for k in ks]
     rows = []
     for place, name in enumerate(names, start=1):
         c = agree["criteria"][name]
-        rows.append([str(place), name, _family(agree, name), f"{c['spearman']:.3f}", f"{c['spearman_p']:.3g}",
-                     f"{c['kendall']:.3f}", f"{c['kendall_p']:.3g}", *[f"{c['top_k_overlap'][k]:.2f}" for k in ks]])
+        interval = c.get("spearman_interval")
+        cells = [str(place), name, _family(agree, name), _fmt(c["spearman"]),
+                 f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval and interval[0] == interval[0] else "-"]
+        if spread:
+            cells += [_fmt(c.get("spearman_p"), ".3g"), _fmt(c.get("kendall")), _fmt(c.get("kendall_p"), ".3g"),
+                      "reference" if name == "random" else ("yes" if c.get("beats_random") else "no")]
+        else:
+            cells += [_fmt(c.get("kendall"))]
+        rows.append(cells + [f"{c['top_k_overlap'][k]:.2f}" for k in ks])
     return headers, rows
 
+
+def agreement_summary(agree: dict) -> str:
+    """Which criteria, if any, agree with the oracle beyond what a random order does."""
+    band = (agree.get("random_orders") or {}).get("interval")
+    band_text = f" (95 % of random orders fall in [{band[0]:.2f}, {band[1]:.2f}])" if band and band[0] == band[0] else ""
+    if agree.get("oracle_spread") is False:
+        return ("**Not separable**: the oracle has no spread beyond noise, so no criterion's agreement with it is a "
+                "finding; no p-values are given" + band_text + ".")
+    winners = agree.get("beats_random", [])
+    boot = (agree.get("bootstrap") or {}).get("resamples")
+    how = (f"Intervals: {boot} bootstrap resamples of the oracle's test videos and seeds. " if boot else
+           "No per-video results, so no bootstrap intervals. ")
+    return how + ("Criteria whose whole interval lies above where random orders fall" + band_text + ": "
+                  + (", ".join(f"**{w}**" for w in winners) if winners else "**none**") + ".")
+
+
+# --- the report -----------------------------------------------------------------------------------------
 
 def _load(run: Path, name: str) -> Any:
     path = run / name
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _save_figure(fig, path: Path) -> Path:
-    with atomic_file(path, force=True) as tmp:
-        save(fig, tmp)
-    return path
+def _chance(*tables) -> float | None:
+    classes = next((t.get("classes") for t in tables if t and t.get("classes")), None)
+    return 1 / classes if classes else None
 
 
-def figure_single_block(table: dict, path: Path) -> Path:
-    """Fig. 1a: accuracy after removing each block, with the unpruned accuracy as a dashed line."""
-    blocks = [r["block"] for r in table["blocks"]]
-    values = [100 * r["top1"] for r in table["blocks"]]
-    fig, ax = figure(figsize=(7, 3.6), layout="constrained")
-    ax.bar(blocks, values, color=PALETTE[0])
-    ax.axhline(100 * table["baseline"]["top1"], color=PALETTE[4], linestyle="--", label="unpruned")
-    ax.set_xticks(blocks)
-    ax.set_xlabel("block removed")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("accuracy after removing one block and finetuning")
-    ax.legend(loc="lower right")
-    return _save_figure(fig, path)
-
-
-def figure_ratio_curves(sweep: dict, path: Path) -> Path:
-    """Fig. 1b: accuracy against pruning ratio, one line per criterion (random: mean +/- std).
-
-    Spectral criteria are dashed, so that the paper's and the spectral school read apart."""
-    from ..criteria import family_of
-
-    import matplotlib
-
-    names = sweep["criteria"]
-    colours = PALETTE if len(names) <= len(PALETTE) else [matplotlib.colormaps["tab20"](k % 20)
-                                                          for k in range(len(names))]
-    fixed = {"sensitivity": "black", "random": "grey"}  # the oracle and the floor stand out
-    colours = [fixed.get(name, colours[k]) for k, name in enumerate(names)]
-    fig, ax = figure(figsize=(8, 4.4), layout="constrained")
-    for k, name in enumerate(names):
-        rows = sorted((r for r in sweep["rows"] if r["criterion"] == name), key=lambda r: r["ratio"])
-        x, y = [r["ratio"] for r in rows], [100 * r["top1"] for r in rows]
-        style = {"linewidth": 2.4, "marker": "o"} if name in ("entropy", "sensitivity") else {"marker": "."}
-        style["linestyle"] = "--" if family_of(name) == "spectral" else "-"
-        ax.plot(x, y, label=name, color=colours[k], **style)
-        if any(r["top1_std"] for r in rows):
-            std = [100 * (r["top1_std"] or 0) for r in rows]
-            ax.fill_between(x, np.subtract(y, std), np.add(y, std), color=colours[k], alpha=0.15)
-    ax.axhline(100 * sweep["baseline"]["top1"], color="grey", linestyle=":", label="unpruned")
-    ax.set_xlabel("pruning ratio (% of blocks removed)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("accuracy after pruning and finetuning")
-    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save_figure(fig, path)
-
-
-FAMILY_COLOURS = {"information": PALETTE[0], "magnitude": PALETTE[1], "spectral": PALETTE[2], "baseline": "grey"}
-
-
-def figure_agreement(agree: dict, path: Path) -> Path:
-    """Every criterion's Spearman rho with the oracle, best first, coloured by family."""
-    names = by_agreement(agree)
-    rho = [agree["criteria"][n]["spearman"] for n in names]
-    fig, ax = figure(figsize=(7, 0.32 * len(names) + 1.2), layout="constrained")
-    colours = [FAMILY_COLOURS.get(_family(agree, n), PALETTE[3]) for n in names]
-    ax.barh(range(len(names)), np.nan_to_num(rho), color=colours)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlim(-1, 1)
-    ax.set_xlabel("Spearman rho with the oracle ranking")
-    ax.set_title("rank agreement with the oracle, all criteria")
-    for family, colour in FAMILY_COLOURS.items():
-        if any(_family(agree, n) == family for n in names):
-            ax.barh([0], [0], color=colour, label=family)
-    ax.legend(fontsize=8, loc="lower right")
-    return _save_figure(fig, path)
-
-
-def figure_rank_scatter(agreement: dict, criterion: str, path: Path) -> Path:
-    """A criterion's importance ranks against the oracle's, one point per block."""
-    mine, oracle = agreement["criteria"][criterion]["ranks"], agreement["oracle_ranks"]
-    depth = len(oracle)
-    fig, ax = figure(figsize=(4.4, 4.2), layout="constrained")
-    ax.plot([1, depth], [1, depth], color="grey", linestyle=":", linewidth=1)
-    ax.scatter(oracle, mine, color=PALETTE[1], zorder=3)
-    for block, (x, y) in enumerate(zip(oracle, mine), start=1):
-        ax.annotate(str(block), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
-    stats = agreement["criteria"][criterion]
-    ax.set_title(f"{criterion} vs oracle: Spearman {stats['spearman']:.3f}, Kendall {stats['kendall']:.3f}",
-                 fontsize=9)
-    ax.set_xlabel("oracle (sensitivity) rank")
-    ax.set_ylabel(f"{criterion} rank")
-    ax.set_xticks(range(1, depth + 1))
-    ax.set_yticks(range(1, depth + 1))
-    return _save_figure(fig, path)
-
-
-def figure_profile(scores: dict, criterion: str, path: Path) -> Path:
-    """A criterion's score per block (the entropy profile)."""
-    values = scores["criteria"][criterion]["scores"]
-    blocks = [b["number"] for b in scores["blocks"]]
-    fig, ax = figure(figsize=(7, 3.2), layout="constrained")
-    ax.plot(blocks, values, marker="o", color=PALETTE[0])
-    ax.set_xticks(blocks)
-    ax.set_xlabel("block")
-    ax.set_ylabel(f"{criterion} ({scores['dtype_view']} view)")
-    ax.set_title(f"{criterion} per block")
-    return _save_figure(fig, path)
-
-
-def build(run: Path, figures: Path, note: str | None = None) -> list[Part]:
-    """The report's parts from the run folder's files; figures are written into `figures`."""
+def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] | None = None) -> list[Part]:
+    """The report's parts from the run folder's files; figures are written into `figures`.
+    `extra` parts (e.g. the demo's) go after the note."""
     from .figures import weight_histograms
 
     info, sens, sweep = _load(run, "run.json"), _load(run, "sensitivity.json"), _load(run, "sweep.json")
@@ -216,51 +255,82 @@ def build(run: Path, figures: Path, note: str | None = None) -> list[Part]:
                                f"Accuracies are top-1 on the test split in percent (the paper's WAR).")]
     if note:
         parts.append(("p", note))
+    parts += extra or []
     plan = _load(run, "sensitivity.plan.json") or _load(run, "sweep.plan.json")
     if plan:
         s = plan["settings"]
         parts.append(("p", f"Finetuning recipe: {_recipe_line(s['recipe'])}; data: `{s['data']['data']}`; "
                            f"seed {s['seed']}."))
+    chance = _chance(sens, sweep)
     if sens:
-        parts += [("h", 2, "Single-block removal (oracle, Table 1)"), ("table", *sensitivity_rows(sens)),
-                  ("img", figure_single_block(sens, figures / "single_block_removal.png"),
-                   "Accuracy after removing each block (dashed: unpruned).")]
+        parts += [("h", 2, "Single-block removal (oracle, Table 1)"),
+                  ("p", measurement_line(sens.get("videos"), sens.get("classes"))),
+                  ("table", *sensitivity_rows(sens)), ("p", sensitivity_summary(sens)),
+                  ("img", figs.single_block(sens, figures / "single_block_removal.png", chance),
+                   "Accuracy after removing each block, with 95 % intervals (dashed: unpruned, its interval shaded; "
+                   "dotted: chance).")]
     if agree:
-        names = list(agree["criteria"])
-        depth = len(agree["oracle_ranks"])
-        parts += [("h", 2, "Block ranks (1 = most important, Table 2)"),
-                  ("table", ["block", *map(str, range(1, depth + 1))],
-                   [[name, *map(str, agree["criteria"][name]["ranks"])] for name in names]
-                   + [["sensitivity (oracle)", *map(str, agree["oracle_ranks"])]]),
-                  ("h", 2, "Agreement with the oracle, all criteria ranked"),
-                  ("p", "Every data-free criterion, the paper's and the spectral ones, ranked by Spearman rho "
-                        "between its block ranks and the oracle's."),
-                  ("table", *agreement_rows(agree)),
-                  ("img", figure_agreement(agree, figures / "agreement.png"),
-                   "Spearman rho with the oracle per criterion, coloured by family.")]
-        if "entropy" in agree["criteria"]:
-            parts.append(("img", figure_rank_scatter(agree, "entropy", figures / "entropy_vs_oracle_ranks.png"),
-                          "Entropy rank against oracle rank per block."))
+        parts += _agreement_parts(agree, figures)
     if sweep:
-        ratios = sweep["ratios"]
-        by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
-        parts += [("h", 2, "Accuracy by pruning ratio (Table 3)"),
-                  ("p", f"Unpruned: {pct(sweep['baseline']['top1'])} % top-1, {num(sweep['baseline']['gflops'])} "
-                        f"GFLOPs."),
-                  ("table", *sweep_rows(sweep)),
-                  ("h", 3, "Blocks removed"),
-                  ("table", ["criterion", *[f"{q:g} %" for q in ratios]],
-                   [[name, *[_removed(by.get((name, q))) for q in ratios]] for name in sweep["criteria"]]),
-                  ("img", figure_ratio_curves(sweep, figures / "accuracy_vs_ratio.png"),
-                   "Accuracy against pruning ratio, one line per criterion.")]
+        parts += _sweep_parts(sweep, figures, chance)
     if scores:
         parts.append(("h", 2, "Weights"))
         if "entropy" in scores["criteria"]:
-            parts.append(("img", figure_profile(scores, "entropy", figures / "entropy_per_block.png"),
-                          "Entropy per block."))
+            parts.append(("img", figs.profiles([(scores["dtype_view"], scores)], "entropy",
+                                               figures / "entropy_per_block.png"),
+                          f"Entropy per block ({scores['dtype_view']} view of weights stored as "
+                          f"{'/'.join(scores.get('stored_dtypes', []))}; absolute values, no axis offset)."))
         if scores.get("histograms"):
             parts.append(("img", weight_histograms(scores, figures / "weight_histograms.png", force=True),
                           "Weight histograms at several depths."))
+    return parts
+
+
+def _agreement_parts(agree: dict, figures: Path) -> list[Part]:
+    names = list(agree["criteria"])
+    depth = len(agree["oracle_ranks"])
+    parts: list[Part] = [
+        ("h", 2, "Block ranks (1 = most important, Table 2)"),
+        ("p", "Equal scores are ties and share their average rank."),
+        ("table", ["block", *map(str, range(1, depth + 1))],
+         [[name, *map(rank_text, agree["criteria"][name]["ranks"])] for name in names]
+         + [["sensitivity (oracle)", *map(rank_text, agree["oracle_ranks"])]]),
+        ("h", 2, "Agreement with the oracle, all criteria ranked"),
+        ("p", "Every data-free criterion, the paper's and the spectral ones, ranked by Spearman rho between its "
+              "block importance and the oracle's (ties as ties). `random` is any random order: the mean rho over "
+              "random orders and the range where 95 % of them fall. " + agreement_summary(agree)),
+        ("table", *agreement_rows(agree)),
+        ("img", figs.agreement_bars(agree, by_agreement(agree), figures / "agreement.png"),
+         "Spearman rho with the oracle per criterion with its 95 % bootstrap interval, coloured by family; "
+         "grey band: where random orders fall.")]
+    if "entropy" in agree["criteria"]:
+        parts.append(("img", figs.rank_scatter(agree, "entropy", figures / "entropy_vs_oracle_ranks.png"),
+                      "Entropy rank against oracle rank per block (tied blocks share their average rank)."))
+    return parts
+
+
+def _sweep_parts(sweep: dict, figures: Path, chance: float | None) -> list[Part]:
+    ratios = sweep["ratios"]
+    by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
+    base = sweep["baseline"]
+    parts: list[Part] = [
+        ("h", 2, "Accuracy by pruning ratio (Table 3)"),
+        ("p", measurement_line(sweep.get("videos") or base.get("videos"), sweep.get("classes"))
+         + f" Unpruned: {pct(base['top1'])} % {interval_text(base.get('interval'))}, {num(base['gflops'])} GFLOPs. "
+           f"One finetuning seed per cell; `random` is the mean ± std of its random orders."),
+        ("table", *sweep_rows(sweep))]
+    findings = sweep_findings(sweep)
+    if findings:
+        parts.append(("p", " ".join(findings)))
+    versus = versus_random_rows(sweep)
+    if versus:
+        parts += [("h", 3, "Against a random order"), ("table", *versus)]
+    parts += [("h", 3, "Blocks removed"),
+              ("table", ["criterion", *[f"{q:g} %" for q in ratios]],
+               [[name, *[_removed(by.get((name, q))) for q in ratios]] for name in sweep["criteria"]]),
+              ("img", figs.ratio_curves(sweep, figures / "accuracy_vs_ratio.png", chance),
+               "Accuracy against pruning ratio, one line per criterion (shaded: 95 % intervals of the oracle and "
+               "random; dotted: chance).")]
     return parts
 
 
@@ -279,48 +349,8 @@ def _recipe_line(recipe: dict) -> str:
             f"layer decay {recipe['layer_decay']}, drop path {recipe['drop_path']}")
 
 
-def to_markdown(parts: list[Part], base: Path) -> str:
-    out = []
-    for part in parts:
-        if part[0] == "h":
-            out.append("#" * part[1] + " " + part[2])
-        elif part[0] == "p":
-            out.append(part[1])
-        elif part[0] == "table":
-            headers, rows = part[1], part[2]
-            out.append("\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-                                 + ["| " + " | ".join(r) + " |" for r in rows]))
-        elif part[0] == "img":
-            link = os.path.relpath(Path(part[1]).resolve(), Path(base).resolve())
-            out.append(f"![{part[2]}]({Path(link).as_posix()})\n\n*{part[2]}*")
-    return "\n\n".join(out) + "\n"
-
-
-def to_html(parts: list[Part]) -> str:
-    body = []
-    for part in parts:
-        if part[0] == "h":
-            body.append(f"<h{part[1]}>{html.escape(part[2])}</h{part[1]}>")
-        elif part[0] == "p":
-            text = html.escape(part[1]).replace("`", "")
-            body.append("<p>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text) + "</p>")
-        elif part[0] == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in part[1])
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in part[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif part[0] == "img":
-            data = base64.b64encode(Path(part[1]).read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(part[2])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(part[2])}</figcaption></figure>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;"
-             "padding:3px 8px;text-align:right}th{background:#f3f3f3}img{max-width:100%}"
-             "figcaption{font-size:0.85em;color:#555}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Gardener report</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def write_report(run: str | Path, fmt: str = "md", out: str | Path | None = None, note: str | None = None) -> Path:
+def write_report(run: str | Path, fmt: str = "md", out: str | Path | None = None, note: str | None = None,
+                 extra: list[Part] | None = None) -> Path:
     """RUN/report.md with RUN/figures/*.png, or RUN/report.html with the figures inlined (or `out`)."""
     run = Path(run)
     if fmt not in ("md", "html"):
@@ -328,7 +358,7 @@ def write_report(run: str | Path, fmt: str = "md", out: str | Path | None = None
     if not run.is_dir():
         raise GardenerError(f"{run}: no such run folder")
     target = Path(out) if out is not None else run / f"report.{fmt}"
-    parts = build(run, run / "figures", note)
+    parts = build(run, run / "figures", note, extra)
     if fmt == "md":
         return write_text(target, to_markdown(parts, target.parent), force=True)
     return write_text(target, to_html(parts), force=True)

@@ -42,12 +42,19 @@ def collate_views(items: list[dict]) -> dict:
             "labels": torch.tensor([i["labels"] for i in items]), "index": torch.tensor([i["index"] for i in items])}
 
 
-def predict(model, dataset, *, batch_videos: int = 2, workers: int = 0, device=None, mean=IMAGENET_MEAN,
+BATCH_VIEWS = 32  # views per forward pass at evaluation (whole videos: 2 videos of 15 views, 32 of 1)
+
+
+def predict(model, dataset, *, batch_videos: int | None = None, workers: int = 0, device=None, mean=IMAGENET_MEAN,
             std=IMAGENET_STD, indices: list[int] | None = None, progress=None, autocast_dtype=None) -> dict:
     """Averaged softmax per video over every view; also the views and seconds it took."""
     import torch
     from torch.utils.data import DataLoader, Subset
 
+    if batch_videos is None:
+        spec = getattr(dataset, "spec", None)
+        views = spec.test_clips * spec.test_crops if spec is not None else 1
+        batch_videos = max(1, BATCH_VIEWS // views)
     device = device or next(model.parameters()).device
     subset = Subset(dataset, indices) if indices is not None else dataset
     loader = DataLoader(subset, batch_size=batch_videos, num_workers=workers, collate_fn=collate_views)
@@ -90,8 +97,10 @@ def metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
             "confusion": confusion.tolist(), "classes": list(classes)}
 
 
-def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | None = None) -> list[Path]:
-    """eval.json (metrics and `extra`), predictions.csv (per video), confusion.csv and confusion.png."""
+def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | None = None,
+                       plot: bool = True) -> list[Path]:
+    """eval.json (metrics and `extra`), predictions.csv (per video), confusion.csv and (with `plot`)
+    confusion.png."""
     import csv
     import json
 
@@ -113,9 +122,12 @@ def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | No
         writer.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, result["confusion"]):
             writer.writerow([name, *row])
-    confusion_matrix(result["confusion"], classes, folder / "confusion.png",
-                     f"top-1 {result['top1']:.3f} · UAR {result['uar']:.3f} · {result['videos']} videos")
-    return [folder / n for n in ("eval.json", "predictions.csv", "confusion.csv", "confusion.png")]
+    names = ["eval.json", "predictions.csv", "confusion.csv"]
+    if plot:
+        confusion_matrix(result["confusion"], classes, folder / "confusion.png",
+                         f"top-1 {result['top1']:.3f} · UAR {result['uar']:.3f} · {result['videos']} videos")
+        names.append("confusion.png")
+    return [folder / n for n in names]
 
 
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:

@@ -102,6 +102,7 @@ def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: i
                 attn_implementation="sdpa", **extra)
     finally:
         hf_logging.set_verbosity(verbosity)
+    model.float()  # float32 master weights, whatever the checkpoint stores (released VideoMAEs are float16)
     with torch.no_grad():  # a fresh, small head (VideoMAE's init_scale 0.001)
         torch.nn.init.trunc_normal_(model.classifier.weight, std=0.02)
         model.classifier.weight.mul_(0.001)
@@ -115,8 +116,9 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
              frames: int | None = None, size: int | None = None, sampling_rate: int = 4, test_clips: int = 5,
              test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
-             arguments: dict | None = None) -> dict:
-    """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest."""
+             arguments: dict | None = None, plots: bool = True) -> dict:
+    """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest.
+    `plots=False` leaves out confusion.png (experiments run dozens of jobs and read only the numbers)."""
     import torch
     from accelerate.utils import set_seed
 
@@ -191,7 +193,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
                  "total_batch": recipe.total_batch(world), "peak_lr": peak, "final": _public(result),
                  "best": best})
     if main:
-        write_eval_outputs(out, result, test.paths, {"model": str(out / "model")})
+        write_eval_outputs(out, result, test.paths, {"model": str(out / "model")}, plot=plots)
         write_text(out / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
     accelerator.wait_for_everyone()
     return info
@@ -272,7 +274,7 @@ def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | No
     extra = {"image_size": spec.size} if spec.size != config.image_size else {}
     with fast_tables():
         model = VideoMAEForVideoClassification.from_pretrained(model_dir, attn_implementation="sdpa", **extra)
-    model = accelerator.prepare(model)
+    model = accelerator.prepare(model.float())  # a float16 checkpoint is evaluated in float32 (or bf16 autocast)
     mean, std = normalisation(model_dir)
     result = _evaluate(accelerator, model, test, infos, spec, mean, std, data.workers)
     info = manifest("evaluate", open_checkpoint(model_dir).files,

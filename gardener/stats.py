@@ -1,0 +1,141 @@
+"""Honest statistics for accuracies and rankings.
+
+An accuracy measured on n test clips is uncertain by about 1/sqrt(n); a ranking of blocks by
+such accuracies is only as good as their differences are beyond that. This module holds the
+few rules every report uses: Wilson intervals, "separable" as non-overlapping intervals,
+rank statistics that treat ties as ties, and a bootstrap interval on a ranking's agreement
+with the oracle that resamples the oracle's test clips and seeds.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054  # two-sided 95 %
+RESAMPLES = 1000
+
+
+def wilson(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `accuracy` measured on `n` trials."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = min(1.0, max(0.0, float(accuracy)))
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (0.0 if p == 0 else max(0.0, centre - half), 1.0 if p == 1 else min(1.0, centre + half))
+
+
+def separable(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Two intervals that do not overlap: the difference is beyond the noise of either measurement."""
+    if any(math.isnan(x) for x in (*a, *b)):
+        return False
+    return a[1] < b[0] or b[1] < a[0]
+
+
+def importance(scores: Sequence[float], removes: str) -> np.ndarray:
+    """Scores turned so that larger means more important (kept longer)."""
+    values = np.asarray(scores, dtype=float)
+    return values if removes == "lowest" else -values
+
+
+def average_ranks(scores: Sequence[float], removes: str) -> list[float]:
+    """Importance ranks (1 = most important) with tied scores sharing their average rank."""
+    from scipy import stats
+
+    values = importance(scores, removes)
+    values = np.where(np.isnan(values), -np.inf, values)  # NaN: least important, as in ranking.ranks
+    return [float(r) for r in stats.rankdata(-values, method="average")]
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rho of two importance vectors (ties averaged); NaN when either is constant."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    from scipy import stats
+
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def _rank_rows(matrix: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis of a 2-D array (ascending)."""
+    from scipy import stats
+
+    return stats.rankdata(matrix, method="average", axis=-1)
+
+
+def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of each row of x with the matching row of y (NaN where a row is constant)."""
+    rx, ry = _rank_rows(x), _rank_rows(y)
+    rx = rx - rx.mean(-1, keepdims=True)
+    ry = ry - ry.mean(-1, keepdims=True)
+    denom = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (rx * ry).sum(-1) / np.where(denom > 0, denom, 1), np.nan)
+
+
+def oracle_resamples(correct: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Bootstrap accuracies of each oracle job: (resamples, blocks).
+
+    `correct` is (blocks, seeds, videos) of 0/1: whether each finetuning seed of each
+    single-block removal got each test video right. Each resample draws the test videos with
+    replacement (the same draw for every block, as they share the test split) and, per block,
+    the seeds with replacement, so the interval covers both the test set and the training noise.
+    """
+    correct = np.asarray(correct, dtype=np.float32)
+    blocks, seeds, videos = correct.shape
+    rng = np.random.default_rng(seed)
+    out = np.empty((resamples, blocks))
+    for k in range(resamples):
+        pick = rng.integers(0, videos, videos)
+        counts = np.bincount(pick, minlength=videos).astype(np.float32) / videos  # weights of each video
+        accuracy = correct @ counts  # (blocks, seeds)
+        chosen = rng.integers(0, seeds, (blocks, seeds))
+        out[k] = np.take_along_axis(accuracy, chosen, axis=1).mean(1)
+    return out
+
+
+def rho_interval(criterion: Sequence[float], resampled: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of Spearman rho between a criterion's importance and the resampled oracle.
+
+    `resampled` holds oracle accuracies after removal (lower = more important), one row per resample.
+    """
+    crit = np.broadcast_to(np.asarray(criterion, float), resampled.shape)
+    rho = _row_spearman(crit, -resampled)
+    rho = rho[~np.isnan(rho)]
+    if len(rho) == 0:
+        return (math.nan, math.nan)
+    tail = 100 * (1 - level) / 2
+    return (float(np.percentile(rho, tail)), float(np.percentile(rho, 100 - tail)))
+
+
+def random_rho(resampled: np.ndarray, seed: int = 0, level: float = 0.95) -> dict:
+    """Where the rho of a uniformly random block order falls against the (resampled) oracle:
+    its mean and the central `level` range, one random order per resample."""
+    rng = np.random.default_rng(seed + 1)
+    orders = rng.random(resampled.shape)
+    rho = _row_spearman(orders, -resampled)
+    rho = rho[~np.isnan(rho)]
+    if len(rho) == 0:
+        return {"mean": math.nan, "interval": [math.nan, math.nan], "orders": 0}
+    tail = 100 * (1 - level) / 2
+    return {"mean": float(rho.mean()), "interval": [float(np.percentile(rho, tail)),
+                                                   float(np.percentile(rho, 100 - tail))], "orders": int(len(rho))}
+
+
+def random_rho_without_data(depth: int, resamples: int = RESAMPLES, seed: int = 0, level: float = 0.95) -> dict:
+    """The same range of a random order's rho against a fixed oracle ranking without ties."""
+    fixed = np.broadcast_to(np.arange(depth, dtype=float), (resamples, depth))
+    return random_rho(fixed, seed, level)
+
+
+def pack_correct(flags: Sequence[bool | int]) -> str:
+    """Per-video right/wrong flags as a compact string of 0 and 1 (for result files)."""
+    return "".join("1" if f else "0" for f in flags)
+
+
+def unpack_correct(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
