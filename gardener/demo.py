@@ -261,7 +261,9 @@ def _note(settings: DemoSettings, out: Path, precision: dict) -> str:
         text += (f" (reconstruction loss {loss['final_loss']:.3f} at the end, against {loss['trivial_loss']:.3f} for "
                  f"the trivial answer that ignores the visible patches: "
                  + ("it learnt from them" if loss["learned"] else "it learnt little from them") + ")")
-    text += (f", finetuned on the source task for {settings.source_steps} steps (source test top-1 "
+    text += (f", finetuned on the source task for {settings.source_steps} steps with VideoMAE's stochastic depth "
+             f"({settings.source_drop_path:g} at the last block, none at the first: it trains later blocks to be "
+             f"droppable, which shapes both the oracle and the weights) (source test top-1 "
              f"**{100 * top1:.1f} %** [{100 * low:.1f}, {100 * high:.1f}] on {videos} videos), and exported in "
              f"float16 as released VideoMAE checkpoints are; that checkpoint is scored and pruned. Every job then "
              f"finetunes a pruned copy for {settings.target_steps} steps on the *target task* (the UCF101 role: the "

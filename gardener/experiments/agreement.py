@@ -76,17 +76,21 @@ def agreement(scores: ScoreResult, oracle: dict, resamples: int = RESAMPLES, see
     oracle_order = tie_broken_ranks(oracle_scores, "highest")
     rows = {}
     for name, values in scores.scores.items():
+        if name == "random":
+            continue
         removes = scores.removes[name]
-        row = {"family": family_of(name), "ranks": average_ranks(values, removes),
-               "top_k_overlap": overlap(scores.ranks(name), oracle_order)}
-        if name == "random":  # one seeded order says little: report where random orders fall
-            row.update({"spearman": null["mean"], "spearman_interval": null["interval"], "kendall": None,
-                        "spearman_p": None, "kendall_p": None, "beats_random": False,
-                        "seeded_spearman": spearman(importance(values, removes), oracle_imp),
-                        "note": f"any random order: mean and 95 % range of rho over {null['orders']} random orders"})
-        else:
-            row.update(_criterion_row(np.asarray(values, float), removes, oracle_imp, resampled, spread, null))
-        rows[name] = row
+        rows[name] = {"family": family_of(name), "ranks": average_ranks(values, removes),
+                      "top_k_overlap": overlap(scores.ranks(name), oracle_order),
+                      **_criterion_row(np.asarray(values, float), removes, oracle_imp, resampled, spread, null)}
+    # one seeded random order says little: the random row is where random orders fall (its seeded
+    # ranks, when the scores hold them, are kept for Table 2)
+    seeded = scores.scores.get("random")
+    rows["random"] = {"family": family_of("random"), "spearman": null["mean"], "spearman_interval": null["interval"],
+                      "kendall": None, "spearman_p": None, "kendall_p": None, "beats_random": False,
+                      "ranks": average_ranks(seeded, "lowest") if seeded else None,
+                      "top_k_overlap": {str(k): k / len(oracle_scores) for k in TOP_K if k <= len(oracle_scores)},
+                      "note": f"any random order: mean and 95 % range of rho over {null['orders']} random orders; "
+                              f"top-k overlap: its expectation k / depth"}
     return {"oracle_ranks": average_ranks(oracle_scores, "highest"), "oracle_spread": spread,
             "random_orders": null, "bootstrap": {"resamples": resamples if resampled is not None else 0,
                                                  "over": "test videos and oracle seeds"},

@@ -293,7 +293,8 @@ def _agreement_parts(agree: dict, figures: Path) -> list[Part]:
         ("h", 2, "Block ranks (1 = most important, Table 2)"),
         ("p", "Equal scores are ties and share their average rank."),
         ("table", ["block", *map(str, range(1, depth + 1))],
-         [[name, *map(rank_text, agree["criteria"][name]["ranks"])] for name in names]
+         [[name, *map(rank_text, agree["criteria"][name]["ranks"])] for name in names
+          if agree["criteria"][name].get("ranks")]
          + [["sensitivity (oracle)", *map(rank_text, agree["oracle_ranks"])]]),
         ("h", 2, "Agreement with the oracle, all criteria ranked"),
         ("p", "Every data-free criterion, the paper's and the spectral ones, ranked by Spearman rho between its "
