@@ -1,7 +1,8 @@
 """Which target task makes the demo's oracle measurable? An in-memory probe of the demo's design.
 
 Trains the demo's 12-block VideoMAE (width 32, 8 frames of 32 px) on the source actions from
-clips held in memory (no files, no pretraining: a quick stand-in for the demo's source stage),
+clips held in memory with the demo's stochastic depth (no files, no pretraining: a quick
+stand-in for the demo's source stage),
 rounds it to float16, then for one target task: removes each block in turn and finetunes K
 seeds (the oracle), and compares the oracle's order with random orders at 9 and 11 removed
 blocks, every accuracy with its 95 % Wilson interval on the target's test clips.
@@ -36,7 +37,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def _scene_clip(name: str, frames: int, size: int, rng, dark: bool) -> np.ndarray:
     """A source action, or pulse / blink, with the target scene's gradient and two distractors;
     `dark`: dark actors on a bright gradient instead of bright actors on a dark one."""
-    from gardener.data.synthetic import SHAPES, _shape_mask, _trajectory
+    from gardener.data.synthetic import SHAPES, _trajectory, render
 
     t = np.clip(np.linspace(0, 1, frames) * rng.uniform(0.85, 1.0) + rng.uniform(0, 0.1), 0, 1)
     if name in ("pulse", "blink"):
@@ -53,32 +54,20 @@ def _scene_clip(name: str, frames: int, size: int, rng, dark: bool) -> np.ndarra
     col = rng.uniform(0.25, 0.75) * size + np.cumsum(rng.normal(0, 0.3, frames))
     colour = rng.uniform(0, 110, 3) if dark else rng.uniform(120, 255, 3)
     shape = SHAPES[rng.integers(len(SHAPES))]
-    rows, cols = np.mgrid[0:size, 0:size].astype(float)
     span = (150, 255) if dark else (0, 90)
     top, bottom = rng.uniform(*span, 3), rng.uniform(*span, 3)
-    mix = (rows / (size - 1))[..., None]
-    background = top * (1 - mix) + bottom * mix
+    mix = (np.arange(size, dtype=float)[:, None, None] / (size - 1)) * np.ones((1, size, 1))
     distractors = [(SHAPES[rng.integers(len(SHAPES))], rng.uniform(0, size, 2), rng.normal(0, 1.2, 2),
                     rng.uniform(0.05, 0.1) * size, rng.uniform(60, 200, 3)) for _ in range(2)]
-    video = np.empty((frames, size, size, 3), np.uint8)
-    for k in range(frames):
-        frame = background.copy()
-        for d_shape, d_pos, d_vel, d_radius, d_colour in distractors:
-            cy, cx = (d_pos + d_vel * k) % size
-            frame[_shape_mask(d_shape, rows, cols, cy, cx, d_radius)] = d_colour
-        mask = _shape_mask(shape, rows, cols, row[k], col[k], max(1.5, radius[k]))
-        frame[mask] = alpha[k] * colour + (1 - alpha[k]) * frame[mask]
-        video[k] = np.clip(frame, 0, 255).astype(np.uint8)
-    return video
+    return render(size, (shape, row, col, radius, alpha, colour), top * (1 - mix) + bottom * mix, distractors)
 
 
 def _speed_clip(name: str, frames: int, size: int, rng) -> np.ndarray:
     """A source-scene actor moving or resizing slowly or fast (`up_fast`, `grow_slow`, ...)."""
-    from gardener.data.synthetic import SHAPES, _shape_mask
+    from gardener.data.synthetic import SHAPES, render
 
     motion, speed = name.rsplit("_", 1)
     fast, t = speed == "fast", np.linspace(0, 1, frames)
-    rows, cols = np.mgrid[0:size, 0:size].astype(float)
     base, colour = rng.uniform(0, 80, 3), rng.uniform(120, 255, 3)
     shape = SHAPES[rng.integers(len(SHAPES))]
     radius = np.full(frames, rng.uniform(0.12, 0.2) * size)
@@ -92,16 +81,10 @@ def _speed_clip(name: str, frames: int, size: int, rng) -> np.ndarray:
         row = np.full(frames, rng.uniform(0.3, 0.7) * size)
         span, low = (rng.uniform(0.25, 0.35) if fast else rng.uniform(0.06, 0.1)), rng.uniform(0.08, 0.12)
         radius = (low + span * (t if motion == "grow" else 1 - t)) * size
-    d = (SHAPES[rng.integers(len(SHAPES))], rng.uniform(0, size, 2), rng.normal(0, 1.2, 2),
-         rng.uniform(0.06, 0.12) * size, rng.uniform(60, 200, 3))
-    video = np.empty((frames, size, size, 3), np.uint8)
-    for k in range(frames):
-        frame = np.broadcast_to(base, (size, size, 3)).copy()
-        cy, cx = (d[1] + d[2] * k) % size
-        frame[_shape_mask(d[0], rows, cols, cy, cx, d[3])] = d[4]
-        frame[_shape_mask(shape, rows, cols, row[k], col[k], max(1.5, radius[k]))] = colour
-        video[k] = np.clip(frame, 0, 255).astype(np.uint8)
-    return video
+    distractor = (SHAPES[rng.integers(len(SHAPES))], rng.uniform(0, size, 2), rng.normal(0, 1.2, 2),
+                  rng.uniform(0.06, 0.12) * size, rng.uniform(60, 200, 3))
+    return render(size, (shape, row, col, radius, np.ones(frames), colour),
+                  np.broadcast_to(base, (size, size, 3)), [distractor])
 
 
 def target_task(kind: str):
@@ -196,6 +179,7 @@ def main() -> None:
     parser.add_argument("--target", default="scene")
     parser.add_argument("--source-per-class", type=int, default=60)
     parser.add_argument("--source-steps", type=int, default=600)
+    parser.add_argument("--source-drop-path", type=float, default=0.1)
     parser.add_argument("--target-train", type=int, default=10)
     parser.add_argument("--target-test", type=int, default=400)
     parser.add_argument("--target-steps", type=int, default=30)
@@ -209,6 +193,7 @@ def main() -> None:
     from gardener.data.synthetic import action_clip
     from gardener.demo import MODEL
     from gardener.stats import separable, wilson
+    from gardener.train.regularize import add_drop_path
 
     torch.set_num_threads(2)
     start = time.perf_counter()
@@ -218,7 +203,10 @@ def main() -> None:
                               num_labels=len(SOURCE), use_mean_pooling=True)
     torch.manual_seed(0)
     model = T.VideoMAEForVideoClassification(config)
+    hooks = add_drop_path(model, args.source_drop_path)  # the demo's source recipe: stochastic depth 0.1
     train(model, xs[~test], ys[~test], args.source_steps, 32, 2e-3, 1.0, 0)
+    for hook in hooks:
+        hook.remove()
     source = accuracy(model, xs[test], ys[test])
     model = model.half().float()  # the float16 export
     names, make = target_task(args.target)

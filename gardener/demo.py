@@ -93,19 +93,21 @@ def _claim(out: Path, marker: dict, force: bool) -> None:
 
 
 class _Stages:
-    """Numbered stage messages, each with its wall time (kept in timings.json, not in the report)."""
+    """Numbered stage messages, each stage's wall time in timings.json (this invocation's, for the stages
+    it ran; kept out of the report, which stays the same from run to run)."""
 
     def __init__(self, out: Path, say: Callable[[str], None], count: int):
         self.out, self.say, self.count, self.number, self.times = out, say, count, 0, {}
 
     def start(self, name: str, what: str | None) -> None:
         self.number += 1
-        self.name, self.began = name, time.perf_counter()
+        self.name, self.began, self.cached = name, time.perf_counter(), what is None
         self.say(f"{self.number}/{self.count} {what}" if what else f"{self.number}/{self.count} {name}: done before")
 
     def end(self) -> None:
-        self.times[self.name] = round(time.perf_counter() - self.began, 1)
-        write_text(self.out / "timings.json", json.dumps(self.times, indent=2) + "\n", force=True)
+        if not self.cached:
+            self.times[self.name] = round(time.perf_counter() - self.began, 1)
+            write_text(self.out / "timings.json", json.dumps(self.times, indent=2) + "\n", force=True)
 
 
 def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progress: Callable | None,

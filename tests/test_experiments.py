@@ -237,3 +237,16 @@ def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
     agreement = {r["criterion"]: r for r in markdown_records(text, "#")}
     assert agreement["entropy"]["Spearman rho"] == f"{rho:.3f}" and agreement["entropy"]["Kendall tau"] == f"{tau:.3f}"
     assert re.search(r"\| unpruned \| [^|]+ \| [^|]+ \| 91\.78 \|", text)
+
+
+def test_oracle_seeds_from_the_command_line_average_each_oracle_job(tmp_path, model4, video_root):
+    args = ["sensitivity", model4, "--data", video_root, "-o", tmp_path / "run", "--max-steps", 2, "--batch-size", 8,
+            "--lr", 0.06, "--workers", 0, "--sampling-rate", 2, "--test-clips", 1, "--test-crops", 1,
+            "--oracle-seeds", 2]
+    assert main_code(*args) == 0
+    table = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
+    assert table["seeds"] == 2 and all(len(r["top1_seeds"]) == 2 for r in table["blocks"])
+    for row in [table["baseline"], *table["blocks"]]:
+        assert row["top1"] == pytest.approx(sum(row["top1_seeds"]) / 2)
+    ran = [json.loads(line) for line in (tmp_path / "run" / "jobs.log").read_text().splitlines()]
+    assert sorted(r["seed"] for r in ran) == [0] * 5 + [1] * 5

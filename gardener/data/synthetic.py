@@ -185,11 +185,20 @@ def action_clip(action: str, frames: int, size: int, rng: np.random.Generator, d
     col = rng.uniform(0.25, 0.75) * size + np.cumsum(rng.normal(0, 0.3, frames))
     colour = rng.uniform(120, 255, 3)
     shape = SHAPES[rng.integers(len(SHAPES))]
-    rows, cols = np.mgrid[0:size, 0:size].astype(float)
+    rows = np.mgrid[0:size, 0:size][0].astype(float)
     background, distractors = _scene(domain, size, rows, rng)
-    video = np.empty((frames, size, size, 3), np.uint8)
-    for k in range(frames):
-        frame = background.copy()
+    return render(size, (shape, row, col, radius, alpha, colour), background, distractors)
+
+
+def render(size: int, actor: tuple, background: np.ndarray, distractors: list) -> np.ndarray:
+    """uint8 (frames, size, size, 3) from an actor (shape, then per-frame centre row and column,
+    radius and opacity, and colour) over a background, with distractors (shape, position, velocity,
+    radius, colour) drawn first and wrapping around the frame."""
+    shape, row, col, radius, alpha, colour = actor
+    rows, cols = np.mgrid[0:size, 0:size].astype(float)
+    video = np.empty((len(row), size, size, 3), np.uint8)
+    for k in range(len(row)):
+        frame = np.array(background, dtype=float, copy=True)
         for d_shape, d_pos, d_vel, d_radius, d_colour in distractors:
             cy, cx = (d_pos + d_vel * k) % size
             frame[_shape_mask(d_shape, rows, cols, cy, cx, d_radius)] = d_colour
