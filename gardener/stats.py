@@ -98,38 +98,66 @@ def oracle_resamples(correct: np.ndarray, resamples: int = RESAMPLES, seed: int 
     return out
 
 
-def rho_interval(criterion: Sequence[float], resampled: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of Spearman rho between a criterion's importance and the resampled oracle.
-
-    `resampled` holds oracle accuracies after removal (lower = more important), one row per resample.
-    """
-    crit = np.broadcast_to(np.asarray(criterion, float), resampled.shape)
-    rho = _row_spearman(crit, -resampled)
-    rho = rho[~np.isnan(rho)]
-    if len(rho) == 0:
+def _central(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The central `level` range of the finite values (NaN, NaN when there are none)."""
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
         return (math.nan, math.nan)
     tail = 100 * (1 - level) / 2
-    return (float(np.percentile(rho, tail)), float(np.percentile(rho, 100 - tail)))
+    return (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
 
 
-def random_rho(resampled: np.ndarray, seed: int = 0, level: float = 0.95) -> dict:
-    """Where the rho of a uniformly random block order falls against the (resampled) oracle:
-    its mean and the central `level` range, one random order per resample."""
+def rho_interval(criterion: Sequence[float], oracle: Sequence[float], resampled: np.ndarray,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Basic bootstrap interval of Spearman rho between a criterion's importance and the oracle.
+
+    `oracle` holds the oracle's accuracies after removal (lower = more important) and `resampled`
+    the same per resample. The basic interval (2 rho - the upper and lower percentiles) corrects
+    the shift of the resampled rhos: resampling reorders blocks whose accuracies are within noise
+    of each other, which moves rho away from its estimate in one direction.
+    """
+    crit = np.asarray(criterion, float)
+    estimate = spearman(crit, -np.asarray(oracle, float))
+    low, high = _central(_row_spearman(np.broadcast_to(crit, resampled.shape), -resampled), level)
+    if math.isnan(estimate) or math.isnan(low):
+        return (math.nan, math.nan)
+    return (max(-1.0, 2 * estimate - high), min(1.0, 2 * estimate - low))
+
+
+RANDOM_ORDERS = 20000
+
+
+def random_rho(oracle: Sequence[float], orders: int = RANDOM_ORDERS, seed: int = 0, level: float = 0.95) -> dict:
+    """Where the Spearman rho of a uniformly random block order with the oracle falls: its mean and the
+    central `level` range over `orders` random orders (ties in the oracle as ties)."""
+    oracle = np.asarray(oracle, float)
     rng = np.random.default_rng(seed + 1)
-    orders = rng.random(resampled.shape)
-    rho = _row_spearman(orders, -resampled)
-    rho = rho[~np.isnan(rho)]
-    if len(rho) == 0:
-        return {"mean": math.nan, "interval": [math.nan, math.nan], "orders": 0}
-    tail = 100 * (1 - level) / 2
-    return {"mean": float(rho.mean()), "interval": [float(np.percentile(rho, tail)),
-                                                   float(np.percentile(rho, 100 - tail))], "orders": int(len(rho))}
+    rho = _row_spearman(rng.random((orders, len(oracle))), np.broadcast_to(-oracle, (orders, len(oracle))))
+    low, high = _central(rho, level)
+    return {"mean": float(np.nanmean(rho)) if np.isfinite(rho).any() else math.nan, "interval": [low, high],
+            "orders": int(np.isfinite(rho).sum())}
 
 
-def random_rho_without_data(depth: int, resamples: int = RESAMPLES, seed: int = 0, level: float = 0.95) -> dict:
-    """The same range of a random order's rho against a fixed oracle ranking without ties."""
-    fixed = np.broadcast_to(np.arange(depth, dtype=float), (resamples, depth))
-    return random_rho(fixed, seed, level)
+def interval_of(accuracy: float, videos: int | None) -> list[float] | None:
+    """The Wilson interval of an accuracy as a list, or None when the test-set size is unknown."""
+    return list(wilson(accuracy, videos)) if videos else None
+
+
+def runs_interval(accuracies: Sequence[float], videos: int | None, level: float = 0.95) -> list[float] | None:
+    """An interval for the mean accuracy of several runs (e.g. random orders): the wider, on each side,
+    of the t-interval over the runs and the Wilson interval from the test-set size, so that it
+    covers both how much the runs differ and the test-set sampling."""
+    from scipy import stats
+
+    values = np.asarray(accuracies, float)
+    test = interval_of(float(values.mean()), videos)
+    if len(values) < 2:
+        return test
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    low, high = values.mean() - half, values.mean() + half
+    if test is None:
+        return [max(0.0, low), min(1.0, high)]
+    return [max(0.0, min(low, test[0])), min(1.0, max(high, test[1]))]
 
 
 def pack_correct(flags: Sequence[bool | int]) -> str:
@@ -138,4 +166,5 @@ def pack_correct(flags: Sequence[bool | int]) -> str:
 
 
 def unpack_correct(text: str) -> np.ndarray:
+    """The flags of `pack_correct` back as an array of 0 and 1."""
     return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")

@@ -236,6 +236,9 @@ def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
     tau = stats.kendalltau(PAPER_TABLE2["entropy"], PAPER_TABLE2["sensitivity"]).statistic
     agreement = {r["criterion"]: r for r in markdown_records(text, "#")}
     assert agreement["entropy"]["Spearman rho"] == f"{rho:.3f}" and agreement["entropy"]["Kendall tau"] == f"{tau:.3f}"
+    # published accuracies carry no per-video results: no interval, and "beats random" is not tested
+    assert agreement["entropy"]["95 % interval"] == "-" and agreement["entropy"]["beats random"] == "-"
+    assert "whether a criterion beats random orders is not tested" in text
     assert re.search(r"\| unpruned \| [^|]+ \| [^|]+ \| 91\.78 \|", text)
 
 

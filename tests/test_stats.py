@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from gardener.stats import (Z95, average_ranks, oracle_resamples, pack_correct, random_rho, rho_interval,
-                            separable, spearman, unpack_correct, wilson)
+                            runs_interval, separable, spearman, unpack_correct, wilson)
 
 
 def _wilson_by_solving(successes: int, n: int, z: float) -> tuple[float, float]:
@@ -61,15 +61,41 @@ def _oracle(accuracies: list[float], seeds: int, videos: int, seed: int = 0) -> 
 
 
 def test_bootstrap_interval_is_tight_for_a_clear_oracle_and_wide_for_a_flat_one():
-    clear = _oracle([0.5, 0.6, 0.7, 0.8, 0.9, 0.95], seeds=2, videos=800)
-    agree = np.array([0.5, 0.6, 0.7, 0.8, 0.9, 0.95]) * -1  # importance: lower accuracy = more important
-    lo, hi = rho_interval(agree, oracle_resamples(clear, 300))
+    accuracies = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    agree = -np.array(accuracies)  # the criterion's importance: lower accuracy after removal = more important
+    clear = _oracle(accuracies, seeds=2, videos=800)
+    lo, hi = rho_interval(agree, clear.mean((1, 2)), oracle_resamples(clear, 300))
     assert lo > 0.9 and hi == pytest.approx(1.0)
     flat = _oracle([0.8] * 6, seeds=2, videos=800)
-    lo, hi = rho_interval(agree, oracle_resamples(flat, 300))
-    assert lo < -0.5 and hi > 0.5  # a flat oracle: any ranking's agreement is noise
-    null = random_rho(oracle_resamples(clear, 300))
-    assert abs(null["mean"]) < 0.15 and null["interval"][0] < -0.5 < 0.5 < null["interval"][1]
+    lo, hi = rho_interval(agree, flat.mean((1, 2)), oracle_resamples(flat, 300))
+    assert hi - lo > 1.0 and lo < 0 < hi  # a flat oracle: any ranking's agreement is noise
+
+
+def test_the_basic_interval_reflects_the_resampled_rhos_around_the_estimate():
+    flags = _oracle([0.78, 0.8, 0.8, 0.81, 0.82, 0.9], seeds=1, videos=400, seed=3)
+    oracle, resampled = flags.mean((1, 2)), oracle_resamples(flags, 400)
+    criterion = -np.arange(6.0)
+    estimate = spearman(criterion, -oracle)
+    rhos = np.array([spearman(criterion, -row) for row in resampled])
+    q_lo, q_hi = np.nanpercentile(rhos, [2.5, 97.5])
+    lo, hi = rho_interval(criterion, oracle, resampled)
+    assert lo == pytest.approx(max(-1, 2 * estimate - q_hi)) and hi == pytest.approx(min(1, 2 * estimate - q_lo))
+
+
+def test_random_orders_centre_on_zero_with_the_spearman_null_range():
+    null = random_rho([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 0.991, 0.992])
+    assert abs(null["mean"]) < 0.02 and null["orders"] == 20000
+    # 12 blocks without ties: the central 95 % of the exact null of Spearman's rho is about +-0.58
+    assert null["interval"][0] == pytest.approx(-0.58, abs=0.03) and null["interval"][1] == pytest.approx(0.58, abs=0.03)
+
+
+def test_an_interval_over_runs_covers_how_much_they_differ_and_the_test_set():
+    tight = runs_interval([0.80, 0.80, 0.80], 1000)
+    assert tight == pytest.approx(list(wilson(0.8, 1000)))  # runs that agree: the test set decides
+    spread = runs_interval([0.57, 0.73, 0.69], 4800)
+    half = stats.t.ppf(0.975, 2) * np.std([0.57, 0.73, 0.69], ddof=1) / np.sqrt(3)
+    assert spread == pytest.approx([np.mean([0.57, 0.73, 0.69]) - half, np.mean([0.57, 0.73, 0.69]) + half])
+    assert runs_interval([0.7], 100) == pytest.approx(list(wilson(0.7, 100))) and runs_interval([0.7], None) is None
 
 
 def test_resampling_draws_the_same_videos_for_every_block():

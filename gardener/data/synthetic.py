@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import GardenerError
 from .video import write_video
 
 # Classes a horizontal flip (a training augmentation) leaves unchanged: vertical motion, growth,
@@ -218,7 +219,7 @@ def make_dataset(out: str | Path, *, classes: tuple[str, ...] = ACTIONS, per_cla
     large test set, as a target task has). Deterministic for a seed: one encoder thread.
     """
     if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
+        raise GardenerError(f"--domain {domain!r}: expected one of {', '.join(DOMAINS)}")
     out = Path(out)
     files: dict[str, list[Path]] = {}
     count = per_class + (test_per_class or 0)

@@ -23,7 +23,7 @@ from ..errors import GardenerError
 from ..fileio import write_text
 from ..pruning import count_for_ratio
 from ..scoring import ScoreResult, score
-from ..stats import average_ranks, pack_correct, separable, wilson
+from ..stats import average_ranks, interval_of, pack_correct, runs_interval, separable
 from ..train import DataOptions, Recipe, finetune
 from .runs import Job, RunDir, Settings, open_run, process_rank, run_jobs, source_hash, unique, wait_for
 
@@ -147,9 +147,10 @@ def sensitivity_table(exp_or_plan: dict, run: RunDir) -> dict | None:
     for row, rank in zip(blocks, order):
         row["rank"] = rank
         row["vs_unpruned"] = _versus(row, baseline)
-        row["separable_from"] = [other["block"] for other in blocks if other is not row and row["interval"]
-                                 and other["interval"] and separable(row["interval"], other["interval"])]
-    known = all(r["interval"] for r in blocks)
+    known = all(r["interval"] for r in blocks)  # not when the test-set size is unknown
+    for row in blocks:
+        row["separable_from"] = [other["block"] for other in blocks if other is not row
+                                 and separable(row["interval"], other["interval"])] if known else None
     spread = any(r["separable_from"] for r in blocks) if known else None
     first = groups[()][0]
     return {"baseline": baseline, "blocks": blocks, "scores": scores, "ranks": order, "removes": "highest",
@@ -164,7 +165,7 @@ def _summary(results: list[dict]) -> dict:
     mean = float(np.mean(top1))
     row = {"params": results[0]["params"], "gflops": results[0]["gflops"], "top1": mean,
            "top5": _mean(r.get("top5") for r in results), "uar": _mean(r.get("uar") for r in results),
-           "top1_seeds": top1, "videos": videos, "interval": list(wilson(mean, videos)) if videos else None}
+           "top1_seeds": top1, "videos": videos, "interval": interval_of(mean, videos)}
     if all(r.get("correct") for r in results):
         row["correct"] = [r["correct"] for r in results]
     return row
@@ -191,7 +192,6 @@ def _row(result: dict) -> dict:
 def oracle_meta(table: dict) -> dict:
     """The parts of a sensitivity table the agreement statistics need."""
     return {"videos": table.get("videos"), "seeds": table.get("seeds"), "spread": table.get("spread"),
-            "intervals": [r["interval"] for r in table["blocks"]],
             "correct": [r.get("correct") for r in table["blocks"]]}
 
 
@@ -294,9 +294,9 @@ def sweep_table(plan: dict, run: RunDir) -> dict | None:
                       "gflops": float(np.mean([m["gflops"] for m in members])), "top1": float(top1.mean()),
                       "top1_std": float(top1.std(ddof=1)) if len(members) > 1 else None, "runs": len(members),
                       "drop": float(_row(baseline)["top1"] - top1.mean()), "videos": videos,
-                      "interval": list(wilson(float(top1.mean()), videos)) if videos else None})
+                      "interval": runs_interval(top1, videos)})
     base = _row(baseline)
-    base["interval"] = list(wilson(base["top1"], base["videos"])) if base.get("videos") else None
+    base["interval"] = interval_of(base["top1"], base.get("videos"))
     return {"baseline": base, "rows": table, "ratios": sorted({r["ratio"] for r in table}),
             "criteria": list(dict.fromkeys(r["criterion"] for r in table)), "classes": baseline.get("classes"),
             "videos": base.get("videos")}
@@ -333,11 +333,17 @@ def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds:
     if table is not None:
         write_text(exp.run.path / "sweep.json", json.dumps(table, indent=2) + "\n", force=True)
         if oracle is not None:
-            from .agreement import agreement
-
-            agree = agreement(scores, oracle)
-            write_text(exp.run.path / "agreement.json", json.dumps(agree, indent=2) + "\n", force=True)
+            write_agreement(exp.run, scores, oracle)
     return {"counts": counts, "table": table, "oracle": oracle, "waiting_for_oracle": plan["waiting_for_oracle"]}
+
+
+def write_agreement(run: RunDir, scores: ScoreResult, oracle: dict) -> dict:
+    """agreement.json: every criterion of the scores against the oracle's sensitivity table."""
+    from .agreement import agreement
+
+    agree = agreement(scores, oracle)
+    write_text(run.path / "agreement.json", json.dumps(agree, indent=2) + "\n", force=True)
+    return agree
 
 
 def rebuild_tables(run: RunDir) -> dict:
@@ -361,10 +367,7 @@ def rebuild_tables(run: RunDir) -> dict:
             if oracle is None and (run.path / "sensitivity.json").is_file():
                 oracle = json.loads((run.path / "sensitivity.json").read_text())
             if oracle is not None and scores_file.is_file():
-                from .agreement import agreement
-
-                agree = agreement(ScoreResult.load(scores_file), oracle)
-                write_text(run.path / "agreement.json", json.dumps(agree, indent=2) + "\n", force=True)
+                write_agreement(run, ScoreResult.load(scores_file), oracle)
     return made
 
 

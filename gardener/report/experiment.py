@@ -41,7 +41,7 @@ def accuracy_cell(row: dict | None) -> str:
     """'mean ± std over runs [interval]' for one table cell."""
     if row is None:
         return "-"
-    text = pct(row["top1"]) + (f" ± {100 * row['top1_std']:.2f}" if row.get("top1_std") else "")
+    text = pct(row["top1"]) + (f" ± {100 * row['top1_std']:.2f}" if row.get("top1_std") is not None else "")
     return text + (f" {interval_text(row['interval'])}" if row.get("interval") else "")
 
 
@@ -56,8 +56,9 @@ def measurement_line(videos: int | None, classes: int | None) -> str:
         return "Top-1 accuracy on the test split (%); the test-set size is not recorded, so no interval is given."
     chance = f", chance {100 / classes:.1f} %" if classes else ""
     return (f"Top-1 accuracy (%) on **{videos} test videos**{f' of {classes} classes' if classes else ''}{chance}; "
-            f"brackets: 95 % Wilson interval (one video is {100 / videos:.2f} points). Two accuracies are "
-            f"*separable* when their intervals do not overlap.")
+            f"brackets: 95 % Wilson interval (one video is {100 / videos:.2f} points), which covers the sampling "
+            f"of the test videos, not the spread between finetuning seeds. Two accuracies are *separable* when "
+            f"their intervals do not overlap.")
 
 
 # --- Table 1: the oracle --------------------------------------------------------------------------------
@@ -74,8 +75,9 @@ def sensitivity_rows(table: dict) -> tuple[list[str], list[list[str]]]:
         return cells + ([", ".join(pct(x) for x in r.get("top1_seeds", []))] if seeds > 1 else [])
     rows = [row("unpruned", table["baseline"], "", "", "")]
     for r in table["blocks"]:
+        others = r.get("separable_from")
         rows.append(row(f"block {r['block']} removed", r, rank_text(r["rank"]), r.get("vs_unpruned") or "-",
-                        ", ".join(map(str, r.get("separable_from", []))) or "none"))
+                        "-" if others is None else ", ".join(map(str, others)) or "none"))
     return headers, rows
 
 
@@ -92,16 +94,21 @@ def sensitivity_summary(table: dict) -> str:
     if not table["spread"]:
         return text + ("**The oracle is not separable**: no two single-block removals differ beyond their "
                        "intervals, so its ranking is noise at this budget and test-set size.")
-    return text + ("Ranks are only ordered between blocks that are separable from each other (last column); "
-                   "among the others the oracle's order is within noise, and equal accuracies share a rank.")
+    return text + ("Ranks are only ordered between blocks that are separable from each other (column "
+                   "'separable from blocks'); among the others the oracle's order is within noise, and equal "
+                   "accuracies share a rank.")
 
 
 # --- Table 3: the sweep ---------------------------------------------------------------------------------
 
+def cells(sweep: dict) -> dict[tuple[str, float], dict]:
+    """The sweep's rows by (criterion, ratio)."""
+    return {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
+
+
 def sweep_rows(sweep: dict) -> tuple[list[str], list[list[str]]]:
     """Table 3: GFLOPs, then accuracy per criterion (rows) and ratio (columns); random as mean ± std."""
-    ratios = sweep["ratios"]
-    by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
+    ratios, by = sweep["ratios"], cells(sweep)
     gflops = [next((by[(c, q)]["gflops"] for c in sweep["criteria"] if (c, q) in by), None) for q in ratios]
     rows = [["GFLOPs", *map(num, gflops)]]
     rows += [[name, *[accuracy_cell(by.get((name, q))) for q in ratios]] for name in sweep["criteria"]]
@@ -118,8 +125,8 @@ def _beyond(a: dict | None, b: dict | None) -> int:
 
 
 def versus_random_rows(sweep: dict) -> tuple[list[str], list[list[str]]] | None:
-    """Per criterion: the ratios where it is above or below the random order beyond noise."""
-    by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
+    """Per criterion: the ratios where it is above or below the random orders' mean beyond noise."""
+    by = cells(sweep)
     if "random" not in sweep["criteria"] or not sweep["baseline"].get("interval"):
         return None
     rows = []
@@ -132,32 +139,37 @@ def versus_random_rows(sweep: dict) -> tuple[list[str], list[list[str]]] | None:
     return ["criterion", "above random beyond noise at ratio (%)", "below random beyond noise at ratio (%)"], rows
 
 
+def _trend(curve: list[dict], base: dict) -> str:
+    """The oracle's curve in words: whether it ever rises beyond noise, and whether it ends below the
+    unpruned model beyond noise."""
+    rises = any(_beyond(b, a) > 0 for i, a in enumerate(curve) for b in curve[i + 1:])
+    ends_lower = bool(curve) and _beyond(curve[-1], base) < 0
+    if rises:
+        return "is not monotone: a larger ratio scores above a smaller one beyond noise"
+    return ("never rises beyond noise as more blocks are removed"
+            + (" and falls below the unpruned model beyond noise at the largest ratio" if ends_lower else
+               ", and even at the largest ratio it is within noise of the unpruned model"))
+
+
 def sweep_findings(sweep: dict) -> list[str]:
-    """What the sweep shows beyond noise: the oracle against random, the oracle's trend, and any
-    pruned model that scores above the unpruned one."""
-    by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
-    base, ratios, out = sweep["baseline"], sweep["ratios"], []
+    """What the sweep shows beyond noise: the oracle against the random orders, the oracle's trend, and
+    any pruned model that scores above the unpruned one."""
+    by, base, ratios, out = cells(sweep), sweep["baseline"], sweep["ratios"], []
     if not base.get("interval"):
         return out
     if "sensitivity" in sweep["criteria"] and "random" in sweep["criteria"]:
         wins = [q for q in ratios if _beyond(by.get(("sensitivity", q)), by.get(("random", q))) > 0]
-        out.append("The oracle's order beats the random order beyond noise at "
-                   + (", ".join(f"{q:g} %" for q in wins) if wins else "no ratio") + f" (of {len(ratios)}).")
+        out.append("The oracle's order is above the mean of the random orders beyond noise (the random interval "
+                   "covers how much the orders differ) at " + (", ".join(f"{q:g} %" for q in wins) if wins else
+                                                                "no ratio") + f" (of {len(ratios)}).")
     if "sensitivity" in sweep["criteria"]:
         curve = [by[("sensitivity", q)] for q in ratios if ("sensitivity", q) in by]
-        rises = [(a, b) for i, a in enumerate(curve) for b in curve[i + 1:] if _beyond(b, a) > 0]
-        falls = _beyond(curve[-1], base) < 0 if curve else False
-        out.append("The oracle's accuracy " + ("falls as more blocks are removed (no larger ratio is above a smaller "
-                                              "one beyond noise)" if not rises else
-                                              "is not monotone: a larger ratio scores above a smaller one beyond "
-                                              "noise") + (", and at the largest ratio it is below the unpruned "
-                                                          "model beyond noise." if falls else "."))
+        out.append(f"The oracle's accuracy {_trend(curve, base)}.")
     above = [(r, _beyond(r, base)) for r in sweep["rows"] if r["top1"] > base["top1"]]
     if above:
         beyond = [r for r, v in above if v > 0]
         out.append(f"{len(above)} pruned result{'s' if len(above) > 1 else ''} score above the unpruned model; "
-                   + (f"{len(beyond)} beyond noise ({', '.join(_cell_name(r) for r in beyond[:6])}): at this "
-                      "finetuning budget a shallower model can adapt further in the same steps."
+                   + (f"{len(beyond)} beyond noise ({', '.join(_cell_name(r) for r in beyond[:6])})."
                       if beyond else "all within noise of it."))
     return out
 
@@ -191,7 +203,7 @@ def agreement_rows(agree: dict) -> tuple[list[str], list[list[str]]]:
     the verdict against random only where the oracle has spread beyond noise."""
     names = by_agreement(agree)
     ks = list(agree["criteria"][names[0]]["top_k_overlap"]) if names else []
-    spread = agree.get("oracle_spread", True)
+    spread = agree.get("oracle_spread") is not False  # unknown: shown, as published results are
     headers = ["#", "criterion", "family", "Spearman rho", "95 % interval"]
     headers += ["p", "Kendall tau", "p", "beats random"] if spread else ["Kendall tau"]
     headers += [f"top-{k} overlap" for k in ks]
@@ -199,14 +211,15 @@ def agreement_rows(agree: dict) -> tuple[list[str], list[list[str]]]:
     for place, name in enumerate(names, start=1):
         c = agree["criteria"][name]
         interval = c.get("spearman_interval")
-        cells = [str(place), name, _family(agree, name), _fmt(c["spearman"]),
-                 f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval and interval[0] == interval[0] else "-"]
+        row = [str(place), name, _family(agree, name), _fmt(c["spearman"]),
+               f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval and interval[0] == interval[0] else "-"]
         if spread:
-            cells += [_fmt(c.get("spearman_p"), ".3g"), _fmt(c.get("kendall")), _fmt(c.get("kendall_p"), ".3g"),
-                      "reference" if name == "random" else ("yes" if c.get("beats_random") else "no")]
+            verdict = "-" if c.get("beats_random") is None else ("yes" if c["beats_random"] else "no")
+            row += [_fmt(c.get("spearman_p"), ".3g"), _fmt(c.get("kendall")), _fmt(c.get("kendall_p"), ".3g"),
+                    "reference" if name == "random" else verdict]
         else:
-            cells += [_fmt(c.get("kendall"))]
-        rows.append(cells + [f"{c['top_k_overlap'][k]:.2f}" for k in ks])
+            row += [_fmt(c.get("kendall"))]
+        rows.append(row + [f"{c['top_k_overlap'][k]:.2f}" for k in ks])
     return headers, rows
 
 
@@ -217,10 +230,15 @@ def agreement_summary(agree: dict) -> str:
     if agree.get("oracle_spread") is False:
         return ("**Not separable**: the oracle has no spread beyond noise, so no criterion's agreement with it is a "
                 "finding; no p-values are given" + band_text + ".")
+    boot = agree.get("bootstrap") or {}
+    if not boot.get("resamples"):
+        return ("The oracle's per-video results are not recorded, so there are no bootstrap intervals and whether a "
+                "criterion beats random orders is not tested" + band_text + ".")
+    seeds = boot.get("seeds") or 1
+    how = (f"Intervals: basic bootstrap, {boot['resamples']} resamples of the oracle's test videos"
+           + (f" and of its {seeds} seeds per block. " if seeds > 1 else
+              " (one finetuning seed: the spread between seeds is not covered). "))
     winners = agree.get("beats_random", [])
-    boot = (agree.get("bootstrap") or {}).get("resamples")
-    how = (f"Intervals: {boot} bootstrap resamples of the oracle's test videos and seeds. " if boot else
-           "No per-video results, so no bootstrap intervals. ")
     return how + ("Criteria whose whole interval lies above where random orders fall" + band_text + ": "
                   + (", ".join(f"**{w}**" for w in winners) if winners else "**none**") + ".")
 
@@ -311,9 +329,7 @@ def _agreement_parts(agree: dict, figures: Path) -> list[Part]:
 
 
 def _sweep_parts(sweep: dict, figures: Path, chance: float | None) -> list[Part]:
-    ratios = sweep["ratios"]
-    by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
-    base = sweep["baseline"]
+    ratios, by, base = sweep["ratios"], cells(sweep), sweep["baseline"]
     parts: list[Part] = [
         ("h", 2, "Accuracy by pruning ratio (Table 3)"),
         ("p", measurement_line(sweep.get("videos") or base.get("videos"), sweep.get("classes"))

@@ -25,7 +25,7 @@ def _errors(values: list[float], intervals: list) -> np.ndarray | None:
     return np.maximum(0, np.array([lo, hi]))
 
 
-def _chance(ax, chance: float | None) -> None:
+def _chance_line(ax, chance: float | None) -> None:
     if chance:
         ax.axhline(100 * chance, color="grey", linestyle=(0, (1, 3)), linewidth=1, label="chance")
 
@@ -43,7 +43,7 @@ def single_block(table: dict, path: Path, chance: float | None = None) -> Path:
     ax.axhline(100 * base["top1"], color=PALETTE[4], linestyle="--", label="unpruned")
     if base.get("interval"):
         ax.axhspan(100 * base["interval"][0], 100 * base["interval"][1], color=PALETTE[4], alpha=0.12)
-    _chance(ax, chance)
+    _chance_line(ax, chance)
     ax.set_xticks(blocks)
     ax.set_ylim(0, 100)
     ax.set_xlabel("block removed")
@@ -76,11 +76,12 @@ def ratio_curves(sweep: dict, path: Path, chance: float | None = None) -> Path:
             ax.fill_between(x, [100 * r["interval"][0] for r in rows], [100 * r["interval"][1] for r in rows],
                             color=colours[k], alpha=0.15)
     ax.axhline(100 * sweep["baseline"]["top1"], color="grey", linestyle=":", label="unpruned")
-    _chance(ax, chance)
+    _chance_line(ax, chance)
     ax.set_ylim(0, 100)
     ax.set_xlabel("pruning ratio (% of blocks removed)")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("accuracy after pruning and finetuning (shaded: 95 % interval of oracle and random)")
+    ax.set_title("accuracy after pruning and finetuning (shaded: 95 % intervals of the oracle and of the mean "
+                 "of random orders)", fontsize=10)
     ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
@@ -96,11 +97,10 @@ def agreement_bars(agree: dict, names: list[str], path: Path) -> Path:
     fig, ax = figure(figsize=(7, 0.32 * len(names) + 1.4), layout="constrained")
     family = [agree["criteria"][n].get("family") or "" for n in names]
     colours = [FAMILY_COLOURS.get(f, PALETTE[3]) for f in family]
-    error = None
-    if all(i is not None and i[0] == i[0] for i in intervals):
-        error = np.maximum(0, np.array([[r - i[0] for r, i in zip(rho, intervals)],
-                                        [i[1] - r for r, i in zip(rho, intervals)]]))
-    ax.barh(range(len(names)), np.nan_to_num(rho), color=colours, xerr=error, ecolor="black", capsize=2)
+    ax.barh(range(len(names)), np.nan_to_num(rho), color=colours)
+    for k, interval in enumerate(intervals):  # drawn as segments: a bootstrap interval need not hold the bar's end
+        if interval is not None and not any(np.isnan(interval)):
+            ax.plot(interval, [k, k], color="black", linewidth=1.2, marker="|", markersize=7)
     band = (agree.get("random_orders") or {}).get("interval")
     if band and band[0] == band[0]:
         ax.axvspan(band[0], band[1], color="grey", alpha=0.15, label="random orders (95 %)")
@@ -131,9 +131,10 @@ def rank_scatter(agreement: dict, criterion: str, path: Path) -> Path:
     for block, (x, y) in enumerate(zip(oracle, mine), start=1):
         ax.annotate(str(block), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
     stats = agreement["criteria"][criterion]
-    ax.set_title(f"{criterion} vs oracle: Spearman {stats['spearman']:.3f}" + (
-        f" [{stats['spearman_interval'][0]:.2f}, {stats['spearman_interval'][1]:.2f}]"
-        if stats.get("spearman_interval") else ""), fontsize=9)
+    interval = stats.get("spearman_interval")
+    shown = interval and not any(np.isnan(interval))
+    ax.set_title(f"{criterion} vs oracle: Spearman {stats['spearman']:.3f}"
+                 + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if shown else ""), fontsize=9)
     ax.set_xlabel("oracle (sensitivity) rank, ties averaged")
     ax.set_ylabel(f"{criterion} rank")
     ax.set_xticks(range(1, depth + 1))
