@@ -197,8 +197,8 @@ def _source_model(folder: Path, encoder: Path, data, settings: DemoSettings, see
                         warmup_steps=max(1, settings.source_steps // 10),
                         base_lr=settings.source_lr * 256 / settings.source_batch, layer_decay=1.0,
                         drop_path=settings.source_drop_path, classifier_dropout=0.0, save_every=200)
-        resume = (folder / "checkpoints").is_dir() and not (folder / "gardener.json").is_file()
-        if not (folder / "gardener.json").is_file():
+        if not (folder / "gardener.json").is_file():  # trained before, only the export was interrupted
+            resume = (folder / "checkpoints").is_dir()
             finetune(encoder, folder, data, recipe, seed=seed, resume=resume, force=not resume,
                      progress=step_progress, **_CLIP)
         half_precision_copy(folder / "model", released)
@@ -216,7 +216,7 @@ def half_precision_copy(model_dir: Path, out: Path) -> Path:
 
     from .manifest import manifest
 
-    model = AutoModelForVideoClassification.from_pretrained(model_dir).float()
+    model = AutoModelForVideoClassification.from_pretrained(model_dir)
     with atomic_dir(out, force=True) as tmp:
         model.to(torch.float16).save_pretrained(tmp)
         processor = model_dir / "preprocessor_config.json"

@@ -282,6 +282,8 @@ def sweep_table(plan: dict, run: RunDir) -> dict | None:
     results = {r["id"]: run.result(r["id"]) for r in plan["rows"]}
     if baseline is None or any(v is None for v in results.values()) or plan.get("waiting_for_oracle"):
         return None
+    base = _row(baseline)
+    base["interval"] = interval_of(base["top1"], base.get("videos"))
     cells: dict[tuple[str, float], list[dict]] = {}
     for row in plan["rows"]:
         cells.setdefault((row["criterion"], row["ratio"]), []).append({**row, **_row(results[row["id"]])})
@@ -293,10 +295,8 @@ def sweep_table(plan: dict, run: RunDir) -> dict | None:
                       "removed": [m["removed"] for m in members] if len(members) > 1 else members[0]["removed"],
                       "gflops": float(np.mean([m["gflops"] for m in members])), "top1": float(top1.mean()),
                       "top1_std": float(top1.std(ddof=1)) if len(members) > 1 else None, "runs": len(members),
-                      "drop": float(_row(baseline)["top1"] - top1.mean()), "videos": videos,
+                      "drop": float(base["top1"] - top1.mean()), "videos": videos,
                       "interval": runs_interval(top1, videos)})
-    base = _row(baseline)
-    base["interval"] = interval_of(base["top1"], base.get("videos"))
     return {"baseline": base, "rows": table, "ratios": sorted({r["ratio"] for r in table}),
             "criteria": list(dict.fromkeys(r["criterion"] for r in table)), "classes": baseline.get("classes"),
             "videos": base.get("videos")}

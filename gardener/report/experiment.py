@@ -281,12 +281,7 @@ def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] |
                            f"seed {s['seed']}."))
     chance = _chance(sens, sweep)
     if sens:
-        parts += [("h", 2, "Single-block removal (oracle, Table 1)"),
-                  ("p", measurement_line(sens.get("videos"), sens.get("classes"))),
-                  ("table", *sensitivity_rows(sens)), ("p", sensitivity_summary(sens)),
-                  ("img", figs.single_block(sens, figures / "single_block_removal.png", chance),
-                   "Accuracy after removing each block, with 95 % intervals (dashed: unpruned, its interval shaded; "
-                   "dotted: chance).")]
+        parts += _sensitivity_parts(sens, figures, chance)
     if agree:
         parts += _agreement_parts(agree, figures)
     if sweep:
@@ -294,14 +289,22 @@ def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] |
     if scores:
         parts.append(("h", 2, "Weights"))
         if "entropy" in scores["criteria"]:
-            parts.append(("img", figs.profiles([(scores["dtype_view"], scores)], "entropy",
-                                               figures / "entropy_per_block.png"),
+            parts.append(("img", figs.profile(scores, "entropy", figures / "entropy_per_block.png"),
                           f"Entropy per block ({scores['dtype_view']} view of weights stored as "
                           f"{'/'.join(scores.get('stored_dtypes', []))}; absolute values, no axis offset)."))
         if scores.get("histograms"):
             parts.append(("img", weight_histograms(scores, figures / "weight_histograms.png", force=True),
                           "Weight histograms at several depths."))
     return parts
+
+
+def _sensitivity_parts(sens: dict, figures: Path, chance: float | None) -> list[Part]:
+    return [("h", 2, "Single-block removal (oracle, Table 1)"),
+            ("p", measurement_line(sens.get("videos"), sens.get("classes"))),
+            ("table", *sensitivity_rows(sens)), ("p", sensitivity_summary(sens)),
+            ("img", figs.single_block(sens, figures / "single_block_removal.png", chance),
+             "Accuracy after removing each block, with 95 % intervals (dashed: unpruned, its interval shaded; "
+             "dotted: chance).")]
 
 
 def _agreement_parts(agree: dict, figures: Path) -> list[Part]:

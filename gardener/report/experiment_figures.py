@@ -142,19 +142,16 @@ def rank_scatter(agreement: dict, criterion: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def profiles(scores: list[tuple[str, dict]], criterion: str, path: Path) -> Path:
-    """A criterion's score per block under one or more views, in absolute values (no axis offset,
-    so that round-off does not read as a profile)."""
+def profile(scores: dict, criterion: str, path: Path) -> Path:
+    """A criterion's score per block, in absolute values (no axis offset, so that round-off does not
+    read as a profile)."""
+    values = scores["criteria"][criterion]["scores"]
+    blocks = [b["number"] for b in scores["blocks"]]
     fig, ax = figure(figsize=(7, 3.2), layout="constrained")
-    for k, (label, data) in enumerate(scores):
-        values = data["criteria"][criterion]["scores"]
-        blocks = [b["number"] for b in data["blocks"]]
-        ax.plot(blocks, values, marker="o", color=PALETTE[k % len(PALETTE)], label=label)
-        ax.set_xticks(blocks)
+    ax.plot(blocks, values, marker="o", color=PALETTE[0])
+    ax.set_xticks(blocks)
     ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_xlabel("block")
-    ax.set_ylabel(criterion)
+    ax.set_ylabel(f"{criterion} ({scores['dtype_view']} view)")
     ax.set_title(f"{criterion} per block")
-    if len(scores) > 1:
-        ax.legend(fontsize=8)
     return _save(fig, path)
