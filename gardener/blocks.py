@@ -27,15 +27,18 @@ class Family:
     role: str  # "encoder", "decoder" or "main"
     depth_field: str | None  # config.json field holding this stack's depth, if any
     description: str
+    params: re.Pattern | None = None  # when set, a block's tensor names must match it too
 
 
 FAMILIES: list[Family] = []
 
 
 def register_family(name: str, stack_regex: str, role: str, depth_field: str | None,
-                    description: str) -> Family:
-    """Register a layout; earlier registrations win when several match a stack name."""
-    family = Family(name, re.compile(stack_regex), role, depth_field, description)
+                    description: str, params: str | None = None) -> Family:
+    """Register a layout; earlier registrations win when several match a stack name (and, with
+    `params`, the names of its blocks' tensors: bare `layers.N.` is a ViT or a LLaMA by them)."""
+    family = Family(name, re.compile(stack_regex), role, depth_field, description,
+                    re.compile(params) if params else None)
     FAMILIES.append(family)
     return family
 
@@ -50,6 +53,9 @@ register_family("timm-decoder", r"(^|\.)decoder\.blocks$", "decoder", None,
                 "original VideoMAE / MAE pretraining decoder (`decoder.blocks.N.`)")
 register_family("timm", r"(^|\.)blocks$", "encoder", None,
                 "original VideoMAE / MAE / timm ViT (`blocks.N.`, `encoder.blocks.N.`)")
+register_family("hf-vit-bare", r"^layers$", "encoder", "num_hidden_layers",
+                "a bare HF ViT / VideoMAE encoder state dict in the transformers-5 layout (`layers.N.`)",
+                params=r"^(layernorm_before|attention\.(q_proj|attention\.query))\.")
 register_family("llama", r"^(model\.)?layers$", "main", "num_hidden_layers",
                 "LLaMA-style decoder-only (`model.layers.N.`)")
 register_family("gpt2", r"(^|\.)h$", "main", "n_layer", "GPT-2 style (`transformer.h.N.`)")
@@ -58,9 +64,10 @@ register_family("t5-decoder", r"(^|\.)decoder\.block$", "decoder", "num_decoder_
 register_family("generic", r".*", "main", None, "any other `<list>.N.` layout")
 
 
-def family_of(stack: str) -> Family:
-    """The first registered family whose pattern matches the stack name."""
-    family = next(f for f in FAMILIES if f.stack.search(stack))
+def family_of(stack: str, params: list[str] | tuple[str, ...] = ()) -> Family:
+    """The first registered family whose pattern matches the stack name (and its tensor names)."""
+    family = next(f for f in FAMILIES if f.stack.search(stack)
+                  and (f.params is None or any(f.params.search(p) for p in params)))
     if family.name == "generic" and "decoder" in stack.split("."):
         return Family("generic", family.stack, "decoder", None, family.description)
     return family
@@ -96,16 +103,19 @@ def find_stacks(names: list[str], pattern: str | None = None) -> list[Stack]:
     """Group parameter names into stacks of blocks (a custom regex may override detection)."""
     regex = _custom_regex(pattern) if pattern else BLOCK_KEY
     grouped: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    params: dict[str, set[str]] = defaultdict(set)
     for name in names:
         match = regex.match(name) if pattern is None else regex.search(name)
         if match:
             stack = match.groupdict().get("stack") or "custom"
             grouped[stack][int(match.group("index"))].append(name)
+            if pattern is None:
+                params[stack].add(match.group("param"))
     stacks = []
     for stack, by_index in grouped.items():
         blocks = [Block(i, sorted(by_index[i])) for i in sorted(by_index)]
-        family = family_of(stack) if pattern is None else Family("custom", re.compile(".*"), "main",
-                                                                  None, "--block-pattern")
+        custom = Family("custom", re.compile(".*"), "main", None, "--block-pattern")
+        family = family_of(stack, sorted(params[stack])) if pattern is None else custom
         stacks.append(Stack(stack, family, blocks))
     return stacks
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 from dataclasses import dataclass, field
 from math import prod
@@ -77,9 +78,9 @@ class Checkpoint:
         return sum(i.numel for i in self._infos.values())
 
     @property
-    def nest(self) -> str | None:
-        """The key a PyTorch state dict was nested under ('model', ...), if any."""
-        return next((getattr(r, "nest", None) for r in self._readers.values()), None)
+    def torch_file(self) -> _TorchFile | None:
+        """The reader of a single PyTorch file (its container, nesting and prefix), if that is the format."""
+        return next(iter(self._readers.values())) if self.format == "torch" else None
 
     def _add(self, reader: _SafetensorsFile | _TorchFile) -> None:
         for info in reader.infos.values():
@@ -156,11 +157,11 @@ class _TorchFile:
         import torch
 
         self.path = path
-        obj = _torch_load(path, torch)
-        state, self.nest = _find_state_dict(obj, path, torch)
-        prefix = "module."
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+        self.container = _torch_load(path, torch)  # everything the file holds, for writing it back
+        state, self.nest = _find_state_dict(self.container, path, torch)
+        self.prefix = "module." if state and all(k.startswith("module.") for k in state) else ""
+        if self.prefix:
+            state = {k[len(self.prefix):]: v for k, v in state.items()}
         self.tensors = state
         self.infos = {}
         for name, tensor in state.items():
@@ -184,9 +185,8 @@ def _torch_load(path: Path, torch) -> object:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-            raise GardenerError(f"{path}: refused to unpickle: not a plain state dict "
-                                f"(weights_only=True rejected it: {first[:160]})") from None
+            raise GardenerError(f"{path}: refused to unpickle: not a plain state dict ({_refusal(str(exc))}; "
+                                f"gardener loads with weights_only=True and never runs a checkpoint's code)") from None
         except RuntimeError as exc:
             if mmap and "mmap" in str(exc):  # legacy (pre-1.6) format cannot be mapped
                 continue
@@ -198,16 +198,29 @@ def _torch_load(path: Path, torch) -> object:
     raise AssertionError("unreachable")
 
 
-def _find_state_dict(obj: object, path: Path, torch) -> tuple[dict, str | None]:
-    """The tensor dict itself, or the one nested under a conventional key (and that key)."""
-    nest = None
+def _refusal(message: str) -> str:
+    """What torch's weights_only unpickler refused, as one whole clause (its message is a page of advice)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    if found:
+        return f"it holds an object of type {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
+    if found:
+        return found.group(1).split(". ")[0].rstrip(".")
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", message).strip()
+    return plain.split(". ")[0].rstrip(".") if plain else "unsupported content"
+
+
+def _find_state_dict(obj: object, path: Path, torch) -> tuple[dict, list[str]]:
+    """The tensor dict itself, or the one nested under conventional keys (and the keys leading to it)."""
+    nest: list[str] = []
     for _ in range(3):
         if not isinstance(obj, dict):
             break
         key = next((k for k in NESTED_KEYS if isinstance(obj.get(k), dict)), None)
         if any(isinstance(v, torch.Tensor) for v in obj.values()) or key is None:
             break
-        obj, nest = obj[key], key if nest is None else nest
+        obj = obj[key]
+        nest.append(key)
     if not isinstance(obj, dict):
         raise GardenerError(f"{path}: holds a {type(obj).__name__}, expected a state dict of tensors")
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
@@ -249,7 +262,13 @@ def _open_index(index: Path, ckpt: Checkpoint) -> None:
         if not shard_path.is_file():
             raise GardenerError(f"{index}: lists shard {shard}, which is missing")
         ckpt.files.append(shard_path)
+        before = set(ckpt.names())
         _open_file(shard_path, ckpt, names if shard_path.suffix == ".safetensors" else None)
+        found = set(ckpt.names()) - before
+        lacking = sorted(names - found)
+        if lacking:  # a tensor silently absent would be scored without it and pruned away
+            raise GardenerError(f"{index}: maps tensor {lacking[0]!r} to shard {shard}, which does not hold it"
+                                + (f" ({len(lacking)} such tensors)" if len(lacking) > 1 else ""))
 
 
 def _open_dir(path: Path) -> Checkpoint:

@@ -1,6 +1,7 @@
 """The `gardener` command: thin commands that parse, call one library function, and print."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -9,7 +10,8 @@ import typer
 from rich.console import Console
 
 from . import criteria as registry
-from .errors import GardenerError
+from .demo import RUN_TIMES
+from .errors import GardenerError, Terminated
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find and remove the unimportant blocks of a pretrained transformer, without data.")
@@ -110,7 +112,8 @@ def _show(result) -> None:
 def prune(
     ctx: typer.Context,
     path: Path = PATH_ARG,
-    out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder (must not exist unless --force)."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder, or for a single-file input a file of the "
+                                 "same format (manifest beside it); must not exist unless --force."),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of blocks to remove: round(R x depth)."),
     remove: Optional[int] = typer.Option(None, "--remove", help="Number of blocks to remove."),
     blocks: Optional[str] = typer.Option(None, "--blocks", help="Explicit blocks to remove, e.g. 3,7,9 (1-based)."),
@@ -140,7 +143,13 @@ def prune(
                             spec=InputSpec(frames, size, seq_len), seed=seed, aggregate=aggregate,
                             arguments=ctx.params)
     out.print(prune_table(info))
-    err.print(f"wrote {out_dir}")
+    for warning in info["warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for entry in info.get("dropped_entries", []):
+        err.print(f"[yellow]warning:[/] dropped {entry['entry']!r} ({entry['tensors']} tensors): it describes the "
+                  f"unpruned model (optimizer state or a copy of the weights); listed in the manifest",
+                  highlight=False)
+    err.print(f"wrote {out_dir}" + (f" and {out_dir}.gardener.json" if out_dir.is_file() else ""))
 
 
 @app.command()
@@ -301,7 +310,10 @@ def finetune(
                    resume=resume, force=force, progress=tick, arguments=ctx.params)
     if _is_main_process():
         out.print(eval_table(info["final"]))
-        err.print(f"wrote {out_dir}/model (final), {out_dir}/eval.json, {out_dir}/gardener.json")
+        if info.get("already_finished"):
+            err.print(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed", highlight=False)
+        else:
+            err.print(f"wrote {out_dir}/model (final), {out_dir}/eval.json, {out_dir}/gardener.json")
 
 
 @app.command()
@@ -357,17 +369,26 @@ def _recipe(recipe_file, **fields):
 
 
 def _experiment_progress():
-    """Rich bars for the jobs of a plan and the steps of the running job."""
+    """Rich bars for the jobs of a plan and the steps of the running job; without a terminal (a log
+    file, a batch job), one line per finished job instead."""
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=err, disable=not err.is_terminal)
     jobs = bar.add_task("jobs", total=None, stats="")
     steps = bar.add_task("  finetuning", total=None, stats="")
+    running: dict = {}
 
     def on_job(done, total, job):
         bar.update(jobs, completed=done, total=total,
                    stats=f"removing {list(job.removed) or 'nothing'}" if job is not None else "")
+        if not err.is_terminal and running.get("job") is not None:
+            seconds = time.monotonic() - running["since"]
+            err.print(f"  job {done}/{total} done: removing {list(running['job'].removed) or 'nothing'} "
+                      f"({seconds:.1f} s)", highlight=False)
+        running.update(job=job, since=time.monotonic())
 
     def on_step(done, total, loss=None, lr=None, clips_per_s=None):
         bar.update(steps, completed=done, total=total,
@@ -389,7 +410,7 @@ def _prepare_experiment(p: dict):
     options = _data_options(p["data"], p["split_dir"], p["fold"], p["eval_data"], p["val_fraction"], p["strict"],
                             p["workers"])
     return prepare(p["checkpoint"], p["run_dir"], options, recipe, clip, p["seed"], p["keep_models"],
-                   p["oracle_seeds"]), shard
+                   p["oracle_seeds"], p.get("ratios")), shard
 
 
 def _report_counts(counts: dict, complete: bool, run_dir: Path) -> None:
@@ -459,13 +480,12 @@ def sweep(
     seed: int = typer.Option(0, "--seed", help="Seed of every job's finetuning."),
 ) -> None:
     """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
-    from .experiments.protocol import parse_ratios, parse_sweep_criteria, run_sweep
+    from .experiments.protocol import parse_sweep_criteria, run_sweep
     from .report.tables import sweep_table
 
     names = parse_sweep_criteria(criteria)
     registry.check_aggregate(aggregate)  # before the run folder is made
-    exp, part = _prepare_experiment(ctx.params)
-    parse_ratios(ratios, exp.depth)  # a ratio that rounds to no block or to all fails before any job
+    exp, part = _prepare_experiment(ctx.params)  # checks --ratios before the run folder is made
     bar, on_job, on_step = _experiment_progress()
     with bar:
         result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step,
@@ -549,7 +569,9 @@ def list_criteria() -> None:
 @app.command()
 def demo(
     out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo (reused if run again)."),
-    quick: bool = typer.Option(False, "--quick", help="Smaller settings: about 3 minutes instead of 20."),
+    quick: bool = typer.Option(False, "--quick", help=f"Smaller settings: {RUN_TIMES['quick']} on 2 CPU cores "
+                               f"(measured {RUN_TIMES['quick_date']}) instead of {RUN_TIMES['default']} (from a fresh "
+                               f"clone, install included, measured {RUN_TIMES['default_date']})."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data, the pretraining and every finetuning job."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing folder."),
 ) -> None:
@@ -648,6 +670,9 @@ def pretrain_command(
                         sampling_rate=sampling_rate, min_crop_scale=min_crop_scale, seed=seed, resume=resume,
                         force=force, progress=tick, arguments=ctx.params)
     if _is_main_process():
+        if info.get("already_finished"):
+            err.print(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed", highlight=False)
+            return
         err.print(f"pretrained {info['steps']} steps; encoder in {out_dir}/encoder")
         summary = info["loss"]
         if summary:
@@ -673,6 +698,7 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # gardener draws its own progress bars
+    previous = _on_sigterm()
     try:
         code = app(args=argv, standalone_mode=False, prog_name="gardener")
     except GardenerError as exc:
@@ -682,6 +708,28 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"[red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted")
-        sys.exit(130)
+        code = 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if code == 130:  # typer returns 130 for a KeyboardInterrupt, which our SIGTERM handler raises too
+        err.print("terminated (SIGTERM)" if _TERMINATED else "interrupted")
+        sys.exit(143 if _TERMINATED else 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+_TERMINATED: list[int] = []
+
+
+def _on_sigterm():
+    """Handle SIGTERM like Ctrl-C (temporaries removed, exit 143); returns the handler it replaced."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _TERMINATED.clear()
+
+    def stop(signum, frame):
+        _TERMINATED.append(signum)
+        raise Terminated()
+    return signal.signal(signal.SIGTERM, stop)

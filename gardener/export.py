@@ -103,13 +103,53 @@ def copy_side_files(src: Path, out: Path, skip: Iterable[str] = ()) -> list[str]
     return copied
 
 
-def write_torch_state(path: Path, tensors: list, nest: str | None) -> None:
-    """A .pth/.pt/.bin state dict (nested under `nest` when the input was)."""
+def _tensor_count(value: object) -> int:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return 1
+    if isinstance(value, dict):
+        return sum(_tensor_count(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_count(v) for v in value)
+    return 0
+
+
+def torch_container(reader, tensors: list) -> tuple[object, list[dict]]:
+    """What a PyTorch file held, with its state dict replaced by `tensors`, and what had to go.
+
+    Non-tensor entries (epoch, args, nested settings) stay as they were, wherever they are.
+    Entries beside the state dict that hold tensors (optimizer state, an EMA copy) describe the
+    unpruned model: they are dropped and listed as {"entry", "tensors"}.
+    """
     import torch
 
     state = {}
     for name, tag, _, read, _ in tensors:
-        arr = np.array(read())
-        t = torch.from_numpy(arr)
-        state[name] = t.view(torch.bfloat16) if tag == "BF16" else t
-    torch.save({nest: state} if nest else state, path)
+        tensor = torch.from_numpy(np.array(read()))
+        state[reader.prefix + name] = tensor.view(torch.bfloat16) if tag == "BF16" else tensor
+    dropped: list[dict] = []
+
+    def rebuild(obj: dict, nest: list[str], where: str) -> dict:
+        out = {} if nest else dict(state)
+        for key, value in obj.items():
+            if nest and key == nest[0]:
+                out[key] = rebuild(value, nest[1:], f"{where}{key}.")
+            elif not nest and isinstance(key, str) and isinstance(value, torch.Tensor):
+                continue  # a tensor of the state dict: `state` holds what is kept of them
+            elif count := _tensor_count(value):
+                dropped.append({"entry": f"{where}{key}", "tensors": count})
+            else:
+                out[key] = value
+        return out
+
+    return rebuild(reader.container, list(reader.nest), ""), dropped
+
+
+def write_torch_state(path: Path, tensors: list, reader) -> list[dict]:
+    """A .pth/.pt/.bin file shaped like the input's (nesting, prefix, metadata); returns what was dropped."""
+    import torch
+
+    container, dropped = torch_container(reader, tensors)
+    torch.save(container, path)
+    return dropped

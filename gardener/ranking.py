@@ -34,3 +34,11 @@ def ranks(scores: Sequence[float], removes: str) -> list[int]:
 def removal_order(scores: Sequence[float], removes: str) -> list[int]:
     """0-based block positions in the order they would be removed (least important first)."""
     return importance_order(scores, removes)[::-1]
+
+
+def tie_groups(scores: Sequence[float]) -> list[list[int]]:
+    """0-based positions of blocks whose scores are exactly equal (NaN with NaN), groups of two or more."""
+    groups: dict[object, list[int]] = {}
+    for i, s in enumerate(scores):
+        groups.setdefault("nan" if math.isnan(s) else float(s), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]

@@ -18,6 +18,7 @@ from .errors import GardenerError
 from .values import VIEWS, BlockValues, in_view
 
 PLOT_BINS = 128
+EXACT_VALUE = ("entropy", "efficiency", "mutual_information")  # criteria that count exact weight values
 
 
 @dataclass
@@ -69,6 +70,31 @@ class ScoreResult:
     def removal_order(self, criterion: str | None = None) -> list[int]:
         """Block numbers (1-based) in the order the criterion removes them."""
         return self.ranking(criterion)[::-1]
+
+    def caveats(self, criterion: str | None = None, removed: list[int] | None = None) -> list[str]:
+        """Why the criterion's ranking may not be decided by the weights: round-off or ties.
+
+        With `removed` (1-based block numbers a prune takes), only ties that straddle the cut
+        count: blocks of equal score of which some go and some stay, chosen by block index.
+        """
+        name = criterion or self.primary
+        scores, out = self._scores(name), []
+        known = [b for b in self.blocks if b.distinct is not None]
+        if name in EXACT_VALUE and known:
+            share = min(b.distinct / b.n_params for b in known)
+            if share > 0.5:
+                out.append(f"most weight values are distinct (at least {share:.0%} in every block), so exact-value "
+                           f"{name} is about ln N for blocks of equal size and its ranking is decided by round-off; "
+                           f"try --dtype float16 / bfloat16, or hist_entropy")
+        for group in ranking.tie_groups(scores):
+            numbers = [self.blocks[i].number for i in group]
+            shown = ", ".join(map(str, numbers[:8])) + (f" ... ({len(numbers)} blocks)" if len(numbers) > 8 else "")
+            if removed is None:
+                out.append(f"blocks {shown} score exactly the same by {name}: block index orders them")
+            elif 0 < len(gone := [n for n in numbers if n in removed]) < len(numbers):
+                out.append(f"blocks {shown} score exactly the same by {name}: block index chose which "
+                           f"{len(gone)} of them {'is' if len(gone) == 1 else 'are'} removed")
+        return out
 
     def _scores(self, name: str) -> list[float]:
         if name not in self.scores:

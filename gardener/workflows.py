@@ -8,22 +8,29 @@ from pathlib import Path
 from typing import Any
 
 from .blocks import find_stacks, select_stack
-from .checkpoint import open_checkpoint
+from .checkpoint import TORCH_SUFFIXES, open_checkpoint
 from .cost import InputSpec, flop_breakdown
 from .errors import GardenerError
 from .export import DEFAULT_SHARD_BYTES, copy_side_files, parse_size, renamed_tensors, write_hf_weights, \
     write_safetensors, write_torch_state
-from .fileio import atomic_dir, check_writable, write_text
+from .fileio import atomic_dir, atomic_file, check_writable, write_text
 from .manifest import manifest, prehash
 from .pruning import parse_blocks, plan, renamer, shorten_per_layer
 from .scoring import ScoreResult, score
 
 
+def csv_sidecar(path: Path) -> Path:
+    """Where a scores CSV's metadata goes: NAME.meta.json beside NAME.csv."""
+    return Path(path).with_name(f"{Path(path).stem}.meta.json")
+
+
 def check_outputs(outputs: dict[str, Path | None], force: bool) -> None:
     """Fail before any work if an output exists (without force) or cannot be written."""
-    for path in outputs.values():
+    for key, path in outputs.items():
         if path is not None:
             check_writable(Path(path), force)
+            if key == "csv":
+                check_writable(csv_sidecar(path), force)
 
 
 def _jsonable(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +44,7 @@ def write_score_outputs(result: ScoreResult, outputs: dict[str, Path | None], fo
     `inputs` (files or (file, label) pairs to hash) defaults to the scored checkpoint's files.
     """
     from .report.figures import weight_histograms
-    from .report.tables import to_csv, to_json
+    from .report.tables import csv_metadata, to_csv, to_json
 
     if not any(outputs.values()):
         return []
@@ -47,7 +54,8 @@ def write_score_outputs(result: ScoreResult, outputs: dict[str, Path | None], fo
     if outputs.get("json"):
         written.append(write_text(outputs["json"], to_json(result, meta), force))
     if outputs.get("csv"):
-        written.append(write_text(outputs["csv"], to_csv(result, meta), force))
+        written.append(write_text(outputs["csv"], to_csv(result), force))
+        written.append(write_text(csv_sidecar(outputs["csv"]), csv_metadata(result, meta), force))
     if outputs.get("plot"):
         written.append(weight_histograms(result.to_dict(), outputs["plot"], force=force))
     return written
@@ -62,8 +70,9 @@ def tiny_videomae_config(depth: int = 12, hidden: int = 64):
                           num_labels=5)
 
 
-def _removal_order(ckpt, chosen_stack, criterion: str, ranking_file: Path | None, **score_args) -> tuple[list, dict]:
-    """Block numbers least-important first, from a scores file or by scoring now; plus their scores."""
+def _removal_order(ckpt, chosen_stack, criterion: str, ranking_file: Path | None, **score_args
+                   ) -> tuple[list, dict, ScoreResult]:
+    """Block numbers least-important first, from a scores file or by scoring now; their scores; the result."""
     if ranking_file is not None:
         ranked = ScoreResult.load(ranking_file)
         name = ranked.primary
@@ -73,7 +82,32 @@ def _removal_order(ckpt, chosen_stack, criterion: str, ranking_file: Path | None
     else:
         ranked, name = score(ckpt, [criterion], primary=criterion, stack=chosen_stack.name, **score_args), criterion
     return ranked.removal_order(name), {"criterion": name, "scores": ranked.scores[name],
-                                        "dtype_view": ranked.dtype_view}
+                                        "dtype_view": ranked.dtype_view}, ranked
+
+
+def _output(ckpt, out: Path, force: bool) -> Path | None:
+    """Check where a prune writes; returns the manifest path when a single file is written, else None.
+
+    A file in gives a file out when -o names a checkpoint file (its manifest beside it, as
+    NAME.gardener.json); otherwise -o is a folder. The input is never replaced or put inside
+    the output.
+    """
+    source = ckpt.path.resolve()
+    if out.resolve() == source or source.is_relative_to(out.resolve()):
+        raise GardenerError(f"-o {out}: would replace the input {ckpt.path}; write the pruned checkpoint elsewhere")
+    if ckpt.format == "hf-dir" and out.resolve().is_relative_to(source):
+        raise GardenerError(f"-o {out}: the output folder must not be inside the input directory {ckpt.path}")
+    if ckpt.format == "hf-dir" or out.suffix not in (".safetensors", *TORCH_SUFFIXES):
+        check_writable(out, force)
+        return None
+    if (out.suffix == ".safetensors") != (ckpt.format == "safetensors"):
+        wanted = ".safetensors" if ckpt.format == "safetensors" else "/".join(TORCH_SUFFIXES)
+        raise GardenerError(f"-o {out}: the input {ckpt.path.name} is a {ckpt.format} file; name the output "
+                            f"{wanted} (the same format), or give a folder")
+    sidecar = out.with_name(f"{out.name}.gardener.json")
+    check_writable(out, force)
+    check_writable(sidecar, force)
+    return sidecar
 
 
 def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None = None, remove: int | None = None,
@@ -82,30 +116,43 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
                      stack: str | None = None, block_pattern: str | None = None, force: bool = False,
                      max_shard_size: str | int = DEFAULT_SHARD_BYTES, spec: InputSpec = InputSpec(),
                      seed: int = 0, aggregate: str = "mean", arguments: dict | None = None) -> dict:
-    """Remove blocks from a checkpoint and write it, in its own format, to the folder `out`.
+    """Remove blocks from a checkpoint and write it in its own format: to the folder `out`, or for
+    a single-file input to the file `out` when it is named like one (manifest beside it).
 
-    Returns the manifest written to OUT/gardener.json (removed/kept blocks, parameters, GFLOPs).
+    Returns the manifest (removed/kept blocks and tensors, parameters, GFLOPs, what was dropped
+    and why the ranking may not be decided by the weights).
     """
     ckpt = open_checkpoint(path)
+    out = Path(out)
     chosen = select_stack(ckpt, stack, block_pattern)
-    check_writable(Path(out), force)
-    if ckpt.format == "hf-dir" and Path(out).resolve().is_relative_to(ckpt.path.resolve()):
-        raise GardenerError(f"-o {out}: the output folder must not be inside the input directory {ckpt.path}")
+    sidecar = _output(ckpt, out, force)
     prehash(ckpt.files)
     keep_safe = parse_blocks(protect, chosen.depth, zero_based, "--protect") if protect else []
     explicit = parse_blocks(blocks, chosen.depth, zero_based) if blocks is not None else None
-    order, chosen_by = (None, {})
+    order, chosen_by, ranked = None, {}, None
     if explicit is None:
-        order, chosen_by = _removal_order(ckpt, chosen, criterion, ranking, dtype=dtype,
-                                          block_pattern=block_pattern, seed=seed, aggregate=aggregate)
+        order, chosen_by, ranked = _removal_order(ckpt, chosen, criterion, ranking, dtype=dtype,
+                                                  block_pattern=block_pattern, seed=seed, aggregate=aggregate)
     decision = plan(chosen.depth, ratio=ratio, remove=remove, blocks=explicit, removal_order=order,
                     protect=keep_safe, criterion=chosen_by.get("criterion"))
+    warnings = ranked.caveats(chosen_by["criterion"], decision.removed) if ranked is not None else []
     record = {"source": str(Path(path).resolve()), "stack": chosen.name, "family": chosen.family.name,
               "how": decision.how, **chosen_by, "removed_blocks": decision.removed, "kept_blocks": decision.kept,
               "removed_indices": [b - 1 for b in decision.removed], "depth_before": chosen.depth,
               "depth_after": len(decision.kept)}
-    tensors = renamed_tensors(ckpt, renamer(chosen.name, decision.kept))
-    info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors)}
+    rename = renamer(chosen.name, decision.kept)
+    tensors = renamed_tensors(ckpt, rename)
+    prefix = ckpt.torch_file.prefix if ckpt.torch_file else ""
+    info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors),
+            "removed_tensors": [prefix + n for n in ckpt.names() if rename(n) is None], "warnings": warnings}
+    if ckpt.format == "torch":
+        info["dropped_entries"] = []
+    if sidecar is not None:
+        with atomic_file(out, force) as weights, atomic_file(sidecar, force) as meta:
+            info.update(_write_single(ckpt, weights, tensors))
+            info = {**manifest("prune", ckpt.files, _jsonable(arguments or {})), **info}
+            meta.write_text(json.dumps(info, indent=2) + "\n")
+        return info
     with atomic_dir(out, force) as tmp:
         if ckpt.format == "hf-dir":
             config = shorten_per_layer(ckpt.config or {}, chosen.family.depth_field, decision.kept)
@@ -114,13 +161,19 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
             copy_side_files(ckpt.path, tmp, skip=["config.json"])
             write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
             info.update(_gflops_pair(ckpt.config, config, spec, decision.removed, chosen.family.depth_field))
-        elif ckpt.format == "safetensors":
-            write_safetensors(tmp / ckpt.path.name, [t[:4] for t in tensors])
         else:
-            write_torch_state(tmp / ckpt.path.name, tensors, ckpt.nest)
+            info.update(_write_single(ckpt, tmp / ckpt.path.name, tensors))
         info = {**manifest("prune", ckpt.files, _jsonable(arguments or {})), **info}
         write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")
     return info
+
+
+def _write_single(ckpt, path: Path, tensors: list) -> dict:
+    """One safetensors or PyTorch file; for PyTorch, the entries that had to be dropped."""
+    if ckpt.format == "safetensors":
+        write_safetensors(path, [t[:4] for t in tensors])
+        return {}
+    return {"dropped_entries": write_torch_state(path, tensors, ckpt.torch_file)}
 
 
 def _safe_gflops(config: dict | None, spec: InputSpec) -> tuple[float | None, str | None]:

@@ -155,7 +155,7 @@ def test_prune_existing_and_unwritable_output(videomae_dir, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")  # a parent that is a file cannot hold the output, even for root
     code, _, err = cli(["prune", str(videomae_dir), "-o", str(blocker / "out"), "--remove", "1"], capsys)
-    assert code != 0 and "does not exist" in err and blocker.read_text() == "x"
+    assert code != 0 and "a-file is not a folder" in err and blocker.read_text() == "x"
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     code, _, err = cli(["prune", str(videomae_dir), "-o", str(locked / "out"), "--remove", "1"], capsys)

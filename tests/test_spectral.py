@@ -252,7 +252,7 @@ def test_precision_report_on_the_command_line(tmp_path, block_matrices, capsys):
     assert data["meta"]["precision"]["verdict"].startswith("not meaningful")
     assert data["meta"]["inputs"]  # the manifest is still there beside it
     assert set(data["criteria"]) == {"entropy", "alpha"} and data["aggregate"] == "max"
-    assert "# aggregate: max" in (tmp_path / "scores.csv").read_text()
+    assert json.loads((tmp_path / "scores.meta.json").read_text())["aggregate"] == "max"  # beside the plain CSV
 
 
 @pytest.mark.parametrize("name,axis", [("blocks.0.attn.qkv.weight", 0), ("h.0.attn.c_attn.weight", 1)])

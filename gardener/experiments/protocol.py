@@ -54,8 +54,11 @@ class Experiment:
 
 
 def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: Recipe, clip: dict,
-            seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1) -> Experiment:
-    """Open the checkpoint and its run folder (which must belong to the same checkpoint)."""
+            seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1, ratios: str | None = None
+            ) -> Experiment:
+    """Open the checkpoint and its run folder (which must belong to the same checkpoint).
+
+    Everything that can be checked (a sweep's `ratios` too) is checked before the folder is made."""
     if oracle_seeds < 1:
         raise GardenerError(f"--oracle-seeds {oracle_seeds}: expected at least 1")
     source = Path(source)
@@ -64,13 +67,15 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
         raise GardenerError(f"{source}: experiments take an HF VideoMAE directory (convert original checkpoints "
                             f"with `gardener convert`)")
     stack = select_stack(ckpt)
-    run = open_run(run_dir, source, source_hash(ckpt.files))
+    if ratios is not None:
+        parse_ratios(ratios, stack.depth)
     frames = clip.get("frames") or ckpt.config["num_frames"]
     size = clip.get("size") or ckpt.config["image_size"]
     total, per_stack = flop_breakdown(ckpt.config, InputSpec(frames, size))
     blocks = next((v for v in per_stack.values() if len(v) == stack.depth), None)
     if blocks is None:
         raise GardenerError(f"{source}: cannot attribute FLOPs to the {stack.depth} blocks of {stack.name}")
+    run = open_run(run_dir, source, source_hash(ckpt.files))
     data_key = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in asdict(data).items()
                 if k not in ("workers", "strict")}
     settings = Settings(str(source.resolve()), run.source_hash, data_key, recipe.to_dict(), clip, seed)
@@ -239,7 +244,14 @@ def parse_ratios(text: str, depth: int) -> list[tuple[float, int]]:
     out = []
     for v in values:
         ratio = v / 100 if percent else v
-        out.append((round(ratio * 100, 1), count_for_ratio(ratio, depth)))
+        if not 0 < ratio < 1:
+            raise GardenerError(f"--ratios {text}: {v:g} is not a pruning ratio; give percentages between 0 and 100 "
+                                f"(8.3,25) or fractions between 0 and 1 (0.083,0.25)")
+        try:
+            out.append((round(ratio * 100, 1), count_for_ratio(ratio, depth)))
+        except GardenerError as exc:  # say it in the user's own words, not as a fraction
+            raise GardenerError(f"--ratios {text}: {v:g}{' %' if percent else ''} "
+                                f"{str(exc).split(': ', 1)[1]}") from None
     return out
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GardenerError
-from ..fileio import write_text
+from ..fileio import check_writable, write_text
 from ..manifest import file_record, versions
 
 
@@ -99,9 +99,8 @@ def open_run(path: str | Path, source: str | Path, digest: str) -> RunDir:
         return RunDir(path, digest, info)
     if path.exists() and any(path.iterdir()):
         raise GardenerError(f"{path}: exists and is not a gardener run folder (no run.json)")
-    if not path.parent.is_dir():
-        raise GardenerError(f"{path}: parent folder {path.parent} does not exist")
-    path.mkdir(exist_ok=True)
+    check_writable(path, force=True)
+    path.mkdir(parents=True, exist_ok=True)
     info = {"source": str(Path(source).resolve()), "source_hash": digest, "created": time.time(),
             "versions": versions()}
     write_text(marker, json.dumps(info, indent=2) + "\n")

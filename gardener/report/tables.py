@@ -33,8 +33,15 @@ def score_table(result: ScoreResult) -> Table:
     return table
 
 
+WIDE = 24  # blocks beyond which a column per block is unreadable
+SHOWN = 8  # blocks listed at each end of a compact rank table
+
+
 def rank_table(result: ScoreResult) -> Table:
-    """Criteria as rows, blocks as columns, importance ranks as cells (the paper's Table 2 layout)."""
+    """Criteria as rows, blocks as columns, importance ranks as cells (the paper's Table 2 layout);
+    past WIDE blocks, each criterion's least and most important blocks instead."""
+    if result.depth > WIDE:
+        return _compact_rank_table(result)
     table = Table(title="importance rank per block (1 = most important)", header_style="bold",
                   title_justify="left", caption="▼ lowest score removed first, ▲ highest first",
                   caption_justify="left")
@@ -44,6 +51,21 @@ def rank_table(result: ScoreResult) -> Table:
     for name in result.scores:
         style = "bold green" if name == result.primary else None
         table.add_row(f"{name} {ARROWS[result.removes[name]]}", *map(str, result.ranks(name)), style=style)
+    return table
+
+
+def _compact_rank_table(result: ScoreResult) -> Table:
+    table = Table(title=f"least and most important of {result.depth} blocks per criterion", header_style="bold",
+                  title_justify="left", caption="▼ lowest score removed first, ▲ highest first; every rank is in "
+                  "--json / --csv", caption_justify="left")
+    table.add_column("criterion", no_wrap=True)
+    table.add_column(f"removed first ({SHOWN} blocks)")
+    table.add_column(f"most important ({SHOWN} blocks)")
+    for name in result.scores:
+        order = result.removal_order(name)
+        style = "bold green" if name == result.primary else None
+        table.add_row(f"{name} {ARROWS[result.removes[name]]}", ", ".join(map(str, order[:SHOWN])),
+                      ", ".join(map(str, order[::-1][:SHOWN])), style=style)
     return table
 
 
@@ -59,12 +81,9 @@ def summary_lines(result: ScoreResult) -> list[str]:
         f"  dtype view: {result.dtype_view} (stored as {', '.join(result.stored_dtypes)})",
     ]
     if result.blocks[0].distinct is not None:
-        frac = min(b.distinct / b.n_params for b in result.blocks)
         lines.append(f"  distinct values per block: {min(b.distinct for b in result.blocks):,}"
                      f"-{max(b.distinct for b in result.blocks):,}")
-        if frac > 0.5:
-            lines.append("  [yellow]note:[/] most values are distinct, so exact-value entropy barely "
-                         "separates blocks here; try --dtype float16 / bfloat16, or hist_entropy")
+    lines += [f"  [yellow]warning:[/] {c}" for c in result.caveats()]
     return lines
 
 
@@ -82,23 +101,22 @@ def to_json(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
     return json.dumps(data, indent=2, allow_nan=True) + "\n"
 
 
-def to_csv(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
-    """One row per block; metadata as leading '# key: value' lines (pandas: comment='#')."""
-    head = {
-        "source": result.source, "stack": result.stack, "family": result.family,
-        "dtype_view": result.dtype_view, "stored_dtypes": ",".join(result.stored_dtypes),
-        "params": result.params, "primary": result.primary, "seed": result.seed, "bins": result.bins,
-        "aggregate": result.aggregate,
-        "removes": json.dumps(result.removes),
-    }
-    if meta:
-        head["versions"] = json.dumps(meta.get("versions", {}))
-        head["inputs"] = json.dumps(meta.get("inputs", []))
+def to_csv(result: ScoreResult) -> str:
+    """One row per block, a plain CSV any reader takes (metadata goes to `csv_metadata`)."""
     buf = io.StringIO()
-    for key, value in head.items():
-        buf.write(f"# {key}: {value}\n")
     result.to_frame().to_csv(buf, index=False, float_format="%.17g")
     return buf.getvalue()
+
+
+def csv_metadata(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
+    """What the CSV's rows were scored from and how, as the JSON written beside it."""
+    head = {
+        "source": result.source, "stack": result.stack, "family": result.family,
+        "dtype_view": result.dtype_view, "stored_dtypes": result.stored_dtypes, "params": result.params,
+        "primary": result.primary, "seed": result.seed, "bins": result.bins, "aggregate": result.aggregate,
+        "removes": result.removes, "warnings": result.caveats(), **(meta or {}),
+    }
+    return json.dumps(head, indent=2) + "\n"
 
 
 def _gf(value: float | None) -> str:

@@ -98,7 +98,7 @@ def metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
 
 
 def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | None = None,
-                       plot: bool = True) -> list[Path]:
+                       plot: bool = True, force: bool = False) -> list[Path]:
     """eval.json (metrics and `extra`), predictions.csv (per video), confusion.csv and (with `plot`)
     confusion.png."""
     import csv
@@ -125,7 +125,8 @@ def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | No
     names = ["eval.json", "predictions.csv", "confusion.csv"]
     if plot:
         confusion_matrix(result["confusion"], classes, folder / "confusion.png",
-                         f"top-1 {result['top1']:.3f} · UAR {result['uar']:.3f} · {result['videos']} videos")
+                         f"top-1 {result['top1']:.3f} · UAR {result['uar']:.3f} · {result['videos']} videos",
+                         force=force)
         names.append("confusion.png")
     return [folder / n for n in names]
 

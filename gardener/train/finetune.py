@@ -22,7 +22,7 @@ from .evaluate import metrics, normalisation, predict, to_model_input, write_eva
 from .recipe import Recipe, param_groups
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
 from .loop import Loop, make_accelerator, make_loader, restore, run_steps
-from .state import Log, check_out, collate, start_fresh
+from .state import Log, check_out, check_resume, collate, finished, record_start, split_digest, start_fresh
 
 log = logging.getLogger("gardener.train")
 
@@ -51,6 +51,29 @@ def load_splits(options: DataOptions, seed: int, need_train: bool = True):
     probed = [probe_all(s, options.workers + 2, options.strict) if s is not None else (None, None)
               for s in (train, test)]
     return probed[0], probed[1]
+
+
+def require_classes(train: VideoSplit) -> None:
+    """A classifier needs two classes or more, each with a training video (after unreadable ones
+    were skipped)."""
+    if len(train.classes) < 2:
+        raise GardenerError(f"{train.source}: {len(train.classes)} class ({', '.join(train.classes) or 'none'}); "
+                            f"finetuning a classifier needs at least two")
+    counts = [0] * len(train.classes)
+    for label in train.labels:
+        counts[label] += 1
+    empty = [c for c, n in zip(train.classes, counts) if n == 0]
+    if empty:
+        raise GardenerError(f"{train.source}: class {empty[0]!r} has no training video"
+                            + (f" ({len(empty)} such classes)" if len(empty) > 1 else ""))
+
+
+def model_identity(model_dir: Path) -> dict:
+    """The weight files of a model by name, size and sha256 (where the folder is does not matter)."""
+    from ..checkpoint import open_checkpoint
+    from ..manifest import file_record
+
+    return {"files": [{**file_record(f), "path": Path(f).name} for f in open_checkpoint(model_dir).files]}
 
 
 def clip_spec_for(config, frames: int | None, size: int | None, **views) -> ClipSpec:
@@ -126,19 +149,26 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
 
     recipe = recipe or Recipe()
     out, model_dir = Path(out), Path(model_dir)
+    if resume and (done := finished(out)) is not None:  # a finished run is left exactly as it is
+        return {**done, "already_finished": True}
     start = check_out(out, resume, force)  # every check comes before the first training step
     config = _videomae_config(model_dir)
     spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
                          test_crops=test_crops, scale=(min_crop_scale, 1.0))
     (train, train_infos), (test, test_infos) = load_splits(data, seed)
+    require_classes(train)
     accelerator = make_accelerator(recipe.bf16)
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
     per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
     total = recipe.total_steps(per_epoch)
     warmup = recipe.warmup(per_epoch, total)
+    identity = {"model": model_identity(model_dir), "data": {"train": split_digest(train), "test": split_digest(test)},
+                "recipe": recipe.to_dict(), "clip": asdict(spec), "seed": seed, "world_size": world}
+    resumes = check_resume(out, identity, start, main) if start is not None else []
     if start is None and main:
         start_fresh(out)
+        record_start(out, identity)
     accelerator.wait_for_everyone()
     set_seed(seed)
     model = load_classifier(model_dir, train.classes, recipe, spec.size)
@@ -191,9 +221,9 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
                           "skipped": train.skipped + test.skipped},
                  "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup,
                  "total_batch": recipe.total_batch(world), "peak_lr": peak, "final": _public(result),
-                 "best": best})
-    if main:
-        write_eval_outputs(out, result, test.paths, {"model": str(out / "model")}, plot=plots)
+                 "best": best, "resumes": resumes})
+    if main:  # the run's own files: a resumed run that stopped while writing them rewrites them
+        write_eval_outputs(out, result, test.paths, {"model": str(out / "model")}, plot=plots, force=True)
         write_text(out / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
     accelerator.wait_for_everyone()
     return info

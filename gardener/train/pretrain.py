@@ -21,7 +21,7 @@ from .evaluate import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from .finetune import DataOptions, clip_spec_for, load_splits
 from .loop import Loop, make_accelerator, make_loader, restore, run_steps
 from .recipe import param_groups
-from .state import Log, check_out, collate, start_fresh
+from .state import Log, check_out, check_resume, collate, finished, record_start, split_digest, start_fresh
 
 PRESETS = {
     # 12 blocks, so that the paper's pruning ratios remove whole blocks one-to-one
@@ -142,6 +142,8 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
 
     recipe = recipe or PretrainRecipe()
     out = Path(out)
+    if resume and (done := finished(out)) is not None:  # a finished run is left exactly as it is
+        return {**done, "already_finished": True}
     start = check_out(out, resume, force)
     config = preset_config(preset, config_overrides)
     tube_mask(1, config, recipe.mask_ratio, torch.Generator())  # a bad ratio fails before any work
@@ -154,8 +156,13 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
     total = _steps(recipe, per_epoch)
     warmup = min(total, recipe.warmup_steps if recipe.warmup_steps is not None
                  else round(recipe.warmup_epochs * per_epoch))
+    identity = {"data": {"train": split_digest(train)}, "preset": preset,
+                "config": {k: v for k, v in config.to_dict().items() if k != "transformers_version"},
+                "recipe": recipe.to_dict(), "clip": asdict(spec), "seed": seed, "world_size": world}
+    resumes = check_resume(out, identity, start, main) if start is not None else []
     if start is None and main:
         start_fresh(out)
+        record_start(out, identity)
     accelerator.wait_for_everyone()
     set_seed(seed)
     with fast_tables():
@@ -185,7 +192,7 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
     info.update({"preset": preset, "config": config.to_dict(), "recipe": recipe.to_dict(), "clip": asdict(spec),
                  "data": {"train": train.source, "train_videos": len(train), "skipped": train.skipped},
                  "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup, "peak_lr": peak,
-                 "loss": loss_summary(out)})
+                 "loss": loss_summary(out), "resumes": resumes})
     accelerator.wait_for_everyone()
     if main:
         unwrapped = accelerator.unwrap_model(model)

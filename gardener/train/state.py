@@ -2,12 +2,14 @@
 and log.jsonl; shared by finetuning and pretraining so both resume the same way."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 from pathlib import Path
 
 from ..errors import GardenerError
+from ..fileio import check_writable
 
 CHECKPOINT = re.compile(r"^step-(\d+)$")
 
@@ -30,15 +32,90 @@ def check_out(out: Path, resume: bool, force: bool) -> int | None:
         return found[-1][0]
     if out.exists() and not force:
         raise GardenerError(f"{out}: already exists; pass --resume to continue that run or --force to replace it")
-    if not out.parent.is_dir():
-        raise GardenerError(f"{out}: parent folder {out.parent} does not exist")
+    check_writable(out, force=True)  # missing parent folders are made when the run starts
     return None
 
 
 def start_fresh(out: Path) -> None:
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.mkdir()
+    out.mkdir(parents=True)
+
+
+# What a run is, recorded when it starts: a resumed run must be the same run. Changing one of
+# these fields only changes how the run is kept or watched, never its trajectory.
+LOGISTICS = ("save_every", "keep_last", "eval_every")
+# Changing these lengthens or shortens the run: allowed on resume, and recorded as a resume.
+LENGTH = ("max_steps", "epochs")
+START = "start.json"
+
+
+def split_digest(split) -> dict:
+    """What a data split is: where it came from, its size and a digest of its (path, label) list."""
+    if split is None:
+        return {}
+    listing = json.dumps([[str(p), int(label)] for p, label in zip(split.paths, split.labels)])
+    return {"source": split.source, "videos": len(split), "classes": list(split.classes),
+            "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changes(before: dict, now: dict) -> dict[str, list]:
+    old, new = _flat(json.loads(json.dumps(before))), _flat(json.loads(json.dumps(now)))
+    return {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def record_start(out: Path, identity: dict) -> None:
+    """Write OUT/start.json: what this run is (model, data, recipe, clips, seed, processes)."""
+    (out / START).write_text(json.dumps({"identity": identity, "resumes": []}, indent=2) + "\n")
+
+
+def check_resume(out: Path, identity: dict, step: int, main: bool = True) -> list[dict]:
+    """Refuse to resume a run as another one; returns the run's resumes (this one recorded last).
+
+    Any change of model, data, recipe, clips, seed or process count is an error naming what
+    changed; a change of length (--max-steps/--epochs) or of checkpointing/evaluation cadence is
+    allowed and recorded with the step it took effect at.
+    """
+    path = out / START
+    if not path.is_file():  # a run from before start.json was kept: nothing to compare against
+        return []
+    started = json.loads(path.read_text())
+    changed = _changes(started["identity"], identity)
+    refused = {k: v for k, v in changed.items() if k.rsplit(".", 1)[-1] not in LOGISTICS + LENGTH}
+    if refused:
+        what = sorted({".".join(k.split(".")[:2]) for k in refused})
+        shown = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in list(refused.items())[:3])
+        raise GardenerError(f"--resume: {out} was started as another run ({', '.join(what)} changed; {shown}"
+                            f"{' ...' if len(refused) > 3 else ''}). Resume with the options it was started with "
+                            f"(see {path}), or start a new run in another folder")
+    resumes = started.get("resumes", []) + [{"step": step, "changed": changed}]
+    if main:
+        started.update(identity=identity, resumes=resumes)
+        tmp = path.with_name(f".{START}.tmp")
+        tmp.write_text(json.dumps(started, indent=2) + "\n")
+        tmp.replace(path)
+    return resumes
+
+
+def _show(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def finished(out: Path) -> dict | None:
+    """The manifest of a run that has finished (OUT/gardener.json), or None."""
+    path = out / "gardener.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def collate(items: list[dict]) -> dict:
