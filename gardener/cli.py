@@ -384,7 +384,7 @@ def _experiment_progress():
     def on_job(done, total, job):
         bar.update(jobs, completed=done, total=total,
                    stats=f"removing {list(job.removed) or 'nothing'}" if job is not None else "")
-        if not err.is_terminal and running.get("job") is not None:
+        if not err.is_terminal and running.get("job") is not None and _is_main_process():
             seconds = time.monotonic() - running["since"]
             err.print(f"  job {done}/{total} done: removing {list(running['job'].removed) or 'nothing'} "
                       f"({seconds:.1f} s)", highlight=False)

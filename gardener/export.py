@@ -115,12 +115,17 @@ def _tensor_count(value: object) -> int:
     return 0
 
 
+def _optimizer_like(key: object, value: object) -> bool:
+    """An optimizer's state without tensors (plain SGD) still indexes the unpruned model's parameters."""
+    return (isinstance(value, dict) and "param_groups" in value) or str(key).lower().startswith("optim")
+
+
 def torch_container(reader, tensors: list) -> tuple[object, list[dict]]:
     """What a PyTorch file held, with its state dict replaced by `tensors`, and what had to go.
 
     Non-tensor entries (epoch, args, nested settings) stay as they were, wherever they are.
-    Entries beside the state dict that hold tensors (optimizer state, an EMA copy) describe the
-    unpruned model: they are dropped and listed as {"entry", "tensors"}.
+    Entries beside the state dict that hold tensors (optimizer state, an EMA copy) or an
+    optimizer's state describe the unpruned model: they are dropped and listed as {"entry", "tensors"}.
     """
     import torch
 
@@ -137,7 +142,7 @@ def torch_container(reader, tensors: list) -> tuple[object, list[dict]]:
                 out[key] = rebuild(value, nest[1:], f"{where}{key}.")
             elif not nest and isinstance(key, str) and isinstance(value, torch.Tensor):
                 continue  # a tensor of the state dict: `state` holds what is kept of them
-            elif count := _tensor_count(value):
+            elif (count := _tensor_count(value)) or _optimizer_like(key, value):
                 dropped.append({"entry": f"{where}{key}", "tensors": count})
             else:
                 out[key] = value

@@ -23,6 +23,14 @@ _HOST = re.sub(r"[^\w]", "_", socket.gethostname()) or "host"
 
 
 def _umask() -> int:
+    """The process's umask: read where Linux shows it, else set and restored (racy with other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -148,7 +148,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     if ckpt.format == "torch":
         info["dropped_entries"] = []
     if sidecar is not None:
-        with atomic_file(out, force) as weights, atomic_file(sidecar, force) as meta:
+        with atomic_file(sidecar, force) as meta, atomic_file(out, force) as weights:  # weights land first
             info.update(_write_single(ckpt, weights, tensors))
             info = {**manifest("prune", ckpt.files, _jsonable(arguments or {})), **info}
             meta.write_text(json.dumps(info, indent=2) + "\n")

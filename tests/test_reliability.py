@@ -97,10 +97,18 @@ def test_resume_refuses_another_recipe_data_or_model_and_records_a_longer_run(tm
         with pytest.raises(GardenerError, match=rf"--resume: .* was started as another run \(.*{changed}"):
             finetune(args["model"], run, args["options"], args["recipe"], seed=args["seed"], resume=True, **CLIPS)
     assert snapshot(run) == before  # a refused resume touches nothing
+    with pytest.raises(GardenerError, match="is at step 2, but --max-steps/--epochs now give 1 steps"):
+        finetune(tiny_model_dir, run, options, _recipe(max_steps=1), seed=1, resume=True, **CLIPS)
+    assert snapshot(run) == before
     info = finetune(tiny_model_dir, run, options, _recipe(max_steps=6, save_every=3), seed=1, resume=True, **CLIPS)
     assert info["steps"] == 6 and info["recipe"]["max_steps"] == 6
     assert info["resumes"] == [{"step": 2, "changed": {"recipe.max_steps": [4, 6], "recipe.save_every": [2, 3]}}]
     assert json.loads((run / "gardener.json").read_text())["resumes"] == info["resumes"]
+    # a finished run is not extended or changed either: it says what differs
+    finished = snapshot(run)
+    with pytest.raises(GardenerError, match=r"finished \(6 steps\) with other options \(recipe.max_steps: 6 -> 8"):
+        finetune(tiny_model_dir, run, options, _recipe(max_steps=8, save_every=3), seed=1, resume=True, **CLIPS)
+    assert snapshot(run) == finished
 
 
 def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, video_root, tiny_model_dir, capsys):
@@ -112,6 +120,11 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, video_roo
     code, out, err = cli(args + ["--resume"], capsys)
     assert code == 0 and "this run finished (2 steps); nothing was changed" in err and "top-1" in out
     assert snapshot(run) == before
+    # a folder another command wrote is not a finished run
+    source = write_safetensors(build_hf("vit").state_dict(), tmp_path / "vit.safetensors")
+    assert cli(["prune", source, "-o", tmp_path / "pruned", "--remove", "1"], capsys)[0] == 0
+    code, _, err = cli(args[:5] + [tmp_path / "pruned", "--resume"] + args[6:], capsys)
+    assert code == 2 and "is not a `gardener finetune` run folder" in one_line_error(err)
 
 
 # 4, 5 -----------------------------------------------------------------------------------------------
@@ -166,7 +179,7 @@ def _link_class(src, dst):
 def test_finetuning_needs_two_classes_each_with_a_training_video(tmp_path, video_root, tiny_model_dir):
     single = tmp_path / "single"
     _link_class(video_root / "red_to_blue", single / "red_to_blue")
-    with pytest.raises(GardenerError, match="1 class \\(red_to_blue\\); finetuning a classifier needs at least two"):
+    with pytest.raises(GardenerError, match="one class \\(red_to_blue\\); finetuning a classifier needs at least two"):
         finetune(tiny_model_dir, tmp_path / "run", DataOptions(single, workers=0), _recipe(), **CLIPS)
     unreadable = tmp_path / "unreadable"
     _link_class(video_root / "red_to_blue", unreadable / "red_to_blue")
@@ -217,18 +230,34 @@ def _debris(folder, name):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(f".{name}"))
 
 
+# The real command, with its weights writer slowed down (it writes part of the file, then waits):
+# SIGTERM then always lands mid-write, however fast the disk.
+SLOW_WRITER = """
+import sys, time
+import gardener.workflows as w
+def slow(path, tensors):
+    open(path, "wb").write(b"partial")
+    time.sleep(60)
+w.write_safetensors = slow
+from gardener.cli import main
+main(sys.argv[1:])
+"""
+
+
 def test_sigterm_mid_write_leaves_nothing_and_stale_temporaries_are_cleaned(tmp_path):
-    big = tmp_path / "big.safetensors"
-    write_safetensors({f"blocks.{i}.fc.weight": torch.zeros(2048, 4096) for i in range(8)}, big)  # 256 MB
+    source = write_safetensors({f"blocks.{i}.fc.weight": torch.zeros(4, 4) for i in range(3)},
+                               tmp_path / "small.safetensors")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", "from gardener.cli import main; main()", "prune", str(big),
-                             "-o", str(out), "--blocks", "2"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, "prune", str(source), "-o", str(out), "--blocks", "2"],
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not _debris(tmp_path, "out") and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
+    while not any((tmp_path / d / source.name).exists() for d in _debris(tmp_path, "out")) \
+            and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None and _debris(tmp_path, "out"), "the writer never started"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and "terminated" in err, err
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err, err
     assert _debris(tmp_path, "out") == [] and not out.exists()
     # a run killed outright (SIGKILL) leaves its temporary; the next run of the same output removes it
     dead = subprocess.Popen(["true"])
@@ -236,12 +265,10 @@ def test_sigterm_mid_write_leaves_nothing_and_stale_temporaries_are_cleaned(tmp_
     from gardener.fileio import _HOST
     stale = tmp_path / f".out.gardener-{_HOST}-{dead.pid}-abc123.tmp"
     stale.mkdir()
-    (stale / "model.safetensors").write_bytes(b"x" * 1000)
+    (stale / "small.safetensors").write_bytes(b"x" * 1000)
     other = tmp_path / f".other.gardener-{_HOST}-{dead.pid}-abc123.tmp"  # another output's: left alone
     other.mkdir()
-    small = write_safetensors({f"blocks.{i}.fc.weight": torch.zeros(4, 4) for i in range(3)},
-                              tmp_path / "small.safetensors")
-    subprocess.run([sys.executable, "-c", "from gardener.cli import main; main()", "prune", str(small), "-o",
+    subprocess.run([sys.executable, "-c", "from gardener.cli import main; main()", "prune", str(source), "-o",
                     str(out), "--blocks", "2"], check=True, capture_output=True)
     assert _debris(tmp_path, "out") == [] and out.is_dir() and other.is_dir()
 
@@ -383,6 +410,7 @@ def _layouts(tmp_path):
     yield "sharded-bf16", save_hf(build_hf("bert"), tmp_path / "sharded", dtype=torch.bfloat16,
                                   max_shard_size="20KB")
     yield "safetensors", write_safetensors(build_hf("vit").state_dict(), tmp_path / "vit.safetensors")
+    yield "safetensors-file", write_safetensors(build_hf("dinov2").state_dict(), tmp_path / "dino.safetensors")
     _pth_with_metadata(tmp_path / "nested.pth")
     yield "pth", tmp_path / "nested.pth"
     torch.save(build_hf("llama").state_dict(), tmp_path / "plain.bin")
@@ -392,10 +420,13 @@ def _layouts(tmp_path):
 def test_every_input_tensor_is_kept_bit_identical_or_listed_as_removed(tmp_path, capsys):
     for layout, source in _layouts(tmp_path):
         out = tmp_path / f"out-{layout}"
+        if layout.endswith("-file"):  # a file in, a file out, its manifest beside it
+            out = out.with_suffix(source.suffix)
         code, _, err = cli(["prune", source, "-o", out, "--blocks", "2,3"], capsys)
         assert code == 0, (layout, err)
-        manifest = json.loads((out / "gardener.json").read_text())
-        written = out if source.is_dir() else out / source.name
+        written = out if source.is_dir() or out.is_file() else out / source.name
+        manifest_path = out.with_name(f"{out.name}.gardener.json") if out.is_file() else out / "gardener.json"
+        manifest = json.loads(manifest_path.read_text())
         before, after = _tensors(source), _tensors(written)
         dropped = [e["entry"] for e in manifest.get("dropped_entries", [])]
         removed = set(manifest["removed_tensors"])

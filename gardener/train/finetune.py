@@ -57,8 +57,8 @@ def require_classes(train: VideoSplit) -> None:
     """A classifier needs two classes or more, each with a training video (after unreadable ones
     were skipped)."""
     if len(train.classes) < 2:
-        raise GardenerError(f"{train.source}: {len(train.classes)} class ({', '.join(train.classes) or 'none'}); "
-                            f"finetuning a classifier needs at least two")
+        found = f"one class ({train.classes[0]})" if train.classes else "no class"
+        raise GardenerError(f"{train.source}: {found}; finetuning a classifier needs at least two")
     counts = [0] * len(train.classes)
     for label in train.labels:
         counts[label] += 1
@@ -149,7 +149,8 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
 
     recipe = recipe or Recipe()
     out, model_dir = Path(out), Path(model_dir)
-    if resume and (done := finished(out)) is not None:  # a finished run is left exactly as it is
+    # a finished run is left exactly as it is
+    if resume and (done := finished(out, "finetune", {"recipe": recipe.to_dict(), "seed": seed})) is not None:
         return {**done, "already_finished": True}
     start = check_out(out, resume, force)  # every check comes before the first training step
     config = _videomae_config(model_dir)
@@ -165,7 +166,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     warmup = recipe.warmup(per_epoch, total)
     identity = {"model": model_identity(model_dir), "data": {"train": split_digest(train), "test": split_digest(test)},
                 "recipe": recipe.to_dict(), "clip": asdict(spec), "seed": seed, "world_size": world}
-    resumes = check_resume(out, identity, start, main) if start is not None else []
+    resumes = check_resume(out, identity, start, total, main) if start is not None else []
     if start is None and main:
         start_fresh(out)
         record_start(out, identity)

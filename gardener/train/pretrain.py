@@ -142,7 +142,8 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
 
     recipe = recipe or PretrainRecipe()
     out = Path(out)
-    if resume and (done := finished(out)) is not None:  # a finished run is left exactly as it is
+    # a finished run is left exactly as it is
+    if resume and (done := finished(out, "pretrain", {"recipe": recipe.to_dict(), "seed": seed})) is not None:
         return {**done, "already_finished": True}
     start = check_out(out, resume, force)
     config = preset_config(preset, config_overrides)
@@ -159,7 +160,7 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
     identity = {"data": {"train": split_digest(train)}, "preset": preset,
                 "config": {k: v for k, v in config.to_dict().items() if k != "transformers_version"},
                 "recipe": recipe.to_dict(), "clip": asdict(spec), "seed": seed, "world_size": world}
-    resumes = check_resume(out, identity, start, main) if start is not None else []
+    resumes = check_resume(out, identity, start, total, main) if start is not None else []
     if start is None and main:
         start_fresh(out)
         record_start(out, identity)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from ..errors import GardenerError
 from ..fileio import check_writable
 
+log = logging.getLogger("gardener.train")
 CHECKPOINT = re.compile(r"^step-(\d+)$")
 
 
@@ -59,13 +61,14 @@ def split_digest(split) -> dict:
             "sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
 
-def _flat(record: dict, prefix: str = "") -> dict:
+def _flat(record: object, prefix: str = "") -> dict:
+    """Nested dicts and lists as {"a.b.0.c": value}, so that a change is named where it is."""
+    items = record.items() if isinstance(record, dict) else enumerate(record) if isinstance(record, list) else None
+    if items is None or not record:
+        return {prefix.rstrip("."): record}
     out = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
+    for key, value in items:
+        out.update(_flat(value, f"{prefix}{key}."))
     return out
 
 
@@ -74,37 +77,9 @@ def _changes(before: dict, now: dict) -> dict[str, list]:
     return {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 
-def record_start(out: Path, identity: dict) -> None:
-    """Write OUT/start.json: what this run is (model, data, recipe, clips, seed, processes)."""
-    (out / START).write_text(json.dumps({"identity": identity, "resumes": []}, indent=2) + "\n")
-
-
-def check_resume(out: Path, identity: dict, step: int, main: bool = True) -> list[dict]:
-    """Refuse to resume a run as another one; returns the run's resumes (this one recorded last).
-
-    Any change of model, data, recipe, clips, seed or process count is an error naming what
-    changed; a change of length (--max-steps/--epochs) or of checkpointing/evaluation cadence is
-    allowed and recorded with the step it took effect at.
-    """
-    path = out / START
-    if not path.is_file():  # a run from before start.json was kept: nothing to compare against
-        return []
-    started = json.loads(path.read_text())
-    changed = _changes(started["identity"], identity)
-    refused = {k: v for k, v in changed.items() if k.rsplit(".", 1)[-1] not in LOGISTICS + LENGTH}
-    if refused:
-        what = sorted({".".join(k.split(".")[:2]) for k in refused})
-        shown = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in list(refused.items())[:3])
-        raise GardenerError(f"--resume: {out} was started as another run ({', '.join(what)} changed; {shown}"
-                            f"{' ...' if len(refused) > 3 else ''}). Resume with the options it was started with "
-                            f"(see {path}), or start a new run in another folder")
-    resumes = started.get("resumes", []) + [{"step": step, "changed": changed}]
-    if main:
-        started.update(identity=identity, resumes=resumes)
-        tmp = path.with_name(f".{START}.tmp")
-        tmp.write_text(json.dumps(started, indent=2) + "\n")
-        tmp.replace(path)
-    return resumes
+def _said(changed: dict[str, list], limit: int = 3) -> str:
+    shown = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in list(changed.items())[:limit])
+    return shown + (" ..." if len(changed) > limit else "")
 
 
 def _show(value) -> str:
@@ -112,10 +87,72 @@ def _show(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def finished(out: Path) -> dict | None:
-    """The manifest of a run that has finished (OUT/gardener.json), or None."""
+def record_start(out: Path, identity: dict) -> None:
+    """Write OUT/start.json: what this run is (model, data, recipe, clips, seed, processes)."""
+    tmp = out / f".{START}.tmp"
+    tmp.write_text(json.dumps({"identity": identity, "resumes": []}, indent=2) + "\n")
+    tmp.replace(out / START)
+
+
+def check_resume(out: Path, identity: dict, step: int, total: int, main: bool = True) -> list[dict]:
+    """Refuse to resume a run as another one; returns the run's resumes (this one recorded last).
+
+    Any change of model, data, recipe, clips, seed or process count is an error naming what
+    changed; a change of length (--max-steps/--epochs) that still reaches past the checkpoint's
+    step, or of checkpointing/evaluation cadence, is allowed and recorded with the step it took
+    effect at. Only the main process records (the others return nothing).
+    """
+    path = out / START
+    if not path.is_file():
+        log.warning("%s was started before gardener kept start.json: cannot check that the resumed run is the "
+                    "same; recording what it is from now on", out)
+        if main:
+            record_start(out, identity)
+        return []
+    started = json.loads(path.read_text())
+    changed = _changes(started["identity"], identity)
+    refused = {k: v for k, v in changed.items() if k.rsplit(".", 1)[-1] not in LOGISTICS + LENGTH}
+    if refused:
+        what = sorted({".".join(k.split(".")[:2]) for k in refused})
+        raise GardenerError(f"--resume: {out} was started as another run ({', '.join(what)} changed; "
+                            f"{_said(refused)}). Resume with the options it was started with (see {path}), or "
+                            f"start a new run in another folder")
+    if total < step:
+        raise GardenerError(f"--resume: {out} is at step {step}, but --max-steps/--epochs now give {total} steps; "
+                            f"a run cannot be shortened below its checkpoint")
+    if not main:
+        return []
+    resumes = started.get("resumes", []) + [{"step": step, "changed": changed}]
+    started.update(identity=identity, resumes=resumes)
+    tmp = path.with_name(f".{START}.tmp")
+    tmp.write_text(json.dumps(started, indent=2) + "\n")
+    tmp.replace(path)
+    return resumes
+
+
+def finished(out: Path, kind: str, options: dict) -> dict | None:
+    """The manifest of a finished `kind` run in OUT (its gardener.json), or None while it is not.
+
+    A finished run is never changed: resuming it with other options (`recipe`, `seed`) is an error
+    naming them, and a gardener.json that another command wrote is not taken for a finished run.
+    """
     path = out / "gardener.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GardenerError(f"{path}: not readable JSON ({exc.__class__.__name__}); cannot tell whether {out} "
+                            f"finished") from None
+    if not isinstance(info, dict) or info.get("kind") != kind or "steps" not in info:
+        raise GardenerError(f"--resume: {out} is not a `gardener {kind}` run folder (its gardener.json was written "
+                            f"by {info.get('kind') if isinstance(info, dict) else 'something else'!r})")
+    changed = {k: v for k, v in _changes({k: info.get(k) for k in options}, options).items()
+               if k.rsplit(".", 1)[-1] not in LOGISTICS}
+    if changed:
+        raise GardenerError(f"--resume: {out} finished ({info['steps']} steps) with other options ({_said(changed)}); "
+                            f"it was left as it is: start a new run in another folder to train with these")
+    return info
 
 
 def collate(items: list[dict]) -> dict:
