@@ -569,9 +569,8 @@ def list_criteria() -> None:
 @app.command()
 def demo(
     out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo (reused if run again)."),
-    quick: bool = typer.Option(False, "--quick", help=f"Smaller settings: {RUN_TIMES['quick']} on 2 CPU cores "
-                               f"(measured {RUN_TIMES['quick_date']}) instead of {RUN_TIMES['default']} (from a fresh "
-                               f"clone, install included, measured {RUN_TIMES['default_date']})."),
+    quick: bool = typer.Option(False, "--quick", help=f"Smaller settings: {RUN_TIMES['quick']} instead of "
+                               f"{RUN_TIMES['default']} on 2 CPU cores (measured {RUN_TIMES['date']})."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data, the pretraining and every finetuning job."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing folder."),
 ) -> None:

@@ -170,6 +170,11 @@ def build_state(ckpt: Checkpoint, model: Any) -> tuple[dict, list[str]]:
     if extra:
         raise GardenerError(f"{ckpt.path}: {extra[0]} has no place in {type(model).__name__} "
                             f"(check --config, e.g. use_mean_pooling)")
+    reference = model.state_dict()
+    for name in sorted(wanted - set(state)):
+        if name.endswith(("attention.key.bias", "k_bias")):  # VideoMAE has no key bias: zero where a class has one
+            like = next(t for n, t in state.items() if n.endswith(("query.weight", "q_proj.weight")))
+            state[name] = torch.zeros(reference[name].shape, dtype=like.dtype)
     missing = sorted(wanted - set(state))
     if missing:
         raise GardenerError(f"{ckpt.path}: the converted model would lack {len(missing)} tensors, "

@@ -33,6 +33,16 @@ CONFIGS = {
 }
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped, with the reason, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def build_hf(name: str, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised tiny transformers model of the named family."""
     cls, make_config = CONFIGS[name]

@@ -60,6 +60,31 @@ def test_finetuned_checkpoint_converts_to_a_classifier_with_equal_outputs(tmp_pa
     assert processor["image_mean"] == [0.485, 0.456, 0.406] and processor["crop_size"]["height"] == 32
 
 
+def test_a_class_with_a_key_bias_gets_zeros_and_no_tensor_is_left_at_random(tmp_path, tiny_config):
+    """transformers versions differ: some give VideoMAE's key projection a bias (5.17), which the
+    original checkpoints do not have, i.e. a zero one."""
+    from gardener.checkpoint import open_checkpoint
+    from gardener.convert import build_state
+
+    source = _with_biases(build_hf("videomae"))
+    write_safetensors(original_videomae_state(source), tmp_path / "orig.safetensors")
+    target = build_hf("videomae", seed=1)
+    for layer in target.videomae.encoder.layer:  # the layout of a version with a key bias
+        attention = layer.attention.attention
+        attention.key = torch.nn.Linear(attention.key.in_features, attention.key.out_features, bias=True)
+    state, _ = build_state(open_checkpoint(tmp_path / "orig.safetensors"), target)
+    key_biases = [n for n in state if n.endswith("key.bias")]
+    assert len(key_biases) == len(target.videomae.encoder.layer) and all(not state[n].any() for n in key_biases)
+    target.load_state_dict(state, strict=True)
+    pixels = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(target.eval()(pixels).logits, source.eval()(pixels).logits, rtol=0, atol=0)
+    with_norm = build_hf("videomae", seed=2)
+    with_norm.videomae.layernorm = torch.nn.LayerNorm(32)  # a tensor the checkpoint cannot fill
+    with pytest.raises(gardener.GardenerError, match="would lack 2 tensors, e.g. videomae.layernorm.bias"):
+        build_state(open_checkpoint(tmp_path / "orig.safetensors"), with_norm)
+
+
 def test_pretraining_checkpoint_converts_with_its_decoder(tmp_path, tiny_config):
     source = _with_biases(build_hf("videomae_pretrain"))
     write_safetensors(original_pretrain_state(source), tmp_path / "pretrain.safetensors")

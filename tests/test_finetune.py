@@ -156,10 +156,14 @@ def test_two_processes_under_torchrun_follow_the_single_process_run(tmp_path, vi
     common = ["--data", str(video_root), "--max-steps", "3", "--warmup-steps", "1", "--sampling-rate", "2",
               "--test-clips", "1", "--test-crops", "1", "--workers", "0", "--drop-path", "0",
               "--classifier-dropout", "0", "--min-crop-scale", "0.3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if torch.cuda.device_count() < 2:  # two processes need two GPUs; otherwise both runs are on the CPU (gloo)
+        env["CUDA_VISIBLE_DEVICES"] = ""
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gardener",
                     "finetune", str(tiny_model_dir), "-o", str(tmp_path / "two"), "--batch-size", "4", *common],
-                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert _cli("finetune", tiny_model_dir, "-o", tmp_path / "one", "--batch-size", 8, *common) == 0
+                   check=True, capture_output=True, env=env)
+    subprocess.run([sys.executable, "-m", "gardener", "finetune", str(tiny_model_dir), "-o", str(tmp_path / "one"),
+                    "--batch-size", "8", *common], check=True, capture_output=True, env=env)
     two, one = json.loads((tmp_path / "two" / "gardener.json").read_text()), read_losses(tmp_path / "one")
     assert two["world_size"] == 2 and two["total_batch"] == 8 and two["final"]["videos"] == 8
     np.testing.assert_allclose(list(read_losses(tmp_path / "two").values()), list(one.values()), rtol=1e-4)
@@ -182,3 +186,28 @@ def test_a_float16_checkpoint_finetunes_and_evaluates_in_float32(tmp_path, video
     finetuned.half().save_pretrained(tmp_path / "run-half")
     again = evaluate_model(tmp_path / "run-half", DataOptions(video_root), sampling_rate=2, test_clips=2, test_crops=1)
     assert again["videos"] == info["final"]["videos"] and abs(again["top1"] - info["final"]["top1"]) <= 1 / 12
+
+
+def test_finetune_then_evaluate_share_a_process_whatever_precision_its_accelerate_state_had(
+        tmp_path, video_root, tiny_model_dir):
+    """One process, several jobs: an Accelerate state left at bf16 (by other code, or by a job on a
+    GPU) must not stop a float32 finetuning and evaluation, which then reproduce each other."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from gardener.train.evaluate import read_predictions
+
+    AcceleratorState._reset_state()
+    Accelerator(cpu=True, mixed_precision="bf16")
+    try:
+        finetune(tiny_model_dir, tmp_path / "run", DataOptions(video_root, workers=0),
+                 _recipe(max_steps=2, bf16=False), **CLIPS)
+        evaluate_model(tmp_path / "run" / "model", DataOptions(video_root, workers=0), test_clips=2, test_crops=1,
+                       sampling_rate=2, out=tmp_path / "eval")
+    finally:
+        AcceleratorState._reset_state()
+    logged = read_predictions(tmp_path / "run" / "predictions.csv")
+    again = read_predictions(tmp_path / "eval" / "predictions.csv")
+    assert logged.keys() == again.keys()
+    for path, probs in logged.items():
+        np.testing.assert_allclose(again[path], probs, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ from ..manifest import manifest
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .recipe import Recipe, param_groups
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
-from .loop import Loop, make_accelerator, make_loader, restore, run_steps
+from .loop import Loop, autocast_dtype, make_accelerator, make_loader, restore, run_steps
 from .state import Log, check_out, check_resume, collate, finished, record_start, split_digest, start_fresh
 
 log = logging.getLogger("gardener.train")
@@ -158,7 +158,8 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
                          test_crops=test_crops, scale=(min_crop_scale, 1.0))
     (train, train_infos), (test, test_infos) = load_splits(data, seed)
     require_classes(train)
-    accelerator = make_accelerator(recipe.bf16)
+    accelerator = make_accelerator()
+    dtype = autocast_dtype(accelerator, recipe.bf16)
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
     per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
@@ -197,7 +198,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     def after_step(step, best):
         if not recipe.eval_every or step % recipe.eval_every or step == total:
             return best
-        result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers)
+        result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers, dtype)
         logbook.write({"step": step, "eval": {k: result[k] for k in ("top1", "top5", "uar")}})
         if best is None or result["top1"] > best["top1"]:
             best = {"step": step, "top1": result["top1"]}
@@ -206,12 +207,13 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
 
     logbook = Log(out / "log.jsonl", main, start)
     loop = Loop(accelerator, model, optimizer, iter(loader), total, warmup, peak, final, per_epoch, out, logbook,
-                recipe.grad_accum, recipe.clip_grad, recipe.save_every, recipe.keep_last, callbacks or [], progress)
+                recipe.grad_accum, recipe.clip_grad, recipe.save_every, recipe.keep_last, callbacks or [], progress,
+                dtype)
     best = run_steps(loop, step, best, loss_fn, after_step)
     step = total
     for handle in handles:
         handle.remove()
-    result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers)
+    result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers, dtype)
     if best is None or result["top1"] > best["top1"] or not recipe.eval_every:
         best = {"step": step, "top1": result["top1"]}
     _save_model(accelerator, model, out / "model", model_dir, force=True)
@@ -234,18 +236,14 @@ def _public(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("probs", "labels", "index")}
 
 
-def _evaluate(accelerator, model, split, infos, spec, mean, std, workers) -> dict:
-    """Each process predicts every world-th video; the main process gathers and scores them."""
+def _evaluate(accelerator, model, split, infos, spec, mean, std, workers, dtype=None) -> dict:
+    """Each process predicts every world-th video (under `dtype` autocast, if any); the main process
+    gathers and scores them."""
     import numpy as np
 
     world, rank = accelerator.num_processes, accelerator.process_index
     dataset = EvalClips(split, infos, spec)
     indices = list(range(rank, len(dataset), world))
-    dtype = None
-    if accelerator.mixed_precision == "bf16":
-        import torch
-
-        dtype = torch.bfloat16
     part = predict(accelerator.unwrap_model(model), dataset, workers=workers, device=accelerator.device,
                    mean=mean, std=std, indices=indices, autocast_dtype=dtype)
     parts = accelerator.gather_for_metrics([part], use_gather_object=True) if world > 1 else [part]
@@ -301,11 +299,11 @@ def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | No
                             f"do not include {unknown[0]!r} of the data ({len(unknown)} unknown)")
     remap = [names.index(c) for c in test.classes]
     test = VideoSplit(test.paths, [remap[label] for label in test.labels], names, test.source, test.skipped)
-    accelerator = make_accelerator(bf16=False)
+    accelerator = make_accelerator()
     extra = {"image_size": spec.size} if spec.size != config.image_size else {}
     with fast_tables():
         model = VideoMAEForVideoClassification.from_pretrained(model_dir, attn_implementation="sdpa", **extra)
-    model = accelerator.prepare(model.float())  # a float16 checkpoint is evaluated in float32 (or bf16 autocast)
+    model = accelerator.prepare(model.float())  # a float16 checkpoint is evaluated in float32
     mean, std = normalisation(model_dir)
     result = _evaluate(accelerator, model, test, infos, spec, mean, std, data.workers)
     info = manifest("evaluate", open_checkpoint(model_dir).files,

@@ -17,13 +17,30 @@ from .recipe import lr_factor
 from .state import Log, save_checkpoint
 
 
-def make_accelerator(bf16: bool):
-    """CPU processes (gloo) without a GPU; bf16 autocast on GPU when asked."""
+def make_accelerator():
+    """The process's Accelerator: a GPU each, or CPU processes (gloo) without GPUs or when processes
+    outnumber them. Its mixed precision is always "no": each job autocasts itself (`autocast_dtype`),
+    so that finetuning, evaluation, pretraining and sweep jobs with any precision share one process.
+    A state another library left at another precision is reset (the processes stay as they are)."""
+    import os
+
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
-    gpu = torch.cuda.is_available()
-    return Accelerator(cpu=not gpu, mixed_precision="bf16" if bf16 and gpu else "no")
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    gpu = torch.cuda.is_available() and torch.cuda.device_count() >= processes
+    shared = getattr(AcceleratorState, "_shared_state", {})
+    if shared.get("_mixed_precision", "no") != "no":
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not gpu, mixed_precision="no")
+
+
+def autocast_dtype(accelerator, bf16: bool):
+    """torch.bfloat16 where a job asks for bf16 and runs on a GPU, else None (float32)."""
+    import torch
+
+    return torch.bfloat16 if bf16 and accelerator.device.type == "cuda" else None
 
 
 def make_loader(dataset, sampler, workers: int, seed: int, collate):
@@ -68,6 +85,7 @@ class Loop:
     keep_last: int = 2
     callbacks: list[Callable[[int, float], None]] = field(default_factory=list)
     progress: Callable | None = None
+    autocast: object = None  # torch.bfloat16 for bf16 autocast, None for float32
 
 
 def run_steps(loop: Loop, step: int, best: dict | None, loss_fn: Callable,
@@ -86,7 +104,8 @@ def run_steps(loop: Loop, step: int, best: dict | None, loss_fn: Callable,
         for micro in range(loop.grad_accum):
             batch = next(loop.batches)
             sync = contextlib.nullcontext() if micro == loop.grad_accum - 1 else accelerator.no_sync(model)
-            with sync, accelerator.autocast():
+            device = accelerator.device.type
+            with sync, torch.autocast(device, dtype=loop.autocast, enabled=loop.autocast is not None):
                 loss, count, *more = loss_fn(batch, step, micro)
                 accelerator.backward(loss / loop.grad_accum)
             losses.append(loss.detach())

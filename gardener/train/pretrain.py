@@ -19,7 +19,7 @@ from ..fileio import atomic_dir, write_text
 from ..manifest import manifest
 from .evaluate import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from .finetune import DataOptions, clip_spec_for, load_splits
-from .loop import Loop, make_accelerator, make_loader, restore, run_steps
+from .loop import Loop, autocast_dtype, make_accelerator, make_loader, restore, run_steps
 from .recipe import param_groups
 from .state import Log, check_out, check_resume, collate, finished, record_start, split_digest, start_fresh
 
@@ -150,7 +150,7 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
     tube_mask(1, config, recipe.mask_ratio, torch.Generator())  # a bad ratio fails before any work
     spec = clip_spec_for(config, None, None, sampling_rate=sampling_rate, scale=(min_crop_scale, 1.0))
     (train, infos), _ = load_splits(data, seed)
-    accelerator = make_accelerator(recipe.bf16)
+    accelerator = make_accelerator()
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
     per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
@@ -187,7 +187,7 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
 
     loop = Loop(accelerator, model, optimizer, iter(loader), total, warmup, peak, final, per_epoch, out,
                 Log(out / "log.jsonl", main, start), recipe.grad_accum, recipe.clip_grad, recipe.save_every,
-                recipe.keep_last, callbacks or [], progress)
+                recipe.keep_last, callbacks or [], progress, autocast_dtype(accelerator, recipe.bf16))
     run_steps(loop, step, None, loss_fn)
     info = manifest("pretrain", [], {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()})
     info.update({"preset": preset, "config": config.to_dict(), "recipe": recipe.to_dict(), "clip": asdict(spec),
