@@ -213,6 +213,8 @@ LAYER_DECAY_OPT = typer.Option(0.7, "--layer-decay", help="Layer-wise lr decay."
 DROP_PATH_OPT = typer.Option(0.2, "--drop-path", help="Stochastic depth at the last block.")
 CLS_DROPOUT_OPT = typer.Option(0.5, "--classifier-dropout", help="Dropout before the classifier.")
 MIN_SCALE_OPT = typer.Option(0.08, "--min-crop-scale", help="Smallest random-resized-crop area.")
+COMPILE_OPT = typer.Option(False, "--compile", help="torch.compile the model (a first step of compiling, then "
+                           "faster steps; see BENCHMARKS.md).")
 RECIPE_OPT = typer.Option(None, "--recipe", help="JSON of finetuning recipe fields; overrides the options.")
 SHARD_OPT = typer.Option(None, "--shard", help="i/n: run every n-th job starting at the i-th (1-based).")
 KEEP_MODELS_OPT = typer.Option(False, "--keep-models", help="Keep each job's pruned and finetuned models.")
@@ -275,6 +277,7 @@ def finetune(
     mix: bool = typer.Option(False, "--mix", help="Mixup 0.8 / CutMix 1.0."),
     clip_grad: Optional[float] = typer.Option(None, "--clip-grad", help="Gradient norm clipping."),
     bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast on GPU."),
+    compile: bool = COMPILE_OPT,
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Save memory."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate every N steps; keeps best/."),
     save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
@@ -300,7 +303,7 @@ def finetune(
                     min_lr=min_lr, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
                     weight_decay=weight_decay, layer_decay=layer_decay, label_smoothing=label_smoothing,
                     drop_path=drop_path, classifier_dropout=classifier_dropout, mix=mix, clip_grad=clip_grad,
-                    bf16=bf16, gradient_checkpointing=gradient_checkpointing, eval_every=eval_every,
+                    bf16=bf16, compile=compile, gradient_checkpointing=gradient_checkpointing, eval_every=eval_every,
                     save_every=save_every, keep_last=keep_last)
     options = _data_options(data, split_dir, fold, eval_data, val_fraction, strict, workers)
     bar, tick = _training_progress("finetuning")
@@ -597,12 +600,15 @@ def make_data(
                                                  help="Test videos per class, written after the training ones."),
     domain: str = typer.Option("source", "--domain", help="Scene: source (flat background, one distractor) or "
                                "target (the same actions elsewhere: gradient background, two distractors)."),
-    frames: int = typer.Option(16, "--frames", help="Frames per video."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per video (default 16; 125 with "
+                                         "--ucf101-like: 5 s)."),
     size: int = typer.Option(64, "--size", help="Frame size in pixels (even)."),
+    ucf101_like: bool = typer.Option(False, "--ucf101-like", help="Write UCF101's kind of file instead: 320x240 .avi, "
+                                     "MPEG-4 Part 2 with B-frames, 25 fps (for decoding tests and benchmarks)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same videos."),
     force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
 ) -> None:
-    """Write a deterministic synthetic action-recognition dataset of real .mp4 files."""
+    """Write a deterministic synthetic action-recognition dataset of real video files."""
     import json
 
     from .data.synthetic import ACTIONS, make_dataset
@@ -614,13 +620,14 @@ def make_data(
     if unknown or len(names) < 2:
         raise GardenerError(f"--classes: {unknown[0]!r} is not an action" if unknown else
                             "--classes: give at least two actions")
+    frames = frames if frames is not None else (125 if ucf101_like else 16)
     if size < 16 or size % 2 or frames < 2 or per_class < 2:
         raise GardenerError("--size must be even and >= 16, --frames >= 2, --per-class >= 2")
     if test_per_class is not None and test_per_class < 1:
         raise GardenerError("--test-per-class must be at least 1")
     with atomic_dir(out_dir, force) as tmp:
         info = make_dataset(tmp, classes=names, per_class=per_class, frames=frames, size=size, seed=seed,
-                            test_per_class=test_per_class, domain=domain)
+                            test_per_class=test_per_class, domain=domain, ucf101_like=ucf101_like)
         record = manifest("make-data", [], {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()})
         record.update({"count": info["count"], "classes": info["classes"]})
         write_text(tmp / "gardener.json", json.dumps(record, indent=2) + "\n")
@@ -645,6 +652,7 @@ def pretrain_command(
     sampling_rate: int = RATE_OPT,
     min_crop_scale: float = typer.Option(0.5, "--min-crop-scale", help="Smallest random-resized-crop area."),
     save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
+    compile: bool = COMPILE_OPT,
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, sampling, masking."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
@@ -661,7 +669,8 @@ def pretrain_command(
         except (OSError, ValueError) as exc:
             raise GardenerError(f"--config {config}: cannot read a JSON object ({exc})") from None
     recipe = PretrainRecipe(batch_size=batch_size, grad_accum=grad_accum, epochs=epochs, max_steps=max_steps,
-                            base_lr=lr, warmup_steps=warmup_steps, mask_ratio=mask_ratio, save_every=save_every)
+                            base_lr=lr, warmup_steps=warmup_steps, mask_ratio=mask_ratio, save_every=save_every,
+                            compile=compile)
     options = _data_options(data, split_dir, fold, None, val_fraction, strict, workers)
     bar, tick = _training_progress("pretraining")
     with bar:

@@ -175,3 +175,37 @@ def test_clips_are_uint8_and_deterministic_per_seed_epoch_and_video(video_root):
     assert not (a["pixel_values"] == next_epoch["pixel_values"]).all()
     views = EvalClips(split, infos, spec)[0]["pixel_values"]
     assert views.shape == (6, 8, 3, 24, 24)
+
+
+def test_resizing_stays_uint8_and_within_one_level_of_the_float_computation():
+    import torch
+    import torch.nn.functional as F
+
+    from gardener.data.clips import _resize
+
+    clip = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 3, 150, 200), dtype=np.uint8))
+    for size in ((224, 224), (64, 96)):  # up and down
+        fast = _resize(clip, *size)
+        exact = F.interpolate(clip.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        assert fast.dtype == torch.uint8 and fast.shape == (4, 3, *size)
+        assert (fast.float() - exact.round().clamp(0, 255)).abs().max() <= 1
+
+
+def test_ucf101_like_data_is_what_ucf101_holds_and_trains_at_224(tmp_path):
+    import av
+
+    from gardener.data.synthetic import make_dataset
+
+    info = make_dataset(tmp_path / "ucf", classes=("grow", "pass"), per_class=2, frames=70, seed=0, ucf101_like=True)
+    paths = sorted((tmp_path / "ucf" / "videos").rglob("*"))
+    videos = [p for p in paths if p.is_file()]
+    assert info["count"] == 4 and all(p.suffix == ".avi" for p in videos)
+    with av.open(str(videos[0])) as container:
+        stream = container.streams.video[0]
+        kinds = {str(frame.pict_type) for frame in container.decode(stream)}
+        assert stream.codec_context.name == "mpeg4" and (stream.width, stream.height) == (320, 240)
+        assert float(stream.average_rate) == 25 and stream.frames == 70
+    assert any(k in ("B", "3", "PictureType.B") for k in kinds), kinds
+    split, infos = probe_all(read_split(tmp_path / "ucf" / "videos", "train", split_dir=tmp_path / "ucf" / "splits"))
+    item = TrainClips(split, infos, ClipSpec(frames=16, sampling_rate=4, size=224))[0]
+    assert tuple(item["pixel_values"].shape) == (16, 3, 224, 224) and str(item["pixel_values"].dtype) == "torch.uint8"

@@ -211,3 +211,15 @@ def test_finetune_then_evaluate_share_a_process_whatever_precision_its_accelerat
     assert logged.keys() == again.keys()
     for path, probs in logged.items():
         np.testing.assert_allclose(again[path], probs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_compiled_model_takes_the_same_steps_and_saves_a_stock_checkpoint(tmp_path, video_root, tiny_model_dir):
+    """--compile (torch.compile, inductor on the CPU here) changes the speed, not the run."""
+    options = DataOptions(video_root, workers=0)
+    runs = {c: finetune(tiny_model_dir, tmp_path / f"run-{c}", options, _recipe(max_steps=3, compile=c), seed=2,
+                        **CLIPS) for c in (False, True)}
+    eager, compiled = read_losses(tmp_path / "run-False"), read_losses(tmp_path / "run-True")
+    np.testing.assert_allclose(list(compiled.values()), list(eager.values()), rtol=1e-4)
+    assert runs[True]["recipe"]["compile"] is True
+    saved = T.VideoMAEForVideoClassification.from_pretrained(tmp_path / "run-True" / "model")
+    assert not any("_orig_mod" in k for k in saved.state_dict())

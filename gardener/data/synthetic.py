@@ -209,14 +209,20 @@ def render(size: int, actor: tuple, background: np.ndarray, distractors: list) -
     return video
 
 
+UCF101_LIKE = {"height": 240, "width": 320, "fps": 25, "frames": 125}  # 5 s of 320x240 at 25 fps
+
+
 def make_dataset(out: str | Path, *, classes: tuple[str, ...] = ACTIONS, per_class: int = 40, frames: int = 16,
                  size: int = 64, seed: int = 0, test_every: int = 4, test_per_class: int | None = None,
-                 domain: str = "source", codec: str = "libx264") -> dict:
+                 domain: str = "source", codec: str = "libx264", ucf101_like: bool = False) -> dict:
     """Write `out/videos/<action>/v_<action>_gXX_cYY.mp4` and UCF101-style split files in `out/splits/`.
 
     Without `test_per_class`, 1 video in `test_every` is a test video; with it, `per_class` videos
     per class are for training and `test_per_class` more for testing (a small training set and a
     large test set, as a target task has). Deterministic for a seed: one encoder thread.
+    `ucf101_like` writes what UCF101 holds instead: 320x240 `.avi` files of MPEG-4 Part 2 with
+    B-frames at 25 fps (the action in the middle 240x240, the scene's edges carried outwards), for
+    tests and benchmarks of decoding; `size` is then ignored.
     """
     if domain not in DOMAINS:
         raise GardenerError(f"--domain {domain!r}: expected one of {', '.join(DOMAINS)}")
@@ -230,8 +236,16 @@ def make_dataset(out: str | Path, *, classes: tuple[str, ...] = ACTIONS, per_cla
         for k in range(count):
             key = [seed, classes.index(name), k] + ([DOMAINS.index(domain)] if domain != "source" else [])
             clip_rng = np.random.default_rng(key)
-            path = folder / f"v_{name}_g{k // 4 + 1:02d}_c{k % 4 + 1:02d}.mp4"
-            files[name].append(write_video(path, action_clip(name, frames, size, clip_rng, domain), codec=codec))
+            stem = folder / f"v_{name}_g{k // 4 + 1:02d}_c{k % 4 + 1:02d}"
+            if ucf101_like:
+                clip = action_clip(name, frames, UCF101_LIKE["height"], clip_rng, domain)
+                side = (UCF101_LIKE["width"] - UCF101_LIKE["height"]) // 2
+                clip = np.pad(clip, ((0, 0), (0, 0), (side, side), (0, 0)), mode="edge")
+                files[name].append(write_video(stem.with_suffix(".avi"), clip, fps=UCF101_LIKE["fps"], codec="mpeg4",
+                                               b_frames=2))
+            else:
+                files[name].append(write_video(stem.with_suffix(".mp4"), action_clip(name, frames, size, clip_rng,
+                                                                                       domain), codec=codec))
     if test_per_class:
         write_ucf101_splits(out / "splits", files, out / "videos", test_from=per_class)
     else:

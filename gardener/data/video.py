@@ -106,7 +106,10 @@ def _decode(path: str | Path, indices: np.ndarray, info: VideoInfo) -> np.ndarra
     got: dict[int, np.ndarray] = {}
     with _open(Path(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if _in_worker():  # as many workers as cores: threads per decoder only add switching
+            stream.thread_count = 1
+        else:
+            stream.thread_type = "AUTO"
         start = _seek(container, stream, wanted[0], info)
         try:
             for index, frame in _numbered(container, stream, start, info):
@@ -122,6 +125,13 @@ def _decode(path: str | Path, indices: np.ndarray, info: VideoInfo) -> np.ndarra
         last = max(got) if got else None
         got = _fill_missing(got, wanted, last)
     return np.stack([got[int(i)] for i in indices])
+
+
+def _in_worker() -> bool:
+    """Whether this runs in a DataLoader worker process."""
+    import torch.utils.data
+
+    return torch.utils.data.get_worker_info() is not None
 
 
 def _seek(container, stream, first: int, info: VideoInfo) -> float | None:
@@ -153,8 +163,9 @@ def _fill_missing(got: dict[int, np.ndarray], wanted: list[int], last: int | Non
     return got
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str = "mpeg4") -> Path:
-    """Write uint8 (T, H, W, 3) frames as a video file (used by tests and synthetic data)."""
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str = "mpeg4", b_frames: int = 0) -> Path:
+    """Write uint8 (T, H, W, 3) frames as a video file (used by tests and synthetic data); MPEG-4
+    Part 2 with `b_frames` consecutive B-frames at most, as UCF101's DivX/XviD files have."""
     import av
 
     path = Path(path)
@@ -165,6 +176,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25, codec: str 
         stream.thread_count = 1  # one encoder thread, and frames converted here (`_yuv_frame`)
         if codec == "mpeg4":
             stream.options = {"qscale": "3"}
+            stream.codec_context.max_b_frames = b_frames
+            stream.codec_context.gop_size = 12
         elif codec == "libx264":
             # lossless: flat areas stay flat, and the same frames give the same bytes (crf encoding of
             # these small synthetic clips varied from run to run, even on one thread)

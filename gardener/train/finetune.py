@@ -21,7 +21,8 @@ from ..manifest import manifest
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .recipe import Recipe, param_groups
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
-from .loop import Loop, autocast_dtype, make_accelerator, make_loader, restore, run_steps
+from .loop import Loop, autocast_dtype, make_accelerator, make_loader, make_optimizer, maybe_compile, restore, \
+    run_steps
 from .state import Log, check_out, check_resume, collate, finished, record_start, split_digest, start_fresh
 
 log = logging.getLogger("gardener.train")
@@ -176,8 +177,8 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     model = load_classifier(model_dir, train.classes, recipe, spec.size)
     handles = add_drop_path(model, recipe.drop_path) + add_classifier_dropout(model, recipe.classifier_dropout)
     peak, final = recipe.peak_lr(world), recipe.final_lr(world)
-    optimizer = torch.optim.AdamW(param_groups(model, recipe, peak), lr=peak, betas=recipe.betas)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    optimizer = make_optimizer(model, param_groups(model, recipe, peak), peak, recipe.betas, accelerator)
+    model, optimizer = accelerator.prepare(maybe_compile(model, recipe.compile), optimizer)
     step, best = restore(accelerator, out, start)
     sampler.start_batch = step * recipe.grad_accum
     loader = make_loader(TrainClips(train, train_infos, spec, seed), sampler, data.workers, seed, collate)

@@ -36,6 +36,24 @@ def make_accelerator():
     return Accelerator(cpu=not gpu, mixed_precision="no")
 
 
+def make_optimizer(model, groups: list[dict], lr: float, betas: tuple[float, float], accelerator):
+    """AdamW over `groups`; on a GPU the fused kernel (one launch for every tensor), the model moved
+    there first as it requires."""
+    import torch
+
+    fused = accelerator.device.type == "cuda"
+    if fused:
+        model.to(accelerator.device)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+def maybe_compile(model, on: bool):
+    """torch.compile the model in place (its parameters, state dict and saving stay as they are)."""
+    if on:
+        model.compile()
+    return model
+
+
 def autocast_dtype(accelerator, bf16: bool):
     """torch.bfloat16 where a job asks for bf16 and runs on a GPU, else None (float32)."""
     import torch
@@ -49,8 +67,9 @@ def make_loader(dataset, sampler, workers: int, seed: int, collate):
     import torch
     from torch.utils.data import DataLoader
 
+    extra = {"prefetch_factor": 4} if workers else {}  # each worker keeps 4 batches ready
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+                      generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(), **extra)
 
 
 def restore(accelerator, out: Path, start: int | None) -> tuple[int, dict | None]:

@@ -19,7 +19,8 @@ from ..fileio import atomic_dir, write_text
 from ..manifest import manifest
 from .evaluate import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from .finetune import DataOptions, clip_spec_for, load_splits
-from .loop import Loop, autocast_dtype, make_accelerator, make_loader, restore, run_steps
+from .loop import Loop, autocast_dtype, make_accelerator, make_loader, make_optimizer, maybe_compile, restore, \
+    run_steps
 from .recipe import param_groups
 from .state import Log, check_out, check_resume, collate, finished, record_start, split_digest, start_fresh
 
@@ -53,6 +54,7 @@ class PretrainRecipe:
     mask_ratio: float = 0.9
     clip_grad: float | None = None
     bf16: bool = True
+    compile: bool = False  # torch.compile of the model
     save_every: int = 500
     keep_last: int = 2
 
@@ -170,8 +172,8 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
         model = VideoMAEForPreTraining(config)
     scale = recipe.batch_size * recipe.grad_accum * world / 256
     peak, final = recipe.base_lr * scale, recipe.min_lr * scale
-    optimizer = torch.optim.AdamW(param_groups(model, recipe, peak), lr=peak, betas=recipe.betas)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    optimizer = make_optimizer(model, param_groups(model, recipe, peak), peak, recipe.betas, accelerator)
+    model, optimizer = accelerator.prepare(maybe_compile(model, recipe.compile), optimizer)
     step, _ = restore(accelerator, out, start)
     sampler.start_batch = step * recipe.grad_accum
     loader = make_loader(TrainClips(train, infos, spec, seed), sampler, data.workers, seed, collate)

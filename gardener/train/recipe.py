@@ -31,6 +31,7 @@ class Recipe:
     cutmix: float = 1.0
     clip_grad: float | None = None
     bf16: bool = True  # on GPU only
+    compile: bool = False  # torch.compile of the model
     gradient_checkpointing: bool = False
     eval_every: int | None = None
     save_every: int = 500

@@ -46,7 +46,7 @@ def start_fresh(out: Path) -> None:
 
 # What a run is, recorded when it starts: a resumed run must be the same run. Changing one of
 # these fields only changes how the run is kept or watched, never its trajectory.
-LOGISTICS = ("save_every", "keep_last", "eval_every")
+LOGISTICS = ("save_every", "keep_last", "eval_every", "compile")
 # Changing these lengthens or shortens the run: allowed on resume, and recorded as a resume.
 LENGTH = ("max_steps", "epochs")
 START = "start.json"
