@@ -200,7 +200,7 @@ def _in_memory(name: str, wanted: set[str]) -> str:
     """transformers versions differ in naming q/v biases (`query.bias` vs `q_bias`)."""
     if name in wanted:
         return name
-    legacy = name.replace("attention.query.bias", "q_bias").replace("attention.value.bias", "v_bias")
+    legacy = name.replace("query.bias", "q_bias").replace("value.bias", "v_bias")  # transformers 4
     return legacy if legacy in wanted else name
 
 

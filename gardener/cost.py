@@ -2,7 +2,8 @@
 
 GFLOPs follow the paper and fvcore: one multiply-add is one FLOP, so the total of
 `torch.utils.flop_counter.FlopCounterMode` (which counts 2 per multiply-add) is halved.
-The model is built on the meta device, so nothing is allocated or computed.
+The model is built on the meta device (or, where its code cannot run there, on fake tensors), so
+nothing is allocated or computed.
 """
 from __future__ import annotations
 
@@ -26,13 +27,33 @@ class InputSpec:
     seq_len: int = 128
 
 
-def _inputs(config, spec: InputSpec, torch) -> dict:
+def _inputs(config, spec: InputSpec, torch, device: str | None) -> dict:
     model_type = getattr(config, "model_type", "")
     if model_type in VIDEO_TYPES:
-        return {"pixel_values": torch.empty(1, spec.frames, config.num_channels, spec.size, spec.size, device="meta")}
+        return {"pixel_values": torch.empty(1, spec.frames, config.num_channels, spec.size, spec.size, device=device)}
     if model_type in IMAGE_TYPES:
-        return {"pixel_values": torch.empty(1, config.num_channels, spec.size, spec.size, device="meta")}
-    return {"input_ids": torch.zeros(1, spec.seq_len, dtype=torch.long, device="meta")}
+        return {"pixel_values": torch.empty(1, config.num_channels, spec.size, spec.size, device=device)}
+    # an explicit mask: without one, transformers 4 looks at the token values to warn about padding
+    return {"input_ids": torch.zeros(1, spec.seq_len, dtype=torch.long, device=device),
+            "attention_mask": torch.ones(1, spec.seq_len, dtype=torch.long, device=device)}
+
+
+def _count(config, spec: InputSpec, torch, fake: bool):
+    """FlopCounterMode over one forward pass on the meta device, or (where a model's code cannot run
+    there, e.g. transformers 4's LLaMA rotary embedding) on fake CPU tensors: nothing is allocated."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModel
+
+    counter = FlopCounterMode(display=False)
+    place = FakeTensorMode(allow_non_fake_inputs=True) if fake else torch.device("meta")
+    with place, fast_tables():
+        model = AutoModel.from_config(config, attn_implementation="eager").eval()
+        if not fake:  # counts do not depend on the dtype; fake parameters cannot be swapped for others
+            model.to(torch.float32)
+        with counter, torch.no_grad():
+            model(**_inputs(config, spec, torch, None if fake else "meta"))
+    return counter
 
 
 def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[float, dict[str, list[float]]]:
@@ -42,8 +63,7 @@ def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[fl
     independent of depth, so removing block i removes exactly its own FLOPs.
     """
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
     config_dict = {k: v for k, v in config_dict.items() if k != "gardener"}
     try:
@@ -56,11 +76,10 @@ def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[fl
         config.image_size = spec.size
     if config.model_type in VIDEO_TYPES:
         config.num_frames = spec.frames
-    with torch.device("meta"), fast_tables():
-        model = AutoModel.from_config(config, attn_implementation="eager").eval().to(torch.float32)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(**_inputs(config, spec, torch))
+    try:
+        counter = _count(config, spec, torch, fake=False)
+    except (RuntimeError, NotImplementedError):
+        counter = _count(config, spec, torch, fake=True)
     per_module = {name: sum(ops.values()) / 2 / 1e9 for name, ops in counter.get_flop_counts().items()}
     stacks: dict[str, dict[int, float]] = {}
     for name, value in per_module.items():

@@ -78,3 +78,5 @@ def _update_config(config: Any, depth_field: str | None, kept: Sequence[int], de
         setattr(config, name, value)
     if "stage_names" in current and hasattr(config, "set_output_features_output_indices"):
         config.set_output_features_output_indices(out_features=None, out_indices=None)
+    elif "stage_names" in current and hasattr(config, "out_features"):  # transformers 4: a setter aligns both
+        config.out_features = None

@@ -50,8 +50,9 @@ def build_hf(name: str, seed: int = 0) -> torch.nn.Module:
     return cls(make_config()).eval()
 
 
-# where each family keeps its block list in memory (transformers 5 names)
-IN_MEMORY_STACK = {"videomae": "videomae.encoder.layer", "vit": "vit.layers", "vitmae": "vit.layers",
+# where each family keeps its block list in memory (transformers 5 moved ViT's to `vit.layers`)
+_VIT_LAYERS = "vit.layers" if int(T.__version__.split(".")[0]) >= 5 else "vit.encoder.layer"
+IN_MEMORY_STACK = {"videomae": "videomae.encoder.layer", "vit": _VIT_LAYERS, "vitmae": _VIT_LAYERS,
                    "dinov2": "encoder.layer", "bert": "encoder.layer", "llama": "model.layers"}
 
 
@@ -112,7 +113,8 @@ def _original_blocks(sd: dict, hf_stack: str, original_stack: str, depth: int) -
         out[b + "attn.qkv.weight"] = torch.cat([sd[att + "query.weight"], sd[att + "key.weight"],
                                                 sd[att + "value.weight"]])
         for orig, hf in ORIGINAL_TO_HF.items():
-            out[b + orig] = sd[h + hf]
+            legacy = hf.replace("query.bias", "q_bias").replace("value.bias", "v_bias")
+            out[b + orig] = sd[h + hf] if h + hf in sd else sd[h + legacy]  # transformers 4 names q_bias/v_bias
     return out
 
 

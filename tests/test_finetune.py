@@ -170,13 +170,14 @@ def test_two_processes_under_torchrun_follow_the_single_process_run(tmp_path, vi
 
 
 def test_a_float16_checkpoint_finetunes_and_evaluates_in_float32(tmp_path, video_root):
-    """Released VideoMAEs are stored in float16, and transformers loads them so; training float16
+    """Released VideoMAEs are stored in float16, and transformers 5 loads them so; training float16
     weights with AdamW would round every small update away, so the master weights are float32."""
     from gardener.train.finetune import load_classifier
 
     source = tiny_videomae(tmp_path / "src", depth=2)
     T.VideoMAEForVideoClassification.from_pretrained(source).half().save_pretrained(tmp_path / "half")
-    assert T.VideoMAEForVideoClassification.from_pretrained(tmp_path / "half").dtype == torch.float16
+    if int(T.__version__.split(".")[0]) >= 5:  # transformers 4 loads float32 unless asked
+        assert T.VideoMAEForVideoClassification.from_pretrained(tmp_path / "half").dtype == torch.float16
     model = load_classifier(tmp_path / "half", ["a", "b", "c"], _recipe())
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     info = finetune(tmp_path / "half", tmp_path / "run", DataOptions(video_root), _recipe(max_steps=2), **CLIPS)

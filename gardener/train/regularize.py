@@ -15,10 +15,12 @@ def _drop_branch(rate: float):
             return output
         import torch
 
+        branch = output[0] if isinstance(output, tuple) else output  # transformers 4 returns (branch, ...)
         keep = 1.0 - rate
-        mask = torch.empty((output.shape[0],) + (1,) * (output.ndim - 1), device=output.device,
-                           dtype=output.dtype).bernoulli_(keep)
-        return output * mask / keep
+        mask = torch.empty((branch.shape[0],) + (1,) * (branch.ndim - 1), device=branch.device,
+                           dtype=branch.dtype).bernoulli_(keep)
+        dropped = branch * mask / keep
+        return (dropped, *output[1:]) if isinstance(output, tuple) else dropped
     return hook
 
 
