@@ -7,7 +7,7 @@ crop to 224, flip. Warm-up batches are dropped, then batches are counted for at 
 Prints clips/s in all and per core (clips/s divided by min(workers, cores)), and, for the
 profile, the time per clip of each stage in one process.
 
-    python bench/data_bench.py [--workers 2] [--seconds 30] [--frames 16] [--rate 4] [--size 224]
+    python bench/data_bench.py [--workers 2] [--seconds 30] [--frames 16] [--rate 4] [--size 224] [--num-sample 1]
 """
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--rate", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--num-sample", type=int, default=1, help="augmented clips per decoded video")
     args = parser.parse_args()
     import av
 
@@ -86,7 +87,8 @@ def main() -> None:
     split, infos = probe_all(read_split(root / "videos", "train", split_dir=root / "splits"))
     spec = ClipSpec(frames=args.frames, sampling_rate=args.rate, size=args.size)
     profile = stages(split, infos, spec)
-    loader = make_loader(TrainClips(split, infos, spec, seed=0), EpochSampler(len(split), args.batch, 0),
+    loader = make_loader(TrainClips(split, infos, spec, seed=0, num_sample=args.num_sample),
+                         EpochSampler(len(split), args.batch, 0),
                          args.workers, 0, collate)
     rate, clips, seconds = steady_rate(loader, args.batch, args.seconds)
     cores = min(max(1, args.workers), os.cpu_count() or 1)
@@ -94,8 +96,8 @@ def main() -> None:
           f"decoder PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']} libavcodec)")
     print(f"clips {args.frames}x{args.size}x{args.size}, stride {args.rate}, from {len(split)} UCF101-like .avi "
           f"files (320x240 MPEG-4 Part 2, B-frames, 25 fps, 125 frames)")
-    print(f"--workers {args.workers}: {rate:.1f} clips/s ({rate / cores:.1f} per core) over {seconds:.0f} s, "
-          f"{clips} clips after 3 warm-up batches")
+    print(f"--workers {args.workers} --num-sample {args.num_sample}: {rate:.1f} clips/s ({rate / cores:.1f} per "
+          f"core) over {seconds:.0f} s, {clips} clips after 3 warm-up batches")
     print("one process, per clip: " + "; ".join(f"{name} {ms:.1f} ms" for name, ms in profile.items())
           + f" = {1000 / sum(profile.values()):.0f} clips/s")
 

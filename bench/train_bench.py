@@ -8,7 +8,9 @@ For a tiny VideoMAE (the demo's: 12 blocks, hidden 64, 8 frames of 64 px) and Vi
   (c) both: training steps fed by that DataLoader, as `gardener finetune` runs;
   (d) evaluation (5 clips x 3 crops per video, inference mode), model only.
 On a GPU, VideoMAE-B runs with bf16 autocast and the model FLOPs utilisation is reported
-against --peak-tflops (bf16 dense peak of the GPU; 989 for an H100 SXM).
+against --peak-tflops (bf16 dense peak of the GPU; 989 for an H100 SXM). "bound by" says which
+side limits training: the data pipeline (it delivers fewer clips/s than the model takes) or the
+model. For the data pipeline in steady state from UCF101-like files, see bench/data_bench.py.
 
     python bench/train_bench.py [--workdir bench/_work] [--workers 2] [--skip-base] [--peak-tflops 989]
 """
@@ -156,10 +158,12 @@ def main() -> None:
     print(f"# train_bench {date.today()} on {platform.machine()}, {gpu}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, --workers {args.workers}")
     print_table(["model", "input", "batch", "train, model only (clips/s)", "data only (clips/s)",
-                 "train with data (clips/s)", "data / model", "eval, model only (views/s)", "MFU"],
+                 "train with data (clips/s)", "data / model", "bound by", "eval, model only (views/s)", "MFU"],
                 [[r["model"], f"{r['frames']}x{r['size']}x{r['size']}", str(r["batch"]), f"{r['train_model_only']:.2f}",
                   f"{r['data_only']:.1f}", f"{r['train_with_data']:.2f}",
-                  f"{r['data_only'] / r['train_model_only']:.1f}", f"{r['eval_model_only']:.2f}",
+                  f"{r['data_only'] / r['train_model_only']:.1f}",
+                  "data" if r["data_only"] < r["train_model_only"] else "model",
+                  f"{r['eval_model_only']:.2f}",
                   f"{r['mfu']:.1%}" if "mfu" in r else "-"] for r in rows])
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

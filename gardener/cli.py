@@ -264,6 +264,8 @@ def finetune(
     epochs: Optional[float] = EPOCHS_OPT,
     max_steps: Optional[int] = MAX_STEPS_OPT,
     batch_size: int = BATCH_OPT,
+    num_sample: int = typer.Option(1, "--num-sample", help="Augmented clips per decoded video (VideoMAE's "
+                                   "repeated augmentation: 2 halves decoding per clip; batches hold N x videos)."),
     grad_accum: int = ACCUM_OPT,
     lr: float = LR_OPT,
     min_lr: float = typer.Option(1e-5, "--min-lr", help="Final learning rate per 256 clips."),
@@ -299,7 +301,8 @@ def finetune(
     from .train import Recipe
     from .train import finetune as run
 
-    recipe = Recipe(batch_size=batch_size, grad_accum=grad_accum, epochs=epochs, max_steps=max_steps, base_lr=lr,
+    recipe = Recipe(batch_size=batch_size, num_sample=num_sample, grad_accum=grad_accum, epochs=epochs,
+                    max_steps=max_steps, base_lr=lr,
                     min_lr=min_lr, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
                     weight_decay=weight_decay, layer_decay=layer_decay, label_smoothing=label_smoothing,
                     drop_path=drop_path, classifier_dropout=classifier_dropout, mix=mix, clip_grad=clip_grad,

@@ -209,3 +209,23 @@ def test_ucf101_like_data_is_what_ucf101_holds_and_trains_at_224(tmp_path):
     split, infos = probe_all(read_split(tmp_path / "ucf" / "videos", "train", split_dir=tmp_path / "ucf" / "splits"))
     item = TrainClips(split, infos, ClipSpec(frames=16, sampling_rate=4, size=224))[0]
     assert tuple(item["pixel_values"].shape) == (16, 3, 224, 224) and str(item["pixel_values"].dtype) == "torch.uint8"
+
+
+def test_repeated_augmentation_crops_one_decoded_clip_several_times(video_root):
+    import torch
+
+    from gardener.train.state import collate
+
+    split, infos = probe_all(read_split(video_root, "train"))
+    spec = ClipSpec(frames=8, sampling_rate=2, size=24, scale=(0.3, 1.0))
+    one, two = TrainClips(split, infos, spec, seed=3), TrainClips(split, infos, spec, seed=3, num_sample=2)
+    item = two[5]
+    assert tuple(item["pixel_values"].shape) == (2, 8, 3, 24, 24) and item["labels"] == [split.labels[5]] * 2
+    assert torch.equal(item["pixel_values"][0], one[5]["pixel_values"])  # the first sample is the plain one
+    assert not torch.equal(item["pixel_values"][0], item["pixel_values"][1])  # the second is cropped anew
+    assert torch.equal(two[5]["pixel_values"], item["pixel_values"])  # deterministic per (seed, epoch, video)
+    batch = collate([two[0], two[1], two[2]])
+    assert tuple(batch["pixel_values"].shape) == (6, 8, 3, 24, 24) and batch["labels"].tolist() == [
+        split.labels[0]] * 2 + [split.labels[1]] * 2 + [split.labels[2]] * 2
+    with pytest.raises(GardenerError, match="--num-sample 0"):
+        TrainClips(split, infos, spec, num_sample=0)

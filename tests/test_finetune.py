@@ -224,3 +224,10 @@ def test_a_compiled_model_takes_the_same_steps_and_saves_a_stock_checkpoint(tmp_
     assert runs[True]["recipe"]["compile"] is True
     saved = T.VideoMAEForVideoClassification.from_pretrained(tmp_path / "run-True" / "model")
     assert not any("_orig_mod" in k for k in saved.state_dict())
+
+
+def test_repeated_augmentation_trains_on_twice_the_clips_per_step(tmp_path, video_root, tiny_model_dir):
+    info = finetune(tiny_model_dir, tmp_path / "run", DataOptions(video_root, workers=0),
+                    _recipe(max_steps=2, batch_size=4, num_sample=2), **CLIPS)
+    assert info["recipe"]["num_sample"] == 2 and info["clips_per_step"] == 8 and info["total_batch"] == 4
+    assert len(read_losses(tmp_path / "run")) == 2 and np.isfinite(info["final"]["top1"])

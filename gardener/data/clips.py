@@ -132,10 +132,17 @@ def _try_probe(path) -> VideoInfo | str:
 
 
 class TrainClips:
-    """Map-style dataset of training clips; the key encodes (epoch, video) as epoch * len + video."""
+    """Map-style dataset of training clips; the key encodes (epoch, video) as epoch * len + video.
 
-    def __init__(self, split: VideoSplit, infos: list[VideoInfo], spec: ClipSpec, seed: int = 0):
-        self.split, self.infos, self.spec, self.seed = split, infos, spec, seed
+    With `num_sample` > 1 (VideoMAE's repeated augmentation), one decoded clip gives that many
+    differently cropped and flipped samples: (num_sample, T, C, H, W) and as many labels.
+    """
+
+    def __init__(self, split: VideoSplit, infos: list[VideoInfo], spec: ClipSpec, seed: int = 0,
+                 num_sample: int = 1):
+        if num_sample < 1:
+            raise GardenerError(f"--num-sample {num_sample}: expected at least 1")
+        self.split, self.infos, self.spec, self.seed, self.num_sample = split, infos, spec, seed, num_sample
 
     def __len__(self) -> int:
         return len(self.split)
@@ -147,11 +154,17 @@ class TrainClips:
         rng = np.random.default_rng([self.seed, epoch, index])
         info = self.infos[index]
         frames = read_frames(self.split.paths[index], train_indices(info.frames, self.spec, rng), info)
-        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)  # T, C, H, W
-        clip = random_resized_crop(clip, self.spec, rng)
-        if self.spec.flip and rng.random() < 0.5:
-            clip = clip.flip(-1)
-        return {"pixel_values": clip.contiguous(), "labels": self.split.labels[index]}
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # T, C, H, W
+        samples = []
+        for _ in range(self.num_sample):
+            clip = random_resized_crop(video, self.spec, rng)
+            if self.spec.flip and rng.random() < 0.5:
+                clip = clip.flip(-1)
+            samples.append(clip.contiguous())
+        label = self.split.labels[index]
+        if self.num_sample == 1:
+            return {"pixel_values": samples[0], "labels": label}
+        return {"pixel_values": torch.stack(samples), "labels": [label] * self.num_sample}
 
 
 class EvalClips:

@@ -181,7 +181,8 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     model, optimizer = accelerator.prepare(maybe_compile(model, recipe.compile), optimizer)
     step, best = restore(accelerator, out, start)
     sampler.start_batch = step * recipe.grad_accum
-    loader = make_loader(TrainClips(train, train_infos, spec, seed), sampler, data.workers, seed, collate)
+    loader = make_loader(TrainClips(train, train_infos, spec, seed, recipe.num_sample), sampler, data.workers, seed,
+                         collate)
     mean, std = normalisation(model_dir)
     device = accelerator.device
 
@@ -224,7 +225,9 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
                           "test_videos": len(test), "classes": train.classes,
                           "skipped": train.skipped + test.skipped},
                  "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup,
-                 "total_batch": recipe.total_batch(world), "peak_lr": peak, "final": _public(result),
+                 "total_batch": recipe.total_batch(world),
+                 "clips_per_step": recipe.total_batch(world) * recipe.num_sample, "peak_lr": peak,
+                 "final": _public(result),
                  "best": best, "resumes": resumes})
     if main:  # the run's own files: a resumed run that stopped while writing them rewrites them
         write_eval_outputs(out, result, test.paths, {"model": str(out / "model")}, plot=plots, force=True)

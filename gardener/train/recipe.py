@@ -12,7 +12,8 @@ from ..errors import GardenerError
 class Recipe:
     """Optimisation settings. Learning rates are per 256 clips and scaled by the total batch."""
 
-    batch_size: int = 8  # per process
+    batch_size: int = 8  # videos per process per micro-batch
+    num_sample: int = 1  # augmented clips per decoded video (VideoMAE's repeated augmentation)
     grad_accum: int = 1
     epochs: float | None = None
     max_steps: int | None = None

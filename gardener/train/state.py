@@ -156,8 +156,13 @@ def finished(out: Path, kind: str, options: dict) -> dict | None:
 
 
 def collate(items: list[dict]) -> dict:
+    """A batch of clips; items that hold several samples of one video (repeated augmentation)
+    contribute each of them."""
     import torch
 
+    if items[0]["pixel_values"].ndim == 5:  # (num_sample, T, C, H, W) per video
+        return {"pixel_values": torch.cat([i["pixel_values"] for i in items]),
+                "labels": torch.tensor([label for i in items for label in i["labels"]])}
     return {"pixel_values": torch.stack([i["pixel_values"] for i in items]),
             "labels": torch.tensor([i["labels"] for i in items])}
 
