@@ -23,7 +23,7 @@ from .recipe import Recipe, param_groups
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
 from .loop import Loop, autocast_dtype, make_accelerator, make_loader, make_optimizer, maybe_compile, restore, \
     run_steps
-from .state import Log, check_out, check_resume, collate, finished, record_start, split_digest, start_fresh
+from .state import Log, begin, check_out, collate, finished, split_digest
 
 log = logging.getLogger("gardener.train")
 
@@ -60,10 +60,8 @@ def require_classes(train: VideoSplit) -> None:
     if len(train.classes) < 2:
         found = f"one class ({train.classes[0]})" if train.classes else "no class"
         raise GardenerError(f"{train.source}: {found}; finetuning a classifier needs at least two")
-    counts = [0] * len(train.classes)
-    for label in train.labels:
-        counts[label] += 1
-    empty = [c for c, n in zip(train.classes, counts) if n == 0]
+    present = set(train.labels)
+    empty = [c for label, c in enumerate(train.classes) if label not in present]
     if empty:
         raise GardenerError(f"{train.source}: class {empty[0]!r} has no training video"
                             + (f" ({len(empty)} such classes)" if len(empty) > 1 else ""))
@@ -168,10 +166,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     warmup = recipe.warmup(per_epoch, total)
     identity = {"model": model_identity(model_dir), "data": {"train": split_digest(train), "test": split_digest(test)},
                 "recipe": recipe.to_dict(), "clip": asdict(spec), "seed": seed, "world_size": world}
-    resumes = check_resume(out, identity, start, total, main) if start is not None else []
-    if start is None and main:
-        start_fresh(out)
-        record_start(out, identity)
+    resumes = begin(out, identity, start, total, main)
     accelerator.wait_for_everyone()
     set_seed(seed)
     model = load_classifier(model_dir, train.classes, recipe, spec.size)

@@ -22,7 +22,7 @@ from .finetune import DataOptions, clip_spec_for, load_splits
 from .loop import Loop, autocast_dtype, make_accelerator, make_loader, make_optimizer, maybe_compile, restore, \
     run_steps
 from .recipe import param_groups
-from .state import Log, check_out, check_resume, collate, finished, record_start, split_digest, start_fresh
+from .state import Log, begin, check_out, collate, finished, split_digest
 
 PRESETS = {
     # 12 blocks, so that the paper's pruning ratios remove whole blocks one-to-one
@@ -162,10 +162,7 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
     identity = {"data": {"train": split_digest(train)}, "preset": preset,
                 "config": {k: v for k, v in config.to_dict().items() if k != "transformers_version"},
                 "recipe": recipe.to_dict(), "clip": asdict(spec), "seed": seed, "world_size": world}
-    resumes = check_resume(out, identity, start, total, main) if start is not None else []
-    if start is None and main:
-        start_fresh(out)
-        record_start(out, identity)
+    resumes = begin(out, identity, start, total, main)
     accelerator.wait_for_everyone()
     set_seed(seed)
     with fast_tables():

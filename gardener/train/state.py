@@ -130,6 +130,17 @@ def check_resume(out: Path, identity: dict, step: int, total: int, main: bool = 
     return resumes
 
 
+def begin(out: Path, identity: dict, start: int | None, total: int, main: bool) -> list[dict]:
+    """Start the run folder afresh (recording what the run is) or check a resumed run against it;
+    returns the run's resumes."""
+    if start is not None:
+        return check_resume(out, identity, start, total, main)
+    if main:
+        start_fresh(out)
+        record_start(out, identity)
+    return []
+
+
 def finished(out: Path, kind: str, options: dict) -> dict | None:
     """The manifest of a finished `kind` run in OUT (its gardener.json), or None while it is not.
 
