@@ -1,8 +1,8 @@
-"""Model families: which parameter names form which block of which stack.
+"""Stacks and blocks: which parameter names form which block of which stack.
 
-A *stack* is one list of transformer blocks (an encoder, a decoder); its name is the key
-prefix before the block index, e.g. ``videomae.encoder.layer`` or ``encoder.blocks``.
-Families are registered descriptions; a new one is a single `register_family` call.
+A *stack* is one list of transformer blocks (an encoder, a decoder, a stage); its name is the
+key prefix before the block index, e.g. ``videomae.encoder.layer`` or ``encoder.blocks``. Which
+layouts exist is the registered families' business (`gardener.families`).
 """
 from __future__ import annotations
 
@@ -12,65 +12,16 @@ from dataclasses import dataclass, field
 
 from .checkpoint import Checkpoint
 from .errors import GardenerError
+from .families import StackKind, kind_of, split_key
+from .families._registry import ANY_STACK
 
-# Any key "<prefix>.<list>.<N>.<rest>" where <list> is a conventional name of a block list.
-_LIST_NAMES = r"(?:layer|layers|blocks|block|h|decoder_layers)"
-BLOCK_KEY = re.compile(rf"^(?P<stack>(?:[\w-]+\.)*?{_LIST_NAMES})\.(?P<index>\d+)\.(?P<param>.+)$")
-
-
-@dataclass(frozen=True)
-class Family:
-    """A layout of block keys: the stacks it names, their role and the config depth field."""
-
-    name: str
-    stack: re.Pattern
-    role: str  # "encoder", "decoder" or "main"
-    depth_field: str | None  # config.json field holding this stack's depth, if any
-    description: str
-    params: re.Pattern | None = None  # when set, a block's tensor names must match it too
+Family = StackKind  # what a stack reports as its family: a registered family's kind of stack
+CUSTOM = StackKind("custom", ANY_STACK, "main")  # stacks found by --block-pattern
 
 
-FAMILIES: list[Family] = []
-
-
-def register_family(name: str, stack_regex: str, role: str, depth_field: str | None,
-                    description: str, params: str | None = None) -> Family:
-    """Register a layout; earlier registrations win when several match a stack name (and, with
-    `params`, the names of its blocks' tensors: bare `layers.N.` is a ViT or a LLaMA by them)."""
-    family = Family(name, re.compile(stack_regex), role, depth_field, description,
-                    re.compile(params) if params else None)
-    FAMILIES.append(family)
-    return family
-
-
-register_family("hf-decoder", r"(^|\.)decoder\.decoder_layers$", "decoder", "decoder_num_hidden_layers",
-                "HF ViTMAE / VideoMAE pretraining decoder")
-register_family("hf-encoder", r"(^|\.)encoder\.layers?$", "encoder", "num_hidden_layers",
-                "HF VideoMAE, ViT, ViTMAE, DINOv2, BERT (`...encoder.layer.N.`)")
-register_family("hf-vit", r"^(vit|videomae|dinov2|deit|beit)\.layers$", "encoder", "num_hidden_layers",
-                "HF vision encoders in the transformers-5 layout (`vit.layers.N.`)")
-register_family("timm-decoder", r"(^|\.)decoder\.blocks$", "decoder", None,
-                "original VideoMAE / MAE pretraining decoder (`decoder.blocks.N.`)")
-register_family("timm", r"(^|\.)blocks$", "encoder", None,
-                "original VideoMAE / MAE / timm ViT (`blocks.N.`, `encoder.blocks.N.`)")
-register_family("hf-vit-bare", r"^layers$", "encoder", "num_hidden_layers",
-                "a bare HF ViT / VideoMAE encoder state dict in the transformers-5 layout (`layers.N.`)",
-                params=r"^(layernorm_before|attention\.(q_proj|attention\.query))\.")
-register_family("llama", r"^(model\.)?layers$", "main", "num_hidden_layers",
-                "LLaMA-style decoder-only (`model.layers.N.`)")
-register_family("gpt2", r"(^|\.)h$", "main", "n_layer", "GPT-2 style (`transformer.h.N.`)")
-register_family("t5-decoder", r"(^|\.)decoder\.block$", "decoder", "num_decoder_layers",
-                "T5-style decoder (`decoder.block.N.`)")
-register_family("generic", r".*", "main", None, "any other `<list>.N.` layout")
-
-
-def family_of(stack: str, params: list[str] | tuple[str, ...] = ()) -> Family:
-    """The first registered family whose pattern matches the stack name (and its tensor names)."""
-    family = next(f for f in FAMILIES if f.stack.search(stack)
-                  and (f.params is None or any(f.params.search(p) for p in params)))
-    if family.name == "generic" and "decoder" in stack.split("."):
-        return Family("generic", family.stack, "decoder", None, family.description)
-    return family
+def family_of(stack: str, params: list[str] | tuple[str, ...] = ()) -> StackKind:
+    """The first registered stack kind that gives this stack name (and holds these tensor names)."""
+    return kind_of(stack, params)
 
 
 @dataclass
@@ -91,7 +42,7 @@ class Stack:
     """A list of blocks found in a checkpoint, in stored order."""
 
     name: str
-    family: Family
+    family: StackKind
     blocks: list[Block]
 
     @property
@@ -101,23 +52,26 @@ class Stack:
 
 def find_stacks(names: list[str], pattern: str | None = None) -> list[Stack]:
     """Group parameter names into stacks of blocks (a custom regex may override detection)."""
-    regex = _custom_regex(pattern) if pattern else BLOCK_KEY
+    regex = _custom_regex(pattern) if pattern else None
     grouped: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
     params: dict[str, set[str]] = defaultdict(set)
     for name in names:
-        match = regex.match(name) if pattern is None else regex.search(name)
-        if match:
-            stack = match.groupdict().get("stack") or "custom"
-            grouped[stack][int(match.group("index"))].append(name)
-            if pattern is None:
-                params[stack].add(match.group("param"))
+        found = split_key(name) if regex is None else _custom_split(regex, name)
+        if found:
+            stack, index, param = found
+            grouped[stack][index].append(name)
+            params[stack].add(param)
     stacks = []
     for stack, by_index in grouped.items():
         blocks = [Block(i, sorted(by_index[i])) for i in sorted(by_index)]
-        custom = Family("custom", re.compile(".*"), "main", None, "--block-pattern")
-        family = family_of(stack, sorted(params[stack])) if pattern is None else custom
-        stacks.append(Stack(stack, family, blocks))
+        kind = kind_of(stack, sorted(params[stack])) if regex is None else CUSTOM
+        stacks.append(Stack(stack, kind, blocks))
     return stacks
+
+
+def _custom_split(regex: re.Pattern, name: str) -> tuple[str, int, str] | None:
+    match = regex.search(name)
+    return (match.groupdict().get("stack") or "custom", int(match.group("index")), "") if match else None
 
 
 def _custom_regex(pattern: str) -> re.Pattern:

@@ -7,15 +7,11 @@ nothing is allocated or computed.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .errors import GardenerError
+from .families import input_kind, split_module
 from .fixed_tables import fast_tables
-
-VIDEO_TYPES = {"videomae"}
-_BLOCK_MODULE = re.compile(r"^(.+\.(?:layer|layers|blocks|block|h))\.(\d+)$")
-IMAGE_TYPES = {"vit", "vit_mae", "dinov2", "deit", "beit"}
 
 
 @dataclass(frozen=True)
@@ -28,10 +24,10 @@ class InputSpec:
 
 
 def _inputs(config, spec: InputSpec, torch, device: str | None) -> dict:
-    model_type = getattr(config, "model_type", "")
-    if model_type in VIDEO_TYPES:
+    kind = input_kind(getattr(config, "model_type", ""))
+    if kind == "video":
         return {"pixel_values": torch.empty(1, spec.frames, config.num_channels, spec.size, spec.size, device=device)}
-    if model_type in IMAGE_TYPES:
+    if kind == "image":
         return {"pixel_values": torch.empty(1, config.num_channels, spec.size, spec.size, device=device)}
     # an explicit mask: without one, transformers 4 looks at the token values to warn about padding
     return {"input_ids": torch.zeros(1, spec.seq_len, dtype=torch.long, device=device),
@@ -72,9 +68,10 @@ def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[fl
         raise GardenerError(f"cannot build a model from this config.json ({exc})") from None
     if hasattr(config, "mask_ratio"):
         config.mask_ratio = 0.0  # count the encoder on every patch, as at finetuning time
-    if getattr(config, "image_size", None) and config.model_type in VIDEO_TYPES | IMAGE_TYPES:
+    kind = input_kind(config.model_type)
+    if getattr(config, "image_size", None) and kind in ("video", "image"):
         config.image_size = spec.size
-    if config.model_type in VIDEO_TYPES:
+    if kind == "video":
         config.num_frames = spec.frames
     try:
         counter = _count(config, spec, torch, fake=False)
@@ -83,9 +80,9 @@ def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[fl
     per_module = {name: sum(ops.values()) / 2 / 1e9 for name, ops in counter.get_flop_counts().items()}
     stacks: dict[str, dict[int, float]] = {}
     for name, value in per_module.items():
-        match = _BLOCK_MODULE.match(name)
-        if match:
-            stacks.setdefault(match.group(1), {})[int(match.group(2))] = value
+        block = split_module(name)
+        if block:
+            stacks.setdefault(block[0], {})[block[1]] = value
     lists = {name: [blocks.get(i, 0.0) for i in range(max(blocks) + 1)] for name, blocks in stacks.items()}
     return counter.get_total_flops() / 2 / 1e9, lists
 

@@ -100,20 +100,3 @@ def renamer(stack: str, kept: Sequence[int]):
         return None if index is None else f"{match.group(1)}.{index}.{match.group(3)}"
 
     return rename
-
-
-def shorten_per_layer(config: dict, field_name: str | None, kept: Sequence[int]) -> dict:
-    """A copy of an HF config with the depth field set and per-layer lists cut to the kept blocks."""
-    out = dict(config)
-    if field_name is None or field_name not in config:
-        return out
-    depth = config[field_name]
-    out[field_name] = len(kept)
-    layer_types = config.get("layer_types")
-    if isinstance(layer_types, list) and len(layer_types) == depth and field_name == "num_hidden_layers":
-        out["layer_types"] = [layer_types[n - 1] for n in kept]
-    if "stage_names" in config and field_name == "num_hidden_layers":  # backbone configs (DINOv2)
-        out["stage_names"] = ["stem"] + [f"stage{i}" for i in range(1, len(kept) + 1)]
-        out.pop("out_features", None)
-        out.pop("out_indices", None)
-    return out

@@ -12,10 +12,8 @@ from typing import Any
 
 from .blocks import choose_stack
 from .errors import GardenerError
-from .pruning import parse_blocks, plan, shorten_per_layer
-
-# Attributes that hold a block's position in its stack (transformers uses `layer_idx` for caches).
-LAYER_INDEX_ATTRS = ("layer_idx", "layer_id", "layer_index")
+from .families import shorten_config
+from .pruning import parse_blocks, plan
 
 
 def prune_model(model: Any, remove: Sequence[int], *, stack: str | None = None,
@@ -39,8 +37,9 @@ def prune_model(model: Any, remove: Sequence[int], *, stack: str | None = None,
     params_before = sum(p.numel() for p in model.parameters())
     decision = plan(depth, blocks=parse_blocks(list(remove), depth, zero_based, "remove"))
     kept_modules = [blocks[n - 1] for n in decision.kept]
+    config = getattr(model, "config", None)
     for position, block in enumerate(kept_modules):
-        _renumber(block, position)
+        chosen.family.family.renumber(block, position, config)  # e.g. KV-cache layer indices
     parent_name, _, attr = chosen.name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, torch.nn.ModuleList(kept_modules))
     record = {"stack": chosen.name, "family": chosen.family.name, "how": "prune_model",
@@ -48,9 +47,8 @@ def prune_model(model: Any, remove: Sequence[int], *, stack: str | None = None,
               "removed_indices": [b - 1 for b in decision.removed], "depth_before": depth,
               "depth_after": len(decision.kept), "params_before": params_before,
               "params_after": sum(p.numel() for p in model.parameters())}
-    config = getattr(model, "config", None)
     if config is not None:
-        _update_config(config, chosen.family.depth_field, decision.kept, depth)
+        _update_config(config, chosen, decision.kept)
         previous = getattr(config, "gardener", None)
         if previous:
             record["previous"] = previous
@@ -58,23 +56,19 @@ def prune_model(model: Any, remove: Sequence[int], *, stack: str | None = None,
     return model, record
 
 
-def _renumber(block: Any, position: int) -> None:
-    """Set every layer-index attribute inside a block to its new position."""
-    for module in block.modules():
-        for attr in LAYER_INDEX_ATTRS:
-            if isinstance(getattr(module, attr, None), int):
-                setattr(module, attr, position)
-
-
-def _update_config(config: Any, depth_field: str | None, kept: Sequence[int], depth: int) -> None:
-    """The config's depth field and per-layer lists, cut to the kept blocks."""
-    if depth_field is None or getattr(config, depth_field, None) != depth:
+def _update_config(config: Any, chosen, kept: Sequence[int]) -> None:
+    """The config's depth field and per-block lists, cut to the kept blocks as the family says."""
+    kind = chosen.family
+    if kind.depth_field is None or getattr(config, kind.depth_field, None) is None:
         return
-    current = {depth_field: depth}
-    for name in ("layer_types", "stage_names"):
+    current = {kind.depth_field: getattr(config, kind.depth_field)}
+    for name in kind.per_layer:
         if getattr(config, name, None) is not None:
             current[name] = list(getattr(config, name))
-    for name, value in shorten_per_layer(current, depth_field, kept).items():
+    depth = current[kind.depth_field]
+    if (depth[kind.stage(chosen.name)] if kind.stage(chosen.name) is not None else depth) != chosen.depth:
+        return  # the field counts another stack
+    for name, value in shorten_config(current, kind, chosen.name, kept).items():
         setattr(config, name, value)
     if "stage_names" in current and hasattr(config, "set_output_features_output_indices"):
         config.set_output_features_output_indices(out_features=None, out_indices=None)

@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import GardenerError
+from .families import split_fused
 
 VIEWS = ("stored", "float16", "bfloat16", "float32")
 VIEW_TAGS = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}  # the stored tag each cast view equals
@@ -156,16 +157,6 @@ def _shared_corrections(tables: list[ValueCounts]) -> np.ndarray:
     return corr + corr.T
 
 
-def _unfused(name: str, matrix: np.ndarray) -> list[np.ndarray]:
-    """A fused attention input projection as its query, key and value matrices, so that a block
-    has the same spectra whichever layout stored it (timm `qkv` rows; GPT-2 `c_attn` columns)."""
-    if name.endswith("qkv.weight") and matrix.ndim == 2 and matrix.shape[0] % 3 == 0:
-        return list(np.split(matrix, 3, axis=0))
-    if name.endswith("c_attn.weight") and matrix.ndim == 2 and matrix.shape[1] % 3 == 0:
-        return list(np.split(matrix, 3, axis=1))
-    return [matrix]
-
-
 @dataclass(frozen=True)
 class Moments:
     """Streamed sums over a block: enough for norms, moments, value entropy and ranges."""
@@ -263,7 +254,7 @@ class BlockValues:
                 matrix = to_float(arr, tag, np.float64).reshape(shape)
                 if not np.isfinite(matrix).all():
                     self._raise_nonfinite()
-                for piece in _unfused(name, matrix):
+                for piece in split_fused(name, matrix):  # q, k, v apart, whichever layout
                     out.append((name, piece.size, singular_values(piece)))
         if not out:
             raise GardenerError("spectral criteria need 2-D weight matrices; this block has none "

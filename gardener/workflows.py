@@ -15,7 +15,8 @@ from .export import DEFAULT_SHARD_BYTES, copy_side_files, parse_size, renamed_te
     write_safetensors, write_torch_state
 from .fileio import atomic_dir, atomic_file, check_writable, write_text
 from .manifest import manifest, prehash
-from .pruning import parse_blocks, plan, renamer, shorten_per_layer
+from .families import shorten_config
+from .pruning import parse_blocks, plan, renamer
 from .scoring import ScoreResult, score
 
 
@@ -136,6 +137,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     decision = plan(chosen.depth, ratio=ratio, remove=remove, blocks=explicit, removal_order=order,
                     protect=keep_safe, criterion=chosen_by.get("criterion"))
     warnings = ranked.caveats(chosen_by["criterion"], decision.removed) if ranked is not None else []
+    warnings += [chosen.family.family.warning] if chosen.family.family and chosen.family.family.warning else []
     record = {"source": str(Path(path).resolve()), "stack": chosen.name, "family": chosen.family.name,
               "how": decision.how, **chosen_by, "removed_blocks": decision.removed, "kept_blocks": decision.kept,
               "removed_indices": [b - 1 for b in decision.removed], "depth_before": chosen.depth,
@@ -155,12 +157,13 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
         return info
     with atomic_dir(out, force) as tmp:
         if ckpt.format == "hf-dir":
-            config = shorten_per_layer(ckpt.config or {}, chosen.family.depth_field, decision.kept)
+            config = shorten_config(ckpt.config or {}, chosen.family, chosen.name, decision.kept)
             config["gardener"] = record
             write_hf_weights(tmp, tensors, parse_size(max_shard_size))
             copy_side_files(ckpt.path, tmp, skip=["config.json"])
             write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-            info.update(_gflops_pair(ckpt.config, config, spec, decision.removed, chosen.family.depth_field))
+            info.update(_gflops_pair(ckpt.config, config, spec, decision.removed, chosen.family.depth_field,
+                                     chosen.name))
         else:
             info.update(_write_single(ckpt, tmp / ckpt.path.name, tensors))
         info = {**manifest("prune", ckpt.files, _jsonable(arguments or {})), **info}
@@ -191,12 +194,13 @@ def _safe_breakdown(config: dict | None, spec: InputSpec) -> tuple[float | None,
         return None, {}, f"{exc.__class__.__name__}: {exc}"[:300]
 
 
-def _gflops_pair(before: dict | None, after: dict, spec: InputSpec, removed: list[int], depth_field: str | None
-                 ) -> dict:
+def _gflops_pair(before: dict | None, after: dict, spec: InputSpec, removed: list[int], depth_field: str | None,
+                 stack: str | None = None) -> dict:
     """GFLOPs before and after a prune (1-based `removed` blocks), with the input they were counted for.
 
-    When the pruned stack is the counted model's only block list of that depth, the pruned
-    count is the full count minus the removed blocks' own FLOPs; otherwise it is counted anew.
+    When the pruned stack is found among the counted base model's block lists (by name, or as
+    its only list of the encoder's depth), the pruned count is the full count minus the removed
+    blocks' own FLOPs; otherwise it is counted anew.
     """
     value, blocks, note = _safe_breakdown(before, spec)
     pair = {"gflops_before": value, "gflops_after": None, "gflops_input": asdict(spec)}
@@ -204,6 +208,8 @@ def _gflops_pair(before: dict | None, after: dict, spec: InputSpec, removed: lis
         return {**pair, "gflops_note": note}
     depth = (before or {}).get(depth_field) if depth_field == "num_hidden_layers" else None
     matching = [per_block for per_block in blocks.values() if len(per_block) == depth]
+    named = [blocks[n] for n in (stack, (stack or "").partition(".")[2]) if n in blocks]  # base model: no head prefix
+    matching = named[:1] or matching
     if len(matching) == 1:
         pair["gflops_after"] = value - sum(matching[0][b - 1] for b in removed)
     else:

@@ -142,11 +142,12 @@ def test_streamed_safetensors_writer_round_trips_bfloat16(tmp_path):
 
 @pytest.mark.parametrize("name", ["videomae", "vit", "dinov2", "bert", "llama"])
 def test_pruned_gflops_from_per_block_counts_equal_a_recount(name):
-    from gardener.pruning import shorten_per_layer
+    from gardener.families import kind_of, shorten_config
     from gardener.workflows import _gflops_pair
 
     config = CONFIGS[name][1]().to_dict()
-    short = shorten_per_layer(config, "num_hidden_layers", [1, 4])
+    short = shorten_config(config, kind_of("model.layers" if name == "llama" else "encoder.layer"), "encoder.layer",
+                           [1, 4])
     spec = InputSpec(frames=4, size=32, seq_len=16)
     pair = _gflops_pair(config, short, spec, [2, 3], "num_hidden_layers")
     assert pair["gflops_before"] == pytest.approx(gflops(config, spec), rel=1e-12)

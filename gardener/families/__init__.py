@@ -1,0 +1,10 @@
+"""Model families. Importing this package registers every built-in family.
+
+A new family is one `register(Family(...))` call (see README, "Extending Gardener").
+"""
+from . import swin, hf, timm, text, generic  # noqa: F401,I001  (registration side effects, in order)
+from ._registry import (Family, StackKind, families, get, input_kind, kind_of, kinds, register, shorten_config,
+                        split_fused, split_key, split_module, unregister)
+
+__all__ = ["Family", "StackKind", "families", "get", "input_kind", "kind_of", "kinds", "register",
+           "shorten_config", "split_fused", "split_key", "split_module", "unregister"]
