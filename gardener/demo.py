@@ -114,7 +114,7 @@ class _Stages:
 def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progress: Callable | None,
          step_progress: Callable | None) -> Path:
     from . import criteria
-    from .experiments.protocol import prepare, run_sensitivity, run_sweep
+    from .experiments.protocol import prepare, run_sweep
     from .report.experiment import write_report
 
     stages = _Stages(out, say, 6)
@@ -128,7 +128,7 @@ def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progre
                                 f"target task (cached per job)")
     exp = prepare(released, out / "run", target, _target_recipe(settings), _CLIP, seed,
                   oracle_seeds=settings.oracle_seeds)
-    run_sensitivity(exp, progress=job_progress, job_progress=step_progress)
+    # the sweep's criteria include the oracle: it runs first, and one scoring pass serves both
     run_sweep(exp, criteria.sweep_criteria(), settings.ratios, settings.random_seeds, progress=job_progress,
               job_progress=step_progress)
     stages.end()

@@ -62,6 +62,22 @@ def write_score_outputs(result: ScoreResult, outputs: dict[str, Path | None], fo
     return written
 
 
+def score_checkpoint(path: str | Path, outputs: dict[str, Path | None], *, force: bool = False,
+                     precision: bool = False, arguments: dict | None = None, **score_args) -> tuple[ScoreResult,
+                                                                                                   list[Path]]:
+    """`score`: check the outputs can be written, score every block, add the precision report when
+    asked (in `result.meta["precision"]`), and write the outputs; returns the result and the paths."""
+    from .precision import precision_report
+
+    check_outputs(outputs, force)
+    histograms = outputs.get("plot") is not None or outputs.get("json") is not None
+    result = score(path, histograms=histograms, **score_args)
+    if precision:
+        keys = ("stack", "block_pattern", "params", "workers")
+        result.meta["precision"] = precision_report(path, **{k: score_args[k] for k in keys if k in score_args})
+    return result, write_score_outputs(result, outputs, force, arguments=arguments)
+
+
 def tiny_videomae_config(depth: int = 12, hidden: int = 64):
     """A small VideoMAE: 12 blocks so the paper's pruning ratios map one block to one ratio."""
     from transformers import VideoMAEConfig
@@ -128,16 +144,10 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     chosen = select_stack(ckpt, stack, block_pattern)
     sidecar = _output(ckpt, out, force)
     prehash(ckpt.files)
-    keep_safe = parse_blocks(protect, chosen.depth, zero_based, "--protect") if protect else []
-    explicit = parse_blocks(blocks, chosen.depth, zero_based) if blocks is not None else None
-    order, chosen_by, ranked = None, {}, None
-    if explicit is None:
-        order, chosen_by, ranked = _removal_order(ckpt, chosen, criterion, ranking, dtype=dtype,
-                                                  block_pattern=block_pattern, seed=seed, aggregate=aggregate)
-    decision = plan(chosen.depth, ratio=ratio, remove=remove, blocks=explicit, removal_order=order,
-                    protect=keep_safe, criterion=chosen_by.get("criterion"))
-    warnings = ranked.caveats(chosen_by["criterion"], decision.removed) if ranked is not None else []
-    warnings += [chosen.family.family.warning] if chosen.family.family and chosen.family.family.warning else []
+    decision, chosen_by, warnings = _decide(ckpt, chosen, ratio=ratio, remove=remove, blocks=blocks,
+                                            zero_based=zero_based, criterion=criterion, ranking=ranking,
+                                            protect=protect, dtype=dtype, block_pattern=block_pattern, seed=seed,
+                                            aggregate=aggregate)
     record = {"source": str(Path(path).resolve()), "stack": chosen.name, "family": chosen.family.name,
               "how": decision.how, **chosen_by, "removed_blocks": decision.removed, "kept_blocks": decision.kept,
               "removed_indices": [b - 1 for b in decision.removed], "depth_before": chosen.depth,
@@ -149,26 +159,45 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
             "removed_tensors": [prefix + n for n in ckpt.names() if rename(n) is None], "warnings": warnings}
     if ckpt.format == "torch":
         info["dropped_entries"] = []
+    head = manifest("prune", ckpt.files, _jsonable(arguments or {}))
     if sidecar is not None:
         with atomic_file(sidecar, force) as meta, atomic_file(out, force) as weights:  # weights land first
-            info.update(_write_single(ckpt, weights, tensors))
-            info = {**manifest("prune", ckpt.files, _jsonable(arguments or {})), **info}
+            info = {**head, **info, **_write_single(ckpt, weights, tensors)}
             meta.write_text(json.dumps(info, indent=2) + "\n")
         return info
     with atomic_dir(out, force) as tmp:
         if ckpt.format == "hf-dir":
-            config = shorten_config(ckpt.config or {}, chosen.family, chosen.name, decision.kept)
-            config["gardener"] = record
-            write_hf_weights(tmp, tensors, parse_size(max_shard_size))
-            copy_side_files(ckpt.path, tmp, skip=["config.json"])
-            write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-            info.update(_gflops_pair(ckpt.config, config, spec, decision.removed, chosen.family.depth_field,
-                                     chosen.name))
+            info.update(_write_hf(ckpt, tmp, chosen, decision, tensors, record, max_shard_size, spec))
         else:
             info.update(_write_single(ckpt, tmp / ckpt.path.name, tensors))
-        info = {**manifest("prune", ckpt.files, _jsonable(arguments or {})), **info}
+        info = {**head, **info}
         write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")
     return info
+
+
+def _decide(ckpt, chosen, *, ratio, remove, blocks, zero_based, criterion, ranking, protect, **score_args):
+    """The prune plan, how its blocks were chosen, and the warnings that go with it."""
+    keep_safe = parse_blocks(protect, chosen.depth, zero_based, "--protect") if protect else []
+    explicit = parse_blocks(blocks, chosen.depth, zero_based) if blocks is not None else None
+    order, chosen_by, ranked = None, {}, None
+    if explicit is None:
+        order, chosen_by, ranked = _removal_order(ckpt, chosen, criterion, ranking, **score_args)
+    decision = plan(chosen.depth, ratio=ratio, remove=remove, blocks=explicit, removal_order=order,
+                    protect=keep_safe, criterion=chosen_by.get("criterion"))
+    warnings = ranked.caveats(chosen_by["criterion"], decision.removed) if ranked is not None else []
+    family = chosen.family.family
+    return decision, chosen_by, warnings + ([family.warning] if family and family.warning else [])
+
+
+def _write_hf(ckpt, tmp: Path, chosen, decision, tensors: list, record: dict, max_shard_size, spec: InputSpec
+              ) -> dict:
+    """A pruned HF directory: weights, side files, the config cut to the kept blocks; its GFLOPs."""
+    config = shorten_config(ckpt.config or {}, chosen.family, chosen.name, decision.kept)
+    config["gardener"] = record
+    write_hf_weights(tmp, tensors, parse_size(max_shard_size))
+    copy_side_files(ckpt.path, tmp, skip=["config.json"])
+    write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return _gflops_pair(ckpt.config, config, spec, decision.removed, chosen.family.depth_field, chosen.name)
 
 
 def _write_single(ckpt, path: Path, tensors: list) -> dict:

@@ -230,6 +230,22 @@ def test_quick_demo_runs_the_papers_pipeline_in_miniature(quick_demos):
     assert all(r[3] == f"{agreement[r[1]]['spearman']:.3f}" for r in rows)
 
 
+def test_the_demo_scores_its_checkpoint_once_and_writes_one_score_file(quick_demos, monkeypatch):
+    from pathlib import Path
+
+    from gardener.experiments import protocol
+
+    out, calls, real = quick_demos[1], [], protocol.score
+
+    def counting(path, *args, **kwargs):
+        calls.append(Path(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(protocol, "score", counting)
+    assert _cli("demo", out, "--quick") == 0  # every job cached: the pipeline still scores, once
+    assert calls == [out / "source" / "model-float16"]
+    assert [p.relative_to(out) for p in out.rglob("scores.json")] == [Path("run/scores.json")]
+
+
 def test_a_second_run_reuses_every_stage_and_other_settings_are_refused(quick_demos, capsys):
     out = quick_demos[0]
     capsys.readouterr()

@@ -140,6 +140,63 @@ def test_agree_from_files_alone(tmp_path, full_run, capsys):
     assert "Spearman rho" in capsys.readouterr().out
 
 
+# --- one scoring pass per checkpoint per experiment -------------------------------------------------
+
+@pytest.fixture
+def score_calls(monkeypatch) -> list[Path]:
+    """The checkpoints the experiment pipeline scores, one entry per `score` call (each still scores)."""
+    from gardener.experiments import protocol
+
+    calls, real = [], protocol.score
+
+    def counting(path, *args, **kwargs):
+        calls.append(Path(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(protocol, "score", counting)
+    return calls
+
+
+def test_each_experiment_scores_its_checkpoint_once(tmp_path, full_run, model4, video_root, score_calls):
+    from gardener.experiments.protocol import rebuild_tables
+
+    shutil.copytree(full_run, tmp_path / "run")
+    exp = _experiment(model4, tmp_path / "run", video_root)
+    # the oracle, three criteria and three random orders; at 25 % every job is an oracle job, cached
+    sweep = run_sweep(exp, [*SWEEP[0], "sensitivity"], "25", random_seeds=3)
+    assert sweep["counts"]["run"] == 0 and score_calls == [model4]
+    assert {(r["criterion"], r["runs"]) for r in sweep["table"]["rows"]} == {
+        ("entropy", 1), ("l2", 1), ("stable_rank", 1), ("random", 3), ("sensitivity", 1)}
+    score_calls.clear()
+    assert run_sensitivity(exp)["table"] is not None and score_calls == [model4]  # alone: a pass of its own
+    score_calls.clear()
+    assert set(rebuild_tables(exp.run)) == {"sensitivity", "sweep"} and score_calls == []  # from the files alone
+
+
+def test_random_orders_are_those_of_a_scoring_pass_per_seed(model4):
+    from gardener.experiments.protocol import random_orders
+    from gardener.scoring import score
+
+    orders = random_orders(score(model4, ["l1"], primary="l1"), 6)
+    assert orders == {seed: score(model4, ["random"], seed=seed).removal_order("random") for seed in range(6)}
+    assert len({tuple(order) for order in orders.values()}) > 1
+
+
+def test_the_oracle_file_is_the_oracles_own_score_result(full_run, model4):
+    """oracle.json names the blocks of a scoring pass (of any criteria and view) and scores them by the
+    oracle's accuracies alone: what an l1 pass with its scores replaced by them gave before."""
+    from gardener.experiments.results import ORACLE, oracle_meta, oracle_result
+    from gardener.scoring import score
+
+    table = json.loads((full_run / "sensitivity.json").read_text())
+    before = score(model4, ["l1"], primary="l1")
+    before.scores, before.removes, before.primary = {ORACLE: table["scores"]}, {ORACLE: "highest"}, ORACLE
+    before.meta = {"note": "accuracy (top-1) after finetuning with the block removed", "oracle": oracle_meta(table)}
+    expected = json.loads(json.dumps(before.to_dict()))
+    assert json.loads((full_run / "oracle.json").read_text()) == expected
+    sweep_pass = score(model4, ["entropy", "stable_rank"], dtype="float16", histograms=True, aggregate="max")
+    assert json.loads(json.dumps(oracle_result(sweep_pass, table).to_dict())) == expected
+
+
 @pytest.mark.parametrize("case,message", [
     ("ratio_zero", "removes 0 of 4 blocks"), ("ratio_all", "removes 4 of 4 blocks"),
     ("unknown_criterion", "unknown criterion"), ("other_checkpoint", "made for another checkpoint"),
@@ -179,8 +236,8 @@ PAPER_TABLE3 = {"sensitivity": [91.29, 86.63, 84.26, 78.91, 76.44, 68.81],
 PAPER_UNPRUNED = 91.78
 
 
-def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
-    """Job results set to the paper's accuracies: the tables, GFLOPs and agreement come out as published."""
+def _paper_run(tmp_path) -> Path:
+    """A run folder whose job results are the paper's accuracies, its tables rebuilt and reported."""
     from transformers import VideoMAEConfig
 
     from gardener.cost import InputSpec, flop_breakdown
@@ -220,8 +277,12 @@ def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
     write_plan(run, "sweep", {"kind": "sweep", "baseline": exp.job([]).id, "rows": rows, "settings": asdict(settings)})
     rebuild_tables(run)
     write_report(run.path)
+    return run.path
 
-    text = (run.path / "report.md").read_text()
+
+def test_report_reproduces_the_papers_tables_from_its_job_results(tmp_path):
+    """Job results set to the paper's accuracies: the tables, GFLOPs and agreement come out as published."""
+    text = (_paper_run(tmp_path) / "report.md").read_text()
     table3 = {r[0]: r[1:] for r in markdown_table(text, "ratio (%)")}
     for name, values in PAPER_TABLE3.items():
         assert table3[name] == [f"{v:.2f}" for v in values]

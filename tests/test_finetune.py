@@ -10,8 +10,11 @@ import transformers as T
 from conftest import tiny_videomae
 
 from gardener.cli import main
+from gardener.errors import GardenerError
+from gardener.report.figures import draw_eval_figures
 from gardener.train import DataOptions, Recipe, evaluate_model, finetune, read_losses
 from gardener.train.evaluate import read_predictions
+from gardener.train.pretrain import PretrainRecipe, pretrain
 from gardener.workflows import prune_checkpoint
 
 CLIPS = dict(sampling_rate=2, test_clips=2, test_crops=1, min_crop_scale=0.3)
@@ -65,7 +68,7 @@ def test_a_pruned_model_finetunes_and_its_saved_model_reproduces_the_evaluation(
         biases = [b if b is not None else getattr(attention, n).bias for b, n in zip(biases, ("query", "value"))]
         assert all(b.abs().sum() > 0 for b in biases)
     evaluate_model(tmp_path / "run" / "model", DataOptions(video_root), test_clips=2, test_crops=1,
-                           sampling_rate=2, out=tmp_path / "eval")
+                           sampling_rate=2, out=tmp_path / "eval", figures=draw_eval_figures)
     logged = read_predictions(tmp_path / "run" / "predictions.csv")
     recomputed = read_predictions(tmp_path / "eval" / "predictions.csv")
     assert logged.keys() == recomputed.keys()
@@ -231,3 +234,49 @@ def test_repeated_augmentation_trains_on_twice_the_clips_per_step(tmp_path, vide
                     _recipe(max_steps=2, batch_size=4, num_sample=2), **CLIPS)
     assert info["recipe"]["num_sample"] == 2 and info["clips_per_step"] == 8 and info["total_batch"] == 4
     assert len(read_losses(tmp_path / "run")) == 2 and np.isfinite(info["final"]["top1"])
+
+
+def test_finetune_and_pretrain_keep_one_kind_of_run_folder_and_resume_alike(tmp_path, video_root, tiny_model_dir):
+    """One skeleton (gardener/train/run.py) runs both: the same start.json, log.jsonl, checkpoints and
+    gardener.json; a pretraining run cut short resumes onto the very same losses, a finished one is left
+    as it is, and training writes data only (the confusion matrix is drawn from eval.json afterwards)."""
+    options = DataOptions(video_root, workers=0)
+    finetune(tiny_model_dir, tmp_path / "ft", options, _recipe(max_steps=4, save_every=2), **CLIPS)
+    small = {"image_size": 32, "patch_size": 8, "num_frames": 8, "hidden_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "intermediate_size": 64, "decoder_hidden_size": 32,
+             "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2, "decoder_intermediate_size": 64}
+    recipe = PretrainRecipe(batch_size=4, max_steps=4, warmup_steps=1, base_lr=2e-3 * 256 / 4, save_every=2)
+
+    def pre(folder, **kwargs):
+        return pretrain(options, tmp_path / folder, config_overrides=small, sampling_rate=2, seed=1,
+                        **{"recipe": recipe, **kwargs})
+
+    def crash(step, loss):
+        if step == 3:
+            raise RuntimeError("killed")
+    pre("whole")
+    with pytest.raises(RuntimeError, match="killed"):
+        pre("cut", callbacks=[crash])
+    resumed = pre("cut", resume=True)
+    assert resumed["resumes"] == [{"step": 2, "changed": {}}]
+    assert read_losses(tmp_path / "cut") == read_losses(tmp_path / "whole")  # bit for bit
+    for run in ("ft", "whole", "cut"):
+        names = {p.name for p in (tmp_path / run).iterdir()}
+        assert {"start.json", "log.jsonl", "checkpoints", "gardener.json", "model"} <= names, run
+        assert sorted(p.name for p in (tmp_path / run / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+        identity = json.loads((tmp_path / run / "start.json").read_text())["identity"]
+        assert list(identity)[-4:] == ["recipe", "clip", "seed", "world_size"], run
+        assert json.loads((tmp_path / run / "gardener.json").read_text())["steps"] == 4
+    assert pre("cut", resume=True)["already_finished"]
+    with pytest.raises(GardenerError, match="finished .* with other options"):
+        pre("cut", resume=True, recipe=PretrainRecipe(**{**recipe.to_dict(), "mask_ratio": 0.75}))
+    assert not (tmp_path / "ft" / "confusion.png").exists() and (tmp_path / "ft" / "eval.json").is_file()
+    assert draw_eval_figures(tmp_path / "ft") == [tmp_path / "ft" / "confusion.png"]
+    assert (tmp_path / "ft" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_finetune_command_draws_the_confusion_matrix_of_its_run(tmp_path, video_root, tiny_model_dir):
+    assert _cli("finetune", tiny_model_dir, "--data", video_root, "-o", tmp_path / "run", "--max-steps", 1,
+                "--batch-size", 4, "--warmup-steps", 1, "--sampling-rate", 2, "--test-clips", 1, "--test-crops", 1,
+                "--workers", 0) == 0
+    assert (tmp_path / "run" / "confusion.png").stat().st_size > 1000

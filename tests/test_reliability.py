@@ -371,9 +371,9 @@ def test_a_bare_vit_state_dict_is_not_taken_for_llama(tmp_path):
 
 
 def test_without_a_terminal_each_finished_job_gets_a_line(capsys):
-    from gardener.cli import _experiment_progress
+    from gardener.cli._app import experiment_progress
 
-    bar, on_job, _ = _experiment_progress()
+    bar, on_job, _ = experiment_progress()
     with bar:
         on_job(0, 2, types.SimpleNamespace(removed=()))
         on_job(1, 2, types.SimpleNamespace(removed=(3, 7)))

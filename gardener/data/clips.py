@@ -10,7 +10,7 @@ import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -19,6 +19,22 @@ from .sources import VideoSplit
 from .video import VideoError, VideoInfo, probe, read_frames
 
 log = logging.getLogger("gardener.data")
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """How a command cuts clips from videos; None takes the model's own frames and size."""
+
+    frames: int | None = None
+    size: int | None = None
+    sampling_rate: int = 4  # stride between sampled frames
+    test_clips: int = 5  # evenly spaced clips per video at evaluation
+    test_crops: int = 3  # spatial crops per clip at evaluation
+    min_crop_scale: float = 0.08  # smallest random-resized-crop area in training
+
+    def evaluation(self) -> dict:
+        """The options evaluation takes (all but the training crop)."""
+        return {k: v for k, v in asdict(self).items() if k != "min_crop_scale"}
 
 
 @dataclass(frozen=True)

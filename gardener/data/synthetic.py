@@ -6,6 +6,7 @@ and benchmarks need. Layouts: class folders, UCF101 split files, HMDB51 split fi
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,35 @@ def make_dataset(out: str | Path, *, classes: tuple[str, ...] = ACTIONS, per_cla
         write_ucf101_splits(out / "splits", files, out / "videos", test_every=test_every)
     return {"videos": out / "videos", "splits": out / "splits", "classes": list(classes),
             "count": sum(len(v) for v in files.values()), "domain": domain}
+
+
+def write_synthetic(out: str | Path, *, classes: str | tuple[str, ...] = ACTIONS, per_class: int = 40,
+                    test_per_class: int | None = None, domain: str = "source", frames: int | None = None,
+                    size: int = 64, ucf101_like: bool = False, seed: int = 0, force: bool = False,
+                    arguments: dict | None = None) -> dict:
+    """`make-data`: check the request, then write the dataset and its manifest atomically into `out`."""
+    from ..fileio import atomic_dir, write_text
+    from ..manifest import manifest
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if isinstance(classes, str) else classes
+    frames = frames if frames is not None else (UCF101_LIKE["frames"] if ucf101_like else 16)
+    _check_request(names, per_class, test_per_class, frames, size)
+    with atomic_dir(out, force) as tmp:
+        info = make_dataset(tmp, classes=names, per_class=per_class, frames=frames, size=size, seed=seed,
+                            test_per_class=test_per_class, domain=domain, ucf101_like=ucf101_like)
+        record = manifest("make-data", [], {k: str(v) if isinstance(v, Path) else v
+                                            for k, v in (arguments or {}).items()})
+        record.update({"count": info["count"], "classes": info["classes"]})
+        write_text(tmp / "gardener.json", json.dumps(record, indent=2) + "\n")
+    return {**info, "videos": Path(out) / "videos", "splits": Path(out) / "splits"}
+
+
+def _check_request(names: tuple[str, ...], per_class: int, test_per_class: int | None, frames: int, size: int) -> None:
+    unknown = [c for c in names if c not in ACTIONS]
+    if unknown or len(names) < 2:
+        raise GardenerError(f"--classes: {unknown[0]!r} is not an action" if unknown else
+                            "--classes: give at least two actions")
+    if size < 16 or size % 2 or frames < 2 or per_class < 2:
+        raise GardenerError("--size must be even and >= 16, --frames >= 2, --per-class >= 2")
+    if test_per_class is not None and test_per_class < 1:
+        raise GardenerError("--test-per-class must be at least 1")

@@ -10,12 +10,15 @@ Top-k overlap is the share of the k blocks each ranking would remove first that 
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
 from ..criteria import family_of
 from ..errors import GardenerError
+from ..fileio import write_text
 from ..ranking import ranks as tie_broken_ranks
 from ..scoring import ScoreResult
 from ..stats import (RESAMPLES, average_ranks, importance, oracle_resamples, random_rho, rho_interval, spearman,
@@ -102,11 +105,15 @@ def agreement(scores: ScoreResult, oracle: dict, resamples: int = RESAMPLES, see
             "criteria": rows, "beats_random": [n for n, r in rows.items() if r["beats_random"]]}
 
 
-def agree_files(scores_path, oracle_path) -> dict:
-    """`gardener agree SCORES.json ORACLE.json`: from a score file and an oracle file alone."""
+def agree_files(scores_path, oracle_path, json_out: Path | None = None, force: bool = False) -> dict:
+    """`gardener agree SCORES.json ORACLE.json`: from a score file and an oracle file alone; also
+    written to `json_out` when given (an existing file only with `force`)."""
     scores, oracle = ScoreResult.load(scores_path), ScoreResult.load(oracle_path)
     if "sensitivity" not in oracle.scores:
         raise GardenerError(f"{oracle_path}: holds no 'sensitivity' scores (expected RUN/oracle.json from "
                             f"`gardener sensitivity`)")
     meta = (oracle.meta or {}).get("oracle") or {}
-    return agreement(scores, {**meta, "scores": oracle.scores["sensitivity"]})
+    result = agreement(scores, {**meta, "scores": oracle.scores["sensitivity"]})
+    if json_out is not None:
+        write_text(json_out, json.dumps(result, indent=2) + "\n", force)
+    return result

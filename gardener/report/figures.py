@@ -1,4 +1,5 @@
-"""Figures from score data: per-block weight histograms at several depths (the paper's Fig. 3)."""
+"""Figures from result files: per-block weight histograms at several depths (the paper's Fig. 3), and the
+confusion matrix of an evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,3 +66,17 @@ def confusion_matrix(confusion: list[list[int]], classes: list[str], path: str |
     with atomic_file(path, force) as tmp:
         save(fig, tmp)
     return Path(path)
+
+
+def draw_eval_figures(folder: str | Path, force: bool = True) -> list[Path]:
+    """The figures of an evaluation folder (a finetuning run's or `gardener evaluate`'s), drawn from the
+    eval.json that training wrote there: confusion.png. Returns the files drawn."""
+    import json
+
+    folder = Path(folder)
+    source = folder / "eval.json"
+    if not source.is_file():
+        raise GardenerError(f"{folder}: no eval.json to draw from; evaluate (or finetune) into this folder first")
+    result = json.loads(source.read_text())
+    title = f"top-1 {result['top1']:.3f} · UAR {result['uar']:.3f} · {result['videos']} videos"
+    return [confusion_matrix(result["confusion"], result["classes"], folder / "confusion.png", title, force=force)]

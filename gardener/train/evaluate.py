@@ -97,14 +97,11 @@ def metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
             "confusion": confusion.tolist(), "classes": list(classes)}
 
 
-def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | None = None,
-                       plot: bool = True, force: bool = False) -> list[Path]:
-    """eval.json (metrics and `extra`), predictions.csv (per video), confusion.csv and (with `plot`)
-    confusion.png."""
+def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | None = None) -> list[Path]:
+    """eval.json (metrics and `extra`), predictions.csv (per video) and confusion.csv: data only
+    (gardener.report.figures.draw_eval_figures draws the confusion matrix from them)."""
     import csv
     import json
-
-    from ..report.figures import confusion_matrix
 
     folder = Path(folder)
     classes = result["classes"]
@@ -122,13 +119,7 @@ def write_eval_outputs(folder: Path, result: dict, paths: list, extra: dict | No
         writer.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, result["confusion"]):
             writer.writerow([name, *row])
-    names = ["eval.json", "predictions.csv", "confusion.csv"]
-    if plot:
-        confusion_matrix(result["confusion"], classes, folder / "confusion.png",
-                         f"top-1 {result['top1']:.3f} · UAR {result['uar']:.3f} · {result['videos']} videos",
-                         force=force)
-        names.append("confusion.png")
-    return [folder / n for n in names]
+    return [folder / n for n in ("eval.json", "predictions.csv", "confusion.csv")]
 
 
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:

@@ -1,29 +1,28 @@
 """Finetuning a VideoMAE classifier with Accelerate: one CPU, one GPU, or many via `accelerate launch`.
 
-Accelerate owns devices, processes, mixed precision and the checkpoint format (model,
-optimizer, RNG states). What makes a resumed run continue on the same trajectory is kept
-deterministic here: the lr is a function of the step, the sampler and every augmentation are
-functions of (seed, epoch, video), so resuming at step k needs only the step and the states.
+Here: what to train on (data options, splits, clips checked against the model), the
+finetuning job (its classifier, its loss, its evaluations and exports) and the evaluation of
+a saved classifier. run.py's `train_run` does the rest of a run, as it does for pretraining.
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
-from ..data import ClipSpec, EpochSampler, EvalClips, TrainClips, VideoSplit, probe_all, read_split
+from ..data import ClipSpec, EvalClips, TrainClips, VideoSplit, probe_all, read_split
 from ..errors import GardenerError
-from ..fileio import atomic_dir, write_text
-from ..manifest import manifest
+from ..fileio import atomic_dir
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
-from .recipe import Recipe, param_groups
+from .loop import Run, make_accelerator
+from .recipe import Recipe
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
-from .loop import Loop, autocast_dtype, make_accelerator, make_loader, make_optimizer, maybe_compile, restore, \
-    run_steps
-from .state import Log, begin, check_out, collate, finished, split_digest
+from .run import Job, RunOptions, conclude, run_facts, run_manifest, train_run
+from .state import split_digest
 
 log = logging.getLogger("gardener.train")
 
@@ -134,101 +133,114 @@ def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: i
     return model
 
 
+@dataclass
+class FinetuneJob(Job):
+    """Finetuning a VideoMAE classifier: a fresh head on `model_dir`, cross-entropy (or mixup/cutmix),
+    evaluation on the test split every `eval_every` steps and at the end."""
+
+    kind: ClassVar[str] = "finetune"
+    model_dir: Path
+    data: DataOptions
+    recipe: Recipe
+    seed: int
+    frames: int | None  # None: the model's
+    size: int | None  # None: the model's
+    views: dict  # sampling_rate, test_clips, test_crops and the crop scale of ClipSpec
+    arguments: dict | None = None
+
+    def load(self) -> TrainClips:
+        self.spec = clip_spec_for(_videomae_config(self.model_dir), self.frames, self.size, **self.views)
+        (self.train, train_infos), (self.test, self.test_infos) = load_splits(self.data, self.seed)
+        require_classes(self.train)
+        self.mean, self.std = normalisation(self.model_dir)
+        return TrainClips(self.train, train_infos, self.spec, self.seed, self.recipe.num_sample)
+
+    def identity(self) -> dict:
+        return {"model": model_identity(self.model_dir),
+                "data": {"train": split_digest(self.train), "test": split_digest(self.test)}}
+
+    def build_model(self):
+        model = load_classifier(self.model_dir, self.train.classes, self.recipe, self.spec.size)
+        self.handles = add_drop_path(model, self.recipe.drop_path) + add_classifier_dropout(
+            model, self.recipe.classifier_dropout)
+        return model
+
+    def loss(self, run: Run, batch: dict, step: int, micro: int) -> tuple:
+        """Cross-entropy with label smoothing, or soft-target cross-entropy on a mixup/cutmix batch."""
+        import torch
+
+        pixels = to_model_input(batch["pixel_values"].to(run.device, non_blocking=True), self.mean, self.std)
+        labels = batch["labels"].to(run.device)
+        if self.recipe.mix:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 101 + micro)
+            pixels, targets = mix_batch(pixels, labels, len(self.train.classes), self.recipe, generator)
+            logits = run.model(pixel_values=pixels).logits.float()
+            return torch.sum(-targets * logits.log_softmax(-1), dim=-1).mean(), len(labels)
+        logits = run.model(pixel_values=pixels).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=self.recipe.label_smoothing)
+        return loss, len(labels)
+
+    def after_step(self, run: Run) -> Callable[[int, dict | None], dict | None]:
+        return partial(self._evaluate_every, run)
+
+    def _evaluate_every(self, run: Run, step: int, best: dict | None) -> dict | None:
+        """Every `eval_every` steps (the last step excepted: the final evaluation follows), evaluate and
+        keep the best model so far in OUT/best."""
+        if not self.recipe.eval_every or step % self.recipe.eval_every or step == run.schedule.total:
+            return best
+        result = self._evaluate(run)
+        run.logbook.write({"step": step, "eval": {k: result[k] for k in ("top1", "top5", "uar")}})
+        if best is None or result["top1"] > best["top1"]:
+            best = {"step": step, "top1": result["top1"]}
+            _save_model(run.accelerator, run.model, run.out / "best", self.model_dir, force=True)
+        return best
+
+    def _evaluate(self, run: Run) -> dict:
+        return _evaluate(run.accelerator, run.model, self.test, self.test_infos, self.spec, self.mean, self.std,
+                         self.data.workers, run.autocast)
+
+    def exports(self, run: Run, best: dict | None) -> dict:
+        """The final evaluation (without drop path), OUT/model, eval.json, predictions.csv, confusion.csv."""
+        for handle in self.handles:
+            handle.remove()
+        result = self._evaluate(run)
+        if best is None or result["top1"] > best["top1"] or not self.recipe.eval_every:
+            best = {"step": run.schedule.total, "top1": result["top1"]}
+        _save_model(run.accelerator, run.model, run.out / "model", self.model_dir, force=True)
+        info = self._manifest(run, _public(result), best)
+        return conclude(run, info, lambda: write_eval_outputs(run.out, result, self.test.paths,
+                                                              {"model": str(run.out / "model")}))
+
+    def _manifest(self, run: Run, final: dict, best: dict) -> dict:
+        from ..checkpoint import open_checkpoint
+
+        train, test, recipe, world = self.train, self.test, self.recipe, run.world
+        info = run_manifest("finetune", open_checkpoint(self.model_dir).files, self.arguments)
+        info.update({"model": str(self.model_dir.resolve()), "recipe": recipe.to_dict(), "clip": asdict(self.spec),
+                     "data": {"train": train.source, "test": test.source, "train_videos": len(train),
+                              "test_videos": len(test), "classes": train.classes,
+                              "skipped": train.skipped + test.skipped},
+                     **run_facts(run, self.seed), "total_batch": recipe.total_batch(world),
+                     "clips_per_step": recipe.total_batch(world) * recipe.num_sample,
+                     "peak_lr": run.schedule.peak, "final": final, "best": best, "resumes": run.resumes})
+        return info
+
+
 def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: Recipe | None = None, *,
              frames: int | None = None, size: int | None = None, sampling_rate: int = 4, test_clips: int = 5,
              test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
-             arguments: dict | None = None, plots: bool = True) -> dict:
+             arguments: dict | None = None) -> dict:
     """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest.
-    `plots=False` leaves out confusion.png (experiments run dozens of jobs and read only the numbers)."""
-    import torch
-    from accelerate.utils import set_seed
 
-    from ..checkpoint import open_checkpoint
-
-    recipe = recipe or Recipe()
-    out, model_dir = Path(out), Path(model_dir)
-    # a finished run is left exactly as it is
-    if resume and (done := finished(out, "finetune", {"recipe": recipe.to_dict(), "seed": seed})) is not None:
-        return {**done, "already_finished": True}
-    start = check_out(out, resume, force)  # every check comes before the first training step
-    config = _videomae_config(model_dir)
-    spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
-                         test_crops=test_crops, scale=(min_crop_scale, 1.0))
-    (train, train_infos), (test, test_infos) = load_splits(data, seed)
-    require_classes(train)
-    accelerator = make_accelerator()
-    dtype = autocast_dtype(accelerator, recipe.bf16)
-    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
-    per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
-    total = recipe.total_steps(per_epoch)
-    warmup = recipe.warmup(per_epoch, total)
-    identity = {"model": model_identity(model_dir), "data": {"train": split_digest(train), "test": split_digest(test)},
-                "recipe": recipe.to_dict(), "clip": asdict(spec), "seed": seed, "world_size": world}
-    resumes = begin(out, identity, start, total, main)
-    accelerator.wait_for_everyone()
-    set_seed(seed)
-    model = load_classifier(model_dir, train.classes, recipe, spec.size)
-    handles = add_drop_path(model, recipe.drop_path) + add_classifier_dropout(model, recipe.classifier_dropout)
-    peak, final = recipe.peak_lr(world), recipe.final_lr(world)
-    optimizer = make_optimizer(model, param_groups(model, recipe, peak), peak, recipe.betas, accelerator)
-    model, optimizer = accelerator.prepare(maybe_compile(model, recipe.compile), optimizer)
-    step, best = restore(accelerator, out, start)
-    sampler.start_batch = step * recipe.grad_accum
-    loader = make_loader(TrainClips(train, train_infos, spec, seed, recipe.num_sample), sampler, data.workers, seed,
-                         collate)
-    mean, std = normalisation(model_dir)
-    device = accelerator.device
-
-    def loss_fn(batch, step, micro):
-        pixels = to_model_input(batch["pixel_values"].to(device, non_blocking=True), mean, std)
-        labels = batch["labels"].to(device)
-        if recipe.mix:
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + micro)
-            pixels, targets = mix_batch(pixels, labels, len(train.classes), recipe, generator)
-            logits = model(pixel_values=pixels).logits.float()
-            return torch.sum(-targets * logits.log_softmax(-1), dim=-1).mean(), len(labels)
-        logits = model(pixel_values=pixels).logits.float()
-        return torch.nn.functional.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing), len(labels)
-
-    def after_step(step, best):
-        if not recipe.eval_every or step % recipe.eval_every or step == total:
-            return best
-        result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers, dtype)
-        logbook.write({"step": step, "eval": {k: result[k] for k in ("top1", "top5", "uar")}})
-        if best is None or result["top1"] > best["top1"]:
-            best = {"step": step, "top1": result["top1"]}
-            _save_model(accelerator, model, out / "best", model_dir, force=True)
-        return best
-
-    logbook = Log(out / "log.jsonl", main, start)
-    loop = Loop(accelerator, model, optimizer, iter(loader), total, warmup, peak, final, per_epoch, out, logbook,
-                recipe.grad_accum, recipe.clip_grad, recipe.save_every, recipe.keep_last, callbacks or [], progress,
-                dtype)
-    best = run_steps(loop, step, best, loss_fn, after_step)
-    step = total
-    for handle in handles:
-        handle.remove()
-    result = _evaluate(accelerator, model, test, test_infos, spec, mean, std, data.workers, dtype)
-    if best is None or result["top1"] > best["top1"] or not recipe.eval_every:
-        best = {"step": step, "top1": result["top1"]}
-    _save_model(accelerator, model, out / "model", model_dir, force=True)
-    info = manifest("finetune", open_checkpoint(model_dir).files, {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()})
-    info.update({"model": str(model_dir.resolve()), "recipe": recipe.to_dict(), "clip": asdict(spec),
-                 "data": {"train": train.source, "test": test.source, "train_videos": len(train),
-                          "test_videos": len(test), "classes": train.classes,
-                          "skipped": train.skipped + test.skipped},
-                 "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup,
-                 "total_batch": recipe.total_batch(world),
-                 "clips_per_step": recipe.total_batch(world) * recipe.num_sample, "peak_lr": peak,
-                 "final": _public(result),
-                 "best": best, "resumes": resumes})
-    if main:  # the run's own files: a resumed run that stopped while writing them rewrites them
-        write_eval_outputs(out, result, test.paths, {"model": str(out / "model")}, plot=plots, force=True)
-        write_text(out / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
-    accelerator.wait_for_everyone()
-    return info
+    The run folder gets data only (eval.json, predictions.csv, confusion.csv, log.jsonl, ...);
+    `gardener.report.figures.draw_eval_figures(out)` draws confusion.png from it, as the
+    `finetune` command does.
+    """
+    views = {"sampling_rate": sampling_rate, "test_clips": test_clips, "test_crops": test_crops,
+             "scale": (min_crop_scale, 1.0)}
+    job = FinetuneJob(Path(model_dir), data, recipe or Recipe(), seed, frames, size, views, arguments)
+    return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress))
 
 
 def _public(result: dict) -> dict:
@@ -272,17 +284,15 @@ def _save_model(accelerator, model, path: Path, model_dir: Path, force: bool) ->
 
 def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | None = None, size: int | None = None,
                    sampling_rate: int = 4, test_clips: int = 5, test_crops: int = 3, seed: int = 0,
-                   out: str | Path | None = None, force: bool = False, arguments: dict | None = None) -> dict:
+                   out: str | Path | None = None, force: bool = False, arguments: dict | None = None,
+                   figures: Callable[[Path], object] | None = None) -> dict:
     """Multi-clip multi-crop evaluation of a saved classifier on the test split of `data`.
 
     The data's class names must be among the model's `id2label`; labels follow the model's
-    numbering. With `out`, the folder gets eval.json, predictions.csv and the confusion matrix.
+    numbering. With `out`, the folder gets eval.json, predictions.csv, confusion.csv and
+    confusion.png (drawn from those files by gardener.report, as a user of this function expects).
     """
-    from transformers import VideoMAEForVideoClassification
-
-    from ..checkpoint import open_checkpoint
     from ..fileio import check_writable
-    from ..fixed_tables import fast_tables
 
     model_dir = Path(model_dir)
     config = _videomae_config(model_dir)
@@ -291,27 +301,55 @@ def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | No
     if out is not None:
         check_writable(Path(out), force)
     _, (test, infos) = load_splits(data, seed, need_train=False)
+    test = _in_model_numbering(test, config, model_dir)
+    accelerator = make_accelerator()
+    model = accelerator.prepare(_saved_classifier(model_dir, config, spec.size))
+    mean, std = normalisation(model_dir)
+    result = _evaluate(accelerator, model, test, infos, spec, mean, std, data.workers)
+    info = _evaluation_manifest(model_dir, test, spec, seed, arguments)
+    if out is not None and accelerator.is_main_process:
+        _write_evaluation(Path(out), force, result, test, info, figures)
+    result["manifest"] = info
+    result["paths"] = [str(p) for p in test.paths]
+    return result
+
+
+def _in_model_numbering(test: VideoSplit, config, model_dir: Path) -> VideoSplit:
+    """The split with the model's class names and label numbers; every class of the data must be the model's."""
     names = [config.id2label[i] for i in range(config.num_labels)]
     unknown = [c for c in test.classes if c not in names]
     if unknown:
         raise GardenerError(f"{model_dir}: the model's classes ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}) "
                             f"do not include {unknown[0]!r} of the data ({len(unknown)} unknown)")
     remap = [names.index(c) for c in test.classes]
-    test = VideoSplit(test.paths, [remap[label] for label in test.labels], names, test.source, test.skipped)
-    accelerator = make_accelerator()
-    extra = {"image_size": spec.size} if spec.size != config.image_size else {}
+    return VideoSplit(test.paths, [remap[label] for label in test.labels], names, test.source, test.skipped)
+
+
+def _saved_classifier(model_dir: Path, config, size: int):
+    """A saved VideoMAEForVideoClassification in float32 (a float16 checkpoint is evaluated in float32)."""
+    from transformers import VideoMAEForVideoClassification
+
+    from ..fixed_tables import fast_tables
+
+    extra = {"image_size": size} if size != config.image_size else {}
     with fast_tables():
         model = VideoMAEForVideoClassification.from_pretrained(model_dir, attn_implementation="sdpa", **extra)
-    model = accelerator.prepare(model.float())  # a float16 checkpoint is evaluated in float32
-    mean, std = normalisation(model_dir)
-    result = _evaluate(accelerator, model, test, infos, spec, mean, std, data.workers)
-    info = manifest("evaluate", open_checkpoint(model_dir).files,
-                    {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()})
+    return model.float()
+
+
+def _evaluation_manifest(model_dir: Path, test: VideoSplit, spec: ClipSpec, seed: int, arguments: dict | None) -> dict:
+    from ..checkpoint import open_checkpoint
+
+    info = run_manifest("evaluate", open_checkpoint(model_dir).files, arguments)
     info.update({"model": str(model_dir.resolve()), "data": test.source, "clip": asdict(spec),
                  "skipped": test.skipped, "seed": seed})
-    if out is not None and accelerator.is_main_process:
-        with atomic_dir(out, force) as tmp:
-            write_eval_outputs(tmp, result, test.paths, {"manifest": info})
-    result["manifest"] = info
-    result["paths"] = [str(p) for p in test.paths]
-    return result
+    return info
+
+
+def _write_evaluation(out: Path, force: bool, result: dict, test: VideoSplit, info: dict, figures) -> None:
+    """The evaluation folder, whole or not at all: its data, then what `figures` (a report function,
+    e.g. `gardener.report.figures.draw_eval_figures`) draws from it."""
+    with atomic_dir(out, force) as tmp:
+        write_eval_outputs(tmp, result, test.paths, {"manifest": info})
+        if figures is not None:
+            figures(tmp)

@@ -2,7 +2,7 @@
 
 A step: set each group's lr from the schedule (a function of the step), run `grad_accum`
 micro-batches through `loss_fn` (gradients synchronised on the last one only), clip, step,
-log, report progress, checkpoint every `save_every` steps, then the caller's `after_step`.
+log, report progress, the caller's `after_step`, then a checkpoint every `save_every` steps.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .recipe import lr_factor
+from .recipe import RecipeBase, Schedule
 from .state import Log, save_checkpoint
 
 
@@ -83,73 +84,105 @@ def restore(accelerator, out: Path, start: int | None) -> tuple[int, dict | None
 
 
 @dataclass
-class Loop:
-    """What the step loop needs; `loss_fn(batch, step, micro) -> (loss, clips)` or `(loss, clips, extras)`,
-    extras a dict of scalars logged beside the loss (averaged over micro-batches and processes)."""
+class Run:
+    """A training run once its model and optimizer are prepared: what the step loop needs, and what a
+    job's loss, evaluation and exports read (the model as Accelerate prepared it: unwrap it to save)."""
 
-    accelerator: object
-    model: object
-    optimizer: object
+    accelerator: Any
+    model: Any
+    optimizer: Any
     batches: Iterator
-    total: int
-    warmup: int
-    peak: float
-    final: float
-    per_epoch: int
+    schedule: Schedule
+    recipe: RecipeBase  # grad_accum, clip_grad, save_every, keep_last
     out: Path
     logbook: Log
-    grad_accum: int = 1
-    clip_grad: float | None = None
-    save_every: int = 500
-    keep_last: int = 2
+    autocast: Any = None  # torch.bfloat16 for bf16 autocast, None for float32
+    resumes: list[dict] = field(default_factory=list)
     callbacks: list[Callable[[int, float], None]] = field(default_factory=list)
     progress: Callable | None = None
-    autocast: object = None  # torch.bfloat16 for bf16 autocast, None for float32
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def device(self):
+        return self.accelerator.device
 
 
-def run_steps(loop: Loop, step: int, best: dict | None, loss_fn: Callable,
+LossFn = Callable[..., tuple]  # (batch, step, micro) -> (loss, clips) or (loss, clips, extras)
+
+
+def run_steps(run: Run, step: int, best: dict | None, loss_fn: LossFn,
               after_step: Callable[[int, dict | None], dict | None] | None = None) -> dict | None:
-    """Optimizer steps from `step` to `loop.total`; returns the best metric `after_step` kept."""
-    import torch
+    """Optimizer steps from `step` to the schedule's total; returns the best metric `after_step` kept.
 
-    accelerator, model, optimizer = loop.accelerator, loop.model, loop.optimizer
+    `loss_fn(batch, step, micro)` gives `(loss, clips)` or `(loss, clips, extras)`, extras a dict of
+    scalars logged beside the loss (averaged over micro-batches and processes)."""
     timer, clips = time.perf_counter(), 0
-    model.train()
-    while step < loop.total:
-        for group in optimizer.param_groups:
-            group["lr"] = loop.peak * group.get("lr_scale", 1.0) * lr_factor(step, loop.warmup, loop.total,
-                                                                           loop.peak, loop.final)
-        losses, extras = [], {}
-        for micro in range(loop.grad_accum):
-            batch = next(loop.batches)
-            sync = contextlib.nullcontext() if micro == loop.grad_accum - 1 else accelerator.no_sync(model)
-            device = accelerator.device.type
-            with sync, torch.autocast(device, dtype=loop.autocast, enabled=loop.autocast is not None):
-                loss, count, *more = loss_fn(batch, step, micro)
-                accelerator.backward(loss / loop.grad_accum)
-            losses.append(loss.detach())
-            for key, value in (more[0] if more else {}).items():
-                extras.setdefault(key, []).append(torch.as_tensor(value).detach())
-            clips += count * accelerator.num_processes
-        if loop.clip_grad:
-            accelerator.clip_grad_norm_(model.parameters(), loop.clip_grad)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    run.model.train()
+    while step < run.schedule.total:
+        _set_lr(run, step)
+        losses, extras, count = _accumulate(run, step, loss_fn)
+        clips += count
+        if run.recipe.clip_grad:
+            run.accelerator.clip_grad_norm_(run.model.parameters(), run.recipe.clip_grad)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
         step += 1
-        # the loss and the extras in one all-reduce
-        means = [torch.stack(values).mean().float() for values in (losses, *extras.values())]
-        loss_value, *extra_values = accelerator.reduce(torch.stack(means).to(accelerator.device), "mean").tolist()
-        rate = clips / (time.perf_counter() - timer)
-        lr = optimizer.param_groups[-1]["lr"]
-        loop.logbook.write({"step": step, "epoch": round(step / loop.per_epoch, 4), "loss": loss_value, "lr": lr,
-                            "clips_per_s": round(rate, 3), **dict(zip(extras, extra_values))})
-        if loop.progress:
-            loop.progress(step, loop.total, loss=loss_value, lr=lr, clips_per_s=rate)
+        loss = _record(run, step, losses, extras, clips / (time.perf_counter() - timer))
         if after_step is not None:
             best = after_step(step, best)
-            model.train()
-        if step % loop.save_every == 0 or step == loop.total:
-            save_checkpoint(accelerator, loop.out, step, best, loop.keep_last)
-        for callback in loop.callbacks:
-            callback(step, loss_value)
+            run.model.train()
+        if step % run.recipe.save_every == 0 or step == run.schedule.total:
+            save_checkpoint(run.accelerator, run.out, step, best, run.recipe.keep_last)
+        for callback in run.callbacks:
+            callback(step, loss)
     return best
+
+
+def _set_lr(run: Run, step: int) -> None:
+    for group in run.optimizer.param_groups:
+        group["lr"] = run.schedule.lr(step, group.get("lr_scale", 1.0))
+
+
+def _accumulate(run: Run, step: int, loss_fn: LossFn) -> tuple[list, dict[str, list], int]:
+    """`grad_accum` micro-batches through `loss_fn` and backward, gradients synchronised on the last one
+    only; returns their losses, their extras and the clips all processes took."""
+    import torch
+
+    accelerator, accum = run.accelerator, run.recipe.grad_accum
+    losses, extras, clips = [], {}, 0
+    for micro in range(accum):
+        batch = next(run.batches)
+        sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(run.model)
+        with sync, torch.autocast(accelerator.device.type, dtype=run.autocast, enabled=run.autocast is not None):
+            loss, count, *more = loss_fn(batch, step, micro)
+            accelerator.backward(loss / accum)
+        losses.append(loss.detach())
+        for key, value in (more[0] if more else {}).items():
+            extras.setdefault(key, []).append(torch.as_tensor(value).detach())
+        clips += count * accelerator.num_processes
+    return losses, extras, clips
+
+
+def _record(run: Run, step: int, losses: list, extras: dict[str, list], rate: float) -> float:
+    """Log the step (the loss and the extras averaged in one all-reduce) and report progress; returns the loss."""
+    import torch
+
+    means = [torch.stack(values).mean().float() for values in (losses, *extras.values())]
+    loss, *extra_values = run.accelerator.reduce(torch.stack(means).to(run.accelerator.device), "mean").tolist()
+    lr = run.optimizer.param_groups[-1]["lr"]
+    run.logbook.write({"step": step, "epoch": round(step / run.schedule.per_epoch, 4), "loss": loss, "lr": lr,
+                       "clips_per_s": round(rate, 3), **dict(zip(extras, extra_values))})
+    if run.progress:
+        run.progress(step, run.schedule.total, loss=loss, lr=lr, clips_per_s=rate)
+    return loss

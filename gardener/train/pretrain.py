@@ -2,8 +2,9 @@
 
 Tube masking (the same spatial patches hidden in every frame) at ratio 0.9, per-patch
 normalised pixel targets, AdamW with warmup and cosine decay; the data pipeline, the step
-loop, checkpoints and `--resume` are the finetuning ones. The encoder is exported as an HF
-`VideoMAEModel` directory that `gardener score / prune / finetune` take directly.
+loop, checkpoints and `--resume` are the finetuning ones (run.py's `train_run` runs both).
+The encoder is exported as an HF `VideoMAEModel` directory that `gardener score / prune /
+finetune` take directly.
 """
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
-from ..data import EpochSampler, TrainClips
+from ..data import TrainClips
 from ..errors import GardenerError
 from ..fileio import atomic_dir, write_text
-from ..manifest import manifest
 from .evaluate import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from .finetune import DataOptions, clip_spec_for, load_splits
-from .loop import Loop, autocast_dtype, make_accelerator, make_loader, make_optimizer, maybe_compile, restore, \
-    run_steps
-from .recipe import param_groups
-from .state import Log, begin, check_out, collate, finished, split_digest
+from .loop import Run
+from .recipe import RecipeBase
+from .run import Job, RunOptions, conclude, run_facts, run_manifest, train_run
+from .state import split_digest
 
 PRESETS = {
     # 12 blocks, so that the paper's pruning ratios remove whole blocks one-to-one
@@ -37,7 +39,7 @@ PRESETS = {
 
 
 @dataclass
-class PretrainRecipe:
+class PretrainRecipe(RecipeBase):
     """VideoMAE's pretraining settings; learning rates are per 256 clips, scaled by the total batch."""
 
     batch_size: int = 8
@@ -57,9 +59,6 @@ class PretrainRecipe:
     compile: bool = False  # torch.compile of the model
     save_every: int = 500
     keep_last: int = 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def preset_config(preset: str, overrides: dict | None = None):
@@ -124,10 +123,72 @@ def loss_summary(out: str | Path, tail: float = 0.1) -> dict:
             "learned": loss < 0.9 * trivial}
 
 
-def _steps(recipe, per_epoch: int) -> int:
-    if (recipe.max_steps is None) == (recipe.epochs is None):
-        raise GardenerError("give exactly one of --epochs or --max-steps")
-    return recipe.max_steps if recipe.max_steps is not None else max(1, math.ceil(recipe.epochs * per_epoch))
+@dataclass
+class PretrainJob(Job):
+    """Masked autoencoding: a fresh VideoMAEForPreTraining, tube masks, the reconstruction loss logged
+    beside the trivial answer's; exports the encoder and the whole model."""
+
+    kind: ClassVar[str] = "pretrain"
+    data: DataOptions
+    recipe: PretrainRecipe
+    seed: int
+    preset: str
+    config_overrides: dict | None
+    sampling_rate: int
+    min_crop_scale: float
+    arguments: dict | None = None
+
+    def load(self) -> TrainClips:
+        import torch
+
+        self.config = preset_config(self.preset, self.config_overrides)
+        tube_mask(1, self.config, self.recipe.mask_ratio, torch.Generator())  # a bad ratio fails before any work
+        self.spec = clip_spec_for(self.config, None, None, sampling_rate=self.sampling_rate,
+                                  scale=(self.min_crop_scale, 1.0))
+        (self.train, infos), _ = load_splits(self.data, self.seed)
+        return TrainClips(self.train, infos, self.spec, self.seed)
+
+    def identity(self) -> dict:
+        return {"data": {"train": split_digest(self.train)}, "preset": self.preset,
+                "config": {k: v for k, v in self.config.to_dict().items() if k != "transformers_version"}}
+
+    def build_model(self):
+        from transformers import VideoMAEForPreTraining
+
+        from ..fixed_tables import fast_tables
+
+        with fast_tables():
+            return VideoMAEForPreTraining(self.config)
+
+    def loss(self, run: Run, batch: dict, step: int, micro: int) -> tuple:
+        """The reconstruction loss of a tube-masked batch, with the trivial answer's loss as an extra."""
+        import torch
+
+        clips = batch["pixel_values"].to(run.device, non_blocking=True)
+        pixels = to_model_input(clips, IMAGENET_MEAN, IMAGENET_STD)
+        generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 101 + micro) * 64 + run.rank)
+        mask = tube_mask(len(pixels), self.config, self.recipe.mask_ratio, generator).to(run.device)
+        loss = run.model(pixel_values=pixels, bool_masked_pos=mask).loss.float()
+        return loss, len(pixels), {"trivial": trivial_loss(clips.float() / 255, mask, self.config)}
+
+    def exports(self, run: Run, best: dict | None) -> dict:
+        """OUT/encoder (a VideoMAEModel with its preprocessor config), OUT/model (the whole
+        VideoMAEForPreTraining) and gardener.json with the loss summary."""
+        info = run_manifest("pretrain", [], self.arguments)
+        info.update({"preset": self.preset, "config": self.config.to_dict(), "recipe": self.recipe.to_dict(),
+                     "clip": asdict(self.spec), "data": {"train": self.train.source, "train_videos": len(self.train),
+                                                         "skipped": self.train.skipped},
+                     **run_facts(run, self.seed), "peak_lr": run.schedule.peak, "loss": loss_summary(run.out),
+                     "resumes": run.resumes})
+        return conclude(run, info, partial(self._save, run))
+
+    def _save(self, run: Run) -> None:
+        unwrapped = run.accelerator.unwrap_model(run.model)
+        with atomic_dir(run.out / "encoder", force=True) as tmp:
+            unwrapped.videomae.save_pretrained(tmp)
+            write_text(tmp / "preprocessor_config.json", json.dumps(_processor(self.config), indent=2) + "\n")
+        with atomic_dir(run.out / "model", force=True) as tmp:
+            unwrapped.save_pretrained(tmp)
 
 
 def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config_overrides: dict | None = None,
@@ -136,74 +197,9 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
              arguments: dict | None = None) -> dict:
     """Pretrain a VideoMAE on the train split of `data`; writes OUT/encoder (VideoMAEModel)."""
-    import torch
-    from accelerate.utils import set_seed
-    from transformers import VideoMAEForPreTraining
-
-    from ..fixed_tables import fast_tables
-
-    recipe = recipe or PretrainRecipe()
-    out = Path(out)
-    # a finished run is left exactly as it is
-    if resume and (done := finished(out, "pretrain", {"recipe": recipe.to_dict(), "seed": seed})) is not None:
-        return {**done, "already_finished": True}
-    start = check_out(out, resume, force)
-    config = preset_config(preset, config_overrides)
-    tube_mask(1, config, recipe.mask_ratio, torch.Generator())  # a bad ratio fails before any work
-    spec = clip_spec_for(config, None, None, sampling_rate=sampling_rate, scale=(min_crop_scale, 1.0))
-    (train, infos), _ = load_splits(data, seed)
-    accelerator = make_accelerator()
-    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    sampler = EpochSampler(len(train), recipe.batch_size, seed, 0, rank, world)
-    per_epoch = max(1, sampler.batches_per_epoch // recipe.grad_accum)
-    total = _steps(recipe, per_epoch)
-    warmup = min(total, recipe.warmup_steps if recipe.warmup_steps is not None
-                 else round(recipe.warmup_epochs * per_epoch))
-    identity = {"data": {"train": split_digest(train)}, "preset": preset,
-                "config": {k: v for k, v in config.to_dict().items() if k != "transformers_version"},
-                "recipe": recipe.to_dict(), "clip": asdict(spec), "seed": seed, "world_size": world}
-    resumes = begin(out, identity, start, total, main)
-    accelerator.wait_for_everyone()
-    set_seed(seed)
-    with fast_tables():
-        model = VideoMAEForPreTraining(config)
-    scale = recipe.batch_size * recipe.grad_accum * world / 256
-    peak, final = recipe.base_lr * scale, recipe.min_lr * scale
-    optimizer = make_optimizer(model, param_groups(model, recipe, peak), peak, recipe.betas, accelerator)
-    model, optimizer = accelerator.prepare(maybe_compile(model, recipe.compile), optimizer)
-    step, _ = restore(accelerator, out, start)
-    sampler.start_batch = step * recipe.grad_accum
-    loader = make_loader(TrainClips(train, infos, spec, seed), sampler, data.workers, seed, collate)
-    device = accelerator.device
-
-    def loss_fn(batch, step, micro):
-        clips = batch["pixel_values"].to(device, non_blocking=True)
-        pixels = to_model_input(clips, IMAGENET_MEAN, IMAGENET_STD)
-        generator = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 101 + micro) * 64 + rank)
-        mask = tube_mask(len(pixels), config, recipe.mask_ratio, generator).to(device)
-        loss = model(pixel_values=pixels, bool_masked_pos=mask).loss.float()
-        return loss, len(pixels), {"trivial": trivial_loss(clips.float() / 255, mask, config)}
-
-    loop = Loop(accelerator, model, optimizer, iter(loader), total, warmup, peak, final, per_epoch, out,
-                Log(out / "log.jsonl", main, start), recipe.grad_accum, recipe.clip_grad, recipe.save_every,
-                recipe.keep_last, callbacks or [], progress, autocast_dtype(accelerator, recipe.bf16))
-    run_steps(loop, step, None, loss_fn)
-    info = manifest("pretrain", [], {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()})
-    info.update({"preset": preset, "config": config.to_dict(), "recipe": recipe.to_dict(), "clip": asdict(spec),
-                 "data": {"train": train.source, "train_videos": len(train), "skipped": train.skipped},
-                 "seed": seed, "world_size": world, "steps": total, "warmup_steps": warmup, "peak_lr": peak,
-                 "loss": loss_summary(out), "resumes": resumes})
-    accelerator.wait_for_everyone()
-    if main:
-        unwrapped = accelerator.unwrap_model(model)
-        with atomic_dir(out / "encoder", force=True) as tmp:
-            unwrapped.videomae.save_pretrained(tmp)
-            write_text(tmp / "preprocessor_config.json", json.dumps(_processor(config), indent=2) + "\n")
-        with atomic_dir(out / "model", force=True) as tmp:
-            unwrapped.save_pretrained(tmp)
-        write_text(out / "gardener.json", json.dumps(info, indent=2) + "\n", force=True)
-    accelerator.wait_for_everyone()
-    return info
+    job = PretrainJob(data, recipe or PretrainRecipe(), seed, preset, config_overrides, sampling_rate, min_crop_scale,
+                      arguments)
+    return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress))
 
 
 def _processor(config) -> dict:

@@ -1,4 +1,5 @@
-"""The finetuning recipe (VideoMAE's UCF101 defaults), parameter groups and the lr schedule."""
+"""The base every recipe derives its run length and learning rates from, the finetuning recipe
+(VideoMAE's UCF101 defaults), parameter groups and the lr schedule."""
 from __future__ import annotations
 
 import math
@@ -8,9 +9,82 @@ from dataclasses import asdict, dataclass
 from ..errors import GardenerError
 
 
+class RecipeBase:
+    """What every recipe derives the same way: the run's length, warmup and learning rates.
+
+    Learning rates are per 256 clips and scaled by the total batch. The base declares no dataclass
+    field (annotations on a plain class are not fields), so each recipe keeps its own field order,
+    defaults and JSON form, which run folders record and `--resume` compares.
+    """
+
+    batch_size: int  # videos per process per micro-batch
+    grad_accum: int
+    epochs: float | None
+    max_steps: int | None
+    base_lr: float
+    min_lr: float
+    warmup_epochs: float
+    warmup_steps: int | None  # overrides warmup_epochs
+    weight_decay: float
+    betas: tuple[float, float]
+    layer_decay: float
+    clip_grad: float | None
+    bf16: bool
+    compile: bool
+    save_every: int
+    keep_last: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def total_batch(self, world: int) -> int:
+        return self.batch_size * self.grad_accum * world
+
+    def peak_lr(self, world: int) -> float:
+        return self.base_lr * self.total_batch(world) / 256
+
+    def final_lr(self, world: int) -> float:
+        return self.min_lr * self.total_batch(world) / 256
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the run, from --max-steps or --epochs."""
+        if (self.max_steps is None) == (self.epochs is None):
+            raise GardenerError("give exactly one of --epochs or --max-steps")
+        steps = self.max_steps if self.max_steps is not None else math.ceil(self.epochs * steps_per_epoch)
+        if steps < 1:
+            raise GardenerError(f"--max-steps/--epochs: the run would take {steps} steps")
+        return steps
+
+    def warmup(self, steps_per_epoch: int, total: int) -> int:
+        steps = self.warmup_steps if self.warmup_steps is not None else round(self.warmup_epochs * steps_per_epoch)
+        return min(max(0, steps), total)
+
+    def schedule(self, steps_per_epoch: int, world: int) -> Schedule:
+        """The run's steps and learning rates for `world` processes taking `steps_per_epoch` steps an epoch."""
+        total = self.total_steps(steps_per_epoch)
+        return Schedule(total, self.warmup(steps_per_epoch, total), self.peak_lr(world), self.final_lr(world),
+                        steps_per_epoch)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's optimizer steps and learning rates, fixed when it starts (the lr is a function of the
+    step, so a resumed run needs nothing more than its step)."""
+
+    total: int
+    warmup: int
+    peak: float
+    final: float
+    per_epoch: int  # optimizer steps per epoch
+
+    def lr(self, step: int, scale: float = 1.0) -> float:
+        """The lr of a parameter group with lr_scale `scale` at optimizer step `step`."""
+        return self.peak * scale * lr_factor(step, self.warmup, self.total, self.peak, self.final)
+
+
 @dataclass
-class Recipe:
-    """Optimisation settings. Learning rates are per 256 clips and scaled by the total batch."""
+class Recipe(RecipeBase):
+    """Finetuning settings. Learning rates are per 256 clips and scaled by the total batch."""
 
     batch_size: int = 8  # videos per process per micro-batch
     num_sample: int = 1  # augmented clips per decoded video (VideoMAE's repeated augmentation)
@@ -38,31 +112,6 @@ class Recipe:
     save_every: int = 500
     keep_last: int = 2
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def total_batch(self, world: int) -> int:
-        return self.batch_size * self.grad_accum * world
-
-    def peak_lr(self, world: int) -> float:
-        return self.base_lr * self.total_batch(world) / 256
-
-    def final_lr(self, world: int) -> float:
-        return self.min_lr * self.total_batch(world) / 256
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        """Optimizer steps of the run, from --max-steps or --epochs."""
-        if (self.max_steps is None) == (self.epochs is None):
-            raise GardenerError("give exactly one of --epochs or --max-steps")
-        steps = self.max_steps if self.max_steps is not None else math.ceil(self.epochs * steps_per_epoch)
-        if steps < 1:
-            raise GardenerError(f"--max-steps/--epochs: the run would take {steps} steps")
-        return steps
-
-    def warmup(self, steps_per_epoch: int, total: int) -> int:
-        steps = self.warmup_steps if self.warmup_steps is not None else round(self.warmup_epochs * steps_per_epoch)
-        return min(max(0, steps), total)
-
 
 _NO_DECAY = ("position_embeddings", "cls_token", "mask_token")
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|blocks)\.(\d+)\.")
@@ -76,7 +125,7 @@ def layer_id(name: str, depth: int) -> int:
     return int(match.group(1)) + 1 if match else depth + 1
 
 
-def param_groups(model, recipe: Recipe, peak_lr: float) -> list[dict]:
+def param_groups(model, recipe: RecipeBase, peak_lr: float) -> list[dict]:
     """AdamW groups: layer-wise lr decay, and no weight decay on norms, biases and embeddings."""
     depth = model.config.num_hidden_layers
     groups: dict[tuple[int, bool], dict] = {}

@@ -1,0 +1,120 @@
+"""The Typer app, its consoles, progress bars and the entry point that turns user mistakes into one line."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+import typer
+from rich.console import Console
+
+from ..errors import GardenerError, Terminated
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find and remove the unimportant blocks of a pretrained transformer, without data.")
+# Piped output is not squeezed into 80 columns: tables are meant to be read whole.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+# typer >= 0.25 vendors its own click; take the exception bases from typer itself.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_TERMINATED: list[int] = []
+
+
+def say(message: str) -> None:
+    """One plain line on stderr."""
+    err.print(message, highlight=False)
+
+
+def is_main_process() -> bool:
+    """Under torchrun / accelerate launch only rank 0 prints results."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def progress(label: str):
+    """A Rich progress bar on stderr; returns (context manager, callback(done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True, disable=not err.is_terminal)
+    task = bar.add_task(label, total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def training_progress(label: str):
+    """A Rich bar showing loss, lr and clips/s; returns (context manager, callback)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                   disable=not err.is_terminal)
+    task = bar.add_task(label, total=None, stats="")
+
+    def update(done, total, loss=None, lr=None, clips_per_s=None):
+        stats = f"loss {loss:.4f} · lr {lr:.2e} · {clips_per_s:.1f} clips/s" if loss is not None else ""
+        bar.update(task, completed=done, total=total, stats=stats)
+    return bar, update
+
+
+def experiment_progress():
+    """Rich bars for the jobs of a plan and the steps of the running job; without a terminal (a log
+    file, a batch job), one line per finished job instead."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=err, disable=not err.is_terminal)
+    jobs = bar.add_task("jobs", total=None, stats="")
+    steps = bar.add_task("  finetuning", total=None, stats="")
+    running: dict = {}
+
+    def on_job(done, total, job):
+        bar.update(jobs, completed=done, total=total,
+                   stats=f"removing {list(job.removed) or 'nothing'}" if job is not None else "")
+        if not err.is_terminal and running.get("job") is not None and is_main_process():
+            seconds = time.monotonic() - running["since"]
+            say(f"  job {done}/{total} done: removing {list(running['job'].removed) or 'nothing'} ({seconds:.1f} s)")
+        running.update(job=job, since=time.monotonic())
+
+    def on_step(done, total, loss=None, lr=None, clips_per_s=None):
+        bar.update(steps, completed=done, total=total,
+                   stats=f"loss {loss:.4f} · {clips_per_s:.1f} clips/s" if loss is not None else "")
+    return bar, on_job, on_step
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes become one line on stderr and a non-zero exit, never a traceback."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # gardener draws its own progress bars
+    previous = _on_sigterm()
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="gardener")
+    except GardenerError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except _USAGE_ERROR as exc:
+        err.print(f"[red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if code == 130:  # typer returns 130 for a KeyboardInterrupt, which our SIGTERM handler raises too
+        err.print("terminated (SIGTERM)" if _TERMINATED else "interrupted")
+        sys.exit(143 if _TERMINATED else 130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _on_sigterm():
+    """Handle SIGTERM like Ctrl-C (temporaries removed, exit 143); returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _TERMINATED.clear()
+
+    def stop(signum, frame):
+        _TERMINATED.append(signum)
+        raise Terminated()
+    return signal.signal(signal.SIGTERM, stop)

@@ -1,0 +1,148 @@
+"""Commands that run and read experiments: sensitivity, sweep, agree, collect, report, demo."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import criteria as registry
+from ..data.clips import ClipOptions
+from ..demo import RUN_TIMES
+from ..errors import GardenerError
+from ._app import app, experiment_progress, is_main_process, out, say
+from .options import CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, Jobs, command
+from .weights import AGGREGATE_OPT, DTYPE_OPT
+
+CHECKPOINT_ARG = typer.Argument(..., help="HF VideoMAE directory (the unpruned model).")
+RUN_OPT = typer.Option(..., "-o", "--run", help="Run folder (created, or reused for the same checkpoint).")
+JOB_SEED_OPT = typer.Option(0, "--seed", help="Seed of every job's finetuning.")
+EXPERIMENT = dict(data=DATA, recipe=EXPERIMENT_RECIPE, clips=CLIPS, jobs=JOBS)
+
+
+def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs, seed: int,
+             ratios: str | None = None):
+    """The experiment and the shard of its jobs to run here (ratios are checked before the run folder is made)."""
+    from ..experiments.protocol import prepare
+    from ..experiments.runs import parse_shard
+
+    shard = parse_shard(jobs.shard)
+    return prepare(checkpoint, run_dir, data, recipe, asdict(clips), seed, jobs.keep_models, jobs.oracle_seeds,
+                   ratios), shard
+
+
+def _finish(result: dict, run_dir: Path, table, wrote: str) -> None:
+    from ..report.console import experiment_messages
+
+    if not is_main_process():
+        return
+    for line in experiment_messages(result, run_dir):
+        say(line)
+    if result["table"] is not None:
+        out.print(table(result["table"]))
+        say(wrote)
+
+
+@command(**EXPERIMENT)
+def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed: int = JOB_SEED_OPT, *,
+                data, recipe, clips: ClipOptions, jobs: Jobs) -> None:
+    """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
+    from ..experiments.protocol import run_sensitivity
+    from ..report.tables import sensitivity_table
+
+    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, seed)
+    bar, on_job, on_step = experiment_progress()
+    with bar:
+        result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step)
+    _finish(result, run_dir, sensitivity_table,
+            f"wrote {run_dir}/sensitivity.json and {run_dir}/oracle.json (a ranking for `prune --ranking`)")
+
+
+@command(**EXPERIMENT)
+def sweep(
+    checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT,
+    criteria: str = typer.Option(",".join(registry.sweep_criteria()), "--criteria", help="Criteria to compare; "
+                                 "'sensitivity' is the oracle. Default: the paper's criteria and the spectral ones."),
+    ratios: str = typer.Option("8.3,25,41.7,58.3,75,91.7", "--ratios", help="Pruning ratios in % (or fractions)."),
+    random_seeds: int = typer.Option(3, "--random-seeds", help="Random rankings averaged for 'random'."),
+    dtype: str = DTYPE_OPT, aggregate: str = AGGREGATE_OPT, seed: int = JOB_SEED_OPT, *,
+    data, recipe, clips: ClipOptions, jobs: Jobs,
+) -> None:
+    """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
+    from ..experiments.protocol import parse_sweep_criteria, run_sweep
+    from ..report.tables import sweep_table
+
+    names = parse_sweep_criteria(criteria)
+    registry.check_aggregate(aggregate)  # before the run folder is made
+    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, seed, ratios)
+    bar, on_job, on_step = experiment_progress()
+    with bar:
+        result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step,
+                           aggregate=aggregate)
+    _finish(result, run_dir, sweep_table,
+            f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
+
+
+@app.command()
+def agree(
+    scores: Path = typer.Argument(..., help="A `gardener score --json` file (or RUN/scores.json)."),
+    oracle: Path = typer.Argument(..., help="RUN/oracle.json written by `gardener sensitivity`."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the agreement as JSON."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the JSON file."),
+) -> None:
+    """Rank agreement of each data-free criterion with the oracle: Spearman, Kendall, top-k overlap."""
+    from ..experiments.agreement import agree_files
+    from ..report.experiment import agreement_summary
+    from ..report.tables import agreement_table
+
+    result = agree_files(scores, oracle, json_out=json_out, force=force)
+    out.print(agreement_table(result))
+    out.print(agreement_summary(result).replace("**", ""), highlight=False)
+    if json_out:
+        say(f"wrote {json_out}")
+
+
+@app.command()
+def collect(
+    run_dir: Path = typer.Argument(..., help="Run folder to complete."),
+    others: Optional[list[Path]] = typer.Argument(None, help="Run folders of other shards to merge in."),
+) -> None:
+    """Merge the job results of sharded runs and build the tables of every finished plan."""
+    from ..experiments.protocol import collect_runs
+
+    done = collect_runs(run_dir, list(others or []))
+    say(f"merged {done['copied']} job results; tables built: {', '.join(done['tables']) or 'none'}; jobs without "
+        f"a result: {done['missing']}")
+    if done["missing"]:
+        raise GardenerError(f"{run_dir}: {done['missing']} job(s) of its plans have no result yet; run the missing "
+                            f"shards (or the same command again if the sweep waited for the oracle)")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="Run folder of `gardener sensitivity` / `sweep`."),
+    fmt: str = typer.Option("md", "--format", help="md (report.md + figures/) or html (one self-contained page)."),
+) -> None:
+    """Write the paper's tables and figures for a run folder: report.md or report.html."""
+    from ..report.experiment import write_report
+
+    say(f"wrote {write_report(run_dir, fmt)}")
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo (reused if run again)."),
+    quick: bool = typer.Option(False, "--quick", help=f"Smaller settings: {RUN_TIMES['quick']} instead of "
+                               f"{RUN_TIMES['default']} on 2 CPU cores (measured {RUN_TIMES['date']})."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data, the pretraining and every finetuning job."),
+    force: bool = typer.Option(False, "--force", help="Start over in an existing folder."),
+) -> None:
+    """The paper in miniature: synthetic videos, masked pretraining, scores, oracle, sweep and report."""
+    from ..demo import run_demo
+
+    bar, on_job, on_step = experiment_progress()
+    with bar:
+        written = run_demo(out_dir, quick=quick, seed=seed, force=force, say=say, job_progress=on_job,
+                           step_progress=on_step)
+    say(f"wrote {written}")

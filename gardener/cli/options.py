@@ -1,0 +1,177 @@
+"""Option groups: the fields of the library's settings dataclasses as command-line options, declared once.
+
+A command names its groups (`@command(data=DATA, recipe=FINETUNE_RECIPE)`); it receives the
+built dataclasses (`data: DataOptions`, `recipe: Recipe`) instead of a flat list of options.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..data.clips import ClipOptions
+from ..settings import with_file
+from ._app import app
+
+# How each settings field appears on the command line: its help, and its flag where it is not --field-name.
+HELP = {
+    "data": "Class folders ROOT/<class>/<video>, a UCF101/HMDB51 video root (with --split-dir), or a .csv/.jsonl "
+            "manifest of path,label.",
+    "split_dir": "UCF101 ucfTrainTestlist/ or HMDB51 split folder.",
+    "fold": "Split number of UCF101/HMDB51.",
+    "eval_data": "Separate test data (default: the test split of --data).",
+    "val_fraction": "Held-out fraction per class for class folders without train/ and test/ subfolders.",
+    "strict": "Unreadable videos are an error instead of being skipped.",
+    "workers": "DataLoader processes decoding video.",
+    "frames": "Frames per clip (default: the model's num_frames).",
+    "size": "Clip size in pixels (default: the model's image_size).",
+    "sampling_rate": "Stride between sampled frames.",
+    "test_clips": "Evenly spaced clips per video at evaluation.",
+    "test_crops": "Spatial crops per clip at evaluation.",
+    "min_crop_scale": "Smallest random-resized-crop area.",
+    "epochs": "Training length in epochs.",
+    "max_steps": "Training length in optimizer steps.",
+    "batch_size": "Clips per process per micro-batch.",
+    "num_sample": "Augmented clips per decoded video (VideoMAE's repeated augmentation: 2 halves decoding per "
+                  "clip; batches hold N x videos).",
+    "grad_accum": "Micro-batches per optimizer step.",
+    "base_lr": "Base learning rate per 256 clips (scaled by the total batch).",
+    "min_lr": "Final learning rate per 256 clips.",
+    "warmup_epochs": "Linear warmup length.",
+    "warmup_steps": "Warmup in steps (overrides --warmup-epochs).",
+    "weight_decay": "AdamW weight decay (not on norms/biases).",
+    "layer_decay": "Layer-wise lr decay.",
+    "label_smoothing": "Label smoothing.",
+    "drop_path": "Stochastic depth at the last block.",
+    "classifier_dropout": "Dropout before the classifier.",
+    "mix": "Mixup 0.8 / CutMix 1.0.",
+    "clip_grad": "Gradient norm clipping.",
+    "bf16": "bf16 autocast on GPU.",
+    "compile": "torch.compile the model (a first step of compiling, then faster steps; see BENCHMARKS.md).",
+    "gradient_checkpointing": "Save memory.",
+    "eval_every": "Evaluate every N steps; keeps best/.",
+    "save_every": "Checkpoint every N steps.",
+    "keep_last": "Checkpoints kept.",
+    "mask_ratio": "Share of each frame's patches hidden (tubes).",
+    "shard": "i/n: run every n-th job starting at the i-th (1-based).",
+    "keep_models": "Keep each job's pruned and finetuned models.",
+    "oracle_seeds": "Repeat each oracle job with K finetuning seeds (seed, seed+1, ...) and average them, so that "
+                    "its ranking is less noisy.",
+}
+FLAGS = {"base_lr": "--lr", "bf16": "--bf16/--no-bf16"}
+PARAMS = {"base_lr": "lr"}  # the Python name of an option whose flag is not its field name
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """How an experiment's jobs run: which share of them here, and what each keeps."""
+
+    shard: Optional[str] = None
+    keep_models: bool = False
+    oracle_seeds: int = 1
+
+
+@dataclass(frozen=True)
+class Group:
+    """Some fields of a settings dataclass, shown as options (with command-specific defaults);
+    `file_flag` adds an option naming a JSON file whose fields go on top (e.g. --recipe)."""
+
+    cls: type
+    fields: tuple[str, ...]
+    defaults: dict = field(default_factory=dict)
+    panel: str = "Options"  # the heading it is listed under in --help
+    file_flag: str | None = None
+    file_help: str = ""
+
+    def but(self, *drop: str, **defaults) -> Group:
+        """The same group without some fields, or with other defaults."""
+        kept = tuple(f for f in self.fields if f not in drop)
+        return dataclasses.replace(self, fields=kept, defaults={**self.defaults, **defaults})
+
+    def parameters(self) -> list[inspect.Parameter]:
+        hints = typing.get_type_hints(self.cls)
+        known = {f.name: f for f in dataclasses.fields(self.cls)}
+        params = [_option(name, hints[name], self.defaults.get(name, known[name].default), self.panel)
+                  for name in self.fields]
+        if self.file_flag:
+            params.append(_parameter(_file_param(self.file_flag), Optional[Path],
+                                     typer.Option(None, self.file_flag, help=self.file_help, rich_help_panel=self.panel)))
+        return params
+
+    def build(self, values: dict) -> Any:
+        """The dataclass from the parsed options (taken out of `values`)."""
+        fields = {name: values.pop(PARAMS.get(name, name)) for name in self.fields}
+        path = values.pop(_file_param(self.file_flag)) if self.file_flag else None
+        return with_file(self.cls, fields, path, self.file_flag or "")
+
+
+def _file_param(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_") + "_file"
+
+
+def _plain(hint: Any) -> Any:
+    """`X | None` as typing.Optional[X], which every typer version reads."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return Optional[next(a for a in args if a is not type(None))]
+    return hint
+
+
+def _option(name: str, hint: Any, default: Any, panel: str) -> inspect.Parameter:
+    flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+    value = ... if default is dataclasses.MISSING else default
+    return _parameter(PARAMS.get(name, name), _plain(hint), typer.Option(value, flag, help=HELP[name],
+                                                                         rich_help_panel=panel))
+
+
+def _parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def command(name: str | None = None, **groups: Group):
+    """Register a command whose arguments named in `groups` are built from those option groups."""
+    def wrap(fn):
+        hints = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(fn).parameters.values() if p.name not in groups]
+        params = own + [p for group in groups.values() for p in group.parameters()]
+
+        @functools.wraps(fn)
+        def run(**values):
+            built = {key: group.build(values) for key, group in groups.items()}
+            return fn(**values, **built)
+
+        run.__signature__ = inspect.Signature(params)
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return app.command(name)(run)
+    return wrap
+
+
+def _groups():
+    """The groups of the training settings (gardener.train imports no torch at module level)."""
+    from ..train import DataOptions, Recipe
+    from ..train.pretrain import PretrainRecipe
+
+    data = Group(DataOptions, ("data", "split_dir", "fold", "eval_data", "val_fraction", "strict", "workers"), panel="Data")
+    finetune = Group(Recipe, ("epochs", "max_steps", "batch_size", "num_sample", "grad_accum", "base_lr", "min_lr",
+                              "warmup_epochs", "warmup_steps", "weight_decay", "layer_decay", "label_smoothing",
+                              "drop_path", "classifier_dropout", "mix", "clip_grad", "bf16", "compile",
+                              "gradient_checkpointing", "eval_every", "save_every", "keep_last"), panel="Recipe")
+    experiment = Group(Recipe, ("epochs", "max_steps", "batch_size", "grad_accum", "base_lr", "warmup_steps",
+                                "layer_decay", "drop_path", "classifier_dropout"), panel="Recipe", file_flag="--recipe",
+                       file_help="JSON of finetuning recipe fields; overrides the options.")
+    pretrain = Group(PretrainRecipe, ("epochs", "max_steps", "batch_size", "grad_accum", "base_lr", "warmup_steps",
+                                      "mask_ratio", "save_every", "compile"), panel="Recipe")
+    return data, finetune, experiment, pretrain
+
+
+DATA, FINETUNE_RECIPE, EXPERIMENT_RECIPE, PRETRAIN_RECIPE = _groups()
+CLIPS = Group(ClipOptions, tuple(f.name for f in dataclasses.fields(ClipOptions)), panel="Clips")
+JOBS = Group(Jobs, ("shard", "keep_models", "oracle_seeds"), panel="Jobs")

@@ -1,0 +1,120 @@
+"""Commands that train and evaluate: finetune, evaluate, pretrain, make-data."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..data.clips import ClipOptions
+from ._app import err, is_main_process, out, say, training_progress
+from .options import CLIPS, DATA, FINETUNE_RECIPE, PRETRAIN_RECIPE, command
+
+OUT_RUN_OPT = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, logs, best/ and model/.")
+RESUME_OPT = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
+FORCE_OPT = typer.Option(False, "--force", help="Replace an existing output folder.")
+TRAIN_SEED_OPT = typer.Option(0, "--seed", help="Seed for initialisation, sampling and augmentation.")
+
+
+@command(data=DATA, recipe=FINETUNE_RECIPE, clips=CLIPS)
+def finetune(
+    ctx: typer.Context, data, recipe, clips: ClipOptions,
+    model: Path = typer.Argument(..., help="HF VideoMAE directory (pruned or not; a pretraining one works too)."),
+    out_dir: Path = OUT_RUN_OPT, seed: int = TRAIN_SEED_OPT, resume: bool = RESUME_OPT, force: bool = FORCE_OPT,
+) -> None:
+    """Finetune a VideoMAE classifier (Step 4 of the paper); runs under `accelerate launch` / torchrun too."""
+    from ..report.figures import draw_eval_figures
+    from ..report.tables import eval_table
+    from ..train import finetune as run
+
+    bar, tick = training_progress("finetuning")
+    with bar:
+        info = run(model, out_dir, data, recipe, **asdict(clips), seed=seed, resume=resume, force=force,
+                   progress=tick, arguments=ctx.params)
+    if is_main_process():
+        if not info.get("already_finished"):
+            draw_eval_figures(out_dir)
+        out.print(eval_table(info["final"]))
+        say(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed"
+            if info.get("already_finished") else f"wrote {out_dir}/model (final), {out_dir}/eval.json, "
+                                                 f"{out_dir}/gardener.json")
+
+
+@command(data=DATA.but("eval_data"), clips=CLIPS.but("min_crop_scale"))
+def evaluate(
+    ctx: typer.Context, data, clips: ClipOptions,
+    model: Path = typer.Argument(..., help="HF VideoMAEForVideoClassification directory."),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Write eval.json, predictions.csv, "
+                                           "confusion.csv and confusion.png into this folder."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split for class folders."),
+    force: bool = FORCE_OPT,
+) -> None:
+    """Multi-clip, multi-crop evaluation: top-1 (WAR), top-5, UAR, per-class recall, confusion matrix."""
+    from ..report.figures import draw_eval_figures
+    from ..report.tables import eval_table
+    from ..train import evaluate_model
+
+    result = evaluate_model(model, data, **clips.evaluation(), seed=seed, out=out_dir, force=force,
+                            arguments=ctx.params, figures=draw_eval_figures)
+    if is_main_process():
+        out.print(eval_table(result))
+        if out_dir:
+            say(f"wrote {out_dir}")
+
+
+@command("pretrain", data=DATA.but("eval_data"), recipe=PRETRAIN_RECIPE,
+         clips=CLIPS.but("frames", "size", "test_clips", "test_crops", min_crop_scale=0.5))
+def pretrain_command(
+    ctx: typer.Context, data, recipe, clips: ClipOptions,
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Run folder; the encoder goes to OUT/encoder."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny (12 blocks, 128 wide, 64 px) or base (VideoMAE-B)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON of VideoMAEConfig fields over the preset."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, sampling, masking."),
+    resume: bool = RESUME_OPT, force: bool = FORCE_OPT,
+) -> None:
+    """Masked VideoMAE pretraining (Step 1 of the paper); exports OUT/encoder for score/prune/finetune."""
+    from ..report.console import pretrain_messages
+    from ..settings import read_json_object
+    from ..train.pretrain import pretrain
+
+    bar, tick = training_progress("pretraining")
+    with bar:
+        overrides = read_json_object(config, "--config") if config is not None else None
+        info = pretrain(data, out_dir, preset=preset, config_overrides=overrides, recipe=recipe,
+                        sampling_rate=clips.sampling_rate, min_crop_scale=clips.min_crop_scale, seed=seed,
+                        resume=resume, force=force, progress=tick, arguments=ctx.params)
+    if is_main_process():
+        for line in pretrain_messages(info, out_dir):
+            err.print(line, highlight=False)
+
+
+@command("make-data")
+def make_data(
+    ctx: typer.Context,
+    out_dir: Path = typer.Argument(..., help="Folder for videos/<class>/*.mp4 and splits/ (UCF101 style)."),
+    classes: str = typer.Option("move_up,move_down,grow,shrink,fade_in,fade_out,bounce,pass", "--classes",
+                                help="Actions, from: move_up, move_down, grow, shrink, fade_in, fade_out, bounce, "
+                                     "pass."),
+    per_class: int = typer.Option(40, "--per-class", help="Videos per class (1 in 4 is a test video); with "
+                                  "--test-per-class, the training videos per class."),
+    test_per_class: Optional[int] = typer.Option(None, "--test-per-class",
+                                                 help="Test videos per class, written after the training ones."),
+    domain: str = typer.Option("source", "--domain", help="Scene: source (flat background, one distractor) or "
+                               "target (the same actions elsewhere: gradient background, two distractors)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per video (default 16; 125 with "
+                                         "--ucf101-like: 5 s)."),
+    size: int = typer.Option(64, "--size", help="Frame size in pixels (even)."),
+    ucf101_like: bool = typer.Option(False, "--ucf101-like", help="Write UCF101's kind of file instead: 320x240 "
+                                     ".avi, MPEG-4 Part 2 with B-frames, 25 fps (for decoding tests and benchmarks)."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same videos."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
+) -> None:
+    """Write a deterministic synthetic action-recognition dataset of real video files."""
+    from ..data.synthetic import write_synthetic
+
+    info = write_synthetic(out_dir, classes=classes, per_class=per_class, test_per_class=test_per_class,
+                           domain=domain, frames=frames, size=size, ucf101_like=ucf101_like, seed=seed, force=force,
+                           arguments=ctx.params)
+    say(f"wrote {info['count']} videos to {out_dir}/videos and split files to {out_dir}/splits "
+        f"(use --data {out_dir}/videos --split-dir {out_dir}/splits)")
