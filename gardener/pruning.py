@@ -84,10 +84,12 @@ def _check_count(count: int, depth: int) -> int:
     return count
 
 
-def renamer(stack: str, kept: Sequence[int]):
+def renamer(stack: str, kept: Sequence[int], carry: str | None = None):
     """A function mapping a key to its new name (kept blocks renumbered 0..k-1) or None (dropped).
 
-    `kept` holds 1-based block numbers; keys of other stacks pass through unchanged.
+    `kept` holds 1-based block numbers; keys of other stacks pass through unchanged. `carry`
+    matches the tensors (names inside a block) that the first block holds for the whole stack
+    (T5's relative position bias): when the first block goes, they move to the new first one.
     """
     new_index = {number - 1: i for i, number in enumerate(kept)}
     pattern = re.compile(rf"^({re.escape(stack)})\.(\d+)\.(.*)$")
@@ -97,6 +99,8 @@ def renamer(stack: str, kept: Sequence[int]):
         if not match:
             return key
         index = new_index.get(int(match.group(2)))
+        if index is None and carry and match.group(2) == "0" and re.search(carry, match.group(3)):
+            index = 0
         return None if index is None else f"{match.group(1)}.{index}.{match.group(3)}"
 
     return rename

@@ -152,7 +152,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
               "how": decision.how, **chosen_by, "removed_blocks": decision.removed, "kept_blocks": decision.kept,
               "removed_indices": [b - 1 for b in decision.removed], "depth_before": chosen.depth,
               "depth_after": len(decision.kept)}
-    rename = renamer(chosen.name, decision.kept)
+    rename = renamer(chosen.name, decision.kept, chosen.family.family.carry if chosen.family.family else None)
     tensors = renamed_tensors(ckpt, rename)
     prefix = ckpt.torch_file.prefix if ckpt.torch_file else ""
     info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors),

@@ -43,6 +43,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def run_cli(*args) -> int:
+    """`gardener ARGS...` in this process; its exit code."""
+    from gardener.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in args])
+    return stop.value.code
+
+
 def build_hf(name: str, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised tiny transformers model of the named family."""
     cls, make_config = CONFIGS[name]

@@ -72,8 +72,11 @@ class Family:
     "image" or "tokens");
     `fused` lists (tensor-name suffix, axis) of matrices that hold q, k and v together;
     `others` is a regex of keys the family owns that are not blocks (kept out of stacks);
+    `carry` matches tensors the first block holds for the whole stack (they move to the new
+    first block when it goes);
     `renumber(block, position, config)` fixes up a kept block in memory; `warning` is said
-    whenever this family's blocks are removed.
+    whenever this family's blocks are removed; `tiny` is the config (`AutoConfig.for_model`
+    arguments) of a small instance, with which the tests check every registered family.
     """
 
     name: str
@@ -82,8 +85,10 @@ class Family:
     model_types: Mapping[str, str] = field(default_factory=dict)
     fused: tuple[tuple[str, int], ...] = ()
     others: str | None = None
+    carry: str | None = None
     renumber: Callable[[Any, int, Any], None] = _renumber
     warning: str | None = None
+    tiny: Mapping[str, Any] | None = None
     priority: int = 0
 
     def __post_init__(self):

@@ -6,7 +6,7 @@ GENERIC = register(Family(
     stacks=(
         StackKind("generic", rf"(?P<stack>(?:[\w-]+\.)*?decoder\.(?:[\w-]+\.)*?{LIST_NAMES})\.(?P<index>\d+)",
                   "decoder", example="model.decoder.layers.0.fc.weight"),
-        StackKind("generic", ANY_STACK, "main", example="encoder.block.0.layer.0.SelfAttention.q.weight"),
+        StackKind("generic", ANY_STACK, "main", example="trunk.layer.0.mixer.weight"),
     ),
     priority=-1000,  # always last
 ))

@@ -22,4 +22,6 @@ HF = register(Family(
                   params=BARE_VIT_PARAMS, per_layer=PER_BLOCK, example="layers.0.attention.q_proj.weight"),
     ),
     model_types={**VISION, "bert": "tokens"},
+    tiny=dict(model_type="vit", hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+              image_size=32, patch_size=16),
 ))

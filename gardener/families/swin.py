@@ -24,4 +24,6 @@ SWIN = register(Family(
     warning="Swin alternates plain and shifted windows by position: kept blocks after a removed one take the "
             "shift of their new position",
     priority=10,  # before `hf`, whose `encoder.layers.N` would read a stage as one block
+    tiny=dict(model_type="swin", image_size=32, patch_size=4, embed_dim=16, depths=[2, 3], num_heads=[2, 2],
+              window_size=2),
 ))

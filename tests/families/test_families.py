@@ -125,3 +125,51 @@ def test_swin_prunes_within_a_stage_and_the_file_and_memory_copies_agree(tmp_pat
     pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(reloaded.eval()(pixels).logits, in_memory(pixels).logits, atol=1e-5)
+
+
+# --- every registered family with a tiny instance: real transformers models ---------------------
+def _depth(config: dict, stack) -> int:
+    value = config[stack.family.depth_field]
+    stage = stack.family.stage(stack.name)
+    return value[stage] if stage is not None else value
+
+
+def _ours(names, family) -> list:
+    return sorted((s for s in find_stacks(list(names)) if s.family.family is family), key=lambda s: s.name)
+
+
+@pytest.mark.parametrize("family", [f for f in families.families() if f.tiny], ids=lambda f: f.name)
+def test_every_registered_family_reads_and_prunes_a_real_model_of_its_kind(tmp_path, family):
+    """Stacks found in memory and on disk (transformers 5 may save other names than its modules),
+    depths equal the config's, and a pruned copy loads without a missing or unexpected key."""
+    torch.manual_seed(0)
+    model = T.AutoModel.from_config(T.AutoConfig.for_model(**family.tiny))
+    model.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    on_disk, in_memory = _ours(gardener.open_checkpoint(tmp_path / "model").names(), family), \
+        _ours(model.state_dict(), family)
+    assert on_disk and in_memory, f"{family.name}: a {family.tiny['model_type']} model is not read as this family"
+    assert [s.depth for s in on_disk] == [_depth(config, s) for s in on_disk] == \
+        [len(model.get_submodule(s.name)) for s in in_memory]
+    last = on_disk[-1]
+    prune_checkpoint(tmp_path / "model", tmp_path / "small", blocks=str(last.depth), stack=last.name)
+    small, loading = T.AutoModel.from_pretrained(tmp_path / "small", output_loading_info=True)
+    assert not loading["missing_keys"] and not loading["unexpected_keys"]
+    assert _depth(small.config.to_dict(), last) == last.depth - 1
+    assert len(small.get_submodule(_ours(small.state_dict(), family)[-1].name)) == last.depth - 1
+
+
+# --- T5: the first block holds the stack's relative position bias --------------------------------
+def test_t5_keeps_its_position_bias_when_the_first_block_goes(tmp_path):
+    torch.manual_seed(0)
+    model = T.AutoModel.from_config(T.AutoConfig.for_model(**families.get("t5").tiny))
+    model.save_pretrained(tmp_path / "t5")
+    prune_checkpoint(tmp_path / "t5", tmp_path / "small", blocks="1", stack="decoder.block")
+    small, loading = T.AutoModel.from_pretrained(tmp_path / "small", output_loading_info=True)
+    assert not loading["missing_keys"] and len(small.decoder.block) == 2
+    bias = "layer.0.SelfAttention.relative_attention_bias.weight"
+    assert torch.equal(small.decoder.block[0].state_dict()[bias], model.decoder.block[0].state_dict()[bias])
+    with pytest.raises(gardener.GardenerError, match="first block holds its relative position bias"):
+        gardener.prune_model(model, remove=[1], stack="decoder.block")
+    assert len(model.decoder.block) == 3  # refused before anything changed
+    assert len(gardener.prune_model(model, remove=[2], stack="decoder.block")[0].decoder.block) == 2

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
+from conftest import run_cli as _cli
 from conftest import tiny_videomae
 
-from gardener.cli import main
 from gardener.errors import GardenerError
 from gardener.report.figures import draw_eval_figures
 from gardener.train import DataOptions, Recipe, evaluate_model, finetune, read_losses
@@ -92,12 +92,6 @@ def test_a_pretraining_checkpoint_is_accepted(tmp_path, video_root):
     start = pretrained.videomae.embeddings.patch_embeddings.projection.weight
     moved = (model.videomae.embeddings.patch_embeddings.projection.weight - start).abs().max()
     assert 0 < moved < 0.1
-
-
-def _cli(*args) -> int:
-    with pytest.raises(SystemExit) as stop:
-        main([str(a) for a in args])
-    return stop.value.code
 
 
 def test_cli_finetune_then_evaluate(tmp_path, video_root, tiny_model_dir, capsys):
