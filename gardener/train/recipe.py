@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 
 from ..errors import GardenerError
@@ -114,15 +113,15 @@ class Recipe(RecipeBase):
 
 
 _NO_DECAY = ("position_embeddings", "cls_token", "mask_token")
-_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|blocks)\.(\d+)\.")
-
-
 def layer_id(name: str, depth: int) -> int:
-    """0 for the embeddings, i + 1 for block i, depth + 1 for what follows the blocks (norm, head)."""
+    """0 for the embeddings, i + 1 for encoder block i, depth + 1 for what follows them (norm, head,
+    a pretraining decoder)."""
+    from ..families import kind_of, split_key
+
     if ".embeddings." in f".{name}" or name.startswith("embeddings."):
         return 0
-    match = _LAYER.search(name)
-    return int(match.group(1)) + 1 if match else depth + 1
+    found = split_key(name)
+    return found[1] + 1 if found and kind_of(found[0]).role != "decoder" else depth + 1
 
 
 def param_groups(model, recipe: RecipeBase, peak_lr: float) -> list[dict]:
