@@ -12,6 +12,7 @@ from typing import Any
 from . import criteria as registry
 from . import ranking
 from .blocks import Stack, block_tensors, select_stack
+from .calibration import CalibOptions
 from .checkpoint import Checkpoint, open_checkpoint
 from .criteria import BlockSummary, Context
 from .errors import GardenerError
@@ -177,30 +178,24 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
           primary: str = "entropy", dtype: str = "stored", stack: str | None = None,
           block_pattern: str | None = None, params: str = "2d", bins: int = 2048, seed: int = 0,
           histograms: bool = False, workers: int | None = None, aggregate: str = "mean",
-          progress: Callable[[int, int], None] | None = None) -> ScoreResult:
-    """Score each block of a checkpoint's stack from its weights alone.
+          progress: Callable[[int, int], None] | None = None, calib: CalibOptions | None = None) -> ScoreResult:
+    """Score each block of a checkpoint's stack from its weights alone (and, for the calibration
+    criteria, from one forward pass over `calib`'s data).
 
     Args:
         path: HF model directory, .safetensors file or PyTorch state-dict file (or an open Checkpoint).
-        criteria: "all", a comma list or a list of registered criterion names.
+        criteria: "all" (every data-free criterion), a comma list or a list of registered names.
         primary: the criterion whose ranks and removal order are reported; always computed.
         dtype: precision view: "stored" (as on disk) or cast to float16 / bfloat16 / float32 first.
         stack: which stack to score (default: the encoder); block_pattern overrides detection.
         params: "2d" (the paper: 2-D weight matrices only) or "all" tensors of each block.
-        bins: histogram bins for hist_entropy. seed: for the random criterion.
+        bins: histogram bins for hist_entropy. seed: for the random criterion and the calibration set.
         histograms: also keep a 128-bin histogram per block (for plots).
         workers: threads scoring blocks in parallel (default: up to 2); each holds one block.
         aggregate: how spectral criteria combine a block's matrices: mean, min, max or weighted.
+        calib: calibration data and settings, needed by block_influence, angular_distance, skip_loss.
     """
-    if dtype not in VIEWS:
-        raise GardenerError(f"--dtype {dtype!r}: expected one of {', '.join(VIEWS)}")
-    if bins < 2:
-        raise GardenerError(f"--bins {bins}: expected at least 2")
-    registry.check_aggregate(aggregate)
-    names = registry.parse(criteria)
-    registry.get(primary)
-    names = names if primary in names else [primary, *names]
-    crits = [registry.get(n) for n in names]
+    crits = _criteria(criteria, primary, dtype, bins, aggregate)
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
     chosen = select_stack(ckpt, stack, block_pattern)
     infos = _plan(ckpt, chosen, params)
@@ -213,15 +208,49 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
     for c in crits:
         if c.scope == "model":
             scores[c.name] = [float(s) for s in c.fn(summaries, ctx)]
+    meta = _calibration_scores(ckpt, chosen, [c for c in crits if c.scope == "calibration"], calib, ctx, scores)
     for info, r in zip(infos, results):
         info.distinct = r[2]
     stored = sorted({ckpt.info(n).dtype for b in infos for n in b.tensors})
     return ScoreResult(
         source=str(ckpt.path), format=ckpt.format, stack=chosen.name, family=chosen.family.name,
         dtype_view=dtype, stored_dtypes=stored, params=params, primary=primary, bins=bins, seed=seed,
-        blocks=infos, scores={n: scores[n] for n in names}, removes={c.name: c.removes for c in crits},
-        histograms=[r[3] for r in results] if histograms else None, aggregate=aggregate, files=[str(f) for f in ckpt.files],
+        blocks=infos, scores={c.name: scores[c.name] for c in crits}, removes={c.name: c.removes for c in crits},
+        histograms=[r[3] for r in results] if histograms else None, aggregate=aggregate, meta=meta,
+        files=[str(f) for f in ckpt.files],
     )
+
+
+def _criteria(criteria, primary: str, dtype: str, bins: int, aggregate: str) -> list:
+    """The registered criteria to compute (the primary one first if not listed), arguments checked."""
+    if dtype not in VIEWS:
+        raise GardenerError(f"--dtype {dtype!r}: expected one of {', '.join(VIEWS)}")
+    if bins < 2:
+        raise GardenerError(f"--bins {bins}: expected at least 2")
+    registry.check_aggregate(aggregate)
+    names = registry.parse(criteria)
+    registry.get(primary)
+    return [registry.get(n) for n in (names if primary in names else [primary, *names])]
+
+
+def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: CalibOptions | None, ctx: Context,
+                        scores: dict) -> dict:
+    """Run the calibration criteria (one pass shared by all) into `scores`; their record for `meta`."""
+    if not crits:
+        return {}
+    from .calibration import CalibrationPass
+
+    calibration = CalibrationPass(ckpt.path, calib or CalibOptions(), stack=chosen.name, seed=ctx.seed)
+    if calibration.depth != chosen.depth:
+        raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "
+                            f"blocks, the checkpoint's {chosen.name!r} {chosen.depth}; pick one with --stack")
+    for c in crits:
+        scores[c.name] = [float(v) for v in c.fn(calibration, ctx)]
+    record = calibration.summary()
+    shared = record["seconds"].get("hidden_states", 0.0)
+    record["cost"] = {c.name: {"clips": calibration.clips, "seconds": record["seconds"].get(c.name, shared)}
+                      for c in crits}
+    return {"calibration": record}
 
 
 def _run_blocks(ckpt, infos, dtype, crits, ctx, keep_counts, histograms, workers, progress) -> list:

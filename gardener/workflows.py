@@ -1,6 +1,7 @@
 """Library functions behind the commands that write files: score outputs and the demo."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict
@@ -9,6 +10,7 @@ from typing import Any
 
 from .blocks import find_stacks, select_stack
 from .checkpoint import TORCH_SUFFIXES, open_checkpoint
+from .calibration import CalibOptions, contiguous_span
 from .cost import InputSpec, flop_breakdown
 from .errors import GardenerError
 from .export import DEFAULT_SHARD_BYTES, copy_side_files, parse_size, renamed_tensors, write_hf_weights, \
@@ -16,7 +18,7 @@ from .export import DEFAULT_SHARD_BYTES, copy_side_files, parse_size, renamed_te
 from .fileio import atomic_dir, atomic_file, check_writable, write_text
 from .manifest import manifest, prehash
 from .families import shorten_config
-from .pruning import parse_blocks, plan, renamer
+from .pruning import count_for_ratio, parse_blocks, plan, renamer
 from .scoring import ScoreResult, score
 
 
@@ -132,9 +134,13 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
                      ranking: Path | None = None, protect: str | None = None, dtype: str = "stored",
                      stack: str | None = None, block_pattern: str | None = None, force: bool = False,
                      max_shard_size: str | int = DEFAULT_SHARD_BYTES, spec: InputSpec = InputSpec(),
-                     seed: int = 0, aggregate: str = "mean", arguments: dict | None = None) -> dict:
+                     seed: int = 0, aggregate: str = "mean", arguments: dict | None = None,
+                     contiguous: bool = False, calib: CalibOptions | None = None) -> dict:
     """Remove blocks from a checkpoint and write it in its own format: to the folder `out`, or for
     a single-file input to the file `out` when it is named like one (manifest beside it).
+
+    `contiguous` removes the span of blocks whose input and output are most alike (Gromov et
+    al.; `criterion` angular_distance, with `calib` data) instead of the lowest-ranked blocks.
 
     Returns the manifest (removed/kept blocks and tensors, parameters, GFLOPs, what was dropped
     and why the ranking may not be decided by the weights).
@@ -146,8 +152,8 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     prehash(ckpt.files)
     decision, chosen_by, warnings = _decide(ckpt, chosen, ratio=ratio, remove=remove, blocks=blocks,
                                             zero_based=zero_based, criterion=criterion, ranking=ranking,
-                                            protect=protect, dtype=dtype, block_pattern=block_pattern, seed=seed,
-                                            aggregate=aggregate)
+                                            protect=protect, contiguous=contiguous, dtype=dtype,
+                                            block_pattern=block_pattern, seed=seed, aggregate=aggregate, calib=calib)
     record = {"source": str(Path(path).resolve()), "stack": chosen.name, "family": chosen.family.name,
               "how": decision.how, **chosen_by, "removed_blocks": decision.removed, "kept_blocks": decision.kept,
               "removed_indices": [b - 1 for b in decision.removed], "depth_before": chosen.depth,
@@ -175,15 +181,25 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     return info
 
 
-def _decide(ckpt, chosen, *, ratio, remove, blocks, zero_based, criterion, ranking, protect, **score_args):
+def _decide(ckpt, chosen, *, ratio, remove, blocks, zero_based, criterion, ranking, protect, contiguous,
+            **score_args):
     """The prune plan, how its blocks were chosen, and the warnings that go with it."""
     keep_safe = parse_blocks(protect, chosen.depth, zero_based, "--protect") if protect else []
     explicit = parse_blocks(blocks, chosen.depth, zero_based) if blocks is not None else None
     order, chosen_by, ranked = None, {}, None
+    if contiguous and (criterion != "angular_distance" or explicit is not None or ranking is not None):
+        raise GardenerError("--contiguous removes the span --criterion angular_distance finds (with --calib-data); "
+                            "give it with --ratio or --remove, not with --blocks or --ranking")
     if explicit is None:
         order, chosen_by, ranked = _removal_order(ckpt, chosen, criterion, ranking, **score_args)
+    if contiguous:
+        count = count_for_ratio(ratio, chosen.depth) if ratio is not None else remove
+        chosen_by["angles"] = ranked.meta["calibration"]["angles"]  # span distances, in the manifest
+        explicit, ratio, remove = contiguous_span(chosen_by["angles"], count or 0), None, None
     decision = plan(chosen.depth, ratio=ratio, remove=remove, blocks=explicit, removal_order=order,
                     protect=keep_safe, criterion=chosen_by.get("criterion"))
+    if contiguous:
+        decision = dataclasses.replace(decision, how=f"contiguous span of {len(explicit)} (angular distance)")
     warnings = ranked.caveats(chosen_by["criterion"], decision.removed) if ranked is not None else []
     family = chosen.family.family
     return decision, chosen_by, warnings + ([family.warning] if family and family.warning else [])

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..calibration import CalibOptions
 from ..data.clips import ClipOptions
 from ..settings import with_file
 from ._app import app
@@ -62,6 +63,12 @@ HELP = {
     "mask_ratio": "Share of each frame's patches hidden (tubes).",
     "shard": "i/n: run every n-th job starting at the i-th (1-based).",
     "keep_models": "Keep each job's pruned and finetuned models.",
+    "calib_data": "Calibration data for block_influence, angular_distance and skip_loss: any dataset finetune "
+                  "accepts (a .jsonl of {\"input_ids\": [...]} lines for text models).",
+    "calib_clips": "Clips (or sequences) the calibration pass reads.",
+    "span": "Blocks per span for angular_distance (Gromov et al.: the distance from a block's input to the input "
+            "n blocks on).",
+    "calib_batch": "Clips per batch of the calibration pass.",
     "oracle_seeds": "Repeat each oracle job with K finetuning seeds (seed, seed+1, ...) and average them, so that "
                     "its ranking is less noisy.",
 }
@@ -175,3 +182,4 @@ def _groups():
 DATA, FINETUNE_RECIPE, EXPERIMENT_RECIPE, PRETRAIN_RECIPE = _groups()
 CLIPS = Group(ClipOptions, tuple(f.name for f in dataclasses.fields(ClipOptions)), panel="Clips")
 JOBS = Group(Jobs, ("shard", "keep_models", "oracle_seeds"), panel="Jobs")
+CALIB = Group(CalibOptions, ("calib_data", "calib_clips", "span", "calib_batch"), panel="Calibration")

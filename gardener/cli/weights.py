@@ -9,6 +9,7 @@ import typer
 from .. import criteria as registry
 from ..cost import InputSpec
 from ._app import app, err, out, progress, say
+from .options import CALIB, command
 
 CRITERIA_HELP = "Comma list or 'all'. Known: " + ", ".join(registry.names())
 PATH_ARG = typer.Argument(..., help="HF model directory, .safetensors, or .pth/.pt/.bin state dict.")
@@ -24,9 +25,9 @@ SEQ_OPT = typer.Option(128, "--seq-len", help="Sequence length for the GFLOPs co
 FORCE_OPT = typer.Option(False, "--force", help="Replace existing outputs.")
 
 
-@app.command()
+@command(calib=CALIB)
 def score(
-    ctx: typer.Context, path: Path = PATH_ARG,
+    ctx: typer.Context, calib, path: Path = PATH_ARG,
     criteria: str = typer.Option("all", "--criteria", help=CRITERIA_HELP),
     criterion: str = typer.Option("entropy", "--criterion", help="Primary criterion: its ranks and removal order."),
     dtype: str = DTYPE_OPT, stack: Optional[str] = STACK_OPT, block_pattern: Optional[str] = PATTERN_OPT,
@@ -52,16 +53,16 @@ def score(
             path, {"json": json_out, "csv": csv_out, "plot": plot}, force=force, precision=precision_report,
             arguments=ctx.params, criteria=criteria, primary=criterion, dtype=dtype, stack=stack,
             block_pattern=block_pattern, params=params, bins=bins, seed=seed, workers=workers, aggregate=aggregate,
-            progress=tick)
+            progress=tick, calib=calib)
     for where, item in show_scores(result):
         (err if where == "err" else out).print(item, highlight=False)
     for path_written in written:
         say(f"wrote {path_written}")
 
 
-@app.command()
+@command(calib=CALIB)
 def prune(
-    ctx: typer.Context, path: Path = PATH_ARG,
+    ctx: typer.Context, calib, path: Path = PATH_ARG,
     out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder, or for a single-file input a file of the "
                                  "same format (manifest beside it); must not exist unless --force."),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction of blocks to remove: round(R x depth)."),
@@ -71,6 +72,8 @@ def prune(
     criterion: str = typer.Option("entropy", "--criterion", help="Criterion ranking the blocks. " + CRITERIA_HELP),
     ranking: Optional[Path] = typer.Option(None, "--ranking", help="Use a `gardener score --json` file's ranking."),
     protect: Optional[str] = typer.Option(None, "--protect", help="Blocks never removed, e.g. 1,12."),
+    contiguous: bool = typer.Option(False, "--contiguous", help="Remove the contiguous span of blocks whose input "
+                                    "and output are most alike (--criterion angular_distance, Gromov et al.)."),
     dtype: str = DTYPE_OPT, stack: Optional[str] = STACK_OPT, block_pattern: Optional[str] = PATTERN_OPT,
     max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Shard HF weights above this size."),
     frames: int = FRAMES_OPT, size: int = SIZE_OPT, seq_len: int = SEQ_OPT, seed: int = SEED_OPT,
@@ -85,7 +88,7 @@ def prune(
                             criterion=criterion, ranking=ranking, protect=protect, dtype=dtype, stack=stack,
                             block_pattern=block_pattern, force=force, max_shard_size=max_shard_size,
                             spec=InputSpec(frames, size, seq_len), seed=seed, aggregate=aggregate,
-                            arguments=ctx.params)
+                            arguments=ctx.params, contiguous=contiguous, calib=calib)
     out.print(prune_table(info))
     for message in prune_messages(info):
         err.print(f"[yellow]warning:[/] {message}", highlight=False)

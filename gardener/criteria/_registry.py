@@ -43,8 +43,9 @@ class Criterion:
     """A block-importance score.
 
     `removes` says which end of the score is pruned first ("lowest": a low score marks an
-    unimportant block). `scope` is "block" for fn(values, ctx) -> float, or "model" for
-    fn(list[BlockSummary], ctx) -> list[float] when a score depends on all blocks.
+    unimportant block). `scope` is "block" for fn(values, ctx) -> float, "model" for
+    fn(list[BlockSummary], ctx) -> list[float] when a score depends on all blocks, or
+    "calibration" for fn(CalibrationPass, ctx) -> list[float] when it runs the model on data.
     """
 
     name: str
@@ -83,6 +84,11 @@ def names(family: str | None = None) -> list[str]:
     return [n for n, c in _REGISTRY.items() if family is None or c.family == family]
 
 
+def data_free() -> list[str]:
+    """The criteria that need the weights alone (what "all" means), in registration order."""
+    return [n for n, c in _REGISTRY.items() if c.scope != "calibration"]
+
+
 def family_of(name: str) -> str:
     """The family of a registered criterion; 'oracle' for the sensitivity oracle, '' if unknown."""
     if name == "sensitivity":
@@ -91,11 +97,13 @@ def family_of(name: str) -> str:
 
 
 def parse(spec: str | list[str] | None) -> list[str]:
-    """Criterion names from 'all', a comma list or a list, validated against the registry."""
+    """Criterion names from 'all' (every data-free one), a comma list or a list, validated against the
+    registry; 'calibration' in a list stands for every calibration criterion."""
     if spec is None or spec == "all" or spec == ["all"]:
-        return names()
+        return data_free()
     items = spec.split(",") if isinstance(spec, str) else list(spec)
-    chosen = [s.strip() for s in items if s.strip()]
+    chosen = [n for s in items if s.strip() for n in (names("calibration") if s.strip() == "calibration"
+                                                      else data_free() if s.strip() == "all" else [s.strip()])]
     for name in chosen:
         get(name)
     return list(dict.fromkeys(chosen))
