@@ -18,18 +18,22 @@ from .weights import AGGREGATE_OPT, DTYPE_OPT
 CHECKPOINT_ARG = typer.Argument(..., help="HF VideoMAE directory (the unpruned model).")
 RUN_OPT = typer.Option(..., "-o", "--run", help="Run folder (created, or reused for the same checkpoint).")
 JOB_SEED_OPT = typer.Option(0, "--seed", help="Seed of every job's finetuning.")
+HEAL_OPT = typer.Option(None, "--heal-steps", help="The healing oracle: remove each block from CHECKPOINT (a "
+                        "classifier finetuned on this data), keep its head, finetune K optimizer steps, evaluate; "
+                        "writes healing.json and healing_oracle.json. Default: the full oracle (the whole recipe).")
 EXPERIMENT = dict(data=DATA, recipe=EXPERIMENT_RECIPE, clips=CLIPS, jobs=JOBS)
 
 
 def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs, seed: int,
-             ratios: str | None = None):
-    """The experiment and the shard of its jobs to run here (ratios are checked before the run folder is made)."""
+             ratios: str | None = None, heal_steps: int | None = None):
+    """The experiment and the shard of its jobs to run here (ratios and heal steps are checked before the
+    run folder is made)."""
     from ..experiments.protocol import prepare
     from ..experiments.runs import parse_shard
 
     shard = parse_shard(jobs.shard)
     return prepare(checkpoint, run_dir, data, recipe, asdict(clips), seed, jobs.keep_models, jobs.oracle_seeds,
-                   ratios), shard
+                   ratios, heal_steps), shard
 
 
 def _finish(result: dict, run_dir: Path, table, wrote: str) -> None:
@@ -45,18 +49,20 @@ def _finish(result: dict, run_dir: Path, table, wrote: str) -> None:
 
 
 @command(**EXPERIMENT)
-def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed: int = JOB_SEED_OPT, *,
-                data, recipe, clips: ClipOptions, jobs: Jobs) -> None:
+def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed: int = JOB_SEED_OPT,
+                heal_steps: Optional[int] = HEAL_OPT, *, data, recipe, clips: ClipOptions, jobs: Jobs) -> None:
     """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
     from ..experiments.protocol import run_sensitivity
+    from ..experiments.results import ORACLE_FILES
     from ..report.tables import sensitivity_table
 
-    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, seed)
+    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, seed, heal_steps=heal_steps)
     bar, on_job, on_step = experiment_progress()
     with bar:
-        result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step)
+        result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step, heal_steps=heal_steps)
+    table_file, ranking_file = ORACLE_FILES[result["kind"]]
     _finish(result, run_dir, sensitivity_table,
-            f"wrote {run_dir}/sensitivity.json and {run_dir}/oracle.json (a ranking for `prune --ranking`)")
+            f"wrote {run_dir}/{table_file} and {run_dir}/{ranking_file} (a ranking for `prune --ranking`)")
 
 
 @command(**EXPERIMENT)

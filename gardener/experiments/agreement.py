@@ -7,6 +7,7 @@ wide interval; the `random` row is where uniformly random block orders fall. A c
 random" only when its interval lies above that range. When no two single-block removals of the
 oracle are separable, its ranking is noise: the agreement is then reported without p-values.
 Top-k overlap is the share of the k blocks each ranking would remove first that both remove.
+`oracle_agreement` compares the two oracles (full finetuning and healing) by the same statistics.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from ..ranking import ranks as tie_broken_ranks
 from ..scoring import ScoreResult
 from ..stats import (RESAMPLES, average_ranks, importance, oracle_resamples, random_rho, rho_interval, spearman,
                      unpack_correct)
+
+BASIC_LEVEL = 95  # percent: the bootstrap intervals' level
 
 TOP_K = (1, 3, 5)
 
@@ -99,9 +102,9 @@ def agreement(scores: ScoreResult, oracle: dict, resamples: int = RESAMPLES, see
             for name, values in scores.scores.items() if name != "random"}
     rows["random"] = _random_row(null, scores.scores.get("random"), len(oracle_scores))
     seeds = correct.shape[1] if correct is not None else None
-    return {"oracle_ranks": average_ranks(oracle_scores, "highest"), "oracle_spread": spread,
-            "random_orders": null, "bootstrap": {"resamples": resamples if correct is not None else 0,
-                                                 "seeds": seeds, "method": "basic"},
+    return {"oracle": oracle.get("oracle"), "oracle_ranks": average_ranks(oracle_scores, "highest"),
+            "oracle_spread": spread, "random_orders": null,
+            "bootstrap": {"resamples": resamples if correct is not None else 0, "seeds": seeds, "method": "basic"},
             "criteria": rows, "beats_random": [n for n, r in rows.items() if r["beats_random"]]}
 
 
@@ -110,10 +113,68 @@ def agree_files(scores_path, oracle_path, json_out: Path | None = None, force: b
     written to `json_out` when given (an existing file only with `force`)."""
     scores, oracle = ScoreResult.load(scores_path), ScoreResult.load(oracle_path)
     if "sensitivity" not in oracle.scores:
-        raise GardenerError(f"{oracle_path}: holds no 'sensitivity' scores (expected RUN/oracle.json from "
-                            f"`gardener sensitivity`)")
+        raise GardenerError(f"{oracle_path}: holds no 'sensitivity' scores (expected RUN/oracle.json or "
+                            f"RUN/healing_oracle.json from `gardener sensitivity`)")
     meta = (oracle.meta or {}).get("oracle") or {}
     result = agreement(scores, {**meta, "scores": oracle.scores["sensitivity"]})
     if json_out is not None:
         write_text(json_out, json.dumps(result, indent=2) + "\n", force)
     return result
+
+
+# --- the two oracles against each other ---------------------------------------------------------------
+
+def _separable(full: dict, healing: dict) -> bool | None:
+    """False when either oracle is not separable (its ranking is noise), None when either is not known."""
+    spreads = [full.get("spread"), healing.get("spread")]
+    return False if False in spreads else (None if None in spreads else True)
+
+
+def _joint_interval(full: dict, healing: dict, resamples: int, seed: int) -> tuple[list[float] | None, str]:
+    """Basic bootstrap interval of rho between the two oracles' accuracies, and how it was resampled.
+
+    Both oracles are noisy, so each resample draws the shared test videos once for both (the same
+    draw for every block of either) and, per block of each oracle, its seeds (`stats.oracle_resamples`
+    on the two stacked)."""
+    first, second = _correct_matrix(full), _correct_matrix(healing)
+    if first is None or second is None:
+        return None, "no interval: an oracle's per-video results are not recorded"
+    if first.shape != second.shape:
+        return None, (f"no interval: the oracles differ in seeds or test videos ({first.shape[1]} x {first.shape[2]} "
+                      f"vs {second.shape[1]} x {second.shape[2]})")
+    resampled = oracle_resamples(np.concatenate([first, second]), resamples, seed)
+    depth = len(first)
+    rhos = np.array([spearman(r[:depth], r[depth:]) for r in resampled])
+    estimate = spearman(full["scores"], healing["scores"])
+    if math.isnan(estimate) or np.isnan(rhos).all():
+        return [math.nan, math.nan], "undefined: an oracle ranks every block the same"
+    low, high = np.nanpercentile(rhos, [(100 - BASIC_LEVEL) / 2, (100 + BASIC_LEVEL) / 2])
+    how = (f"basic bootstrap: {resamples} resamples of the test videos, each draw shared by both oracles, and of "
+           f"each oracle's {first.shape[1]} seed(s) per block")
+    return [max(-1.0, 2 * estimate - float(high)), min(1.0, 2 * estimate - float(low))], how
+
+
+def oracle_agreement(full: dict, healing: dict, resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """How well the healing oracle ranks the blocks as the full oracle does (two sensitivity tables).
+
+    Spearman rho and Kendall tau (ties as ties), top-k overlap, rho's 95 % interval (`_joint_interval`)
+    and where random orders fall. As for a criterion against the oracle: when either oracle is not
+    separable its ranking is noise, so no p-values are given and no agreement is a finding."""
+    if len(full["scores"]) != len(healing["scores"]):
+        raise GardenerError(f"the full oracle covers {len(full['scores'])} blocks but the healing oracle "
+                            f"{len(healing['scores'])}")
+    separable = _separable(full, healing)
+    null = random_rho(full["scores"], seed=seed)
+    row = _criterion_row(np.asarray(healing["scores"], float), "highest", full["scores"], None, separable,
+                         null["interval"])
+    interval, how = _joint_interval(full, healing, resamples, seed)
+    row["spearman_interval"] = interval
+    if interval is not None:
+        row["beats_random"] = bool(separable and not math.isnan(interval[0]) and interval[0] > null["interval"][1])
+    ranked = [tie_broken_ranks(t["scores"], "highest") for t in (healing, full)]
+    return {"oracles": {"full": full.get("oracle"), "healing": healing.get("oracle")},
+            "ranks": {"full": average_ranks(full["scores"], "highest"),
+                      "healing": average_ranks(healing["scores"], "highest")},
+            "spread": {"full": full.get("spread"), "healing": healing.get("spread")}, "separable": separable,
+            **row, "top_k_overlap": overlap(*ranked), "random_orders": null,
+            "bootstrap": {"resamples": resamples if interval is not None else 0, "method": "basic", "how": how}}

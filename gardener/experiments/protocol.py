@@ -1,8 +1,12 @@
 """The paper's evaluation as job lists: the sensitivity oracle and the pruning-ratio sweep.
 
 `sensitivity` finetunes the unpruned model and every single-block removal (Table 1); its
-accuracies rank the blocks (lower accuracy after removal = more important). `sweep` removes,
-for each criterion and ratio, the blocks the criterion ranks least important (Tables 3, 7-12).
+accuracies rank the blocks (lower accuracy after removal = more important). With `heal_steps` it
+is the healing oracle instead: every job starts from the given (task-finetuned) classifier, head
+included, and trains only K steps, orders of magnitude cheaper than the full recipe; its jobs and
+files (healing.json, healing_oracle.json) are its own, so both oracles can share a run folder.
+`sweep` removes, for each criterion and ratio, the blocks the criterion ranks least important
+(Tables 3, 7-12).
 Plans are written beside the results so that `collect` and `report` need no arguments.
 An experiment scores its checkpoint once (`experiment_scores`, or the oracle's own pass when it
 runs alone): the sweep's orders, its random orders and oracle.json all come from that pass, and
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,7 +30,7 @@ from ..pruning import count_for_ratio
 from ..scoring import ScoreResult, score
 from ..stats import pack_correct
 from ..train import DataOptions, Recipe, finetune
-from .results import ORACLE, finish_tables, known_oracle, write_json
+from .results import HEALING, ORACLE, finish_tables, known_oracle, write_json
 from .runs import Job, RunDir, Settings, open_run, process_rank, run_jobs, source_hash, unique, wait_for
 
 
@@ -53,18 +58,17 @@ class Experiment:
 
 
 def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: Recipe, clip: dict,
-            seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1, ratios: str | None = None
-            ) -> Experiment:
+            seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1, ratios: str | None = None,
+            heal_steps: int | None = None) -> Experiment:
     """Open the checkpoint and its run folder (which must belong to the same checkpoint).
 
-    Everything that can be checked (a sweep's `ratios` too) is checked before the folder is made."""
+    Everything that can be checked (a sweep's `ratios`, a healing oracle's `heal_steps` too) is checked
+    before the folder is made."""
     if oracle_seeds < 1:
         raise GardenerError(f"--oracle-seeds {oracle_seeds}: expected at least 1")
     source = Path(source)
     ckpt = open_checkpoint(source)
-    if ckpt.format != "hf-dir" or (ckpt.config or {}).get("model_type") != "videomae":
-        raise GardenerError(f"{source}: experiments take an HF VideoMAE directory (convert original checkpoints "
-                            f"with `gardener convert`)")
+    _check_source(source, ckpt.format, ckpt.config or {}, heal_steps)
     stack = select_stack(ckpt)
     if ratios is not None:
         parse_ratios(ratios, stack.depth)
@@ -81,11 +85,29 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     return Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models, oracle_seeds)
 
 
+def _check_source(source: Path, fmt: str, config: dict, heal_steps: int | None) -> None:
+    """An HF VideoMAE directory; for the healing oracle, a classifier (whose head its jobs keep)."""
+    if fmt != "hf-dir" or config.get("model_type") != "videomae":
+        raise GardenerError(f"{source}: experiments take an HF VideoMAE directory (convert original checkpoints "
+                            f"with `gardener convert`)")
+    check_heal_steps(heal_steps)
+    if heal_steps is not None and "VideoMAEForVideoClassification" not in (config.get("architectures") or []):
+        raise GardenerError(f"--heal-steps: {source} is not a classifier; healing starts from a checkpoint "
+                            f"finetuned on the task being evaluated (or leave out --heal-steps for the full oracle)")
+
+
+def check_heal_steps(heal_steps: int | None) -> None:
+    """A healing oracle trains at least one step (None: the full oracle)."""
+    if heal_steps is not None and heal_steps < 1:
+        raise GardenerError(f"--heal-steps {heal_steps}: expected at least 1 optimizer step")
+
+
 def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callable | None = None):
     """prune -> finetune (resuming an interrupted one) -> evaluate, for one job in its folder."""
     from ..workflows import prune_checkpoint
 
     def run(job: Job, folder: Path) -> dict:
+        began = time.perf_counter()
         model = exp.source
         if job.removed:
             model = folder / "pruned"
@@ -96,7 +118,8 @@ def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callabl
         train = folder / "train"
         resume = (train / "checkpoints").is_dir() and any((train / "checkpoints").glob("step-*/state.json"))
         info = finetune(model, train, exp.data, exp.recipe, seed=job.finetune_seed, resume=resume,
-                        force=not resume, callbacks=callbacks, progress=progress, **exp.clip)
+                        force=not resume, callbacks=callbacks, progress=progress,
+                        keep_head=exp.settings.keep_head, **exp.clip)
         if process_rank() != 0:  # rank 0 records the result (run_jobs makes the others wait for it)
             return {}
         params = open_checkpoint(train / "model").num_params
@@ -108,7 +131,8 @@ def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callabl
         return {"kept": [b for b in range(1, exp.depth + 1) if b not in job.removed], "params": params,
                 "gflops": exp.gflops_without(job.removed), "top1": final["top1"], "top5": final["top5"],
                 "uar": final["uar"], "videos": final["videos"], "classes": len(final["classes"]),
-                "correct": correct, "steps": info["steps"]}
+                "correct": correct, "steps": info["steps"], "warmup_steps": info["warmup_steps"],
+                "seconds": round(time.perf_counter() - began, 3)}  # this invocation's wall time (a resume's part)
     return run
 
 
@@ -133,22 +157,44 @@ def write_plan(run: RunDir, kind: str, plan: dict) -> None:
     write_json(run.path / f"{kind}.plan.json", plan)
 
 
-def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None, job_progress=None,
-                    scores: ScoreResult | None = None) -> dict:
-    """Run (this shard's part of) the oracle; returns the table when every job has a result.
+def healing(exp: Experiment, heal_steps: int) -> Experiment:
+    """The experiment of the healing oracle: its jobs keep the checkpoint's classifier head and train
+    exactly `heal_steps` optimizer steps, with a warmup of at most that many (the given warmup steps,
+    else none: a warmup in epochs would span the whole run); every other setting is the experiment's."""
+    check_heal_steps(heal_steps)
+    recipe = replace(exp.recipe, max_steps=heal_steps, epochs=None,
+                     warmup_steps=min(exp.recipe.warmup_steps or 0, heal_steps))
+    return replace(exp, recipe=recipe, settings=replace(exp.settings, recipe=recipe.to_dict(), keep_head=True))
 
-    `scores` is the experiment's scoring pass (a sweep's), whose blocks oracle.json names; alone, the
-    oracle makes the one pass of its own (the cheapest criterion) once every job has a result.
-    """
-    jobs = sensitivity_jobs(exp)
-    plan = {"kind": ORACLE, "depth": exp.depth, "seeds": exp.oracle_seeds,
+
+def oracle_plan(exp: Experiment, kind: str, jobs: list[Job]) -> dict:
+    """The plan of an oracle: its jobs, settings, and which oracle it is ("full" finetuning with the
+    experiment's recipe, or "healing" of the given checkpoint for K steps)."""
+    oracle = {"kind": "full", "head": "fresh"} if kind == ORACLE else {
+        "kind": "healing", "heal_steps": exp.recipe.max_steps, "warmup_steps": exp.recipe.warmup_steps, "head": "kept"}
+    return {"kind": kind, "oracle": oracle, "depth": exp.depth, "seeds": exp.oracle_seeds,
             "jobs": [{"id": j.id, "removed": list(j.removed), "seed": j.finetune_seed} for j in jobs],
             "settings": asdict(exp.settings)}
-    write_plan(exp.run, ORACLE, plan)
+
+
+def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None, job_progress=None,
+                    scores: ScoreResult | None = None, heal_steps: int | None = None) -> dict:
+    """Run (this shard's part of) the oracle; returns the table when every job has a result.
+
+    `heal_steps` K makes it the healing oracle (`healing`): sensitivity plan, jobs and files of its own
+    (healing.json, healing_oracle.json). `scores` is the experiment's scoring pass (a sweep's), whose
+    blocks the oracle's ranking file names; alone, the oracle makes the one pass of its own (the
+    cheapest criterion) once every job has a result.
+    """
+    kind = ORACLE if heal_steps is None else HEALING
+    exp = exp if heal_steps is None else healing(exp, heal_steps)
+    jobs = sensitivity_jobs(exp)
+    plan = oracle_plan(exp, kind, jobs)
+    write_plan(exp.run, kind, plan)
     counts = run_jobs(exp.run, jobs, job_runner(exp, callbacks, job_progress), shard, progress)
     if scores is None and all(exp.run.result(job) is not None for job in jobs):
         scores = score(exp.source, ["l1"], primary="l1")  # only its block layout is used
-    return {"counts": counts, "table": finish_tables(exp.run, {ORACLE: plan}, scores).get(ORACLE)}
+    return {"counts": counts, "kind": kind, "table": finish_tables(exp.run, {kind: plan}, scores).get(kind)}
 
 
 # --- sweep -------------------------------------------------------------------------------------------
@@ -269,7 +315,7 @@ def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds:
 def rebuild_tables(run: RunDir) -> dict:
     """After `collect`: the tables of every plan in the run folder whose jobs are all done (scores from
     its scores.json, the sweep's one scoring pass, when there is one)."""
-    plans = {kind: json.loads(path.read_text()) for kind in (ORACLE, "sweep")
+    plans = {kind: json.loads(path.read_text()) for kind in (ORACLE, HEALING, "sweep")
              if (path := run.path / f"{kind}.plan.json").is_file()}
     scores_file = run.path / "scores.json"
     return finish_tables(run, plans, ScoreResult.load(scores_file) if scores_file.is_file() else None)

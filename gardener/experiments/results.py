@@ -1,9 +1,12 @@
 """An experiment's tables from its job results, and the one function that finishes a run folder.
 
-`sensitivity_table` is Table 1 and the oracle's scores, `sweep_table` Table 3. `finish_tables` is
-the tail that `sensitivity`, `sweep` and `collect` (`rebuild_tables`) share: it writes the tables of the plans whose
-jobs all have a result, oracle.json and agreement.json. Nothing here opens a model: scores come
-from the experiment's one scoring pass (or its scores.json), accuracies from the job results.
+`sensitivity_table` is Table 1 and the oracle's scores (of either oracle: full finetuning, or
+healing), `sweep_table` Table 3. `finish_tables` is the tail that `sensitivity`, `sweep` and `collect`
+(`rebuild_tables`) share: it writes the tables of the plans whose jobs all have a result, each
+oracle's ranking file (oracle.json, healing_oracle.json) and agreement.json (the criteria against the
+oracle; the two oracles against each other, with their costs, when the run folder holds both).
+Nothing here opens a model: scores come from the experiment's one scoring pass (or its scores.json),
+accuracies and costs from the job results.
 """
 from __future__ import annotations
 
@@ -18,8 +21,11 @@ from ..scoring import ScoreResult
 from ..stats import average_ranks, interval_of, runs_interval, separable
 from .runs import RunDir
 
-ORACLE = "sensitivity"
+ORACLE = "sensitivity"  # the full oracle's plan kind, and the score name of both oracles' ranking files
+HEALING = "healing"  # the healing oracle's plan kind
+ORACLE_FILES = {ORACLE: ("sensitivity.json", "oracle.json"), HEALING: ("healing.json", "healing_oracle.json")}
 ORACLE_NOTE = "accuracy (top-1) after finetuning with the block removed"
+HEALING_NOTE = "accuracy (top-1) after {steps} steps of healing the finetuned checkpoint with the block removed"
 
 
 def write_json(path: Path, data) -> Path:
@@ -56,9 +62,30 @@ def sensitivity_table(exp_or_plan: dict, run: RunDir) -> dict | None:
                                  and separable(row["interval"], other["interval"])] if known else None
     spread = any(r["separable_from"] for r in blocks) if known else None
     first = groups[()][0]
-    return {"baseline": baseline, "blocks": blocks, "scores": scores, "ranks": order, "removes": "highest",
-            "seeds": len(groups[()]), "videos": first.get("videos"), "classes": first.get("classes"),
+    return {"oracle": oracle_of(exp_or_plan), "baseline": baseline, "blocks": blocks, "scores": scores,
+            "ranks": order, "removes": "highest", "seeds": len(groups[()]), "videos": first.get("videos"),
+            "classes": first.get("classes"),
             "spread": spread, "separable_from_unpruned": [r["block"] for r in blocks if r["vs_unpruned"] == "lower"]}
+
+
+def oracle_of(plan: dict) -> dict:
+    """Which oracle a sensitivity plan runs ("full" for plans older than the healing oracle), with its recipe."""
+    oracle = plan.get("oracle") or {"kind": "full", "head": "fresh"}
+    return {**oracle, "recipe": (plan.get("settings") or {}).get("recipe")}
+
+
+def oracle_cost(run: RunDir, kind: str) -> dict | None:
+    """What an oracle cost, from its plan and job results: jobs, finetuning steps and wall seconds summed
+    over its jobs (None where a result does not record them); None without its plan."""
+    path = run.path / f"{kind}.plan.json"
+    if not path.is_file():
+        return None
+    results = [run.result(j["id"]) or {} for j in json.loads(path.read_text())["jobs"]]
+
+    def total(key: str) -> float | None:
+        values = [r.get(key) for r in results]
+        return None if any(v is None for v in values) else sum(values)
+    return {"jobs": len(results), "steps": total("steps"), "seconds": total("seconds")}
 
 
 def _summary(results: list[dict]) -> dict:
@@ -91,19 +118,22 @@ def _versus(row: dict, baseline: dict) -> str | None:
 def oracle_meta(table: dict) -> dict:
     """The parts of a sensitivity table the agreement statistics need."""
     return {"videos": table.get("videos"), "seeds": table.get("seeds"), "spread": table.get("spread"),
-            "correct": [r.get("correct") for r in table["blocks"]]}
+            "correct": [r.get("correct") for r in table["blocks"]], "oracle": table.get("oracle")}
 
 
 def oracle_result(layout: ScoreResult, table: dict) -> ScoreResult:
-    """The oracle as a score result (oracle.json, which `prune --ranking` and `agree` take): the blocks
-    of `layout` (any scoring pass of the checkpoint) scored by their accuracy after removal.
+    """The oracle as a score result (oracle.json or healing_oracle.json, which `prune --ranking` and
+    `agree` take): the blocks of `layout` (any scoring pass of the checkpoint) scored by their accuracy
+    after removal, under the one score name "sensitivity" whichever oracle it is (its meta says which).
 
     The oracle reads no weights, so it carries no precision view, aggregate, histograms or distinct-value
     counts; its meta carries what `agree` needs for honest statistics (test videos, seeds, per-video results).
     """
+    oracle = table.get("oracle") or {}
+    note = HEALING_NOTE.format(steps=oracle.get("heal_steps")) if oracle.get("kind") == "healing" else ORACLE_NOTE
     return replace(layout, dtype_view="stored", primary=ORACLE, aggregate="mean", histograms=None,
                    blocks=[replace(b, distinct=None) for b in layout.blocks], scores={ORACLE: list(table["scores"])},
-                   removes={ORACLE: "highest"}, meta={"note": ORACLE_NOTE, "oracle": oracle_meta(table)})
+                   removes={ORACLE: "highest"}, meta={"note": note, "oracle": oracle_meta(table)})
 
 
 # --- Table 3: the sweep ------------------------------------------------------------------------------
@@ -142,41 +172,68 @@ def _cell(name: str, ratio: float, members: list[dict], base_top1: float) -> dic
 
 # --- the tail every experiment shares -----------------------------------------------------------------
 
-def known_oracle(run: RunDir, made: dict) -> dict | None:
-    """The oracle's table: the one just made, else an earlier `gardener sensitivity`'s, else None."""
-    if ORACLE in made:
-        return made[ORACLE]
-    path = run.path / "sensitivity.json"
+def known_table(run: RunDir, made: dict, kind: str) -> dict | None:
+    """An oracle's table (`kind` of ORACLE_FILES): the one just made, else an earlier command's, else None."""
+    if kind in made:
+        return made[kind]
+    path = run.path / ORACLE_FILES[kind][0]
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_agreement(run: RunDir, scores: ScoreResult, oracle: dict) -> dict:
-    """agreement.json: every criterion of the scores against the oracle's sensitivity table."""
-    from .agreement import agreement
+def known_oracle(run: RunDir, made: dict) -> dict | None:
+    """The oracle the criteria are judged against: the full oracle's table when there is one, else the
+    healing oracle's (its table says which it is), else None."""
+    return next((t for kind in ORACLE_FILES if (t := known_table(run, made, kind)) is not None), None)
 
-    agree = agreement(scores, oracle)
-    write_json(run.path / "agreement.json", agree)
-    return agree
+
+def between_oracles(run: RunDir, made: dict) -> dict | None:
+    """The healing oracle against the full one, with what each cost; None unless the run folder holds both."""
+    from .agreement import oracle_agreement
+
+    full, healing = (known_table(run, made, kind) for kind in (ORACLE, HEALING))
+    if full is None or healing is None:
+        return None
+    return {**oracle_agreement(full, healing), "cost": {"full": oracle_cost(run, ORACLE),
+                                                        "healing": oracle_cost(run, HEALING)}}
+
+
+def write_agreement(run: RunDir, criteria: dict | None, between: dict | None) -> dict:
+    """agreement.json: every criterion against the oracle (`criteria`, from `agreement.agreement`) and,
+    under "between_oracles", the two oracles against each other. A part not given is kept from the file."""
+    path = run.path / "agreement.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    data = criteria if criteria is not None else {k: v for k, v in old.items() if k != "between_oracles"}
+    between = between if between is not None else old.get("between_oracles")
+    data = {**data, **({"between_oracles": between} if between is not None else {})}
+    write_json(path, data)
+    return data
 
 
 def finish_tables(run: RunDir, plans: dict[str, dict], scores: ScoreResult | None) -> dict:
-    """Write the tables of `plans` (by kind: "sensitivity", "sweep") whose jobs all have a result.
+    """Write the tables of `plans` (by kind: "sensitivity", "healing", "sweep") whose jobs all have a result.
 
-    sensitivity.json, and oracle.json on the blocks of `scores`; sweep.json, and agreement.json of
-    every criterion of `scores` once an oracle is known (this call's or an earlier one). `scores` is
-    the experiment's one scoring pass (None: no oracle.json or agreement). Returns the tables by kind.
+    Per oracle its table and, on the blocks of `scores`, its ranking file (ORACLE_FILES); sweep.json,
+    and the criteria's agreement of every criterion of `scores` once an oracle is known (this call's
+    or an earlier one); the agreement between the oracles once both are known. `scores` is the
+    experiment's one scoring pass (None: no ranking file or criteria agreement). Returns the tables by kind.
     """
+    from .agreement import agreement
+
     made = {}
-    if ORACLE in plans and (table := sensitivity_table(plans[ORACLE], run)) is not None:
-        made[ORACLE] = table
-        write_json(run.path / "sensitivity.json", table)
-        if scores is not None:
-            write_json(run.path / "oracle.json", oracle_result(scores, table).to_dict())
+    for kind, (table_file, ranking_file) in ORACLE_FILES.items():
+        if kind in plans and (table := sensitivity_table(plans[kind], run)) is not None:
+            made[kind] = table
+            write_json(run.path / table_file, table)
+            if scores is not None:
+                write_json(run.path / ranking_file, oracle_result(scores, table).to_dict())
+    criteria = None
     if "sweep" in plans and (table := sweep_table(plans["sweep"], run)) is not None:
         made["sweep"] = table
         write_json(run.path / "sweep.json", table)
         oracle = known_oracle(run, made)
         if oracle is not None and scores is not None:
-            write_agreement(run, scores, oracle)
+            criteria = agreement(scores, oracle)
+    between = between_oracles(run, made) if any(kind in made for kind in ORACLE_FILES) else None
+    if criteria is not None or between is not None:
+        write_agreement(run, criteria, between)
     return made
-

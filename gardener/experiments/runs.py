@@ -1,6 +1,7 @@
 """Run directories and jobs: "prune these blocks, finetune with this recipe on this data, evaluate".
 
-A job's identity is a hash of (source checkpoint hash, removed blocks, recipe, data, clips, seed).
+A job's identity is a hash of (source checkpoint hash, removed blocks, recipe, data, clips, seed, and
+whether it keeps the checkpoint's classifier head: the healing oracle's jobs do).
 Its result lives in RUN/jobs/<id>/result.json and is never recomputed, so experiments that
 share a job share its result, a killed run resumes where it stopped (the interrupted job's
 finetuning resumes from its last checkpoint), and `--shard i/n` splits a plan without any
@@ -33,6 +34,7 @@ class Settings:
     recipe: dict
     clip: dict
     seed: int = 0
+    keep_head: bool = False  # the healing oracle's jobs train on the checkpoint's own classifier head
 
     def job(self, removed: list[int] | tuple[int, ...], seed: int | None = None) -> Job:
         """The job removing `removed`; `seed` repeats it with another finetuning seed (the oracle's seeds)."""
@@ -54,6 +56,8 @@ class Job:
         s = self.settings
         key = {"source": s.source_hash, "removed": list(self.removed), "recipe": s.recipe, "data": s.data,
                "clip": s.clip, "seed": self.finetune_seed}
+        if s.keep_head:  # only then, so that the ids of every other job stay what they were
+            key["head"] = "kept"
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

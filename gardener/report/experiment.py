@@ -61,44 +61,6 @@ def measurement_line(videos: int | None, classes: int | None) -> str:
             f"their intervals do not overlap.")
 
 
-# --- Table 1: the oracle --------------------------------------------------------------------------------
-
-def sensitivity_rows(table: dict) -> tuple[list[str], list[list[str]]]:
-    """Table 1: the unpruned model and each single-block removal, with interval, rank and separability."""
-    seeds = table.get("seeds") or 1
-    headers = ["model state", "params (M)", "GFLOPs", "top-1 (%)", "95 % interval", "top-5 (%)", "UAR (%)", "rank",
-               "vs unpruned", "separable from blocks"] + (["top-1 per seed (%)"] if seeds > 1 else [])
-
-    def row(name: str, r: dict, rank: str, versus: str, others: str) -> list[str]:
-        cells = [name, num(r["params"] / 1e6), num(r["gflops"]), pct(r["top1"]), interval_text(r.get("interval")),
-                 pct(r.get("top5")), pct(r.get("uar")), rank, versus, others]
-        return cells + ([", ".join(pct(x) for x in r.get("top1_seeds", []))] if seeds > 1 else [])
-    rows = [row("unpruned", table["baseline"], "", "", "")]
-    for r in table["blocks"]:
-        others = r.get("separable_from")
-        rows.append(row(f"block {r['block']} removed", r, rank_text(r["rank"]), r.get("vs_unpruned") or "-",
-                        "-" if others is None else ", ".join(map(str, others)) or "none"))
-    return headers, rows
-
-
-def sensitivity_summary(table: dict) -> str:
-    """In words: which single removals are beyond noise, and whether the oracle ranking means anything."""
-    if table.get("spread") is None:
-        return "The test-set size of these results is not recorded, so their noise cannot be judged."
-    lower = table.get("separable_from_unpruned", [])
-    seeds = table.get("seeds") or 1
-    text = (f"Each accuracy is the mean of {seeds} finetuning seed{'s' if seeds > 1 else ''}. "
-            f"{len(lower)} of {len(table['blocks'])} single-block removals are below the unpruned model beyond "
-            f"noise" + (f" (block{'s' if len(lower) > 1 else ''} {', '.join(map(str, lower))})" if lower else "")
-            + ". ")
-    if not table["spread"]:
-        return text + ("**The oracle is not separable**: no two single-block removals differ beyond their "
-                       "intervals, so its ranking is noise at this budget and test-set size.")
-    return text + ("Ranks are only ordered between blocks that are separable from each other (column "
-                   "'separable from blocks'); among the others the oracle's order is within noise, and equal "
-                   "accuracies share a rank.")
-
-
 # --- Table 3: the sweep ---------------------------------------------------------------------------------
 
 def cells(sweep: dict) -> dict[tuple[str, float], dict]:
@@ -224,7 +186,14 @@ def agreement_rows(agree: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def agreement_summary(agree: dict) -> str:
-    """Which criteria, if any, agree with the oracle beyond what a random order does."""
+    """Which oracle the criteria are judged against, and which criteria, if any, agree with it beyond what
+    a random order does."""
+    from .oracles import oracle_text
+
+    return (oracle_text(agree["oracle"]) + " " if agree.get("oracle") else "") + _agreement_verdict(agree)
+
+
+def _agreement_verdict(agree: dict) -> str:
     band = (agree.get("random_orders") or {}).get("interval")
     band_text = f" (95 % of random orders fall in [{band[0]:.2f}, {band[1]:.2f}])" if band and band[0] == band[0] else ""
     if agree.get("oracle_spread") is False:
@@ -255,60 +224,77 @@ def _chance(*tables) -> float | None:
     return 1 / classes if classes else None
 
 
-def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] | None = None) -> list[Part]:
-    """The report's parts from the run folder's files; figures are written into `figures`.
-    `extra` parts (e.g. the demo's) go after the note."""
-    from .figures import weight_histograms
-
-    info, sens, sweep = _load(run, "run.json"), _load(run, "sensitivity.json"), _load(run, "sweep.json")
-    agree, scores = _load(run, "agreement.json"), _load(run, "scores.json")
-    if info is None:
+def _files(run: Path) -> dict[str, Any]:
+    """The run folder's result files by name (None where absent); an error when there is nothing to report."""
+    files = {name: _load(run, f"{name}.json") for name in ("run", "sensitivity", "healing", "sweep", "agreement",
+                                                            "scores")}
+    if files["run"] is None:
         raise GardenerError(f"{run}: not a gardener run folder (no run.json)")
-    if sens is None and sweep is None:
-        raise GardenerError(f"{run}: no finished experiment yet (no sensitivity.json or sweep.json); run "
-                            f"`gardener sensitivity` or `gardener sweep` (and `gardener collect` after shards)")
-    figures.mkdir(parents=True, exist_ok=True)
+    if all(files[name] is None for name in ("sensitivity", "healing", "sweep")):
+        raise GardenerError(f"{run}: no finished experiment yet (no sensitivity.json, healing.json or sweep.json); "
+                            f"run `gardener sensitivity` or `gardener sweep` (and `gardener collect` after shards)")
+    return files
+
+
+def _head_parts(run: Path, info: dict, note: str | None, extra: list[Part] | None) -> list[Part]:
+    """The title, the checkpoint, the note and extra parts, and the recipe the run's jobs share."""
     parts: list[Part] = [("h", 1, "Gardener report"),
                          ("p", f"Checkpoint: `{info['source']}` (sha256 of its weights {info['source_hash'][:16]}). "
                                f"Accuracies are top-1 on the test split in percent (the paper's WAR).")]
     if note:
         parts.append(("p", note))
     parts += extra or []
-    plan = _load(run, "sensitivity.plan.json") or _load(run, "sweep.plan.json")
+    plan = _load(run, "sensitivity.plan.json") or _load(run, "sweep.plan.json") or _load(run, "healing.plan.json")
     if plan:
         s = plan["settings"]
-        parts.append(("p", f"Finetuning recipe: {_recipe_line(s['recipe'])}; data: `{s['data']['data']}`; "
+        parts.append(("p", f"Finetuning recipe: {recipe_line(s['recipe'])}; data: `{s['data']['data']}`; "
                            f"seed {s['seed']}."))
-    chance = _chance(sens, sweep)
-    if sens:
-        parts += _sensitivity_parts(sens, figures, chance)
-    if agree:
-        parts += _agreement_parts(agree, figures)
-    if sweep:
-        parts += _sweep_parts(sweep, figures, chance)
-    if scores:
-        parts.append(("h", 2, "Weights"))
-        if "entropy" in scores["criteria"]:
-            parts.append(("img", figs.profile(scores, "entropy", figures / "entropy_per_block.png"),
-                          f"Entropy per block ({scores['dtype_view']} view of weights stored as "
-                          f"{'/'.join(scores.get('stored_dtypes', []))}; absolute values, no axis offset)."))
-        if scores.get("histograms"):
-            parts.append(("img", weight_histograms(scores, figures / "weight_histograms.png", force=True),
-                          "Weight histograms at several depths."))
     return parts
 
 
-def _sensitivity_parts(sens: dict, figures: Path, chance: float | None) -> list[Part]:
-    return [("h", 2, "Single-block removal (oracle, Table 1)"),
-            ("p", measurement_line(sens.get("videos"), sens.get("classes"))),
-            ("table", *sensitivity_rows(sens)), ("p", sensitivity_summary(sens)),
-            ("img", figs.single_block(sens, figures / "single_block_removal.png", chance),
-             "Accuracy after removing each block, with 95 % intervals (dashed: unpruned, its interval shaded; "
-             "dotted: chance).")]
+def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] | None = None) -> list[Part]:
+    """The report's parts from the run folder's files; figures are written into `figures`.
+    `extra` parts (e.g. the demo's) go after the note."""
+    from .oracles import KINDS, between_parts, oracle_sections
+
+    files = _files(run)
+    figures.mkdir(parents=True, exist_ok=True)
+    parts = _head_parts(run, files["run"], note, extra)
+    sweep, agree = files["sweep"], files["agreement"]
+    chance = _chance(files["sensitivity"], files["healing"], sweep)
+    parts += oracle_sections([files[kind] for kind in KINDS if files[kind]], figures, chance)
+    if agree and agree.get("between_oracles"):
+        parts += between_parts(agree["between_oracles"])
+    if agree and agree.get("criteria"):
+        parts += _agreement_parts(agree, figures)
+    if sweep:
+        parts += _sweep_parts(sweep, figures, chance)
+    if files["scores"]:
+        parts += _weights_parts(files["scores"], figures)
+    return parts
+
+
+def _weights_parts(scores: dict, figures: Path) -> list[Part]:
+    """The entropy profile and the weight histograms (Fig. 3)."""
+    from .figures import weight_histograms
+
+    parts: list[Part] = [("h", 2, "Weights")]
+    if "entropy" in scores["criteria"]:
+        parts.append(("img", figs.profile(scores, "entropy", figures / "entropy_per_block.png"),
+                      f"Entropy per block ({scores['dtype_view']} view of weights stored as "
+                      f"{'/'.join(scores.get('stored_dtypes', []))}; absolute values, no axis offset)."))
+    if scores.get("histograms"):
+        parts.append(("img", weight_histograms(scores, figures / "weight_histograms.png", force=True),
+                      "Weight histograms at several depths."))
+    return parts
 
 
 def _agreement_parts(agree: dict, figures: Path) -> list[Part]:
+    """Table 2 and the agreement of every criterion with the oracle (which one, `agreement_summary` says)."""
+    from .oracles import oracle_name
+
     names = list(agree["criteria"])
+    healing = (agree.get("oracle") or {}).get("kind") == "healing"
     depth = len(agree["oracle_ranks"])
     parts: list[Part] = [
         ("h", 2, "Block ranks (1 = most important, Table 2)"),
@@ -316,7 +302,8 @@ def _agreement_parts(agree: dict, figures: Path) -> list[Part]:
         ("table", ["block", *map(str, range(1, depth + 1))],
          [[name, *map(rank_text, agree["criteria"][name]["ranks"])] for name in names
           if agree["criteria"][name].get("ranks")]
-         + [["sensitivity (oracle)", *map(rank_text, agree["oracle_ranks"])]]),
+         + [[f"sensitivity ({oracle_name(agree['oracle']) if healing else 'oracle'})",
+             *map(rank_text, agree["oracle_ranks"])]]),
         ("h", 2, "Agreement with the oracle, all criteria ranked"),
         ("p", "Every data-free criterion, the paper's and the spectral ones, ranked by Spearman rho between its "
               "block importance and the oracle's (ties as ties). `random` is any random order: the mean rho over "
@@ -337,7 +324,9 @@ def _sweep_parts(sweep: dict, figures: Path, chance: float | None) -> list[Part]
         ("h", 2, "Accuracy by pruning ratio (Table 3)"),
         ("p", measurement_line(sweep.get("videos") or base.get("videos"), sweep.get("classes"))
          + f" Unpruned: {pct(base['top1'])} % {interval_text(base.get('interval'))}, {num(base['gflops'])} GFLOPs. "
-           f"One finetuning seed per cell; `random` is the mean ± std of its random orders."),
+           f"One finetuning seed per cell; `random` is the mean ± std of its random orders"
+         + ("; `sensitivity` removes the blocks the full oracle ranks least important." if "sensitivity" in
+            sweep["criteria"] else ".")),
         ("table", *sweep_rows(sweep))]
     findings = sweep_findings(sweep)
     if findings:
@@ -363,7 +352,8 @@ def _removed(row: dict | None) -> str:
     return ",".join(map(str, removed))
 
 
-def _recipe_line(recipe: dict) -> str:
+def recipe_line(recipe: dict) -> str:
+    """A finetuning recipe in one line: its length, batch, learning rate and regularisation."""
     length = f"{recipe['max_steps']} steps" if recipe.get("max_steps") else f"{recipe['epochs']} epochs"
     return (f"{length}, batch {recipe['batch_size']} x {recipe['grad_accum']}, lr {recipe['base_lr']:g}/256, "
             f"layer decay {recipe['layer_decay']}, drop path {recipe['drop_path']}")

@@ -177,9 +177,9 @@ def _rich(title: str, headers: list[str], rows: list[list[str]]) -> Table:
 
 def sensitivity_table(table: dict[str, Any]) -> Table:
     """Table 1 in the terminal (the same rows as the report)."""
-    from .experiment import sensitivity_rows
+    from .oracles import oracle_name, sensitivity_rows
 
-    return _rich("single-block removal (oracle)", *sensitivity_rows(table))
+    return _rich(f"single-block removal ({oracle_name(table.get('oracle'))})", *sensitivity_rows(table))
 
 
 def sweep_table(table: dict[str, Any]) -> Table:

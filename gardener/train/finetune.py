@@ -98,8 +98,11 @@ def _videomae_config(model_dir: Path):
     return config
 
 
-def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: int | None = None):
-    """VideoMAEForVideoClassification from any HF VideoMAE directory, with a fresh head for `classes`."""
+def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: int | None = None,
+                    keep_head: bool = False):
+    """VideoMAEForVideoClassification from any HF VideoMAE directory, with a fresh head for `classes`;
+    with `keep_head`, the directory's own finetuned head (its classes must be `classes`, in any order), so
+    that a few steps continue from the finetuned model instead of from a random head (the healing oracle)."""
     import torch
     from transformers import VideoMAEForVideoClassification
     from transformers.utils import logging as hf_logging
@@ -108,6 +111,7 @@ def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: i
 
     model_dir = Path(model_dir)
     config = _videomae_config(model_dir)
+    rows = _head_rows(config, classes, model_dir) if keep_head else None
     # an encoder from pretraining gets VideoMAE's finetuning head: mean pooling and a fresh fc_norm
     from_encoder = "VideoMAEForVideoClassification" not in (config.architectures or [])
     extra = {"use_mean_pooling": True} if from_encoder else {}
@@ -124,19 +128,37 @@ def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: i
     finally:
         hf_logging.set_verbosity(verbosity)
     model.float()  # float32 master weights, whatever the checkpoint stores (released VideoMAEs are float16)
-    with torch.no_grad():  # a fresh, small head (VideoMAE's init_scale 0.001)
-        torch.nn.init.trunc_normal_(model.classifier.weight, std=0.02)
-        model.classifier.weight.mul_(0.001)
-        model.classifier.bias.zero_()
+    with torch.no_grad():
+        if rows is not None:  # the kept head, its rows in the data's class order
+            model.classifier.weight.copy_(model.classifier.weight[rows])
+            model.classifier.bias.copy_(model.classifier.bias[rows])
+        else:  # a fresh, small head (VideoMAE's init_scale 0.001)
+            torch.nn.init.trunc_normal_(model.classifier.weight, std=0.02)
+            model.classifier.weight.mul_(0.001)
+            model.classifier.bias.zero_()
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
 
 
+def _head_rows(config, classes: list[str], model_dir: Path) -> list[int]:
+    """For each class of the data, the row of the checkpoint's classifier that scores it; the checkpoint
+    must be a classifier of exactly these classes."""
+    if "VideoMAEForVideoClassification" not in (config.architectures or []):
+        raise GardenerError(f"{model_dir}: has no classifier head to keep (a pretrained encoder); give a "
+                            f"classifier finetuned on this data")
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    if sorted(names) != sorted(classes):
+        raise GardenerError(f"{model_dir}: its head classifies {len(names)} classes ({', '.join(names[:3])} ...), "
+                            f"the data has {len(classes)} ({', '.join(classes[:3])} ...); give a classifier "
+                            f"finetuned on this data")
+    return [names.index(c) for c in classes]
+
+
 @dataclass
 class FinetuneJob(Job):
-    """Finetuning a VideoMAE classifier: a fresh head on `model_dir`, cross-entropy (or mixup/cutmix),
-    evaluation on the test split every `eval_every` steps and at the end."""
+    """Finetuning a VideoMAE classifier: a fresh head on `model_dir` (or its own, `keep_head`), cross-entropy
+    (or mixup/cutmix), evaluation on the test split every `eval_every` steps and at the end."""
 
     kind: ClassVar[str] = "finetune"
     model_dir: Path
@@ -147,6 +169,7 @@ class FinetuneJob(Job):
     size: int | None  # None: the model's
     views: dict  # sampling_rate, test_clips, test_crops and the crop scale of ClipSpec
     arguments: dict | None = None
+    keep_head: bool = False  # continue with the checkpoint's own head (its classes must be the data's)
 
     def load(self) -> TrainClips:
         self.spec = clip_spec_for(_videomae_config(self.model_dir), self.frames, self.size, **self.views)
@@ -160,7 +183,7 @@ class FinetuneJob(Job):
                 "data": {"train": split_digest(self.train), "test": split_digest(self.test)}}
 
     def build_model(self):
-        model = load_classifier(self.model_dir, self.train.classes, self.recipe, self.spec.size)
+        model = load_classifier(self.model_dir, self.train.classes, self.recipe, self.spec.size, self.keep_head)
         self.handles = add_drop_path(model, self.recipe.drop_path) + add_classifier_dropout(
             model, self.recipe.classifier_dropout)
         return model
@@ -222,7 +245,8 @@ class FinetuneJob(Job):
                               "skipped": train.skipped + test.skipped},
                      **run_facts(run, self.seed), "total_batch": recipe.total_batch(world),
                      "clips_per_step": recipe.total_batch(world) * recipe.num_sample,
-                     "peak_lr": run.schedule.peak, "final": final, "best": best, "resumes": run.resumes})
+                     "peak_lr": run.schedule.peak, "final": final, "best": best, "resumes": run.resumes,
+                     "head": "kept" if self.keep_head else "fresh"})
         return info
 
 
@@ -230,8 +254,11 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
              frames: int | None = None, size: int | None = None, sampling_rate: int = 4, test_clips: int = 5,
              test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
-             arguments: dict | None = None) -> dict:
+             arguments: dict | None = None, keep_head: bool = False) -> dict:
     """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest.
+
+    The classifier head is fresh, unless `keep_head`: then `model_dir` must be a classifier of the
+    data's classes, and its head is trained on (as the healing oracle needs).
 
     The run folder gets data only (eval.json, predictions.csv, confusion.csv, log.jsonl, ...);
     `gardener.report.figures.draw_eval_figures(out)` draws confusion.png from it, as the
@@ -239,7 +266,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     """
     views = {"sampling_rate": sampling_rate, "test_clips": test_clips, "test_crops": test_crops,
              "scale": (min_crop_scale, 1.0)}
-    job = FinetuneJob(Path(model_dir), data, recipe or Recipe(), seed, frames, size, views, arguments)
+    job = FinetuneJob(Path(model_dir), data, recipe or Recipe(), seed, frames, size, views, arguments, keep_head)
     return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress))
 
 

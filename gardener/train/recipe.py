@@ -147,5 +147,7 @@ def lr_factor(step: int, warmup: int, total: int, peak: float, final: float) -> 
     """Multiplier of the peak lr at optimizer step `step`: linear warmup, then cosine to `final`."""
     if step < warmup:
         return (step + 1) / warmup
+    if peak == 0:  # a frozen run (--lr 0): the factor does not matter, the lr is 0 throughout
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return (final + (peak - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))) / peak

@@ -274,3 +274,10 @@ def test_the_finetune_command_draws_the_confusion_matrix_of_its_run(tmp_path, vi
                 "--batch-size", 4, "--warmup-steps", 1, "--sampling-rate", 2, "--test-clips", 1, "--test-crops", 1,
                 "--workers", 0) == 0
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 1000
+
+
+def test_a_zero_learning_rate_runs_its_whole_schedule_at_zero():
+    from gardener.train.recipe import lr_factor
+
+    assert all(lr_factor(step, 0, 4, 0.0, 0.0) * 0.0 == 0.0 for step in range(4))  # no division by the peak lr
+    assert lr_factor(0, 0, 4, 1.0, 0.0) == 1.0 and lr_factor(4, 0, 4, 1.0, 0.0) == 0.0
