@@ -55,10 +55,13 @@ class DemoSettings:
     oracle_seeds: int = 3
     ratios: str = PAPER_RATIOS
     random_seeds: int = 10  # random orders: how much they differ is part of the random row's interval
+    calib_clips: int = 64  # source-task clips the calibration criteria read (the peers' default order)
+    heal_steps: int = 5  # the healing oracle: steps of finetuning after each removal, from the target model
 
 
 QUICK = DemoSettings(source_per_class=24, target_train=6, target_test=25, pretrain_steps=20, source_steps=150,
-                     target_steps=20, oracle_seeds=1, ratios="25,50,75", random_seeds=3)
+                     target_steps=20, oracle_seeds=1, ratios="25,50,75", random_seeds=3, calib_clips=16,
+                     heal_steps=3)
 
 
 def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed: int = 0, force: bool = False,
@@ -114,10 +117,12 @@ class _Stages:
 def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progress: Callable | None,
          step_progress: Callable | None) -> Path:
     from . import criteria
+    from .calibration import CalibOptions
     from .experiments.protocol import prepare, run_sweep
     from .report.experiment import write_report
+    from .report.oracles import between_parts
 
-    stages = _Stages(out, say, 6)
+    stages = _Stages(out, say, 7)
     source, target = _make_data(out / "data", settings, seed, stages)
     encoder = _pretrain(out / "pretrain", source, settings, seed, stages, step_progress)
     released = _source_model(out / "source", encoder, source, settings, seed, stages, step_progress)
@@ -125,18 +130,55 @@ def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progre
     precision = _precision(released, out / "source" / "model")
     stages.end()
     stages.start("experiments", f"oracle ({settings.oracle_seeds} seed(s) per block) and pruning-ratio sweep on the "
-                                f"target task (cached per job)")
+                                f"target task, calibration criteria on {settings.calib_clips} source clips "
+                                f"(cached per job)")
     exp = prepare(released, out / "run", target, _target_recipe(settings), _CLIP, seed,
                   oracle_seeds=settings.oracle_seeds)
     # the sweep's criteria include the oracle: it runs first, and one scoring pass serves both
-    run_sweep(exp, criteria.sweep_criteria(), settings.ratios, settings.random_seeds, progress=job_progress,
-              job_progress=step_progress)
+    run_sweep(exp, criteria.sweep_criteria() + criteria.names("calibration"), settings.ratios, settings.random_seeds,
+              progress=job_progress, job_progress=step_progress,
+              calib=CalibOptions(source.data, calib_clips=settings.calib_clips))
     stages.end()
+    between = _healing_oracle(out, released, target, settings, seed, stages, job_progress, step_progress)
     stages.start("report", "writing the report")
     report = write_report(out / "run", out=out / "report.md", note=_note(settings, out),
-                          extra=_extra_parts(precision))
+                          extra=_extra_parts(precision) + between_parts(between))
     stages.end()
     return report
+
+
+def _healing_oracle(out: Path, released: Path, target, settings: DemoSettings, seed: int, stages: _Stages,
+                    job_progress, step_progress) -> dict:
+    """The cheap oracle beside the full one: the unpruned model finetuned on the target task, then each block
+    removed from it and healed for a few steps; its agreement with the full oracle and what each cost."""
+    from .experiments.agreement import oracle_agreement
+    from .experiments.protocol import prepare, run_sensitivity
+    from .experiments.results import HEALING, ORACLE, oracle_cost
+    from .train import finetune
+
+    model = out / "target" / "model"
+    stages.start("healing", f"healing oracle: the unpruned model finetuned on the target task, then each block "
+                            f"removed and healed for {settings.heal_steps} steps (cached per job)")
+    if not (out / "target" / "gardener.json").is_file():
+        resume = (out / "target" / "checkpoints").is_dir()
+        finetune(released, out / "target", target, _target_recipe(settings), seed=seed, resume=resume,
+                 force=not resume, progress=step_progress, **_CLIP)
+    exp = prepare(model, out / "heal", target, _target_recipe(settings), _CLIP, seed,
+                  oracle_seeds=settings.oracle_seeds, heal_steps=settings.heal_steps)
+    healing = run_sensitivity(exp, progress=job_progress, job_progress=step_progress,
+                              heal_steps=settings.heal_steps)["table"]
+    stages.end()
+    full = json.loads((out / "run" / "sensitivity.json").read_text())
+    return {**oracle_agreement(full, healing), "cost": {"full": oracle_cost(_open_run(out / "run"), ORACLE),
+                                                        "healing": oracle_cost(exp.run, HEALING)}}
+
+
+def _open_run(path: Path):
+    """The run folder at `path`, opened for reading its plans and results."""
+    from .experiments.runs import RunDir, read_json
+
+    info = read_json(path / "run.json")
+    return RunDir(path, info["source_hash"], info)
 
 
 # the clips every stage cuts: the whole 8-frame video, no crop (a flip only), one view at evaluation
@@ -271,7 +313,10 @@ def _note(settings: DemoSettings, out: Path) -> str:
              f"float16 as released VideoMAE checkpoints are; that checkpoint is scored and pruned. Every job then "
              f"finetunes a pruned copy for {settings.target_steps} steps on the *target task* (the UCF101 role: the "
              f"same {classes} actions in a new scene, {settings.target_train} training videos per class) and is "
-             f"evaluated on its {settings.target_test * classes} test videos. This is not the paper's VideoMAE-B "
+             f"evaluated on its {settings.target_test * classes} test videos. The calibration criteria (the peers' "
+             f"block influence, angular distance and skip loss) read {settings.calib_clips} source-task clips; the "
+             f"healing oracle finetunes the unpruned model on the target task as every job does, then removes each "
+             f"block from it and heals it for {settings.heal_steps} steps. This is not the paper's VideoMAE-B "
              f"on UCF101; run the same commands on a real checkpoint and dataset for that (see the README).")
     return text
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import transformers as T
-from conftest import markdown_table
+from conftest import markdown_records, markdown_table
 from conftest import run_cli as _cli
 
 pytestmark = pytest.mark.quick_demo
@@ -22,9 +22,15 @@ def quick_demos(tmp_path_factory):
 
 
 def _results(out):
+    """The tables of a demo, without wall times (a calibration criterion's cost in seconds)."""
     run = out / "run"
-    return {"hash": json.loads((run / "run.json").read_text())["source_hash"],
-            **{name: json.loads((run / f"{name}.json").read_text()) for name in ("sensitivity", "sweep", "agreement")}}
+    tables = {name: json.loads((run / f"{name}.json").read_text()) for name in ("sensitivity", "sweep", "agreement")}
+    for row in tables["agreement"]["criteria"].values():
+        if row.get("cost"):
+            assert row["cost"]["seconds"] > 0
+            row["cost"] = {**row["cost"], "seconds": "timed"}
+    healing = json.loads((out / "heal" / "healing.json").read_text())
+    return {"hash": json.loads((run / "run.json").read_text())["source_hash"], "healing": healing, **tables}
 
 
 def test_one_seed_gives_the_same_videos_encoder_and_tables(quick_demos):
@@ -63,14 +69,24 @@ def test_quick_demo_runs_the_papers_pipeline_in_miniature(quick_demos):
         assert table[row["criterion"]][sweep["ratios"].index(row["ratio"])].split(" ")[0] == \
             f"{100 * row['top1']:.2f}"
     spectral = {"spectral_entropy", "effective_rank", "stable_rank", "alpha", "alpha_weighted", "log_spectral_norm"}
+    calibration = {"block_influence", "angular_distance", "skip_loss"}
     assert set(sweep["criteria"]) == {"entropy", "l1", "l2", "mean", "variance", "std", "kurtosis",
-                                      "mutual_information", "random", "sensitivity"} | spectral
+                                      "mutual_information", "random", "sensitivity"} | spectral | calibration
     # the all-criteria agreement table: every data-free criterion and random, best Spearman rho first
     agreement = json.loads((out / "run" / "agreement.json").read_text())["criteria"]
     rows = markdown_table(text, "#")
     assert {r[1] for r in rows} == set(sweep["criteria"]) - {"sensitivity"} == set(agreement)
     assert [float(r[3]) for r in rows] == sorted((float(r[3]) for r in rows), reverse=True)
     assert all(r[3] == f"{agreement[r[1]]['spearman']:.3f}" for r in rows)
+    # the three families side by side, with what each costs beyond the weights
+    records = {r["criterion"]: r for r in markdown_records(text, "#")}
+    assert {records[n]["family"] for n in records} >= {"information", "spectral", "calibration"}
+    assert all(records[n]["cost beyond the weights"].startswith("16 clips, ") for n in calibration)
+    assert records["entropy"]["cost beyond the weights"] == "none"
+    # the healing oracle beside the full one: their agreement with its interval (or why there is none), and cost
+    assert "## Agreement between the oracles" in text and "### Cost of each oracle" in text
+    costs = {r["oracle"]: r for r in markdown_records(text, "oracle")}
+    assert len(costs) == 2 and any(r["finetuning steps (all jobs)"] == f"{13 * 3:,}" for r in costs.values())
 
 
 def test_the_demo_scores_its_checkpoint_once_and_writes_one_score_file(quick_demos, monkeypatch):
@@ -84,9 +100,10 @@ def test_the_demo_scores_its_checkpoint_once_and_writes_one_score_file(quick_dem
         calls.append(Path(path))
         return real(path, *args, **kwargs)
     monkeypatch.setattr(protocol, "score", counting)
-    assert _cli("demo", out, "--quick") == 0  # every job cached: the pipeline still scores, once
-    assert calls == [out / "source" / "model-float16"]
-    assert [p.relative_to(out) for p in out.rglob("scores.json")] == [Path("run/scores.json")]
+    assert _cli("demo", out, "--quick") == 0  # every job cached: each experiment still scores its checkpoint, once
+    assert calls == [out / "source" / "model-float16", out / "target" / "model"]  # the sweep's, the healing oracle's
+    assert {p.relative_to(out) for p in out.rglob("scores.json")} <= {Path("heal/scores.json"), Path("run/scores.json")}
+    assert (out / "run" / "scores.json").is_file()
 
 
 def test_a_second_run_reuses_every_stage_and_other_settings_are_refused(quick_demos, capsys):

@@ -8,11 +8,12 @@ from typing import Optional
 import typer
 
 from .. import criteria as registry
+from ..calibration import check_data
 from ..data.clips import ClipOptions
 from ..demo import RUN_TIMES
 from ..errors import GardenerError
 from ._app import app, experiment_progress, is_main_process, out, say
-from .options import CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, Jobs, command
+from .options import CALIB, CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, Jobs, command
 from .weights import AGGREGATE_OPT, DTYPE_OPT
 
 CHECKPOINT_ARG = typer.Argument(..., help="HF VideoMAE directory (the unpruned model).")
@@ -65,15 +66,16 @@ def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed
             f"wrote {run_dir}/{table_file} and {run_dir}/{ranking_file} (a ranking for `prune --ranking`)")
 
 
-@command(**EXPERIMENT)
+@command(**EXPERIMENT, calib=CALIB)
 def sweep(
     checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT,
     criteria: str = typer.Option(",".join(registry.sweep_criteria()), "--criteria", help="Criteria to compare; "
-                                 "'sensitivity' is the oracle. Default: the paper's criteria and the spectral ones."),
+                                 "'sensitivity' is the oracle, 'calibration' the peers' criteria (with --calib-data). Default: the "
+                                 "paper's criteria and the spectral ones."),
     ratios: str = typer.Option("8.3,25,41.7,58.3,75,91.7", "--ratios", help="Pruning ratios in % (or fractions)."),
     random_seeds: int = typer.Option(3, "--random-seeds", help="Random rankings averaged for 'random'."),
     dtype: str = DTYPE_OPT, aggregate: str = AGGREGATE_OPT, seed: int = JOB_SEED_OPT, *,
-    data, recipe, clips: ClipOptions, jobs: Jobs,
+    data, recipe, clips: ClipOptions, jobs: Jobs, calib,
 ) -> None:
     """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
     from ..experiments.protocol import parse_sweep_criteria, run_sweep
@@ -81,11 +83,13 @@ def sweep(
 
     names = parse_sweep_criteria(criteria)
     registry.check_aggregate(aggregate)  # before the run folder is made
+    if set(names) & set(registry.names("calibration")):
+        check_data(calib)
     exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, seed, ratios)
     bar, on_job, on_step = experiment_progress()
     with bar:
         result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step,
-                           aggregate=aggregate)
+                           aggregate=aggregate, calib=calib)
     _finish(result, run_dir, sweep_table,
             f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
 

@@ -101,6 +101,9 @@ def agreement(scores: ScoreResult, oracle: dict, resamples: int = RESAMPLES, see
                                     spread, null["interval"])}
             for name, values in scores.scores.items() if name != "random"}
     rows["random"] = _random_row(null, scores.scores.get("random"), len(oracle_scores))
+    cost = scores.meta.get("calibration", {}).get("cost", {})
+    for name, row in rows.items():  # what a criterion needs beyond the weights: calibration clips and seconds
+        row["cost"] = cost.get(name)
     seeds = correct.shape[1] if correct is not None else None
     return {"oracle": oracle.get("oracle"), "oracle_ranks": average_ranks(oracle_scores, "highest"),
             "oracle_spread": spread, "random_orders": null,

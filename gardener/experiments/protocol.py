@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import criteria as registry
 from ..blocks import select_stack
+from ..calibration import CalibOptions
 from ..checkpoint import open_checkpoint
 from ..cost import InputSpec, flop_breakdown
 from ..errors import GardenerError
@@ -223,23 +224,26 @@ def parse_ratios(text: str, depth: int) -> list[tuple[float, int]]:
 
 
 def parse_sweep_criteria(text: str) -> list[str]:
+    """The criteria a sweep compares, in the given order: registered names ("calibration" stands for
+    every calibration criterion, "all" for every data-free one) and the oracle."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise GardenerError("--criteria: give at least one criterion")
-    data_free = [n for n in names if n != ORACLE]
-    if data_free:
-        registry.parse(",".join(data_free))  # unknown names fail here, with the list of known ones
-    return names
+    out: list[str] = []
+    for name in names:  # unknown names fail in registry.parse, with the list of known ones
+        out += [ORACLE] if name == ORACLE else registry.parse(name)
+    return list(dict.fromkeys(out))
 
 
-def experiment_scores(exp: Experiment, names: list[str], dtype: str = "stored", aggregate: str = "mean"
-                      ) -> ScoreResult:
-    """The experiment's one scoring pass, written to scores.json: every data-free criterion of `names`,
-    and entropy (the report's profile), with histograms. The random orders and the oracle's score file
-    are derived from it, so no other pass reads the checkpoint."""
+def experiment_scores(exp: Experiment, names: list[str], dtype: str = "stored", aggregate: str = "mean",
+                      calib: CalibOptions | None = None) -> ScoreResult:
+    """The experiment's one scoring pass, written to scores.json: every criterion of `names` but the
+    oracle and random (calibration ones from `calib`'s data), and entropy (the report's profile), with
+    histograms. The random orders and the oracle's score file are derived from it, so no other pass
+    reads the checkpoint."""
     data_free = [n for n in names if n not in (ORACLE, "random")]
     scores = score(exp.source, data_free + (["entropy"] if "entropy" not in data_free else []), primary="entropy",
-                   dtype=dtype, histograms=True, aggregate=aggregate)
+                   dtype=dtype, histograms=True, aggregate=aggregate, calib=calib, seed=exp.settings.seed)
     write_json(exp.run.path / "scores.json", scores.to_dict())
     return scores
 
@@ -288,10 +292,12 @@ def sweep_rows(exp: Experiment, names: list[str], ratios: list[tuple[float, int]
 
 
 def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds: int = 3, dtype: str = "stored",
-              shard=(0, 1), callbacks=None, progress=None, job_progress=None, aggregate: str = "mean") -> dict:
-    """The oracle first when the sweep includes it, then every (criterion, ratio) job; one scoring pass for all."""
+              shard=(0, 1), callbacks=None, progress=None, job_progress=None, aggregate: str = "mean",
+              calib: CalibOptions | None = None) -> dict:
+    """The oracle first when the sweep includes it, then every (criterion, ratio) job; one scoring pass for all
+    (with `calib`, the calibration criteria's one forward pass too)."""
     ratios = parse_ratios(ratios_text, exp.depth)
-    scores = experiment_scores(exp, names, dtype, aggregate)
+    scores = experiment_scores(exp, names, dtype, aggregate, calib)
     counts = {"run": 0, "cached": 0, "other_shards": 0}
     oracle = None
     if ORACLE in names:

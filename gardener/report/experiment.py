@@ -168,7 +168,7 @@ def agreement_rows(agree: dict) -> tuple[list[str], list[list[str]]]:
     spread = agree.get("oracle_spread") is not False  # unknown: shown, as published results are
     headers = ["#", "criterion", "family", "Spearman rho", "95 % interval"]
     headers += ["p", "Kendall tau", "p", "beats random"] if spread else ["Kendall tau"]
-    headers += [f"top-{k} overlap" for k in ks]
+    headers += [f"top-{k} overlap" for k in ks] + ["cost beyond the weights"]
     rows = []
     for place, name in enumerate(names, start=1):
         c = agree["criteria"][name]
@@ -181,8 +181,13 @@ def agreement_rows(agree: dict) -> tuple[list[str], list[list[str]]]:
                     "reference" if name == "random" else verdict]
         else:
             row += [_fmt(c.get("kendall"))]
-        rows.append(row + [f"{c['top_k_overlap'][k]:.2f}" for k in ks])
+        rows.append(row + [f"{c['top_k_overlap'][k]:.2f}" for k in ks] + [_cost(c.get("cost"))])
     return headers, rows
+
+
+def _cost(cost: dict | None) -> str:
+    """A calibration criterion's clips and seconds; nothing for one that reads the weights alone."""
+    return f"{cost['clips']} clips, {cost['seconds']:.1f} s" if cost else "none"
 
 
 def agreement_summary(agree: dict) -> str:

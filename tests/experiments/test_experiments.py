@@ -314,3 +314,26 @@ def test_oracle_seeds_from_the_command_line_average_each_oracle_job(tmp_path, mo
         assert row["top1"] == pytest.approx(sum(row["top1_seeds"]) / 2)
     ran = [json.loads(line) for line in (tmp_path / "run" / "jobs.log").read_text().splitlines()]
     assert sorted(r["seed"] for r in ran) == [0] * 5 + [1] * 5
+
+
+def test_calibration_criteria_sit_beside_the_data_free_ones_with_their_cost(tmp_path, full_run, model4, video_root,
+                                                                            capsys):
+    from gardener.calibration import CalibOptions
+
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    exp = _experiment(model4, run, video_root)
+    names = ["l2", "block_influence", "angular_distance", "sensitivity"]
+    result = run_sweep(exp, names, "25,50", random_seeds=2, calib=CalibOptions(video_root, calib_clips=4))
+    assert {r["criterion"] for r in result["table"]["rows"]} >= {"block_influence", "angular_distance", "l2"}
+    agree = json.loads((run / "agreement.json").read_text())["criteria"]
+    assert agree["block_influence"]["cost"]["clips"] == 4 and agree["block_influence"]["cost"]["seconds"] > 0
+    assert agree["l2"]["cost"] is None
+    assert main_code("report", run) == 0
+    rows = {r["criterion"]: r for r in markdown_records((run / "report.md").read_text(), "#")}
+    assert rows["angular_distance"]["cost beyond the weights"].startswith("4 clips, ")
+    assert rows["l2"]["cost beyond the weights"] == "none"
+    assert rows["block_influence"]["family"] == "calibration"
+    capsys.readouterr()
+    assert main_code("sweep", model4, "--data", video_root, "-o", tmp_path / "new", "--criteria", "calibration") == 2
+    assert "give --calib-data" in capsys.readouterr().err and not (tmp_path / "new").exists()
