@@ -34,21 +34,27 @@ def _inputs(config, spec: InputSpec, torch, device: str | None) -> dict:
             "attention_mask": torch.ones(1, spec.seq_len, dtype=torch.long, device=device)}
 
 
-def _count(config, spec: InputSpec, torch, fake: bool):
-    """FlopCounterMode over one forward pass on the meta device, or (where a model's code cannot run
-    there, e.g. transformers 4's LLaMA rotary embedding) on fake CPU tensors: nothing is allocated."""
+def _count(config, spec: InputSpec, torch, place: str):
+    """FlopCounterMode over one forward pass on the meta device; where a model's code cannot run there
+    (e.g. transformers 4's LLaMA rotary embedding), on fake CPU tensors: nothing is allocated either way;
+    where a forward reads tensor values (transformers 4's Swin), on real zero inputs as a last resort."""
+    from contextlib import nullcontext
+
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModel
 
     counter = FlopCounterMode(display=False)
-    place = FakeTensorMode(allow_non_fake_inputs=True) if fake else torch.device("meta")
-    with place, fast_tables():
+    where = {"meta": torch.device("meta"), "fake": FakeTensorMode(allow_non_fake_inputs=True),
+             "real": nullcontext()}[place]
+    with where, fast_tables():
         model = AutoModel.from_config(config, attn_implementation="eager").eval()
-        if not fake:  # counts do not depend on the dtype; fake parameters cannot be swapped for others
+        if place != "fake":  # counts do not depend on the dtype; fake parameters cannot be swapped for others
             model.to(torch.float32)
+        inputs = _inputs(config, spec, torch, "meta" if place == "meta" else None)
         with counter, torch.no_grad():
-            model(**_inputs(config, spec, torch, None if fake else "meta"))
+            model(**({k: v.zero_() if v.is_floating_point() else v for k, v in inputs.items()}
+                     if place == "real" else inputs))
     return counter
 
 
@@ -73,10 +79,7 @@ def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[fl
         config.image_size = spec.size
     if kind == "video":
         config.num_frames = spec.frames
-    try:
-        counter = _count(config, spec, torch, fake=False)
-    except (RuntimeError, NotImplementedError):
-        counter = _count(config, spec, torch, fake=True)
+    counter = _first_count(config, spec, torch)
     per_module = {name: sum(ops.values()) / 2 / 1e9 for name, ops in counter.get_flop_counts().items()}
     stacks: dict[str, dict[int, float]] = {}
     for name, value in per_module.items():
@@ -85,6 +88,18 @@ def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[fl
             stacks.setdefault(block[0], {})[block[1]] = value
     lists = {name: [blocks.get(i, 0.0) for i in range(max(blocks) + 1)] for name, blocks in stacks.items()}
     return counter.get_total_flops() / 2 / 1e9, lists
+
+
+def _first_count(config, spec: InputSpec, torch):
+    """The count of the first place a model's forward runs in: meta, fake, then real tensors."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException
+
+    for place in ("meta", "fake"):
+        try:
+            return _count(config, spec, torch, place)
+        except (RuntimeError, NotImplementedError, DataDependentOutputException):
+            continue
+    return _count(config, spec, torch, "real")
 
 
 def gflops(config_dict: dict, spec: InputSpec = InputSpec()) -> float:
