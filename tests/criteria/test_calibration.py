@@ -145,3 +145,22 @@ def test_skip_loss_needs_a_loss_and_all_means_the_data_free_criteria(video_root,
     assert len(image.scores["block_influence"]) == 4 and all(s > 0 for s in image.scores["block_influence"])
     assert not set(gardener.criteria.parse("all")) & {"block_influence", "angular_distance", "skip_loss"}
     assert gardener.criteria.parse("calibration") == ["block_influence", "angular_distance", "skip_loss"]
+
+
+@pytest.mark.parametrize("name", ["vit", "dinov2", "bert"])
+def test_block_influence_of_image_and_text_encoders_equals_their_hidden_states(name, video_root, tmp_path):
+    """Images take one frame of each clip; BERT takes token ids; neither has a head, so no skip loss."""
+    path = save_hf(build_hf(name), tmp_path / name)
+    data = video_root
+    if name == "bert":
+        data = tmp_path / "tokens.jsonl"
+        data.write_text("".join(json.dumps({"input_ids": list(range(i, i + 6))}) + "\n" for i in range(4)))
+    options = CalibOptions(data, calib_clips=4, calib_batch=2)
+    result = gardener.score(path, "block_influence", primary="block_influence", calib=options)
+    model = type(build_hf(name)).from_pretrained(path, attn_implementation="eager").eval()
+    batches = calibration_batches(model, path, options, seed=0)
+    with torch.no_grad():
+        states = [model(**b["inputs"], output_hidden_states=True).hidden_states for b in batches]
+    hidden = [torch.cat([s[i] for s in states]) for i in range(DEPTH + 1)]
+    assert result.scores["block_influence"] == pytest.approx([_pairs(hidden)[0][i, i + 1] for i in range(DEPTH)],
+                                                             rel=1e-5)
