@@ -15,13 +15,7 @@ from .errors import GardenerError
 from .families import StackKind, kind_of, split_key
 from .families._registry import ANY_STACK
 
-Family = StackKind  # what a stack reports as its family: a registered family's kind of stack
 CUSTOM = StackKind("custom", ANY_STACK, "main")  # stacks found by --block-pattern
-
-
-def family_of(stack: str, params: list[str] | tuple[str, ...] = ()) -> StackKind:
-    """The first registered stack kind that gives this stack name (and holds these tensor names)."""
-    return kind_of(stack, params)
 
 
 @dataclass

@@ -139,7 +139,7 @@ def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progre
               progress=job_progress, job_progress=step_progress,
               calib=CalibOptions(source.data, calib_clips=settings.calib_clips))
     stages.end()
-    between = _healing_oracle(out, released, target, settings, seed, stages, job_progress, step_progress)
+    between = _healing_oracle(out, exp.run, released, target, settings, seed, stages, job_progress, step_progress)
     stages.start("report", "writing the report")
     report = write_report(out / "run", out=out / "report.md", note=_note(settings, out),
                           extra=_extra_parts(precision) + between_parts(between))
@@ -147,8 +147,8 @@ def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progre
     return report
 
 
-def _healing_oracle(out: Path, released: Path, target, settings: DemoSettings, seed: int, stages: _Stages,
-                    job_progress, step_progress) -> dict:
+def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoSettings, seed: int,
+                    stages: _Stages, job_progress, step_progress) -> dict:
     """The cheap oracle beside the full one: the unpruned model finetuned on the target task, then each block
     removed from it and healed for a few steps; its agreement with the full oracle and what each cost."""
     from .experiments.agreement import oracle_agreement
@@ -168,17 +168,9 @@ def _healing_oracle(out: Path, released: Path, target, settings: DemoSettings, s
     healing = run_sensitivity(exp, progress=job_progress, job_progress=step_progress,
                               heal_steps=settings.heal_steps)["table"]
     stages.end()
-    full = json.loads((out / "run" / "sensitivity.json").read_text())
-    return {**oracle_agreement(full, healing), "cost": {"full": oracle_cost(_open_run(out / "run"), ORACLE),
+    full = json.loads((full_run.path / "sensitivity.json").read_text())
+    return {**oracle_agreement(full, healing), "cost": {"full": oracle_cost(full_run, ORACLE),
                                                         "healing": oracle_cost(exp.run, HEALING)}}
-
-
-def _open_run(path: Path):
-    """The run folder at `path`, opened for reading its plans and results."""
-    from .experiments.runs import RunDir, read_json
-
-    info = read_json(path / "run.json")
-    return RunDir(path, info["source_hash"], info)
 
 
 # the clips every stage cuts: the whole 8-frame video, no crop (a flip only), one view at evaluation
