@@ -13,7 +13,7 @@ from ..data.clips import ClipOptions
 from ..demo import RUN_TIMES
 from ..errors import GardenerError
 from ._app import app, experiment_progress, is_main_process, out, say
-from .options import CALIB, CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, Jobs, command
+from .options import CALIB, CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, LAUNCH, Jobs, command
 from .weights import AGGREGATE_OPT, DTYPE_OPT
 
 CHECKPOINT_ARG = typer.Argument(..., help="HF VideoMAE directory (the unpruned model).")
@@ -22,24 +22,43 @@ JOB_SEED_OPT = typer.Option(0, "--seed", help="Seed of every job's finetuning.")
 HEAL_OPT = typer.Option(None, "--heal-steps", help="The healing oracle: remove each block from CHECKPOINT (a "
                         "classifier finetuned on this data), keep its head, finetune K optimizer steps, evaluate; "
                         "writes healing.json and healing_oracle.json. Default: the full oracle (the whole recipe).")
-EXPERIMENT = dict(data=DATA, recipe=EXPERIMENT_RECIPE, clips=CLIPS, jobs=JOBS)
+EXPERIMENT = dict(data=DATA, recipe=EXPERIMENT_RECIPE, clips=CLIPS, jobs=JOBS, launch=LAUNCH)
 
 
-def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs, seed: int,
+def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs, launch, seed: int,
              ratios: str | None = None, heal_steps: int | None = None):
-    """The experiment and the shard of its jobs to run here (ratios and heal steps are checked before the
-    run folder is made)."""
+    """The experiment and the shard of its jobs to run here (ratios, heal steps and the launcher are
+    checked before the run folder is made)."""
+    from ..experiments.launch import check_slurm
     from ..experiments.protocol import prepare
+    from ..experiments.queue import QueueOptions
     from ..experiments.runs import parse_shard
 
     shard = parse_shard(jobs.shard)
+    launch.check()
+    if jobs.shard is not None and launch.launcher != "none":
+        raise GardenerError(f"--shard with --launcher {launch.launcher}: workers share out the jobs themselves; "
+                            f"give one or the other")
+    if launch.launcher == "slurm":
+        check_slurm(launch)
+    queue = QueueOptions(retries=jobs.retries, stale_after=jobs.stale_after).check()
     return prepare(checkpoint, run_dir, data, recipe, asdict(clips), seed, jobs.keep_models, jobs.oracle_seeds,
-                   ratios, heal_steps), shard
+                   ratios, heal_steps, queue, launch.launcher, launch.local_workers), shard
 
 
-def _finish(result: dict, run_dir: Path, table, wrote: str) -> None:
+def _finish(result: dict, exp, launch, table, wrote: str) -> None:
+    """Submit the queue (--launcher slurm), print what happened and the table; failed jobs make it an error."""
+    from ..experiments.launch import submit_slurm
     from ..report.console import experiment_messages
 
+    run_dir = exp.run.path
+    if launch.launcher == "slurm":
+        submitted = submit_slurm(exp.run, launch, exp.queue, say=say)
+        if launch.submitit_cluster != "slurm":  # the array ran here: the tables can be built now
+            from ..experiments.protocol import rebuild_tables
+
+            result = {**result, "table": rebuild_tables(exp.run).get(result.get("kind", "sweep"))}
+            result["counts"] = {**result["counts"], "run": submitted["submitted"], "queued": 0}
     if not is_main_process():
         return
     for line in experiment_messages(result, run_dir):
@@ -47,22 +66,25 @@ def _finish(result: dict, run_dir: Path, table, wrote: str) -> None:
     if result["table"] is not None:
         out.print(table(result["table"]))
         say(wrote)
+    if result["counts"].get("failed"):
+        raise GardenerError(f"{run_dir}: {result['counts']['failed']} job(s) failed; `gardener status {run_dir}` "
+                            f"says why")
 
 
 @command(**EXPERIMENT)
 def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed: int = JOB_SEED_OPT,
-                heal_steps: Optional[int] = HEAL_OPT, *, data, recipe, clips: ClipOptions, jobs: Jobs) -> None:
+                heal_steps: Optional[int] = HEAL_OPT, *, data, recipe, clips: ClipOptions, jobs: Jobs, launch) -> None:
     """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
     from ..experiments.protocol import run_sensitivity
     from ..experiments.results import ORACLE_FILES
     from ..report.tables import sensitivity_table
 
-    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, seed, heal_steps=heal_steps)
+    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, heal_steps=heal_steps)
     bar, on_job, on_step = experiment_progress()
     with bar:
         result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step, heal_steps=heal_steps)
     table_file, ranking_file = ORACLE_FILES[result["kind"]]
-    _finish(result, run_dir, sensitivity_table,
+    _finish(result, exp, launch, sensitivity_table,
             f"wrote {run_dir}/{table_file} and {run_dir}/{ranking_file} (a ranking for `prune --ranking`)")
 
 
@@ -75,7 +97,7 @@ def sweep(
     ratios: str = typer.Option("8.3,25,41.7,58.3,75,91.7", "--ratios", help="Pruning ratios in % (or fractions)."),
     random_seeds: int = typer.Option(3, "--random-seeds", help="Random rankings averaged for 'random'."),
     dtype: str = DTYPE_OPT, aggregate: str = AGGREGATE_OPT, seed: int = JOB_SEED_OPT, *,
-    data, recipe, clips: ClipOptions, jobs: Jobs, calib,
+    data, recipe, clips: ClipOptions, jobs: Jobs, launch, calib,
 ) -> None:
     """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
     from ..experiments.protocol import parse_sweep_criteria, run_sweep
@@ -85,12 +107,12 @@ def sweep(
     registry.check_aggregate(aggregate)  # before the run folder is made
     if set(names) & set(registry.names("calibration")):
         check_data(calib)
-    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, seed, ratios)
+    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, ratios)
     bar, on_job, on_step = experiment_progress()
     with bar:
         result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step,
                            aggregate=aggregate, calib=calib)
-    _finish(result, run_dir, sweep_table,
+    _finish(result, exp, launch, sweep_table,
             f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
 
 

@@ -18,6 +18,7 @@ import typer
 
 from ..calibration import CalibOptions
 from ..data.clips import ClipOptions
+from ..experiments.launch import Launch
 from ..settings import with_file
 from ._app import app
 
@@ -62,6 +63,20 @@ HELP = {
     "keep_last": "Checkpoints kept.",
     "mask_ratio": "Share of each frame's patches hidden (tubes).",
     "shard": "i/n: run every n-th job starting at the i-th (1-based).",
+    "retries": "Try a failed job this many more times before it counts as failed (a user mistake is not retried).",
+    "stale_after": "Seconds without a heartbeat after which another worker takes over a job's claim (its holder "
+                   "died); the job resumes from its last checkpoint.",
+    "launcher": "Who runs the jobs: none (this process), local (--local-workers worker processes here, one GPU "
+                "each) or slurm (a job array through submitit; needs the \\[slurm] extra).",
+    "local_workers": "Worker processes of --launcher local.",
+    "gpus_per_job": "GPUs per SLURM array task (one job each).",
+    "timeout_min": "Time limit of a SLURM array task in minutes; a job that reaches it is requeued and resumes from "
+                   "its checkpoint.",
+    "partition": "SLURM partition.",
+    "array_parallelism": "Array tasks SLURM runs at once.",
+    "sbatch": "Extra sbatch parameter KEY=VALUE (repeatable), e.g. --sbatch account=myproject --sbatch mem=64G.",
+    "submitit_cluster": "submitit's cluster for --launcher slurm: slurm, or local / debug to run the same array on "
+                        "this machine (a try-out without a cluster).",
     "keep_models": "Keep each job's pruned and finetuned models.",
     "calib_data": "Calibration data for block_influence, angular_distance and skip_loss: any dataset finetune "
                   "accepts (a .jsonl of {\"input_ids\": [...]} lines for text models).",
@@ -83,6 +98,8 @@ class Jobs:
     shard: Optional[str] = None
     keep_models: bool = False
     oracle_seeds: int = 1
+    retries: int = 1
+    stale_after: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -181,5 +198,6 @@ def _groups():
 
 DATA, FINETUNE_RECIPE, EXPERIMENT_RECIPE, PRETRAIN_RECIPE = _groups()
 CLIPS = Group(ClipOptions, tuple(f.name for f in dataclasses.fields(ClipOptions)), panel="Clips")
-JOBS = Group(Jobs, ("shard", "keep_models", "oracle_seeds"), panel="Jobs")
+JOBS = Group(Jobs, ("shard", "keep_models", "oracle_seeds", "retries", "stale_after"), panel="Jobs")
+LAUNCH = Group(Launch, tuple(f.name for f in dataclasses.fields(Launch)), panel="Cluster")
 CALIB = Group(CalibOptions, ("calib_data", "calib_clips", "span", "calib_batch"), panel="Calibration")

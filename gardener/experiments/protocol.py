@@ -31,6 +31,7 @@ from ..pruning import count_for_ratio
 from ..scoring import ScoreResult, score
 from ..stats import pack_correct
 from ..train import DataOptions, Recipe, finetune
+from .queue import QueueOptions, Task, failed_for_good, forget_failures, write_spec
 from .results import HEALING, ORACLE, finish_tables, known_oracle, write_json
 from .runs import Job, RunDir, Settings, open_run, process_rank, run_jobs, source_hash, unique, wait_for
 
@@ -50,6 +51,9 @@ class Experiment:
     block_gflops: list[float]
     keep_models: bool = False
     oracle_seeds: int = 1  # each oracle job is repeated with this many finetuning seeds
+    queue: QueueOptions = QueueOptions()
+    launcher: str = "none"  # "none": this process runs the jobs; "local": worker processes; "slurm": queue only
+    local_workers: int = 1
 
     def job(self, removed, seed: int | None = None) -> Job:
         return self.settings.job(removed, seed)
@@ -60,7 +64,8 @@ class Experiment:
 
 def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: Recipe, clip: dict,
             seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1, ratios: str | None = None,
-            heal_steps: int | None = None) -> Experiment:
+            heal_steps: int | None = None, queue: QueueOptions = QueueOptions(), launcher: str = "none",
+            local_workers: int = 1) -> Experiment:
     """Open the checkpoint and its run folder (which must belong to the same checkpoint).
 
     Everything that can be checked (a sweep's `ratios`, a healing oracle's `heal_steps` too) is checked
@@ -83,7 +88,83 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     data_key = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in asdict(data).items()
                 if k not in ("workers", "strict")}
     settings = Settings(str(source.resolve()), run.source_hash, data_key, recipe.to_dict(), clip, seed)
-    return Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models, oracle_seeds)
+    return Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models, oracle_seeds,
+                      queue.check(), launcher, local_workers)
+
+
+def experiment_spec(exp: Experiment) -> dict:
+    """What a worker needs to run this experiment's jobs, with nothing but the run folder (job.json)."""
+    return {"source": str(exp.source.resolve()), "settings": asdict(exp.settings), "recipe": exp.recipe.to_dict(),
+            "data": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(exp.data).items()},
+            "clip": exp.clip, "depth": exp.depth, "gflops": exp.gflops, "block_gflops": exp.block_gflops,
+            "keep_models": exp.keep_models}
+
+
+def experiment_from_spec(spec: dict, run: RunDir) -> Experiment:
+    """The experiment a queued job belongs to, as the command that queued it had it."""
+    data = DataOptions(**{k: Path(v) if k in ("data", "split_dir", "eval_data") and v is not None else v
+                          for k, v in spec["data"].items()})
+    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["recipe"].items()})
+    settings = Settings(**spec["settings"])
+    return Experiment(Path(spec["source"]), run, settings, data, recipe, spec["clip"], spec["depth"], spec["gflops"],
+                      spec["block_gflops"], spec["keep_models"])
+
+
+def queue_jobs(exp: Experiment, jobs: list[Job]) -> None:
+    """Write each job's job.json (once), so that workers can run it."""
+    spec = experiment_spec(exp)
+    for order, job in enumerate(unique(jobs)):
+        write_spec(exp.run.jobs / job.id, {"id": job.id, "removed": list(job.removed), "seed": job.seed,
+                                           "order": order, "experiment": spec})
+
+
+def queued_tasks(run: RunDir, callbacks=None, progress=None) -> Callable[[], list[Task]]:
+    """Every job queued in the run folder as a worker's task (experiments rebuilt once per settings)."""
+    from .queue import read_specs
+
+    built: dict[str, Callable] = {}
+
+    def tasks() -> list[Task]:
+        out = []
+        for spec in read_specs(run.jobs):
+            key = json.dumps(spec["experiment"], sort_keys=True)
+            if key not in built:
+                built[key] = job_runner(experiment_from_spec(spec["experiment"], run), callbacks, progress)
+            job = Job(Settings(**spec["experiment"]["settings"]), tuple(spec["removed"]), spec["seed"])
+            if job.id != spec["id"]:
+                raise GardenerError(f"{run.jobs / spec['id']}: job.json describes another job (id {job.id}); "
+                                    f"it was queued by another gardener version")
+            out.append(task(job, built[key]))
+        return out
+    return tasks
+
+
+def task(job: Job, runner: Callable[[Job, Path], dict]) -> Task:
+    """A job as the queue runs it: the runner's result with the job's identity added."""
+    def run(folder: Path) -> dict:
+        return {**runner(job, folder), "id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
+                "settings": asdict(job.settings)}
+    return Task(job.id, job.removed, job.finetune_seed, run)
+
+
+def execute(exp: Experiment, jobs: list[Job], shard=(0, 1), callbacks=None, progress=None,
+            job_progress=None) -> dict[str, int]:
+    """Queue the jobs, then run them as the experiment's launcher says: here (this shard's share),
+    by local worker processes, or not at all (`slurm`: the command submits the queue when it ends)."""
+    for job in unique(jobs):  # a new command tries the jobs that failed before again
+        if failed_for_good(exp.run.jobs / job.id, exp.queue.retries):
+            forget_failures(exp.run.jobs / job.id)
+    queue_jobs(exp, jobs)
+    if exp.launcher == "local":
+        from .launch import run_local_workers
+
+        return run_local_workers(exp.run, unique(jobs), exp.local_workers, exp.queue, progress)
+    if exp.launcher == "slurm":
+        done = sum(1 for job in unique(jobs) if exp.run.result(job) is not None)
+        return {"run": 0, "cached": done, "other_shards": 0, "queued": len(unique(jobs)) - done}
+    runner = job_runner(exp, callbacks, job_progress)
+    return run_jobs(exp.run, [task(job, runner) for job in unique(jobs)], shard, replace(exp.queue, raise_errors=True),
+                    progress)
 
 
 def _check_source(source: Path, fmt: str, config: dict, heal_steps: int | None) -> None:
@@ -192,7 +273,7 @@ def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None
     jobs = sensitivity_jobs(exp)
     plan = oracle_plan(exp, kind, jobs)
     write_plan(exp.run, kind, plan)
-    counts = run_jobs(exp.run, jobs, job_runner(exp, callbacks, job_progress), shard, progress)
+    counts = execute(exp, jobs, shard, callbacks, progress, job_progress)
     if scores is None and all(exp.run.result(job) is not None for job in jobs):
         scores = score(exp.source, ["l1"], primary="l1")  # only its block layout is used
     return {"counts": counts, "kind": kind, "table": finish_tables(exp.run, {kind: plan}, scores).get(kind)}
@@ -298,7 +379,7 @@ def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds:
     (with `calib`, the calibration criteria's one forward pass too)."""
     ratios = parse_ratios(ratios_text, exp.depth)
     scores = experiment_scores(exp, names, dtype, aggregate, calib)
-    counts = {"run": 0, "cached": 0, "other_shards": 0}
+    counts: dict[str, int] = {}
     oracle = None
     if ORACLE in names:
         result = run_sensitivity(exp, shard, callbacks, progress, job_progress, scores=scores)
@@ -311,8 +392,8 @@ def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds:
             "settings": asdict(exp.settings)}
     write_plan(exp.run, "sweep", plan)
     jobs = unique([baseline] + [exp.job(r["removed"]) for r in rows])
-    more = run_jobs(exp.run, jobs, job_runner(exp, callbacks, job_progress), shard, progress)
-    counts = {k: counts[k] + more[k] for k in counts}
+    more = execute(exp, jobs, shard, callbacks, progress, job_progress)
+    counts = {k: counts.get(k, 0) + more.get(k, 0) for k in {**counts, **more}}
     made = finish_tables(exp.run, {"sweep": plan}, scores)
     return {"counts": counts, "table": made.get("sweep"), "oracle": oracle if oracle is not None else
             known_oracle(exp.run, made), "waiting_for_oracle": plan["waiting_for_oracle"]}

@@ -5,7 +5,8 @@ whether it keeps the checkpoint's classifier head: the healing oracle's jobs do)
 Its result lives in RUN/jobs/<id>/result.json and is never recomputed, so experiments that
 share a job share its result, a killed run resumes where it stopped (the interrupted job's
 finetuning resumes from its last checkpoint), and `--shard i/n` splits a plan without any
-coordination: shard i takes every n-th job.
+coordination: shard i takes every n-th job. Jobs are claimed before they run (queue.py), so
+workers and invocations sharing a folder never run one twice.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -151,34 +152,21 @@ def wait_for(path: Path, timeout: float = 3600.0) -> None:
         time.sleep(0.2)
 
 
-def run_jobs(run: RunDir, jobs: list[Job], runner: JobRunner, shard: tuple[int, int] = (0, 1),
+def run_jobs(run: RunDir, tasks: list, shard: tuple[int, int] = (0, 1), options=None,
              progress: Callable | None = None) -> dict[str, int]:
-    """Run this shard's jobs that have no result yet; returns counts of run, cached and other-shard jobs."""
+    """Run this shard's jobs that have no result yet, claiming each (so that other workers and other
+    invocations on the same folder never run it twice); returns counts of jobs run here, found done,
+    done elsewhere meanwhile, failed for good, held by others, and left to other shards."""
+    from .queue import QueueOptions, drain, lockstep
+
+    options = options or QueueOptions()
     index, count = shard
-    mine = [job for k, job in enumerate(unique(jobs)) if k % count == index]
-    counts = {"run": 0, "cached": 0, "other_shards": len(unique(jobs)) - len(mine)}
-    for k, job in enumerate(mine, start=1):
-        if progress:
-            progress(k - 1, len(mine), job)
-        if run.result(job) is not None:
-            counts["cached"] += 1
-            continue
-        folder = run.jobs / job.id
-        folder.mkdir(parents=True, exist_ok=True)
-        result = runner(job, folder)
-        result.update({"id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
-                       "settings": asdict(job.settings)})
-        counts["run"] += 1
-        if process_rank() != 0:  # under a multi-process launch every rank trains; rank 0 records
-            wait_for(folder / "result.json")
-            continue
-        write_text(folder / "result.json", json.dumps(result, indent=2) + "\n", force=True)
-        with open(run.path / "jobs.log", "a") as handle:  # which jobs this folder actually ran
-            handle.write(json.dumps({"id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
-                                     "finished": time.time()}) + "\n")
-    if progress:
-        progress(len(mine), len(mine), None)
-    return counts
+    mine = [task for k, task in enumerate(tasks) if k % count == index]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank trains every job, together
+        counts = lockstep(run.path, mine, options, process_rank())
+    else:
+        counts = drain(run.path, lambda: mine, options, progress)
+    return {**counts, "other_shards": len(tasks) - len(mine)}
 
 
 def collect(run: RunDir, others: list[Path]) -> int:

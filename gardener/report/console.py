@@ -59,14 +59,73 @@ def pretrain_messages(info: dict, out_dir) -> list[str]:
     return lines
 
 
+def counts_line(counts: dict) -> str:
+    """What became of a command's (or a worker's) jobs, in one line."""
+    more = {"elsewhere": "done by other workers", "held": "running elsewhere", "failed": "failed for good",
+            "other_shards": "left to other shards", "queued": "queued"}
+    return "jobs: " + ", ".join([f"{counts['run']} run", f"{counts['cached']} from the cache"]
+                                + [f"{counts[k]} {text}" for k, text in more.items() if counts.get(k)])
+
+
 def experiment_messages(result: dict, run_dir) -> list[str]:
-    """What a sensitivity or sweep run says about its jobs: run, cached, left to other shards, missing."""
+    """What a sensitivity or sweep run says about its jobs: run, cached, elsewhere, failed, left to
+    other shards or queued, and what to do next."""
     counts = result["counts"]
-    lines = [f"jobs: {counts['run']} run, {counts['cached']} from the cache"
-             + (f", {counts['other_shards']} left to other shards" if counts["other_shards"] else "")]
-    if result["table"] is None:
+    lines = [counts_line(counts)]
+    if counts.get("failed"):
+        lines.append(f"`gardener status {run_dir}` names the failed jobs and why; run the same command again to "
+                     f"try them again")
+    if result["table"] is None and (counts.get("queued") or counts.get("held")):
+        lines.append(f"watch the jobs with `gardener status {run_dir}`; once every job is done, `gardener collect "
+                     f"{run_dir}` builds the tables")
+    elif result["table"] is None:
         lines.append(f"not every job has a result yet: run the other shards, then `gardener collect {run_dir}`")
     if result.get("waiting_for_oracle"):
         lines.append("the oracle is not complete: once every shard has finished, run the same sweep again to add "
                      "the sensitivity rows")
     return lines
+
+
+def status_table(state: dict):
+    """`gardener status`: one row per plan group (an oracle, the sweep's criterion x ratio) with its jobs by state."""
+    from rich.table import Table
+
+    table = Table(title=f"{state['run']}: jobs by plan", title_justify="left")
+    for name in ("plan", "criterion", "ratio %", "done", "running", "failed", "pending"):
+        table.add_column(name, justify="left" if name in ("plan", "criterion") else "right")
+    for group in state["groups"]:
+        c = group["counts"]
+        ratio = "" if group["ratio"] is None else f"{group['ratio']:g}"
+        table.add_row(group["plan"], group["criterion"], ratio, str(c["done"]), str(c["running"] + c["stale"]),
+                      str(c["failed"]), group.get("note") or str(c["pending"]))
+    return table
+
+
+def status_lines(state: dict) -> list[str]:
+    """Totals, then each running job (host, pid, age; stale ones flagged), each failed one (why), the time left."""
+    c = state["counts"]
+    lines = [f"{sum(c.values())} jobs: {c['done']} done, {c['running']} running, {c['stale']} stale, "
+             f"{c['failed']} failed, {c['pending']} pending"]
+    for job_id, job in state["jobs"].items():
+        if job["state"] in ("running", "stale"):
+            where = f"{job['host']} pid {job['pid']}" + (f" (SLURM {job['slurm_job']})" if job.get("slurm_job") else "")
+            note = (f"; no heartbeat for {job['heartbeat_age']:.0f} s: a worker will take it over"
+                    if job["state"] == "stale" else "")
+            lines.append(f"  running {job_id} on {where} for {_duration(job['running_for'])}{note}")
+        elif job["state"] == "failed":
+            lines.append(f"  failed {job_id} after {job['attempts']} attempt(s) on {job['host']}: {job['reason']}")
+    if state["eta_seconds"] is None:
+        lines.append("time left: unknown until a job is done")
+    else:
+        lines.append(f"time left: about {_duration(state['eta_seconds'])} (mean job {_duration(state['mean_job_seconds'] or 0)}, "
+                     f"over the {max(1, c['running'])} worker(s) running now)")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

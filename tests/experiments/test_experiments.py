@@ -42,7 +42,7 @@ def full_run(tmp_path_factory, model4, video_root) -> Path:
     run = tmp_path_factory.mktemp("exp") / "run"
     exp = _experiment(model4, run, video_root)
     first = run_sensitivity(exp)
-    assert first["counts"] == {"run": 5, "cached": 0, "other_shards": 0}
+    assert first["counts"] == {"run": 5, "cached": 0, "elsewhere": 0, "failed": 0, "held": 0, "other_shards": 0}
     sweep = run_sweep(exp, *SWEEP, random_seeds=2)
     assert sweep["table"] is not None and sweep["counts"]["run"] >= 1
     assert main_code("report", run) == 0

@@ -1,0 +1,230 @@
+"""A run folder's jobs as a queue that any number of workers drain, on any number of machines.
+
+Files per job, in `RUN/jobs/<id>/`:
+- `job.json`: what the job is (its blocks, seed and experiment settings), written when it is queued,
+  so that a worker needs nothing but the folder (`gardener worker RUN`);
+- `claim.json`: who runs it now (claims.py);
+- `result.json`: the result, the one source of truth: a job with a result is done, whoever ran it;
+- `failure.json`: each failed attempt (exception, host, time); a job is tried `1 + retries` times.
+`RUN/jobs.log` gets one line per job this folder ran, with the worker that ran it.
+
+Load balancing needs no coordinator: each worker takes the first job, in queue order, that has no
+result, is not failed for good and that it can claim.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import GardenerError
+from ..fileio import write_text
+from .claims import Claim, Heartbeat, clear_locks, heartbeat_interval, holds, launch_id, read_claim, release, \
+    try_claim
+
+SPEC, RESULT, FAILURE = "job.json", "result.json", "failure.json"
+PROCESS_START = time.time()
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """How a worker drains a queue."""
+
+    retries: int = 1  # a failed job is tried again this many times, then it is failed for good
+    raise_errors: bool = False  # a user mistake (GardenerError) in a job stops the worker (a command run here)
+    stale_after: float = 300.0  # seconds without a heartbeat after which a claim is taken over
+    wait: bool = True  # wait for jobs that other workers hold (taking them over if they go stale)
+    max_jobs: int | None = None  # stop after finishing this many jobs (a SLURM array task runs one)
+    poll: float = 2.0  # seconds between looks at a queue whose jobs other workers hold
+
+    def check(self) -> QueueOptions:
+        if self.retries < 0:
+            raise GardenerError(f"--retries {self.retries}: expected 0 or more")
+        if self.stale_after <= 0:
+            raise GardenerError(f"--stale-after {self.stale_after:g}: expected a number of seconds above 0")
+        if self.max_jobs is not None and self.max_jobs < 1:
+            raise GardenerError(f"--max-jobs {self.max_jobs}: expected at least 1")
+        return self
+
+
+@dataclass(frozen=True)
+class Task:
+    """One queued job as a worker runs it: `run(folder)` returns its complete result."""
+
+    id: str
+    removed: tuple[int, ...]
+    seed: int
+    run: Callable[[Path], dict]
+
+
+def write_spec(folder: Path, spec: dict) -> None:
+    """Queue a job (once: a job's spec never changes, its id is the hash of what it is)."""
+    if not (folder / SPEC).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / SPEC, json.dumps({**spec, "queued": time.time()}, indent=2) + "\n", force=True)
+
+
+def read_specs(jobs: Path) -> list[dict]:
+    """Every queued job's spec, in queue order (when it was queued, then its place in its plan)."""
+    specs = []
+    for path in jobs.glob(f"*/{SPEC}"):
+        try:
+            specs.append(json.loads(path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):  # being written by another process
+            continue
+    return sorted(specs, key=lambda s: (s["queued"], s.get("order", 0), s["id"]))
+
+
+def failures(folder: Path) -> list[dict]:
+    """The failed attempts of a job, oldest first."""
+    try:
+        return json.loads((folder / FAILURE).read_text())["attempts"]
+    except FileNotFoundError:
+        return []
+
+
+def failed_for_good(folder: Path, retries: int) -> bool:
+    """Tried 1 + `retries` times, or stopped by a user mistake (a GardenerError: trying again gives the same)."""
+    attempts = failures(folder)
+    return bool(attempts) and (len(attempts) > retries or attempts[-1]["final"]) and not (folder / RESULT).is_file()
+
+
+def record_failure(claim: Claim, exc: BaseException) -> None:
+    """Add an attempt to failure.json (only the claim's holder writes it, so no lock is needed)."""
+    attempts = failures(claim.folder) + [{
+        "error": f"{type(exc).__name__}: {exc}", "final": isinstance(exc, GardenerError), "host": claim.host,
+        "pid": claim.pid, "slurm_job": claim.slurm_job, "time": time.time(),
+        "traceback": "".join(traceback.format_exception(exc)[-6:])}]
+    write_text(claim.folder / FAILURE, json.dumps({"attempts": attempts}, indent=2) + "\n", force=True)
+
+
+def forget_failures(folder: Path) -> None:
+    """A new command on the folder tries its failed jobs again: their attempts are kept aside
+    (failure-<time>.json), not counted."""
+    if (folder / FAILURE).is_file():
+        (folder / FAILURE).rename(folder / f"failure-{time.time():.0f}.json")
+
+
+def write_result(run_path: Path, claim: Claim, result: dict) -> None:
+    write_text(claim.folder / RESULT, json.dumps(result, indent=2) + "\n", force=True)
+    with open(run_path / "jobs.log", "a") as handle:  # which jobs this folder ran, and where
+        handle.write(json.dumps({"id": result["id"], "removed": result["removed"], "seed": result["seed"],
+                                 "host": claim.host, "pid": claim.pid, "slurm_job": claim.slurm_job,
+                                 "took_over": claim.took_over is not None, "finished": time.time()}) + "\n")
+    clear_locks(claim.folder)
+
+
+def drain(run_path: Path, tasks: Callable[[], list[Task]], options: QueueOptions = QueueOptions(),
+          progress: Callable | None = None, say: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Claim and run jobs until none is left to this worker; returns how many it ran, found done
+    before it started, saw done elsewhere, and found failed for good (or held elsewhere, without `wait`)."""
+    jobs = Path(run_path) / "jobs"
+    start = {t.id for t in tasks() if (jobs / t.id / RESULT).is_file()}
+    ran: set[str] = set()
+    while True:
+        current = tasks()
+        pending = [t for t in current if not (jobs / t.id / RESULT).is_file()
+                   and not failed_for_good(jobs / t.id, options.retries)]
+        if progress:
+            progress(len(current) - len(pending), len(current), pending[0] if pending else None)
+        if not pending or (options.max_jobs is not None and len(ran) >= options.max_jobs):
+            break
+        taken = next(((t, c) for t in pending if (c := try_claim(jobs / t.id, options.stale_after))), None)
+        if taken is None:
+            if not options.wait:
+                break
+            time.sleep(options.poll)
+            continue
+        if _run_claimed(run_path, *taken, options, say) == "done":
+            ran.add(taken[0].id)
+    return _counts(jobs, tasks(), start, ran, options.retries)
+
+
+def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions, say) -> str:
+    """Run a claimed job under a heartbeat: "done", "failed" (recorded) or "lost" (taken over meanwhile)."""
+    if (claim.folder / RESULT).is_file():  # finished by another worker between our look and our claim
+        release(claim)
+        return "cached"
+    if say and claim.took_over:
+        held = claim.took_over
+        say(f"job {task.id}: took over the stale claim of {held['host']} pid {held['pid']} "
+            f"(no heartbeat for {held['age']:.0f} s)")
+    try:
+        with Heartbeat(claim, heartbeat_interval(options.stale_after)):
+            result = task.run(claim.folder)
+    except Exception as exc:  # the job failed: recorded, tried again up to `retries` times
+        record_failure(claim, exc)
+        if options.raise_errors and isinstance(exc, GardenerError):
+            release(claim)
+            raise
+        if say:
+            say(f"job {task.id} failed (attempt {len(failures(claim.folder))} of {options.retries + 1}): "
+                f"{type(exc).__name__}: {exc}")
+        release(claim)
+        return "failed"
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM, a SLURM requeue): the job goes back to the queue
+        release(claim)
+        raise
+    if not holds(claim):
+        if say:
+            say(f"job {task.id}: its claim was taken over while it ran (no heartbeat for {options.stale_after:g} s); "
+                f"its result is left to the new holder")
+        return "lost"
+    write_result(run_path, claim, result)
+    release(claim)
+    return "done"
+
+
+def _counts(jobs: Path, tasks: list[Task], start: set[str], ran: set[str], retries: int) -> dict[str, int]:
+    counts = {"run": len(ran), "cached": len(start), "elsewhere": 0, "failed": 0, "held": 0}
+    for task in tasks:
+        if task.id in ran or task.id in start:
+            continue
+        if (jobs / task.id / RESULT).is_file():
+            counts["elsewhere"] += 1
+        elif failed_for_good(jobs / task.id, retries):
+            counts["failed"] += 1
+        elif read_claim(jobs / task.id) is not None:
+            counts["held"] += 1
+    return counts
+
+
+def lockstep(run_path: Path, tasks: list[Task], options: QueueOptions, rank: int) -> dict[str, int]:
+    """Under torchrun every rank trains every job together: rank 0 claims each job in turn (waiting
+    while another worker holds it) and records it; the other ranks follow rank 0's claims."""
+    jobs = Path(run_path) / "jobs"
+    start = {t.id for t in tasks if (jobs / t.id / RESULT).is_file()}
+    ran: set[str] = set()
+    for task in tasks:
+        while not (jobs / task.id / RESULT).is_file():
+            if rank == 0:
+                claim = try_claim(jobs / task.id, options.stale_after)
+                if claim is not None:
+                    if _run_claimed(run_path, task, claim, QueueOptions(retries=0, stale_after=options.stale_after),
+                                    None) == "failed":
+                        raise GardenerError(f"job {task.id} failed: {failures(claim.folder)[-1]['error']}")
+                    ran.add(task.id)
+                    continue
+            elif _ours(read_claim(jobs / task.id)):
+                task.run(jobs / task.id)  # rank 0 records the result
+                _wait_result(jobs / task.id)
+                ran.add(task.id)
+                continue
+            time.sleep(options.poll)
+    return _counts(jobs, tasks, start, ran, options.retries)
+
+
+def _ours(info: dict | None) -> bool:
+    return info is not None and info.get("launch") == launch_id() and info["started"] >= PROCESS_START - 5
+
+
+def _wait_result(folder: Path, timeout: float = 3600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (folder / RESULT).is_file():
+        if time.monotonic() > deadline:
+            raise GardenerError(f"rank {os.environ.get('RANK')}: gave up waiting for {folder / RESULT}")
+        time.sleep(0.2)

@@ -1,0 +1,148 @@
+"""Jobs as a queue on the run folder: atomic claims, heartbeats, stale takeover, retries, and `status`."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from gardener.errors import GardenerError
+from gardener.experiments.claims import Heartbeat, read_claim, release, try_claim
+from gardener.experiments.queue import QueueOptions, Task, drain, failures, write_spec
+from gardener.experiments.runs import RunDir
+
+
+def _claim_in_child(folder: str, barrier, out) -> None:
+    barrier.wait()
+    claim = try_claim(Path(folder), stale_after=300)
+    out.put(None if claim is None else claim.token)
+
+
+def test_of_many_processes_claiming_one_job_exactly_one_gets_it(tmp_path):
+    ctx = get_context("spawn")
+    barrier, out = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_claim_in_child, args=(str(tmp_path / "job"), barrier, out)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    tokens = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join()
+    winners = [t for t in tokens if t is not None]
+    assert len(winners) == 1
+    assert read_claim(tmp_path / "job")["token"] == winners[0]
+
+
+def test_a_live_claim_is_not_taken_over_and_a_stale_one_is_taken_once(tmp_path):
+    folder = tmp_path / "job"
+    first = try_claim(folder, stale_after=1.0)
+    with Heartbeat(first, interval=0.2):
+        time.sleep(1.5)  # older than stale_after, but the heartbeat keeps it fresh
+        assert try_claim(folder, stale_after=1.0) is None
+    os.utime(first.path, (time.time() - 10, time.time() - 10))  # its worker died ten seconds ago
+    takers: list = []
+    threads = [threading.Thread(target=lambda: takers.append(try_claim(folder, stale_after=1.0))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [c for c in takers if c is not None]
+    assert len(won) == 1 and won[0].took_over["pid"] == first.pid and won[0].took_over["age"] >= 9
+    assert read_claim(folder)["token"] == won[0].token
+    release(first)  # the dead worker's release, were it to come back, leaves the new claim alone
+    assert read_claim(folder)["token"] == won[0].token
+
+
+def _queue(run: Path, n: int) -> list[str]:
+    ids = [f"job{k}" for k in range(n)]
+    for order, job_id in enumerate(ids):
+        write_spec(run / "jobs" / job_id, {"id": job_id, "removed": [order + 1], "seed": None, "order": order,
+                                           "experiment": {}})
+    return ids
+
+
+def _task(job_id: str, fail_times: int, calls: dict, error=RuntimeError) -> Task:
+    def run(folder: Path) -> dict:
+        calls[job_id] = calls.get(job_id, 0) + 1
+        if calls[job_id] <= fail_times:
+            raise error(f"attempt {calls[job_id]} of {job_id} broke")
+        return {"id": job_id, "removed": [1], "seed": 0, "seconds": 10.0}
+    return Task(job_id, (1,), 0, run)
+
+
+def test_a_failing_job_is_retried_up_to_retries_then_failed_in_status(tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"source": "m", "source_hash": "h"}))
+    ids = _queue(tmp_path, 3)
+    calls: dict = {}
+    tasks = [_task(ids[0], 0, calls), _task(ids[1], 2, calls), _task(ids[2], 99, calls)]
+    counts = drain(tmp_path, lambda: tasks, QueueOptions(retries=2, poll=0.05))
+    assert calls == {ids[0]: 1, ids[1]: 3, ids[2]: 3}  # 1 + retries attempts at most
+    assert counts == {"run": 2, "cached": 0, "elsewhere": 0, "failed": 1, "held": 0}
+    assert len(failures(tmp_path / "jobs" / ids[1])) == 2 and (tmp_path / "jobs" / ids[1] / "result.json").is_file()
+    assert not (tmp_path / "jobs" / ids[2] / "result.json").exists()
+    assert not list(tmp_path.glob("jobs/*/claim.json"))  # every claim was given back
+
+    assert run_cli("status", tmp_path, "--json", "--retries", "2") == 0
+    state = json.loads(capsys.readouterr().out)
+    assert [state["jobs"][i]["state"] for i in ids] == ["done", "done", "failed"]
+    assert state["jobs"][ids[2]]["reason"] == f"RuntimeError: attempt 3 of {ids[2]} broke"
+    assert state["jobs"][ids[2]]["attempts"] == 3
+    assert run_cli("status", tmp_path) == 0
+    assert f"failed {ids[2]} after 3 attempt(s)" in capsys.readouterr().out
+
+    again = drain(tmp_path, lambda: tasks, QueueOptions(retries=2, poll=0.05))  # failed for good: left alone
+    assert again["failed"] == 1 and calls[ids[2]] == 3
+
+
+def test_a_user_mistake_in_a_job_is_not_retried(tmp_path):
+    ids = _queue(tmp_path, 1)
+    calls: dict = {}
+    tasks = [_task(ids[0], 99, calls, error=GardenerError)]
+    assert drain(tmp_path, lambda: tasks, QueueOptions(retries=3))["failed"] == 1
+    assert calls[ids[0]] == 1
+    with pytest.raises(GardenerError, match="attempt 2"):  # a command run here stops with the one-line error
+        (tmp_path / "jobs" / ids[0] / "failure.json").unlink()
+        calls[ids[0]] = 1
+        drain(tmp_path, lambda: tasks, QueueOptions(retries=3, raise_errors=True))
+
+
+def test_status_json_matches_the_folder(tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"source": "m", "source_hash": "h"}))
+    done, running, stale, failed, pending = _queue(tmp_path, 5)
+    jobs = tmp_path / "jobs"
+    (jobs / done / "result.json").write_text(json.dumps({"id": done, "seconds": 10.0, "top1": 50.0}))
+    live = try_claim(jobs / running, stale_after=300)
+    dead = try_claim(jobs / stale, stale_after=300)
+    os.utime(dead.path, (time.time() - 1000, time.time() - 1000))
+    (jobs / failed / "failure.json").write_text(json.dumps({"attempts": [
+        {"error": "RuntimeError: CUDA out of memory", "final": False, "host": "gpu7", "pid": 1, "time": 0.0}] * 2}))
+
+    assert run_cli("status", tmp_path, "--json") == 0
+    state = json.loads(capsys.readouterr().out)
+    assert {i: j["state"] for i, j in state["jobs"].items()} == {
+        done: "done", running: "running", stale: "stale", failed: "failed", pending: "pending"}
+    assert state["counts"] == {"done": 1, "running": 1, "stale": 1, "failed": 1, "pending": 1}
+    assert state["jobs"][running]["host"] == socket.gethostname() and state["jobs"][running]["pid"] == live.pid
+    assert state["jobs"][stale]["heartbeat_age"] >= 999
+    assert state["jobs"][failed] == {"state": "failed", "reason": "RuntimeError: CUDA out of memory",
+                                     "attempts": 2, "host": "gpu7"}
+    # left: pending and stale (1 + 1) and half of the running one, at the done job's 10 s, over 1 worker
+    assert state["mean_job_seconds"] == 10.0 and state["eta_seconds"] == 25.0
+
+
+def test_status_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
+    assert run_cli("status", tmp_path) == 2
+    assert "run.json: not found" in capsys.readouterr().err
+
+
+def test_a_run_dir_without_queue_has_an_empty_status(tmp_path, capsys):
+    RunDir(tmp_path, "h")
+    (tmp_path / "run.json").write_text(json.dumps({"source": "m", "source_hash": "h"}))
+    assert run_cli("status", tmp_path, "--json") == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["jobs"] == {} and state["eta_seconds"] == 0.0

@@ -1,0 +1,181 @@
+"""Workers draining one run folder: local worker processes, `gardener worker` on the same folder,
+a killed worker's job taken over and resumed, and the SLURM launcher through submitit's local cluster."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, tiny_videomae
+
+from gardener.experiments.protocol import oracle_plan, prepare, queue_jobs, sensitivity_jobs, write_plan
+from gardener.train import DataOptions, Recipe
+
+CLIP = {"frames": None, "size": None, "sampling_rate": 2, "test_clips": 1, "test_crops": 1, "min_crop_scale": 0.3}
+FAST = dict(batch_size=8, max_steps=3, warmup_steps=1, base_lr=0.06, layer_decay=1.0, drop_path=0.0,
+            classifier_dropout=0.0, save_every=2)
+OPTS = ["--max-steps", "3", "--batch-size", "8", "--warmup-steps", "1", "--lr", "0.06", "--layer-decay", "1",
+        "--drop-path", "0", "--workers", "0", "--sampling-rate", "2", "--test-clips", "1", "--test-crops", "1"]
+
+
+def _gardener(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gardener", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _queued(model: Path, run: Path, video_root: Path, baseline_only: bool = False, **recipe):
+    """A sensitivity plan (or only its unpruned job) queued in `run` without running any job, as
+    `--launcher slurm` leaves it."""
+    exp = prepare(model, run, DataOptions(video_root, workers=0), Recipe(**{**FAST, **recipe}), CLIP)
+    jobs = [exp.job([])] if baseline_only else sensitivity_jobs(exp)
+    queue_jobs(exp, jobs)
+    if not baseline_only:
+        write_plan(exp.run, "sensitivity", oracle_plan(exp, "sensitivity", jobs))
+    return exp, jobs
+
+
+def _ran(run: Path) -> Counter:
+    """How many times each job was run to its end (jobs.log gets one line per result written)."""
+    return Counter(json.loads(line)["id"] for line in (run / "jobs.log").read_text().splitlines())
+
+
+def _every_job_once(run: Path, ids: set[str]) -> Counter:
+    ran = _ran(run)
+    assert set(ran) == ids and set(ran.values()) == {1}
+    assert all((run / "jobs" / i / "result.json").is_file() for i in ids)
+    assert not list(run.glob("jobs/*/claim.json")) and not list(run.glob("jobs/*/failure.json"))
+    return ran
+
+
+def test_two_local_workers_finish_every_job_exactly_once(tmp_path, video_root, capsys):
+    model = tiny_videomae(tmp_path / "m", depth=3)
+    run = tmp_path / "run"
+    assert run_cli("sensitivity", model, "-o", run, "--data", video_root, *OPTS,
+                   "--launcher", "local", "--local-workers", "2") == 0
+    plan = json.loads((run / "sensitivity.plan.json").read_text())
+    _every_job_once(run, {j["id"] for j in plan["jobs"]})
+    assert (run / "sensitivity.json").is_file()  # the command built the table once its workers were done
+    assert len(list((run / "workers").glob("worker-*.log"))) == 2
+    assert "4 run" in capsys.readouterr().err
+
+
+def test_four_worker_commands_on_one_folder_finish_every_job_exactly_once(tmp_path, video_root):
+    model = tiny_videomae(tmp_path / "m", depth=5)
+    _, jobs = _queued(model, tmp_path / "run", video_root)
+    workers = [_gardener("worker", tmp_path / "run", "--stale-after", "60") for _ in range(4)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, outputs
+    ran = _every_job_once(tmp_path / "run", {j.id for j in jobs})
+    assert sum(ran.values()) == 6
+    finished_by = Counter(json.loads(line)["pid"] for line in (tmp_path / "run" / "jobs.log").read_text().splitlines())
+    assert set(finished_by) <= {w.pid for w in workers}
+    assert (tmp_path / "run" / "sensitivity.json").is_file()  # the last worker built the table
+
+
+def _wait_for_checkpoint(folder: Path, proc: subprocess.Popen, timeout: float = 300) -> int:
+    """The step of the job's first checkpoint, once it is on disk (the job is then mid-way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = sorted((folder / "train" / "checkpoints").glob("step-*/state.json"))
+        if states:
+            return int(states[0].parent.name.split("-")[1])
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_a_killed_workers_job_is_taken_over_after_the_timeout_and_resumed(tmp_path, video_root):
+    model = tiny_videomae(tmp_path / "m", depth=1)
+    exp, jobs = _queued(model, tmp_path / "run", video_root, baseline_only=True, max_steps=40, save_every=2)
+    first = jobs[0]
+    folder = exp.run.jobs / first.id
+    a = _gardener("worker", exp.run.path, "--stale-after", "3")
+    step = _wait_for_checkpoint(folder, a)
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    killed_at = time.time()
+    claim = json.loads((folder / "claim.json").read_text())
+    assert claim["pid"] == a.pid  # the stale claim it left
+
+    b = _gardener("worker", exp.run.path, "--stale-after", "3")
+    out = b.communicate(timeout=600)[0]
+    assert b.returncode == 0, out
+    assert f"took over the stale claim of {claim['host']} pid {a.pid}" in out
+    log = [json.loads(line) for line in (exp.run.path / "jobs.log").read_text().splitlines()]
+    took = next(entry for entry in log if entry["id"] == first.id)
+    assert took["pid"] == b.pid and took["took_over"] and took["finished"] > killed_at
+    started = json.loads((folder / "train" / "start.json").read_text())
+    assert [r["step"] for r in started["resumes"]][:1] and started["resumes"][0]["step"] >= step
+    result = json.loads((folder / "result.json").read_text())
+    assert result["steps"] == 40
+    _every_job_once(exp.run.path, {j.id for j in jobs})
+
+
+def test_slurm_launcher_without_sbatch_is_a_one_line_error(tmp_path, video_root, tiny_model_dir, capsys):
+    if os.environ.get("PATH") and any(Path(p, "sbatch").exists() for p in os.environ["PATH"].split(os.pathsep)):
+        pytest.skip("this machine has sbatch")
+    code = run_cli("sweep", tiny_model_dir, "-o", tmp_path / "run", "--data", video_root, "--launcher", "slurm")
+    assert code == 2 and "sbatch is not on this machine's PATH" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--launcher", "cloud"], "--launcher 'cloud': expected one of none, local, slurm"),
+    (["--launcher", "local", "--shard", "1/2"], "give one or the other"),
+    (["--launcher", "slurm", "--submitit-cluster", "local", "--sbatch", "mem"], "--sbatch 'mem': expected KEY=VALUE"),
+    (["--retries", "-1"], "--retries -1: expected 0 or more"),
+])
+def test_bad_launch_options_are_one_line_errors(tmp_path, video_root, tiny_model_dir, capsys, bad, message):
+    assert run_cli("sweep", tiny_model_dir, "-o", tmp_path / "run", "--data", video_root, *bad) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_slurm_array_through_submitits_local_cluster_and_its_sbatch_script(tmp_path, video_root):
+    model = tiny_videomae(tmp_path / "m", depth=2)
+    run = tmp_path / "run"
+    proc = _gardener("sensitivity", model, "-o", run, "--data", video_root, *OPTS, "--launcher", "slurm",
+                     "--submitit-cluster", "local", "--gpus-per-job", "2", "--timeout-min", "30", "--partition",
+                     "gpu", "--array-parallelism", "2", "--sbatch", "account=vision", "--sbatch", "mem=64G")
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    plan = json.loads((run / "sensitivity.plan.json").read_text())
+    _every_job_once(run, {j["id"] for j in plan["jobs"]})
+    assert (run / "sensitivity.json").is_file() and "submitted 3 worker task(s) (local)" in out
+    script = (run / "slurm" / "submit.sbatch").read_text()
+    for line in ("#SBATCH --array=0-2%2", "#SBATCH --gpus-per-node=2", "#SBATCH --time=30",
+                 "#SBATCH --partition=gpu", "#SBATCH --account=vision", "#SBATCH --mem=64G"):
+        assert line in script.splitlines(), line
+    assert f"-m gardener worker {run.resolve()} --retries 1 --stale-after 300 --no-wait --max-jobs 1" in script
+
+
+def test_a_slurm_task_that_times_out_is_requeued_and_resumes_its_job(tmp_path, video_root):
+    """submitit's local cluster delivers the scheduler's signal (USR2) to the array task mid-job: the
+    task gives its claim back and is requeued, and the requeued task resumes the job's finetuning."""
+    model = tiny_videomae(tmp_path / "m", depth=1)
+    exp, jobs = _queued(model, tmp_path / "run", video_root, baseline_only=True, max_steps=40, save_every=2)
+    folder = exp.run.jobs / jobs[0].id
+    cli = [sys.executable, "-c", "import sys; from gardener.experiments.launch import Launch, submit_slurm; "
+           "from gardener.experiments.launch import open_existing; from gardener.experiments.queue import "
+           "QueueOptions; print(submit_slurm(open_existing(sys.argv[1]), Launch(launcher='slurm', "
+           "submitit_cluster='local', timeout_min=10), QueueOptions(stale_after=60)), flush=True)", exp.run.path]
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    step = _wait_for_checkpoint(folder, proc)
+    task_pid = json.loads((folder / "claim.json").read_text())["pid"]
+    os.kill(task_pid, signal.SIGUSR2)  # what SLURM sends --signal seconds before the time limit
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+    logs = "".join(p.read_text() for p in (exp.run.path / "slurm").rglob("*.out"))
+    assert "requeued by the scheduler; 1 claim(s) given back" in logs
+    assert "Requeued job" in "".join(p.read_text() for p in (exp.run.path / "slurm").rglob("*.err")) + logs
+    log = [json.loads(line) for line in (exp.run.path / "jobs.log").read_text().splitlines()]
+    assert next(e for e in log if e["id"] == jobs[0].id)["pid"] != task_pid  # finished by the requeued task
+    resumes = json.loads((folder / "train" / "start.json").read_text())["resumes"]
+    assert resumes and resumes[0]["step"] >= step
+    _every_job_once(exp.run.path, {j.id for j in jobs})
