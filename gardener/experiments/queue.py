@@ -27,7 +27,17 @@ from .claims import Claim, Heartbeat, clear_locks, heartbeat_interval, holds, la
     try_claim
 
 SPEC, RESULT, FAILURE = "job.json", "result.json", "failure.json"
-PROCESS_START = time.time()
+
+
+def _process_start() -> float:
+    """When this process started (Linux: its /proc entry), else when this module was imported."""
+    try:
+        return os.stat(f"/proc/{os.getpid()}").st_ctime
+    except OSError:
+        return time.time()
+
+
+PROCESS_START = _process_start()
 
 
 @dataclass(frozen=True)
@@ -125,20 +135,28 @@ def drain(run_path: Path, tasks: Callable[[], list[Task]], options: QueueOptions
     jobs = Path(run_path) / "jobs"
     start = {t.id for t in tasks() if (jobs / t.id / RESULT).is_file()}
     ran: set[str] = set()
+    shown: list = [None]
+
+    def show(done: int, total: int, task: Task | None) -> None:  # once per change, not once per look
+        if progress and shown[0] != (done, total, task and task.id):
+            shown[0] = (done, total, task and task.id)
+            progress(done, total, task)
+
     while True:
         current = tasks()
         pending = [t for t in current if not (jobs / t.id / RESULT).is_file()
                    and not failed_for_good(jobs / t.id, options.retries)]
-        if progress:
-            progress(len(current) - len(pending), len(current), pending[0] if pending else None)
         if not pending or (options.max_jobs is not None and len(ran) >= options.max_jobs):
+            show(len(current) - len(pending), len(current), None)
             break
         taken = next(((t, c) for t in pending if (c := try_claim(jobs / t.id, options.stale_after))), None)
         if taken is None:
             if not options.wait:
+                show(len(current) - len(pending), len(current), None)
                 break
             time.sleep(options.poll)
             continue
+        show(len(current) - len(pending), len(current), taken[0])
         if _run_claimed(run_path, *taken, options, say) == "done":
             ran.add(taken[0].id)
     return _counts(jobs, tasks(), start, ran, options.retries)
@@ -219,7 +237,7 @@ def lockstep(run_path: Path, tasks: list[Task], options: QueueOptions, rank: int
 
 
 def _ours(info: dict | None) -> bool:
-    return info is not None and info.get("launch") == launch_id() and info["started"] >= PROCESS_START - 5
+    return info is not None and info.get("launch") == launch_id() and info["started"] >= PROCESS_START - 60
 
 
 def _wait_result(folder: Path, timeout: float = 3600.0) -> None:

@@ -103,12 +103,17 @@ def test_a_user_mistake_in_a_job_is_not_retried(tmp_path):
     ids = _queue(tmp_path, 1)
     calls: dict = {}
     tasks = [_task(ids[0], 99, calls, error=GardenerError)]
-    assert drain(tmp_path, lambda: tasks, QueueOptions(retries=3))["failed"] == 1
-    assert calls[ids[0]] == 1
-    with pytest.raises(GardenerError, match="attempt 2"):  # a command run here stops with the one-line error
-        (tmp_path / "jobs" / ids[0] / "failure.json").unlink()
-        calls[ids[0]] = 1
+    assert drain(tmp_path, lambda: tasks, QueueOptions(retries=3))["failed"] == 1  # a worker records it, goes on
+    assert calls[ids[0]] == 1 and len(failures(tmp_path / "jobs" / ids[0])) == 1
+
+
+def test_a_user_mistake_stops_a_command_run_here_with_its_one_line_error(tmp_path):
+    ids = _queue(tmp_path, 2)
+    calls: dict = {}
+    tasks = [_task(ids[0], 99, calls, error=GardenerError), _task(ids[1], 0, calls)]
+    with pytest.raises(GardenerError, match=f"attempt 1 of {ids[0]} broke"):
         drain(tmp_path, lambda: tasks, QueueOptions(retries=3, raise_errors=True))
+    assert ids[1] not in calls and not list(tmp_path.glob("jobs/*/claim.json"))
 
 
 def test_status_json_matches_the_folder(tmp_path, capsys):

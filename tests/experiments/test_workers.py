@@ -78,6 +78,21 @@ def test_four_worker_commands_on_one_folder_finish_every_job_exactly_once(tmp_pa
     assert (tmp_path / "run" / "sensitivity.json").is_file()  # the last worker built the table
 
 
+def test_under_torchrun_the_ranks_run_each_job_together_and_rank_0_records_it(tmp_path, video_root):
+    model = tiny_videomae(tmp_path / "m", depth=2)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # two CPU processes (gloo)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gardener",
+                           "sensitivity", model, "-o", run, "--data", video_root, *OPTS],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = json.loads((run / "sensitivity.plan.json").read_text())
+    ids = {j["id"] for j in plan["jobs"]}
+    _every_job_once(run, ids)
+    assert len({json.loads(line)["pid"] for line in (run / "jobs.log").read_text().splitlines()}) == 1  # rank 0
+    assert {json.loads((run / "jobs" / i / "train" / "gardener.json").read_text())["world_size"] for i in ids} == {2}
+
+
 def _wait_for_checkpoint(folder: Path, proc: subprocess.Popen, timeout: float = 300) -> int:
     """The step of the job's first checkpoint, once it is on disk (the job is then mid-way)."""
     deadline = time.monotonic() + timeout
