@@ -8,6 +8,7 @@ import threading
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import GardenerError, Terminated
 
@@ -91,11 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     previous = _on_sigterm()
     try:
         code = app(args=argv, standalone_mode=False, prog_name="gardener")
-    except GardenerError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except GardenerError as exc:  # escaped: a message naming `[slurm]` or a path with brackets is not markup
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except _USAGE_ERROR as exc:
-        err.print(f"[red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         code = 130

@@ -15,6 +15,16 @@ OUT_RUN_OPT = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, lo
 RESUME_OPT = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
 FORCE_OPT = typer.Option(False, "--force", help="Replace an existing output folder.")
 TRAIN_SEED_OPT = typer.Option(0, "--seed", help="Seed for initialisation, sampling and augmentation.")
+REPORT_TO_OPT = typer.Option("none", "--report-to", help="Also log losses, lr and evaluations to an experiment "
+                             "tracker: none, tensorboard (OUT/tensorboard/) or wandb.")
+
+
+def _tracker(report_to: str) -> str:
+    """--report-to, checked before the run (train_run checks it too)."""
+    from ..train.tracking import check_report_to
+
+    check_report_to(report_to)
+    return report_to
 
 
 @command(data=DATA, recipe=FINETUNE_RECIPE, clips=CLIPS)
@@ -22,6 +32,7 @@ def finetune(
     ctx: typer.Context, data, recipe, clips: ClipOptions,
     model: Path = typer.Argument(..., help="HF VideoMAE directory (pruned or not; a pretraining one works too)."),
     out_dir: Path = OUT_RUN_OPT, seed: int = TRAIN_SEED_OPT, resume: bool = RESUME_OPT, force: bool = FORCE_OPT,
+    report_to: str = REPORT_TO_OPT,
 ) -> None:
     """Finetune a VideoMAE classifier (Step 4 of the paper); runs under `accelerate launch` / torchrun too."""
     from ..report.figures import draw_eval_figures
@@ -31,7 +42,7 @@ def finetune(
     bar, tick = training_progress("finetuning")
     with bar:
         info = run(model, out_dir, data, recipe, **asdict(clips), seed=seed, resume=resume, force=force,
-                   progress=tick, arguments=ctx.params)
+                   progress=tick, arguments=ctx.params, report_to=_tracker(report_to))
     if is_main_process():
         if not info.get("already_finished"):
             draw_eval_figures(out_dir)
@@ -71,7 +82,7 @@ def pretrain_command(
     preset: str = typer.Option("tiny", "--preset", help="tiny (12 blocks, 128 wide, 64 px) or base (VideoMAE-B)."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON of VideoMAEConfig fields over the preset."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, sampling, masking."),
-    resume: bool = RESUME_OPT, force: bool = FORCE_OPT,
+    resume: bool = RESUME_OPT, force: bool = FORCE_OPT, report_to: str = REPORT_TO_OPT,
 ) -> None:
     """Masked VideoMAE pretraining (Step 1 of the paper); exports OUT/encoder for score/prune/finetune."""
     from ..report.console import pretrain_messages
@@ -83,7 +94,8 @@ def pretrain_command(
         overrides = read_json_object(config, "--config") if config is not None else None
         info = pretrain(data, out_dir, preset=preset, config_overrides=overrides, recipe=recipe,
                         sampling_rate=clips.sampling_rate, min_crop_scale=clips.min_crop_scale, seed=seed,
-                        resume=resume, force=force, progress=tick, arguments=ctx.params)
+                        resume=resume, force=force, progress=tick, arguments=ctx.params,
+                        report_to=_tracker(report_to))
     if is_main_process():
         for line in pretrain_messages(info, out_dir):
             err.print(line, highlight=False)

@@ -23,8 +23,10 @@ from .recipe import Recipe
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
 from .run import Job, RunOptions, conclude, run_facts, run_manifest, train_run
 from .state import split_digest
+from .tracking import track
 
 log = logging.getLogger("gardener.train")
+EVAL_LOGGED = ("top1", "top5", "uar")  # the metrics of an evaluation during the run, in log.jsonl and trackers
 
 
 @dataclass
@@ -212,7 +214,7 @@ class FinetuneJob(Job):
         if not self.recipe.eval_every or step % self.recipe.eval_every or step == run.schedule.total:
             return best
         result = self._evaluate(run)
-        run.logbook.write({"step": step, "eval": {k: result[k] for k in ("top1", "top5", "uar")}})
+        run.logbook.write({"step": step, "eval": {k: result[k] for k in EVAL_LOGGED}})
         if best is None or result["top1"] > best["top1"]:
             best = {"step": step, "top1": result["top1"]}
             _save_model(run.accelerator, run.model, run.out / "best", self.model_dir, force=True)
@@ -227,6 +229,7 @@ class FinetuneJob(Job):
         for handle in self.handles:
             handle.remove()
         result = self._evaluate(run)
+        track(run.accelerator, {"step": run.schedule.total, "eval": {k: result[k] for k in EVAL_LOGGED}})
         if best is None or result["top1"] > best["top1"] or not self.recipe.eval_every:
             best = {"step": run.schedule.total, "top1": result["top1"]}
         _save_model(run.accelerator, run.model, run.out / "model", self.model_dir, force=True)
@@ -254,11 +257,12 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
              frames: int | None = None, size: int | None = None, sampling_rate: int = 4, test_clips: int = 5,
              test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
-             arguments: dict | None = None, keep_head: bool = False) -> dict:
+             arguments: dict | None = None, keep_head: bool = False, report_to: str = "none") -> dict:
     """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest.
 
     The classifier head is fresh, unless `keep_head`: then `model_dir` must be a classifier of the
-    data's classes, and its head is trained on (as the healing oracle needs).
+    data's classes, and its head is trained on (as the healing oracle needs). `report_to`
+    ("tensorboard", "wandb") also logs the run's steps and evaluations to that tracker.
 
     The run folder gets data only (eval.json, predictions.csv, confusion.csv, log.jsonl, ...);
     `gardener.report.figures.draw_eval_figures(out)` draws confusion.png from it, as the
@@ -267,7 +271,8 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     views = {"sampling_rate": sampling_rate, "test_clips": test_clips, "test_crops": test_crops,
              "scale": (min_crop_scale, 1.0)}
     job = FinetuneJob(Path(model_dir), data, recipe or Recipe(), seed, frames, size, views, arguments, keep_head)
-    return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress))
+    return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress,
+                                                report_to=report_to))
 
 
 def _public(result: dict) -> dict:

@@ -16,13 +16,15 @@ from typing import Any
 
 from .recipe import RecipeBase, Schedule
 from .state import Log, save_checkpoint
+from .tracking import accelerator_options
 
 
-def make_accelerator():
+def make_accelerator(report_to: str = "none", out: Path | None = None):
     """The process's Accelerator: a GPU each, or CPU processes (gloo) without GPUs or when processes
     outnumber them. Its mixed precision is always "no": each job autocasts itself (`autocast_dtype`),
     so that finetuning, evaluation, pretraining and sweep jobs with any precision share one process.
-    A state another library left at another precision is reset (the processes stay as they are)."""
+    A state another library left at another precision is reset (the processes stay as they are).
+    With `report_to` a tracker ("tensorboard", "wandb"), it logs under the run folder `out`."""
     import os
 
     import torch
@@ -34,7 +36,7 @@ def make_accelerator():
     shared = getattr(AcceleratorState, "_shared_state", {})
     if shared.get("_mixed_precision", "no") != "no":
         AcceleratorState._reset_state()
-    return Accelerator(cpu=not gpu, mixed_precision="no")
+    return Accelerator(cpu=not gpu, mixed_precision="no", **accelerator_options(report_to, out))
 
 
 def make_optimizer(model, groups: list[dict], lr: float, betas: tuple[float, float], accelerator):

@@ -195,11 +195,13 @@ def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config
              recipe: PretrainRecipe | None = None, sampling_rate: int = 4, min_crop_scale: float = 0.5,
              seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
-             arguments: dict | None = None) -> dict:
-    """Pretrain a VideoMAE on the train split of `data`; writes OUT/encoder (VideoMAEModel)."""
+             arguments: dict | None = None, report_to: str = "none") -> dict:
+    """Pretrain a VideoMAE on the train split of `data`; writes OUT/encoder (VideoMAEModel). `report_to`
+    ("tensorboard", "wandb") also logs the run's steps to that tracker."""
     job = PretrainJob(data, recipe or PretrainRecipe(), seed, preset, config_overrides, sampling_rate, min_crop_scale,
                       arguments)
-    return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress))
+    return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress,
+                                                report_to=report_to))
 
 
 def _processor(config) -> dict:

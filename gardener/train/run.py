@@ -28,6 +28,7 @@ from ..manifest import manifest
 from .loop import Run, autocast_dtype, make_accelerator, make_loader, make_optimizer, maybe_compile, restore, run_steps
 from .recipe import RecipeBase, param_groups
 from .state import Log, begin, check_out, collate, finished
+from .tracking import check_report_to, end_tracking, start_tracking, track
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RunOptions:
     workers: int = 2  # DataLoader processes decoding training clips
     callbacks: list[Callable[[int, float], None]] = field(default_factory=list)  # (step, loss) after each step
     progress: Callable | None = None  # (step, total, loss=, lr=, clips_per_s=) after each step
+    report_to: str = "none"  # experiment tracker beside log.jsonl: none, tensorboard or wandb (tracking.py)
 
 
 class Job(ABC):
@@ -85,23 +87,28 @@ def train_run(job: Job, out: Path, options: RunOptions) -> dict:
     training step.
     """
     out = Path(out)
+    check_report_to(options.report_to)
     done = finished(out, job.kind, {"recipe": job.recipe.to_dict(), "seed": job.seed}) if options.resume else None
     if done is not None:
         return {**done, "already_finished": True}
     start = check_out(out, options.resume, options.force)
     clips = job.load()
-    run, step, best = _start(job, clips, out, start, options)
-    best = run_steps(run, step, best, partial(job.loss, run), job.after_step(run))
-    return job.exports(run, best)
+    accelerator = make_accelerator(options.report_to, out)
+    try:
+        run, step, best = _start(job, clips, out, start, options, accelerator)
+        best = run_steps(run, step, best, partial(job.loss, run), job.after_step(run))
+        return job.exports(run, best)
+    finally:
+        end_tracking(accelerator)
 
 
-def _start(job: Job, clips: TrainClips, out: Path, start: int | None,
-           options: RunOptions) -> tuple[Run, int, dict | None]:
-    """Start the run folder (or check the resumed one), build and prepare the model and optimizer,
-    restore the checkpoint; the run, its step and its best metric so far."""
+def _start(job: Job, clips: TrainClips, out: Path, start: int | None, options: RunOptions,
+           accelerator) -> tuple[Run, int, dict | None]:
+    """Start the run folder (or check the resumed one) and its tracker, build and prepare the model and
+    optimizer, restore the checkpoint; the run, its step and its best metric so far."""
     from accelerate.utils import set_seed
 
-    recipe, accelerator = job.recipe, make_accelerator()
+    recipe = job.recipe
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     sampler = EpochSampler(len(clips), recipe.batch_size, job.seed, 0, rank, world)
     schedule = recipe.schedule(max(1, sampler.batches_per_epoch // recipe.grad_accum), world)
@@ -109,15 +116,19 @@ def _start(job: Job, clips: TrainClips, out: Path, start: int | None,
                 "world_size": world}
     resumes = begin(out, identity, start, schedule.total, main)
     accelerator.wait_for_everyone()
+    start_tracking(accelerator, options.report_to, out, {"kind": job.kind, "seed": job.seed, **recipe.to_dict()},
+                   start)  # before the seed is set: a tracker cannot touch the run's RNG
     set_seed(job.seed)
     model = job.build_model()
     optimizer = make_optimizer(model, param_groups(model, recipe, schedule.peak), schedule.peak, recipe.betas,
                                accelerator)
     model, optimizer = accelerator.prepare(maybe_compile(model, recipe.compile), optimizer)
     step, best = restore(accelerator, out, start)
+    mirror = partial(track, accelerator) if options.report_to != "none" else None
     sampler.start_batch = step * recipe.grad_accum
     batches = iter(make_loader(clips, sampler, options.workers, job.seed, collate))
-    run = Run(accelerator, model, optimizer, batches, schedule, recipe, out, Log(out / "log.jsonl", main, start),
+    logbook = Log(out / "log.jsonl", main, start, mirror)
+    run = Run(accelerator, model, optimizer, batches, schedule, recipe, out, logbook,
               autocast_dtype(accelerator, recipe.bf16), resumes, list(options.callbacks), options.progress)
     return run, step, best
 

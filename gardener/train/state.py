@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import GardenerError
@@ -179,10 +180,12 @@ def collate(items: list[dict]) -> dict:
 
 
 class Log:
-    """log.jsonl: one line per optimizer step or evaluation; a resumed run drops what came after its step."""
+    """log.jsonl: one line per optimizer step or evaluation; a resumed run drops what came after its step.
+    Each record written is also passed to `mirror` (the run's experiment trackers), if any."""
 
-    def __init__(self, path: Path, main: bool, resume_step: int | None):
-        self.path, self.main = path, main
+    def __init__(self, path: Path, main: bool, resume_step: int | None,
+                 mirror: Callable[[dict], None] | None = None):
+        self.path, self.main, self.mirror = path, main, mirror
         if main and resume_step is not None and path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
             path.write_text("".join(f"{line}\n" for line in kept))
@@ -191,6 +194,8 @@ class Log:
         if self.main:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.mirror is not None:
+                self.mirror(record)
 
     def records(self) -> list[dict]:
         lines = self.path.read_text().splitlines() if self.path.exists() else []
