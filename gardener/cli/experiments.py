@@ -1,6 +1,7 @@
 """Commands that run and read experiments: sensitivity, sweep, agree, collect, report, demo."""
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -39,6 +40,9 @@ def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, 
     if jobs.shard is not None and launch.launcher != "none":
         raise GardenerError(f"--shard with --launcher {launch.launcher}: workers share out the jobs themselves; "
                             f"give one or the other")
+    if launch.launcher != "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise GardenerError(f"--launcher {launch.launcher} under torchrun / accelerate launch: run the command once; "
+                            f"its workers are the processes")
     if launch.launcher == "slurm":
         check_slurm(launch)
     queue = QueueOptions(retries=jobs.retries, stale_after=jobs.stale_after).check()
@@ -58,7 +62,8 @@ def _finish(result: dict, exp, launch, table, wrote: str) -> None:
             from ..experiments.protocol import rebuild_tables
 
             result = {**result, "table": rebuild_tables(exp.run).get(result.get("kind", "sweep"))}
-            result["counts"] = {**result["counts"], "run": submitted["submitted"], "queued": 0}
+            result["counts"] = {**result["counts"], "run": submitted.get("done", 0),
+                                "failed": submitted.get("failed", 0), "queued": 0}
     if not is_main_process():
         return
     for line in experiment_messages(result, run_dir):

@@ -1,11 +1,15 @@
 """Who is running a job: an atomic claim file in the job's folder, kept alive by a heartbeat.
 
-`jobs/<id>/claim.json` is created with O_EXCL, so of any number of workers on any number of
-machines sharing the run folder exactly one gets it. Its holder touches it every few seconds (the
-heartbeat: the file's mtime); a claim whose heartbeat is older than `stale_after` seconds belongs
-to a worker that died (SIGKILL, a lost node) and is taken over. A takeover first creates
-`claim.json.taken-<token>` with O_EXCL, so one worker takes over a given stale claim; the claim is
-then replaced in one rename, never deleted, so no third worker can slip in between.
+`jobs/<id>/claim.json` is created whole and atomically (written to a private file, then hard-linked
+into place, which fails if the claim exists: O_EXCL semantics that hold on NFS too), so of any
+number of workers on any number of machines sharing the run folder exactly one gets it, and no
+claim is ever seen half-written. Its holder touches it every `heartbeat_interval` seconds (the
+file's mtime); a claim whose heartbeat is older than `stale_after` seconds belongs to a worker that
+died (SIGKILL, a lost node) and is taken over: the taker renames the stale claim aside (one rename
+wins), checks that what it moved is the claim it judged stale, then links its own claim in. A
+claim left by an earlier run of the same SLURM task (requeued after a SIGKILL) is taken over at once.
+Staleness compares this machine's clock with the file's mtime: the hosts' clocks must agree to well
+within `stale_after` (NTP does).
 
 Nothing here trusts a process to say goodbye: a claim is released when its job ends, but a
 worker that never comes back only costs the `stale_after` wait.
@@ -34,7 +38,6 @@ class Claim:
     pid: int
     started: float
     slurm_job: str | None = None  # SLURM_JOB_ID[_ARRAY_TASK_ID] of the worker, when it runs under SLURM
-    launch: str | None = None  # the torchrun launch whose rank 0 holds it (its other ranks follow)
     took_over: dict | None = None  # the stale claim it replaced
 
     @property
@@ -46,15 +49,21 @@ def read_claim(folder: Path) -> dict | None:
     """The claim on a job folder, with its heartbeat age in seconds (`age`); None when unclaimed."""
     path = Path(folder) / CLAIM
     try:
-        info = json.loads(path.read_text())
-        info["age"] = max(0.0, time.time() - path.stat().st_mtime)
-    except (FileNotFoundError, json.JSONDecodeError):  # released meanwhile, or being replaced
+        text, mtime = path.read_text(), path.stat().st_mtime
+    except FileNotFoundError:  # released meanwhile
         return None
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:  # not written by this version (claims are linked in whole): stale by its age
+        info = {"token": None, "host": "unknown", "pid": None, "slurm_job": None, "started": mtime}
+    info["age"] = max(0.0, time.time() - mtime)
     return info
 
 
 def is_stale(info: dict, stale_after: float) -> bool:
-    return info["age"] > stale_after
+    """No heartbeat for `stale_after` seconds, or left by an earlier run of this very SLURM task."""
+    mine = owner()["slurm_job"]
+    return info["age"] > stale_after or (mine is not None and info.get("slurm_job") == mine)
 
 
 def owner() -> dict:
@@ -62,14 +71,7 @@ def owner() -> dict:
     slurm = os.environ.get("SLURM_JOB_ID")
     if slurm and os.environ.get("SLURM_ARRAY_TASK_ID"):
         slurm = f"{os.environ.get('SLURM_ARRAY_JOB_ID', slurm)}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": slurm, "launch": launch_id()}
-
-
-def launch_id() -> str | None:
-    """The torchrun / accelerate launch this process belongs to (None when it runs alone)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    return ":".join(os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": slurm}
 
 
 def try_claim(folder: Path, stale_after: float) -> Claim | None:
@@ -78,32 +80,51 @@ def try_claim(folder: Path, stale_after: float) -> Claim | None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     claim = Claim(folder, uuid.uuid4().hex, started=time.time(), **owner())
+    if _link_in(claim):
+        return claim
+    return _take_over(claim, stale_after)
+
+
+def _link_in(claim: Claim) -> bool:
+    """Put the claim in place whole, unless a claim is there (hard links never replace a file)."""
+    private = claim.folder / f".{CLAIM}.{claim.token}.tmp"
+    private.write_text(_text(claim))
     try:
-        fd = os.open(claim.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.link(private, claim.path)
+        return True
     except FileExistsError:
-        return _take_over(claim, stale_after)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(_text(claim))
-    return claim
+        return False
+    finally:
+        private.unlink(missing_ok=True)
 
 
 def _take_over(claim: Claim, stale_after: float) -> Claim | None:
     held = read_claim(claim.folder)
     if held is None or not is_stale(held, stale_after):
         return None
-    lock = claim.folder / f"{CLAIM}.taken-{held['token']}"
-    try:  # one taker per stale claim; the lock stays, so nobody takes the same claim twice
-        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    except FileExistsError:
+    aside = claim.folder / f".{CLAIM}.{claim.token}.stale"
+    try:  # of several takers one renames it; the others find nothing to rename
+        os.rename(claim.path, aside)
+    except FileNotFoundError:
         return None
-    current = read_claim(claim.folder)
-    if current is None or current["token"] != held["token"]:  # released or replaced meanwhile
+    moved = _read_aside(aside)
+    if moved != held["token"]:  # the stale claim went meanwhile and this was a new, live one: put it back
+        try:
+            os.link(aside, claim.path)
+        except FileExistsError:
+            pass
+        aside.unlink(missing_ok=True)
         return None
-    claim = Claim(**{**asdict(claim), "took_over": {k: held[k] for k in ("host", "pid", "slurm_job", "age")}})
-    temp = claim.folder / f".{CLAIM}.{claim.token}.tmp"
-    temp.write_text(_text(claim))
-    os.replace(temp, claim.path)
-    return claim
+    aside.unlink(missing_ok=True)
+    claim = Claim(**{**asdict(claim), "took_over": {k: held.get(k) for k in ("host", "pid", "slurm_job", "age")}})
+    return claim if _link_in(claim) else None
+
+
+def _read_aside(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("token")
+    except json.JSONDecodeError:
+        return None
 
 
 def _text(claim: Claim) -> str:
@@ -119,15 +140,9 @@ def holds(claim: Claim) -> bool:
 
 
 def release(claim: Claim) -> None:
-    """Give the job back (only if the claim is still ours); stale-claim locks go with it."""
+    """Give the job back (only if the claim is still ours)."""
     if holds(claim):
         claim.path.unlink(missing_ok=True)
-
-
-def clear_locks(folder: Path) -> None:
-    """Once a job has its result, the takeover locks of its old claims are of no use."""
-    for lock in Path(folder).glob(f"{CLAIM}.taken-*"):
-        lock.unlink(missing_ok=True)
 
 
 class Heartbeat:
@@ -141,12 +156,14 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
-            if not holds(self.claim):
-                return
             try:
+                if not holds(self.claim):
+                    return
                 os.utime(self.claim.path)
             except FileNotFoundError:
                 return
+            except OSError:  # a network file system's hiccup (ESTALE, EIO): beat again next time
+                continue
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

@@ -25,7 +25,7 @@ from typing import Optional
 from ..errors import GardenerError
 from ..fileio import write_text
 from .claims import release_mine
-from .queue import RESULT, QueueOptions, drain, failed_for_good, read_specs
+from .queue import RESULT, STOPPING, QueueOptions, drain, failed_for_good, read_specs
 from .runs import RunDir, read_json
 
 LAUNCHERS = ("none", "local", "slurm")
@@ -134,12 +134,12 @@ def run_local_workers(run: RunDir, jobs: list, workers: int, options: QueueOptio
             time.sleep(0.5)
     finally:
         _stop(procs)
-    bad = [(k + 1, p.returncode) for k, p in enumerate(procs) if p.returncode]
-    if bad:
-        k, code = bad[0]
-        raise GardenerError(f"worker {k} exited with code {code}; see {logs / f'worker-{k}.log'}")
     done = {j.id for j in jobs if run.result(j) is not None}
     failed = sum(1 for j in jobs if failed_for_good(run.jobs / j.id, options.retries))
+    bad = [(k + 1, p.returncode) for k, p in enumerate(procs) if p.returncode]
+    if bad and len(done) + failed < len(jobs):  # a worker that stopped on failed jobs has said so in failure.json
+        k, code = bad[0]
+        raise GardenerError(f"worker {k} exited with code {code}; see {logs / f'worker-{k}.log'}")
     return {"run": len(done - before), "cached": len(before), "elsewhere": 0, "failed": failed,
             "held": 0, "other_shards": 0}
 
@@ -172,6 +172,7 @@ class Worker:
     def checkpoint(self, *args, **kwargs):
         import submitit
 
+        STOPPING.set()  # what the job raises from here on is the scheduler's stop, not its failure
         released = release_mine(Path(self.run_dir) / "jobs")
         print(f"gardener worker: requeued by the scheduler; {released} claim(s) given back", flush=True)
         return submitit.helpers.DelayedSubmission(Worker(self.run_dir, self.options), *args, **kwargs)
@@ -226,10 +227,15 @@ def submit_slurm(run: RunDir, launch: Launch, options: QueueOptions, say: Callab
                                      slurm_max_num_timeout=3)
     params = {"timeout_min": launch.timeout_min, "nodes": 1, "tasks_per_node": 1, "name": f"gardener-{run.path.name}"}
     if launch.submitit_cluster == "slurm":
-        params.update(gpus_per_node=launch.gpus_per_job, slurm_array_parallelism=launch.array_parallelism,
+        params.update(gpus_per_node=launch.gpus_per_job or None, slurm_array_parallelism=launch.array_parallelism,
                       slurm_partition=launch.partition, slurm_additional_parameters=launch.extra() or None)
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    jobs = executor.map_array(Worker(str(run.path.resolve()), asdict(task_options)), range(len(ids)))
+    try:
+        jobs = executor.map_array(Worker(str(run.path.resolve()), asdict(task_options)), range(len(ids)))
+    except Exception as exc:  # sbatch refused the array (a partition, an account, a limit)
+        raise GardenerError(f"submitting the array failed: {' '.join(str(exc).split())[:400]}; the {len(ids)} jobs stay "
+                            f"queued in {run.path}: fix the options and run the same command again, or edit and "
+                            f"`sbatch {script}`") from None
     say(f"submitted {len(jobs)} worker task(s) ({launch.submitit_cluster}): {jobs[0].job_id.split('_')[0]}; "
         f"script: {script}")
     if launch.submitit_cluster != "slurm":
@@ -238,4 +244,7 @@ def submit_slurm(run: RunDir, launch: Launch, options: QueueOptions, say: Callab
         errors = [f"{job.job_id}: {exc}" for job in jobs if (exc := job.exception()) is not None]
         if errors:
             raise GardenerError(f"worker task {errors[0]}")
-    return {"submitted": len(jobs), "job_ids": [j.job_id for j in jobs], "script": str(script)}
+    left = pending(run, options.retries)
+    return {"submitted": len(jobs), "job_ids": [j.job_id for j in jobs], "script": str(script),
+            "done": len(ids) - len(left) - sum(1 for i in ids if failed_for_good(run.jobs / i, options.retries)),
+            "failed": sum(1 for i in ids if failed_for_good(run.jobs / i, options.retries))}

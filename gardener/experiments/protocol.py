@@ -95,7 +95,7 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
 def experiment_spec(exp: Experiment) -> dict:
     """What a worker needs to run this experiment's jobs, with nothing but the run folder (job.json)."""
     return {"source": str(exp.source.resolve()), "settings": asdict(exp.settings), "recipe": exp.recipe.to_dict(),
-            "data": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(exp.data).items()},
+            "data": {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in asdict(exp.data).items()},
             "clip": exp.clip, "depth": exp.depth, "gflops": exp.gflops, "block_gflops": exp.block_gflops,
             "keep_models": exp.keep_models}
 
@@ -151,7 +151,7 @@ def execute(exp: Experiment, jobs: list[Job], shard=(0, 1), callbacks=None, prog
             job_progress=None) -> dict[str, int]:
     """Queue the jobs, then run them as the experiment's launcher says: here (this shard's share),
     by local worker processes, or not at all (`slurm`: the command submits the queue when it ends)."""
-    for job in unique(jobs):  # a new command tries the jobs that failed before again
+    for job in unique(jobs) if process_rank() == 0 else []:  # a new command tries failed jobs again
         if failed_for_good(exp.run.jobs / job.id, exp.queue.retries):
             forget_failures(exp.run.jobs / job.id)
     queue_jobs(exp, jobs)

@@ -14,30 +14,24 @@ result, is not failed for good and that it can claim.
 from __future__ import annotations
 
 import json
-import os
+import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import GardenerError
 from ..fileio import write_text
-from .claims import Claim, Heartbeat, clear_locks, heartbeat_interval, holds, launch_id, read_claim, release, \
-    try_claim
+from .claims import Claim, Heartbeat, heartbeat_interval, holds, read_claim, release, try_claim
 
 SPEC, RESULT, FAILURE = "job.json", "result.json", "failure.json"
 
-
-def _process_start() -> float:
-    """When this process started (Linux: its /proc entry), else when this module was imported."""
-    try:
-        return os.stat(f"/proc/{os.getpid()}").st_ctime
-    except OSError:
-        return time.time()
-
-
-PROCESS_START = _process_start()
+log = logging.getLogger("gardener.experiments")
+# Set when the scheduler is about to stop this process (submitit's checkpoint on a time limit or a
+# preemption): the running job's claim is given back, and no error it raises then counts as its failure.
+STOPPING = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -104,7 +98,10 @@ def failed_for_good(folder: Path, retries: int) -> bool:
 
 
 def record_failure(claim: Claim, exc: BaseException) -> None:
-    """Add an attempt to failure.json (only the claim's holder writes it, so no lock is needed)."""
+    """Add an attempt to failure.json (only the claim's holder writes it, so no lock is needed; a
+    worker that lost its claim records nothing)."""
+    if not holds(claim):
+        return
     attempts = failures(claim.folder) + [{
         "error": f"{type(exc).__name__}: {exc}", "final": isinstance(exc, GardenerError), "host": claim.host,
         "pid": claim.pid, "slurm_job": claim.slurm_job, "time": time.time(),
@@ -115,8 +112,10 @@ def record_failure(claim: Claim, exc: BaseException) -> None:
 def forget_failures(folder: Path) -> None:
     """A new command on the folder tries its failed jobs again: their attempts are kept aside
     (failure-<time>.json), not counted."""
-    if (folder / FAILURE).is_file():
+    try:
         (folder / FAILURE).rename(folder / f"failure-{time.time():.0f}.json")
+    except FileNotFoundError:  # none, or another command on the folder set it aside first
+        pass
 
 
 def write_result(run_path: Path, claim: Claim, result: dict) -> None:
@@ -125,7 +124,6 @@ def write_result(run_path: Path, claim: Claim, result: dict) -> None:
         handle.write(json.dumps({"id": result["id"], "removed": result["removed"], "seed": result["seed"],
                                  "host": claim.host, "pid": claim.pid, "slurm_job": claim.slurm_job,
                                  "took_over": claim.took_over is not None, "finished": time.time()}) + "\n")
-    clear_locks(claim.folder)
 
 
 def drain(run_path: Path, tasks: Callable[[], list[Task]], options: QueueOptions = QueueOptions(),
@@ -136,6 +134,7 @@ def drain(run_path: Path, tasks: Callable[[], list[Task]], options: QueueOptions
     start = {t.id for t in tasks() if (jobs / t.id / RESULT).is_file()}
     ran: set[str] = set()
     shown: list = [None]
+    waited: set[str] = set()
 
     def show(done: int, total: int, task: Task | None) -> None:  # once per change, not once per look
         if progress and shown[0] != (done, total, task and task.id):
@@ -146,20 +145,40 @@ def drain(run_path: Path, tasks: Callable[[], list[Task]], options: QueueOptions
         current = tasks()
         pending = [t for t in current if not (jobs / t.id / RESULT).is_file()
                    and not failed_for_good(jobs / t.id, options.retries)]
-        if not pending or (options.max_jobs is not None and len(ran) >= options.max_jobs):
+        if not pending or STOPPING.is_set() or (options.max_jobs is not None and len(ran) >= options.max_jobs):
             show(len(current) - len(pending), len(current), None)
             break
         taken = next(((t, c) for t in pending if (c := try_claim(jobs / t.id, options.stale_after))), None)
         if taken is None:
-            if not options.wait:
+            stalled = _stalled(jobs, pending, options.stale_after)
+            if not options.wait and not stalled:
                 show(len(current) - len(pending), len(current), None)
                 break
+            _waiting(jobs, pending, stalled, waited)
             time.sleep(options.poll)
             continue
         show(len(current) - len(pending), len(current), taken[0])
         if _run_claimed(run_path, *taken, options, say) == "done":
             ran.add(taken[0].id)
     return _counts(jobs, tasks(), start, ran, options.retries)
+
+
+def _stalled(jobs: Path, pending: list[Task], stale_after: float) -> bool:
+    """Whether a job another worker holds has missed two heartbeats (its worker probably died: worth
+    waiting for the claim to go stale, even for a worker that does not wait for live ones)."""
+    beat = heartbeat_interval(stale_after)
+    return any((info := read_claim(jobs / t.id)) is not None and info["age"] > 2 * beat for t in pending)
+
+
+def _waiting(jobs: Path, pending: list[Task], stalled: bool, waited: set[str]) -> None:
+    """Say once per job why this worker waits: who holds it."""
+    for task in pending:
+        info = read_claim(jobs / task.id)
+        if info is not None and task.id not in waited:
+            waited.add(task.id)
+            log.warning("job %s is held by %s pid %s (heartbeat %.0f s ago); waiting%s", task.id, info["host"],
+                        info["pid"], info["age"], ": it has missed heartbeats and is taken over once stale"
+                        if stalled else " (a claim without a heartbeat for --stale-after seconds is taken over)")
 
 
 def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions, say) -> str:
@@ -175,6 +194,9 @@ def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions
         with Heartbeat(claim, heartbeat_interval(options.stale_after)):
             result = task.run(claim.folder)
     except Exception as exc:  # the job failed: recorded, tried again up to `retries` times
+        if STOPPING.is_set():  # the scheduler stops this process (no requeue left): not the job's failure
+            release(claim)
+            raise
         record_failure(claim, exc)
         if options.raise_errors and isinstance(exc, GardenerError):
             release(claim)
@@ -213,36 +235,41 @@ def _counts(jobs: Path, tasks: list[Task], start: set[str], ran: set[str], retri
 
 def lockstep(run_path: Path, tasks: list[Task], options: QueueOptions, rank: int) -> dict[str, int]:
     """Under torchrun every rank trains every job together: rank 0 claims each job in turn (waiting
-    while another worker holds it) and records it; the other ranks follow rank 0's claims."""
+    while another worker holds it), tells the other ranks whether to run or skip it, and records it."""
+    from accelerate.utils import broadcast_object_list
+
+    from ..train.loop import make_accelerator
+
+    make_accelerator()  # the ranks' process group (each job's own accelerator shares it)
     jobs = Path(run_path) / "jobs"
     start = {t.id for t in tasks if (jobs / t.id / RESULT).is_file()}
     ran: set[str] = set()
     for task in tasks:
-        while not (jobs / task.id / RESULT).is_file():
-            if rank == 0:
-                claim = try_claim(jobs / task.id, options.stale_after)
-                if claim is not None:
-                    if _run_claimed(run_path, task, claim, QueueOptions(retries=0, stale_after=options.stale_after),
-                                    None) == "failed":
-                        raise GardenerError(f"job {task.id} failed: {failures(claim.folder)[-1]['error']}")
-                    ran.add(task.id)
-                    continue
-            elif _ours(read_claim(jobs / task.id)):
-                task.run(jobs / task.id)  # rank 0 records the result
-                _wait_result(jobs / task.id)
-                ran.add(task.id)
+        while True:
+            claim, decision = _decide(jobs / task.id, options) if rank == 0 else (None, [None])
+            broadcast_object_list(decision)
+            if decision[0] == "skip":
+                break
+            if decision[0] == "wait":
+                time.sleep(options.poll)
                 continue
-            time.sleep(options.poll)
+            if rank != 0:
+                task.run(jobs / task.id)  # rank 0 records the result
+            elif _run_claimed(run_path, task, claim, replace(options, retries=0), None) == "failed":
+                raise GardenerError(f"job {task.id} failed: {failures(claim.folder)[-1]['error']}")
+            ran.add(task.id)
+            break
     return _counts(jobs, tasks, start, ran, options.retries)
 
 
-def _ours(info: dict | None) -> bool:
-    return info is not None and info.get("launch") == launch_id() and info["started"] >= PROCESS_START - 60
-
-
-def _wait_result(folder: Path, timeout: float = 3600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not (folder / RESULT).is_file():
-        if time.monotonic() > deadline:
-            raise GardenerError(f"rank {os.environ.get('RANK')}: gave up waiting for {folder / RESULT}")
-        time.sleep(0.2)
+def _decide(folder: Path, options: QueueOptions) -> tuple[Claim | None, list[str]]:
+    """Rank 0's decision on a job: skip it (done), run it (claimed) or wait (another worker holds it)."""
+    if (folder / RESULT).is_file():
+        return None, ["skip"]
+    claim = try_claim(folder, options.stale_after)
+    if claim is None:
+        return None, ["wait"]
+    if (folder / RESULT).is_file():  # finished by its last holder between the two looks
+        release(claim)
+        return None, ["skip"]
+    return claim, ["run"]

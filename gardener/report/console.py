@@ -109,7 +109,8 @@ def status_lines(state: dict) -> list[str]:
     for job_id, job in state["jobs"].items():
         if job["state"] in ("running", "stale"):
             where = f"{job['host']} pid {job['pid']}" + (f" (SLURM {job['slurm_job']})" if job.get("slurm_job") else "")
-            note = (f"; no heartbeat for {job['heartbeat_age']:.0f} s: a worker will take it over"
+            note = (f"; no heartbeat for {job['heartbeat_age']:.0f} s: a waiting worker takes it over (start "
+                    f"`gardener worker {state['run']}` if none runs)"
                     if job["state"] == "stale" else "")
             lines.append(f"  running {job_id} on {where} for {_duration(job['running_for'])}{note}")
         elif job["state"] == "failed":

@@ -40,13 +40,13 @@ def test_of_many_processes_claiming_one_job_exactly_one_gets_it(tmp_path):
 
 def test_a_live_claim_is_not_taken_over_and_a_stale_one_is_taken_once(tmp_path):
     folder = tmp_path / "job"
-    first = try_claim(folder, stale_after=1.0)
+    first = try_claim(folder, stale_after=3.0)
     with Heartbeat(first, interval=0.2):
-        time.sleep(1.5)  # older than stale_after, but the heartbeat keeps it fresh
-        assert try_claim(folder, stale_after=1.0) is None
+        time.sleep(4)  # older than stale_after, but the heartbeat keeps it fresh
+        assert try_claim(folder, stale_after=3.0) is None
     os.utime(first.path, (time.time() - 10, time.time() - 10))  # its worker died ten seconds ago
     takers: list = []
-    threads = [threading.Thread(target=lambda: takers.append(try_claim(folder, stale_after=1.0))) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: takers.append(try_claim(folder, stale_after=3.0))) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -56,6 +56,29 @@ def test_a_live_claim_is_not_taken_over_and_a_stale_one_is_taken_once(tmp_path):
     assert read_claim(folder)["token"] == won[0].token
     release(first)  # the dead worker's release, were it to come back, leaves the new claim alone
     assert read_claim(folder)["token"] == won[0].token
+
+
+def test_an_unreadable_claim_is_taken_over_once_stale(tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "claim.json").write_text("")  # e.g. a disk that filled up under an older writer
+    assert try_claim(folder, stale_after=60) is None
+    os.utime(folder / "claim.json", (time.time() - 120, time.time() - 120))
+    claim = try_claim(folder, stale_after=60)
+    assert claim is not None and read_claim(folder)["token"] == claim.token
+    assert sorted(p.name for p in folder.iterdir()) == ["claim.json"]  # nothing left beside it
+
+
+def test_a_requeued_slurm_task_takes_back_its_own_claim_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "770")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    before = try_claim(tmp_path / "job", stale_after=300)  # the task's first run, SIGKILLed
+    assert before.slurm_job == "770_7"
+    again = try_claim(tmp_path / "job", stale_after=300)
+    assert again is not None and again.took_over["slurm_job"] == "770_7"
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "8")  # another task waits for the heartbeat like anyone
+    assert try_claim(tmp_path / "job", stale_after=300) is None
 
 
 def _queue(run: Path, n: int) -> list[str]:
@@ -99,12 +122,17 @@ def test_a_failing_job_is_retried_up_to_retries_then_failed_in_status(tmp_path, 
     assert again["failed"] == 1 and calls[ids[2]] == 3
 
 
-def test_a_user_mistake_in_a_job_is_not_retried(tmp_path):
+def test_a_user_mistake_in_a_job_is_not_retried(tmp_path, capsys):
     ids = _queue(tmp_path, 1)
     calls: dict = {}
     tasks = [_task(ids[0], 99, calls, error=GardenerError)]
     assert drain(tmp_path, lambda: tasks, QueueOptions(retries=3))["failed"] == 1  # a worker records it, goes on
     assert calls[ids[0]] == 1 and len(failures(tmp_path / "jobs" / ids[0])) == 1
+    (tmp_path / "run.json").write_text(json.dumps({"source": "m", "source_hash": "h"}))
+    assert run_cli("status", tmp_path, "--json", "--retries", "3") == 0
+    assert json.loads(capsys.readouterr().out)["jobs"][ids[0]] == {
+        "state": "failed", "reason": f"GardenerError: attempt 1 of {ids[0]} broke", "attempts": 1, "host":
+        socket.gethostname()}
 
 
 def test_a_user_mistake_stops_a_command_run_here_with_its_one_line_error(tmp_path):
@@ -114,6 +142,21 @@ def test_a_user_mistake_stops_a_command_run_here_with_its_one_line_error(tmp_pat
     with pytest.raises(GardenerError, match=f"attempt 1 of {ids[0]} broke"):
         drain(tmp_path, lambda: tasks, QueueOptions(retries=3, raise_errors=True))
     assert ids[1] not in calls and not list(tmp_path.glob("jobs/*/claim.json"))
+
+
+def test_a_worker_that_does_not_wait_still_waits_for_a_claim_that_missed_its_heartbeats(tmp_path):
+    ids = _queue(tmp_path, 1)
+    dead = try_claim(tmp_path / "jobs" / ids[0], stale_after=3)  # heartbeat every 1 s
+    os.utime(dead.path, (time.time() - 2.5, time.time() - 2.5))  # missed two: its worker died
+    calls: dict = {}
+    counts = drain(tmp_path, lambda: [_task(ids[0], 0, calls)], QueueOptions(stale_after=3, wait=False, poll=0.1))
+    assert counts["run"] == 1 and calls == {ids[0]: 1}
+
+    ids = _queue(tmp_path / "live", 1)
+    live = try_claim(tmp_path / "live" / "jobs" / ids[0], stale_after=3)
+    with Heartbeat(live, interval=0.2):  # a live claim: a worker that does not wait goes
+        counts = drain(tmp_path / "live", lambda: [_task(ids[0], 0, calls)], QueueOptions(stale_after=3, wait=False))
+    assert counts == {"run": 0, "cached": 0, "elsewhere": 0, "failed": 0, "held": 1}
 
 
 def test_status_json_matches_the_folder(tmp_path, capsys):
@@ -151,3 +194,22 @@ def test_a_run_dir_without_queue_has_an_empty_status(tmp_path, capsys):
     assert run_cli("status", tmp_path, "--json") == 0
     state = json.loads(capsys.readouterr().out)
     assert state["jobs"] == {} and state["eta_seconds"] == 0.0
+
+
+def test_an_error_while_the_scheduler_stops_the_worker_is_not_the_jobs_failure(tmp_path):
+    """submitit raises from its signal handler when a task has no requeue left: the job goes back to
+    the queue untouched (no failure counted) and the worker stops claiming."""
+    from gardener.experiments.queue import STOPPING
+
+    ids = _queue(tmp_path, 2)
+
+    def stopped(folder: Path) -> dict:
+        STOPPING.set()  # what Worker.checkpoint does when the signal comes
+        raise RuntimeError("UncompletedJobError: timed-out too many times")
+    try:
+        with pytest.raises(RuntimeError, match="too many times"):
+            drain(tmp_path, lambda: [Task(ids[0], (1,), 0, stopped), _task(ids[1], 0, {})], QueueOptions())
+    finally:
+        STOPPING.clear()
+    assert failures(tmp_path / "jobs" / ids[0]) == [] and not list(tmp_path.glob("jobs/*/claim.json"))
+    assert not (tmp_path / "jobs" / ids[1] / "result.json").exists()

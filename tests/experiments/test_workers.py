@@ -68,9 +68,11 @@ def test_two_local_workers_finish_every_job_exactly_once(tmp_path, video_root, c
 def test_four_worker_commands_on_one_folder_finish_every_job_exactly_once(tmp_path, video_root):
     model = tiny_videomae(tmp_path / "m", depth=5)
     _, jobs = _queued(model, tmp_path / "run", video_root)
-    workers = [_gardener("worker", tmp_path / "run", "--stale-after", "60") for _ in range(4)]
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0] * 4, outputs
+    logs = [open(tmp_path / f"worker{k}.log", "w") for k in range(4)]  # not pipes: a full one would stall a worker
+    workers = [subprocess.Popen([sys.executable, "-m", "gardener", "worker", str(tmp_path / "run"), "--stale-after",
+                                 "60"], stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    codes = [w.wait(timeout=600) for w in workers]
+    assert codes == [0] * 4, [(tmp_path / f"worker{k}.log").read_text()[-2000:] for k in range(4)]
     ran = _every_job_once(tmp_path / "run", {j.id for j in jobs})
     assert sum(ran.values()) == 6
     finished_by = Counter(json.loads(line)["pid"] for line in (tmp_path / "run" / "jobs.log").read_text().splitlines())
@@ -91,6 +93,19 @@ def test_under_torchrun_the_ranks_run_each_job_together_and_rank_0_records_it(tm
     _every_job_once(run, ids)
     assert len({json.loads(line)["pid"] for line in (run / "jobs.log").read_text().splitlines()}) == 1  # rank 0
     assert {json.loads((run / "jobs" / i / "train" / "gardener.json").read_text())["world_size"] for i in ids} == {2}
+
+
+def test_a_worker_started_elsewhere_finds_data_given_as_a_relative_path(tmp_path, video_root, monkeypatch):
+    model = tiny_videomae(tmp_path / "m", depth=1)
+    monkeypatch.chdir(video_root.parent)
+    exp = prepare(model, tmp_path / "run", DataOptions(Path(video_root.name), workers=0), Recipe(**FAST), CLIP)
+    queue_jobs(exp, [exp.job([])])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    worker = subprocess.run([sys.executable, "-m", "gardener", "worker", str(tmp_path / "run")], cwd=elsewhere,
+                            capture_output=True, text=True, timeout=600)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert (tmp_path / "run" / "jobs" / exp.job([]).id / "result.json").is_file()
 
 
 def _wait_for_checkpoint(folder: Path, proc: subprocess.Popen, timeout: float = 300) -> int:
