@@ -400,12 +400,17 @@ def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds:
 
 
 def rebuild_tables(run: RunDir) -> dict:
-    """After `collect`: the tables of every plan in the run folder whose jobs are all done (scores from
-    its scores.json, the sweep's one scoring pass, when there is one)."""
+    """After `collect` or the last worker: the tables of every plan in the run folder whose jobs are all
+    done (scores from its scores.json, the sweep's one scoring pass, when there is one; an oracle run
+    alone makes the cheap pass it would have made, for its ranking file's block layout)."""
     plans = {kind: json.loads(path.read_text()) for kind in (ORACLE, HEALING, "sweep")
              if (path := run.path / f"{kind}.plan.json").is_file()}
     scores_file = run.path / "scores.json"
-    return finish_tables(run, plans, ScoreResult.load(scores_file) if scores_file.is_file() else None)
+    scores = ScoreResult.load(scores_file) if scores_file.is_file() else None
+    source = Path(run.info.get("source", ""))
+    if scores is None and set(plans) & {ORACLE, HEALING} and source.exists() and missing_jobs(run) == 0:
+        scores = score(source, ["l1"], primary="l1")  # only its block layout is used
+    return finish_tables(run, plans, scores)
 
 
 def missing_jobs(run: RunDir) -> int:

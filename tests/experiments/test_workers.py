@@ -77,7 +77,8 @@ def test_four_worker_commands_on_one_folder_finish_every_job_exactly_once(tmp_pa
     assert sum(ran.values()) == 6
     finished_by = Counter(json.loads(line)["pid"] for line in (tmp_path / "run" / "jobs.log").read_text().splitlines())
     assert set(finished_by) <= {w.pid for w in workers}
-    assert (tmp_path / "run" / "sensitivity.json").is_file()  # the last worker built the table
+    assert (tmp_path / "run" / "sensitivity.json").is_file()  # the last worker built the table,
+    assert (tmp_path / "run" / "oracle.json").is_file()  # and the ranking for `prune --ranking`
 
 
 def test_under_torchrun_the_ranks_run_each_job_together_and_rank_0_records_it(tmp_path, video_root):
