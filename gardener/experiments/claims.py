@@ -103,6 +103,9 @@ def _take_over(claim: Claim, stale_after: float) -> Claim | None:
     if held is None or not is_stale(held, stale_after):
         return None
     aside = claim.folder / f".{CLAIM}.{claim.token}.stale"
+    current = read_claim(claim.folder)
+    if current is None or current["token"] != held["token"]:  # taken over meanwhile: not ours to move
+        return None
     try:  # of several takers one renames it; the others find nothing to rename
         os.rename(claim.path, aside)
     except FileNotFoundError:

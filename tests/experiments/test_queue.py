@@ -52,8 +52,10 @@ def test_a_live_claim_is_not_taken_over_and_a_stale_one_is_taken_once(tmp_path):
     for t in threads:
         t.join()
     won = [c for c in takers if c is not None]
-    assert len(won) == 1 and won[0].took_over["pid"] == first.pid and won[0].took_over["age"] >= 9
-    assert read_claim(folder)["token"] == won[0].token
+    assert len(won) == 1 and read_claim(folder)["token"] == won[0].token
+    # the winner took the stale claim over, or claimed the job in the instant after another taker moved it aside
+    assert won[0].took_over is None or (won[0].took_over["pid"] == first.pid and won[0].took_over["age"] >= 9)
+    assert not [p for p in folder.iterdir() if p.name != "claim.json"]  # nothing left beside it
     release(first)  # the dead worker's release, were it to come back, leaves the new claim alone
     assert read_claim(folder)["token"] == won[0].token
 
