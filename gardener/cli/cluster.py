@@ -51,7 +51,7 @@ def status(
     retries: int = RETRIES_OPT, stale_after: float = STALE_OPT,
 ) -> None:
     """Jobs of a run folder: done, running (where, how long), failed (why), pending; and the time left."""
-    from ..experiments.launch import open_existing
+    from ..experiments.runs import open_existing
     from ..experiments.status import run_status
     from ..report.console import status_lines, status_table
 

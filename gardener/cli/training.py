@@ -19,14 +19,6 @@ REPORT_TO_OPT = typer.Option("none", "--report-to", help="Also log losses, lr an
                              "tracker: none, tensorboard (OUT/tensorboard/) or wandb.")
 
 
-def _tracker(report_to: str) -> str:
-    """--report-to, checked before the run (train_run checks it too)."""
-    from ..train.tracking import check_report_to
-
-    check_report_to(report_to)
-    return report_to
-
-
 @command(data=DATA, recipe=FINETUNE_RECIPE, clips=CLIPS)
 def finetune(
     ctx: typer.Context, data, recipe, clips: ClipOptions,
@@ -42,7 +34,7 @@ def finetune(
     bar, tick = training_progress("finetuning")
     with bar:
         info = run(model, out_dir, data, recipe, **asdict(clips), seed=seed, resume=resume, force=force,
-                   progress=tick, arguments=ctx.params, report_to=_tracker(report_to))
+                   progress=tick, arguments=ctx.params, report_to=report_to)
     if is_main_process():
         if not info.get("already_finished"):
             draw_eval_figures(out_dir)
@@ -95,7 +87,7 @@ def pretrain_command(
         info = pretrain(data, out_dir, preset=preset, config_overrides=overrides, recipe=recipe,
                         sampling_rate=clips.sampling_rate, min_crop_scale=clips.min_crop_scale, seed=seed,
                         resume=resume, force=force, progress=tick, arguments=ctx.params,
-                        report_to=_tracker(report_to))
+                        report_to=report_to)
     if is_main_process():
         for line in pretrain_messages(info, out_dir):
             err.print(line, highlight=False)

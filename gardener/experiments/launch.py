@@ -25,8 +25,8 @@ from typing import Optional
 from ..errors import GardenerError
 from ..fileio import write_text
 from .claims import release_mine
-from .queue import RESULT, STOPPING, QueueOptions, drain, failed_for_good, read_specs
-from .runs import RunDir, read_json
+from .queue import STOPPING, QueueOptions, drain, failed_for_good, is_open, read_specs
+from .runs import RunDir, open_existing
 
 LAUNCHERS = ("none", "local", "slurm")
 CLUSTERS = ("slurm", "local", "debug")
@@ -68,15 +68,9 @@ class Launch:
         return out
 
 
-def open_existing(run_dir: Path) -> RunDir:
-    info = read_json(Path(run_dir) / "run.json")
-    return RunDir(Path(run_dir), info["source_hash"], info)
-
-
 def pending(run: RunDir, retries: int) -> list[str]:
-    """Queued jobs that have no result and are not failed for good, in queue order."""
-    return [s["id"] for s in read_specs(run.jobs)
-            if not (run.jobs / s["id"] / RESULT).is_file() and not failed_for_good(run.jobs / s["id"], retries)]
+    """Queued jobs still to run, in queue order."""
+    return [s["id"] for s in read_specs(run.jobs) if is_open(run.jobs / s["id"], retries)]
 
 
 def work(run_dir: Path, options: QueueOptions, say: Callable | None = None, progress: Callable | None = None,

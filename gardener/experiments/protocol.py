@@ -429,9 +429,8 @@ def collect_runs(run_dir: str | Path, others: list[Path]) -> dict:
 
     Returns how many results were copied, the tables built (by kind) and how many jobs of the plans
     still have no result (the caller decides whether that is an error)."""
-    from .runs import collect, read_json
+    from .runs import collect, open_existing
 
-    info = read_json(Path(run_dir) / "run.json")
-    run = RunDir(Path(run_dir), info["source_hash"], info)
+    run = open_existing(run_dir)
     copied = collect(run, list(others))
     return {"copied": copied, "tables": rebuild_tables(run), "missing": missing_jobs(run)}

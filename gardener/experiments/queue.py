@@ -91,10 +91,18 @@ def failures(folder: Path) -> list[dict]:
         return []
 
 
-def failed_for_good(folder: Path, retries: int) -> bool:
+def given_up(attempts: list[dict], retries: int) -> bool:
     """Tried 1 + `retries` times, or stopped by a user mistake (a GardenerError: trying again gives the same)."""
-    attempts = failures(folder)
-    return bool(attempts) and (len(attempts) > retries or attempts[-1]["final"]) and not (folder / RESULT).is_file()
+    return bool(attempts) and (len(attempts) > retries or attempts[-1]["final"])
+
+
+def failed_for_good(folder: Path, retries: int) -> bool:
+    return not (folder / RESULT).is_file() and given_up(failures(folder), retries)
+
+
+def is_open(folder: Path, retries: int) -> bool:
+    """Still to run: no result, and not failed for good."""
+    return not (folder / RESULT).is_file() and not given_up(failures(folder), retries)
 
 
 def record_failure(claim: Claim, exc: BaseException) -> None:
@@ -143,8 +151,7 @@ def drain(run_path: Path, tasks: Callable[[], list[Task]], options: QueueOptions
 
     while True:
         current = tasks()
-        pending = [t for t in current if not (jobs / t.id / RESULT).is_file()
-                   and not failed_for_good(jobs / t.id, options.retries)]
+        pending = [t for t in current if is_open(jobs / t.id, options.retries)]
         if not pending or STOPPING.is_set() or (options.max_jobs is not None and len(ran) >= options.max_jobs):
             show(len(current) - len(pending), len(current), None)
             break

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import GardenerError
 from ..fileio import check_writable, write_text
 from ..manifest import file_record, versions
+from .queue import QueueOptions, drain, lockstep
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ def open_run(path: str | Path, source: str | Path, digest: str) -> RunDir:
     return RunDir(path, digest, info)
 
 
+def open_existing(path: str | Path) -> RunDir:
+    """A run folder that must exist already (a worker's, `status`'s, `collect`'s)."""
+    info = read_json(Path(path) / "run.json")
+    return RunDir(Path(path), info["source_hash"], info)
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     """'2/4' -> (1, 4): this shard's 0-based index and the shard count."""
     if text is None:
@@ -157,8 +164,6 @@ def run_jobs(run: RunDir, tasks: list, shard: tuple[int, int] = (0, 1), options=
     """Run this shard's jobs that have no result yet, claiming each (so that other workers and other
     invocations on the same folder never run it twice); returns counts of jobs run here, found done,
     done elsewhere meanwhile, failed for good, held by others, and left to other shards."""
-    from .queue import QueueOptions, drain, lockstep
-
     options = options or QueueOptions()
     index, count = shard
     mine = [task for k, task in enumerate(tasks) if k % count == index]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .claims import read_claim
-from .queue import RESULT, failed_for_good, failures, read_specs
+from .queue import RESULT, failures, given_up, read_specs
 from .runs import RunDir
 
 STATES = ("done", "running", "stale", "failed", "pending")
@@ -32,7 +32,7 @@ def job_state(folder: Path, retries: int, stale_after: float) -> dict:
         return {"state": "stale" if claim["age"] > stale_after else "running", "host": claim["host"],
                 "pid": claim["pid"], "slurm_job": claim.get("slurm_job"), "heartbeat_age": round(claim["age"], 1),
                 "running_for": round(time.time() - claim["started"], 1), "attempts": len(attempts)}
-    if failed_for_good(folder, retries):
+    if given_up(attempts, retries):
         return {"state": "failed", "reason": attempts[-1]["error"], "attempts": len(attempts),
                 "host": attempts[-1]["host"]}
     state = {"state": "pending", "attempts": len(attempts)}

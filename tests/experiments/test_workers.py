@@ -193,7 +193,7 @@ def test_a_slurm_task_that_times_out_is_requeued_and_resumes_its_job(tmp_path, v
     exp, jobs = _queued(model, tmp_path / "run", video_root, baseline_only=True, max_steps=40, save_every=2)
     folder = exp.run.jobs / jobs[0].id
     cli = [sys.executable, "-c", "import sys; from gardener.experiments.launch import Launch, submit_slurm; "
-           "from gardener.experiments.launch import open_existing; from gardener.experiments.queue import "
+           "from gardener.experiments.runs import open_existing; from gardener.experiments.queue import "
            "QueueOptions; print(submit_slurm(open_existing(sys.argv[1]), Launch(launcher='slurm', "
            "submitit_cluster='local', timeout_min=10), QueueOptions(stale_after=60)), flush=True)", exp.run.path]
     proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
