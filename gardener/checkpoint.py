@@ -8,10 +8,14 @@ says which.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
+import pickletools
 import re
 import struct
+import warnings
 from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
@@ -30,9 +34,9 @@ _ST_DTYPES = {
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 NESTED_KEYS = ("model", "module", "state_dict", "model_state")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-HF_WEIGHT_FILES = (
-    "model.safetensors.index.json", "model.safetensors",
-    "pytorch_model.bin.index.json", "pytorch_model.bin",
+HF_WEIGHT_FILES = (  # in the order transformers' from_pretrained looks for them
+    "model.safetensors", "model.safetensors.index.json",
+    "pytorch_model.bin", "pytorch_model.bin.index.json",
 )
 
 
@@ -61,6 +65,7 @@ class Checkpoint:
     format: str  # "hf-dir", "safetensors" or "torch"
     files: list[Path]
     config: dict | None = None
+    warnings: list[str] = field(default_factory=list)  # what is odd but readable (which weight files were read)
     _infos: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
     _readers: dict[str, object] = field(default_factory=dict, repr=False)
 
@@ -84,14 +89,23 @@ class Checkpoint:
 
     def _add(self, reader: _SafetensorsFile | _TorchFile) -> None:
         for info in reader.infos.values():
+            if info.name in self._infos:
+                raise GardenerError(f"{self.path}: tensor {info.name!r} is stored twice, in "
+                                    f"{self._readers[info.name].path.name} and in {reader.path.name}")
             self._infos[info.name] = info
             self._readers[info.name] = reader
 
 
 class _SafetensorsFile:
-    """Parses a safetensors header and validates it against the file before mapping data."""
+    """Parses a safetensors header and validates it against the file before mapping data.
 
-    def __init__(self, path: Path, only: set[str] | None = None):
+    What the safetensors library refuses is refused here too, so that no tensor is silently lost
+    or read from the wrong bytes: a repeated name, a shape or offset that is not a whole number of
+    0 or more, a tensor whose bytes do not match its shape, and data spans that overlap, leave gaps
+    or do not cover the data exactly (a truncated file, or bytes after the last tensor).
+    """
+
+    def __init__(self, path: Path):
         self.path = path
         size = path.stat().st_size
         with open(path, "rb") as handle:
@@ -102,7 +116,9 @@ class _SafetensorsFile:
             if hlen > size - 8 or hlen > 100_000_000:
                 raise self._bad(f"header length {hlen} exceeds the file size {size}")
             try:
-                header = json.loads(handle.read(hlen))
+                header = json.loads(handle.read(hlen), object_pairs_hook=_no_repeats)
+            except _Repeated as exc:
+                raise self._bad(f"the header names {exc.args[0]!r} twice") from None
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise self._bad(f"header is not valid JSON ({exc.__class__.__name__})") from None
         if not isinstance(header, dict):
@@ -110,30 +126,52 @@ class _SafetensorsFile:
         self.data_start = 8 + hlen
         self.infos: dict[str, TensorInfo] = {}
         self.spans: dict[str, tuple[int, int]] = {}
+        metadata = header.pop("__metadata__", {})
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise self._bad("__metadata__ must map names to strings")
         for name, entry in header.items():
-            if name == "__metadata__" or (only is not None and name not in only):
-                continue
-            self._add_entry(name, entry, size)
+            self._add_entry(name, entry)
+        self._check_spans(size - self.data_start)
         self._map: np.memmap | None = None
 
     def _bad(self, why: str) -> GardenerError:
         return GardenerError(f"{self.path}: not a valid safetensors file: {why}")
 
-    def _add_entry(self, name: str, entry: object, size: int) -> None:
+    def _add_entry(self, name: str, entry: object) -> None:
         try:
-            dtype, shape, (start, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        except (TypeError, KeyError, ValueError):
+            dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        except (TypeError, KeyError):
             raise self._bad(f"malformed header entry for tensor {name!r}") from None
-        if dtype not in _ST_DTYPES:
+        if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
             raise self._bad(f"tensor {name!r} has unknown dtype {dtype!r}")
-        info = TensorInfo(name, dtype, tuple(int(s) for s in shape))
-        if end - start != info.nbytes or start < 0:
+        if not isinstance(shape, list) or not all(_whole(s) for s in shape):
+            raise self._bad(f"tensor {name!r} has shape {shape!r}; expected a list of whole numbers of 0 or more")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_whole(o) for o in offsets) \
+                or offsets[0] > offsets[1]:
+            raise self._bad(f"tensor {name!r} has data_offsets {offsets!r}; expected [begin, end] with "
+                            f"0 <= begin <= end")
+        info = TensorInfo(name, dtype, tuple(shape))
+        start, end = offsets
+        if end - start != info.nbytes:
             raise self._bad(f"tensor {name!r} spans {end - start} bytes, its shape needs {info.nbytes}")
-        if self.data_start + end > size:
-            raise self._bad(f"truncated: tensor {name!r} ends at byte {self.data_start + end}, "
-                            f"the file has {size}")
         self.infos[name] = info
         self.spans[name] = (start, end)
+
+    def _check_spans(self, data_bytes: int) -> None:
+        """The tensors' bytes, in order of their offsets, must follow each other and fill the data exactly."""
+        reached, previous = 0, None
+        for name, (start, end) in sorted(self.spans.items(), key=lambda item: item[1]):
+            if end > data_bytes:
+                raise self._bad(f"truncated: tensor {name!r} ends at byte {self.data_start + end}, the file has "
+                                f"{self.data_start + data_bytes}")
+            if start < reached:
+                raise self._bad(f"tensor {name!r} (data bytes {start}-{end}) overlaps tensor {previous!r}")
+            if start > reached:
+                raise self._bad(f"{start - reached} unused bytes lie before tensor {name!r}")
+            reached, previous = end, name
+        if reached != data_bytes:
+            raise self._bad(f"{data_bytes - reached} bytes follow the last tensor (the header does not cover the "
+                            f"data)")
 
     def read(self, name: str) -> np.ndarray:
         if self._map is None:
@@ -142,6 +180,24 @@ class _SafetensorsFile:
         info = self.infos[name]
         raw = self._map[self.data_start + start:self.data_start + end]
         return raw.view(_ST_DTYPES[info.dtype]).reshape(info.shape)
+
+
+class _Repeated(ValueError):
+    pass
+
+
+def _no_repeats(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object that names no key twice (json would keep the last silently)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Repeated(key)
+        out[key] = value
+    return out
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 _TORCH_TAGS = {
@@ -183,10 +239,14 @@ def _torch_load(path: Path, torch) -> object:
     """torch.load with weights_only=True; memory-mapped unless the file predates the zip format."""
     for mmap in (True, False):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            with warnings.catch_warnings():  # torch's advice on pickle protocols is not the user's business
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as exc:
-            raise GardenerError(f"{path}: refused to unpickle: not a plain state dict ({_refusal(str(exc))}; "
-                                f"gardener loads with weights_only=True and never runs a checkpoint's code)") from None
+            unsafe = _unsafe_globals(path)
+            why = f"it refers to {', '.join(unsafe[:3])}" if unsafe else _refusal(str(exc))
+            raise GardenerError(f"{path}: refused to unpickle: not a plain state dict ({why}; gardener loads with "
+                                f"weights_only=True and never runs a checkpoint's code)") from None
         except RuntimeError as exc:
             if mmap and "mmap" in str(exc):  # legacy (pre-1.6) format cannot be mapped
                 continue
@@ -198,11 +258,48 @@ def _torch_load(path: Path, torch) -> object:
     raise AssertionError("unreachable")
 
 
+_SAFE_GLOBALS = re.compile(r"^(torch\.|collections\.OrderedDict$|_codecs\.encode$|builtins\.(set|frozenset|"
+                           r"bytearray|slice|complex)$)")
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The classes and functions a pickle refers to that a plain state dict does not, read without running
+    anything (pickletools only parses its opcodes); empty when none is found."""
+    import io
+    import zipfile
+
+    found: list[str] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                stream = io.BytesIO(archive.read(name))
+        else:
+            stream = io.BytesIO(path.read_bytes())
+        while stream.tell() < len(stream.getbuffer()):  # a legacy file is several pickles in a row
+            strings: list[str] = []
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 - a file too broken to parse: torch's own words are used instead
+        pass
+    return list(dict.fromkeys(g for g in found if not _SAFE_GLOBALS.match(g)))
+
+
 def _refusal(message: str) -> str:
     """What torch's weights_only unpickler refused, as one whole clause (its message is a page of advice)."""
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
     if found:
         return f"it holds an object of type {found.group(1)}"
+    found = re.search(r"Unsupported operand (\d+)", message)
+    if found and chr(int(found.group(1))) in pickletools.code2op:
+        opcode = pickletools.code2op[chr(int(found.group(1)))]
+        return (f"it uses pickle opcode {opcode.name} (protocol {opcode.proto}), which a file written by torch.save "
+                f"does not; save the state dict with torch.save")
     found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
     if found:
         return found.group(1).split(". ")[0].rstrip(".")
@@ -230,9 +327,9 @@ def _find_state_dict(obj: object, path: Path, torch) -> tuple[dict, list[str]]:
     return tensors, nest
 
 
-def _open_file(path: Path, ckpt: Checkpoint, only: set[str] | None = None) -> None:
+def _open_file(path: Path, ckpt: Checkpoint) -> None:
     if path.suffix == ".safetensors":
-        ckpt._add(_SafetensorsFile(path, only))
+        ckpt._add(_SafetensorsFile(path))
     elif path.suffix in TORCH_SUFFIXES:
         ckpt._add(_TorchFile(path))
     else:
@@ -251,50 +348,79 @@ def _read_json(path: Path) -> dict:
 
 
 def _open_index(index: Path, ckpt: Checkpoint) -> None:
+    """The shards an index names, read whole, as transformers reads them: a tensor a shard holds but the
+    index leaves out is read too (and said); one the index maps to a shard that lacks it, one stored in
+    two shards, or a shard outside the model folder is an error."""
     weight_map = _read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise GardenerError(f"{index}: has no 'weight_map'; expected a sharded-checkpoint index")
     shards: dict[str, set[str]] = {}
     for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise GardenerError(f"{index}: maps tensor {name!r} to {shard!r}; expected the name of a shard file")
+        if Path(shard).is_absolute() or ".." in Path(shard).parts:
+            raise GardenerError(f"{index}: lists shard {shard!r}, which is not inside the model folder")
         shards.setdefault(shard, set()).add(name)
+    unlisted: list[tuple[str, str]] = []
     for shard, names in sorted(shards.items()):
         shard_path = index.parent / shard
         if not shard_path.is_file():
             raise GardenerError(f"{index}: lists shard {shard}, which is missing")
         ckpt.files.append(shard_path)
         before = set(ckpt.names())
-        _open_file(shard_path, ckpt, names if shard_path.suffix == ".safetensors" else None)
+        _open_file(shard_path, ckpt)
         found = set(ckpt.names()) - before
         lacking = sorted(names - found)
         if lacking:  # a tensor silently absent would be scored without it and pruned away
             raise GardenerError(f"{index}: maps tensor {lacking[0]!r} to shard {shard}, which does not hold it"
                                 + (f" ({len(lacking)} such tensors)" if len(lacking) > 1 else ""))
+        unlisted += [(name, shard) for name in sorted(found - set(weight_map))]
+    if unlisted:
+        name, shard = unlisted[0]
+        ckpt.warnings.append(f"{index.name} does not list {len(unlisted)} tensor(s) its shards hold (e.g. {name!r} "
+                             f"in {shard}); they are read and kept, as transformers reads them")
 
 
 def _open_dir(path: Path) -> Checkpoint:
+    """The weights transformers would load from this folder (the first of HF_WEIGHT_FILES present)."""
     config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
     ckpt = Checkpoint(path=path, format="hf-dir", files=[], config=config)
-    for name in HF_WEIGHT_FILES:
-        candidate = path / name
-        if not candidate.is_file():
-            continue
-        if name.endswith(".index.json"):
-            ckpt.files.append(candidate)
-            _open_index(candidate, ckpt)
-        else:
-            ckpt.files.append(candidate)
-            _open_file(candidate, ckpt)
-        return ckpt
-    raise GardenerError(f"{path}: no weights found; expected one of {', '.join(HF_WEIGHT_FILES)}")
+    present = [name for name in HF_WEIGHT_FILES if (path / name).is_file()]
+    if not present:
+        raise GardenerError(f"{path}: no weights found; expected one of {', '.join(HF_WEIGHT_FILES)}")
+    candidate = path / present[0]
+    ckpt.files.append(candidate)
+    if candidate.name.endswith(".index.json"):
+        _open_index(candidate, ckpt)
+    else:
+        _open_file(candidate, ckpt)
+    if len(present) > 1:
+        ckpt.warnings.append(f"{path} holds {' and '.join(present)}; like transformers, gardener reads {present[0]} "
+                             f"and ignores the rest (a pruned copy leaves them out)")
+    return ckpt
+
+
+def _missing(path: Path) -> GardenerError:
+    """Why a path that does not exist does not: a link loop, a broken link, or nothing there."""
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return GardenerError(f"{path}: a symbolic link loop (it never reaches a file)")
+        return GardenerError(f"{path}: a broken symbolic link (to {os.readlink(path)}, which does not exist)")
+    return GardenerError(f"{path}: no such file or directory")
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open an HF model directory, a .safetensors file or a PyTorch state-dict file lazily."""
     path = Path(path)
     if not path.exists():
-        raise GardenerError(f"{path}: no such file or directory")
+        raise _missing(path)
     if path.is_dir():
         ckpt = _open_dir(path)
+    elif not path.is_file():
+        raise GardenerError(f"{path}: not a regular file (a pipe, socket or device); expected a checkpoint file")
     else:
         ckpt = Checkpoint(path=path, format="safetensors" if path.suffix == ".safetensors" else "torch",
                           files=[path])

@@ -22,6 +22,12 @@ class InputSpec:
     size: int = 224
     seq_len: int = 128
 
+    def __post_init__(self):
+        for name in ("frames", "size", "seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise GardenerError(f"--{name.replace('_', '-')} {value}: expected a whole number of 1 or more")
+
 
 def _inputs(config, spec: InputSpec, torch, device: str | None) -> dict:
     kind = input_kind(getattr(config, "model_type", ""))

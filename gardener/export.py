@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,20 +17,26 @@ _SKIP = set(HF_WEIGHT_FILES) | {"gardener.json"}
 
 
 def parse_size(text: str | int) -> int:
-    """Bytes from '5GB', '500MB', '20KB' or a plain integer."""
-    if isinstance(text, int):
-        return text
+    """Bytes (at least 1) from '5GB', '500MB', '20KB' or a plain integer."""
+    value = text if isinstance(text, int) else _size_of(text)
+    if value is None or value < 1:
+        raise GardenerError(f"--max-shard-size {text!r}: expected a size above 0 like 5GB or 500MB")
+    return value
+
+
+def _size_of(text: str) -> int | None:
     units = {"KB": 1024, "MB": 1024**2, "GB": 1024**3, "B": 1}
     for unit, scale in units.items():
         if text.upper().endswith(unit):
             try:
-                return int(float(text[: -len(unit)]) * scale)
+                number = float(text[: -len(unit)])
             except ValueError:
-                break
+                return None
+            return int(number * scale) if math.isfinite(number) else None
     try:
         return int(text)
     except ValueError:
-        raise GardenerError(f"--max-shard-size {text!r}: expected a size like 5GB or 500MB") from None
+        return None
 
 
 def write_safetensors(path: Path, tensors: list[tuple[str, str, tuple, Callable[[], np.ndarray]]]) -> int:
@@ -89,18 +96,68 @@ def write_hf_weights(out: Path, tensors: list, max_bytes: int = DEFAULT_SHARD_BY
     return files + [out / "model.safetensors.index.json"]
 
 
-def copy_side_files(src: Path, out: Path, skip: Iterable[str] = ()) -> list[str]:
-    """Copy everything of an HF directory except its weights (and `skip`): configs, tokenizer, README."""
-    copied = []
-    skipped = _SKIP | set(skip)
-    for item in sorted(src.iterdir()):
-        is_shard = item.name.startswith(("model-", "pytorch_model-")) and item.suffix in (".safetensors", ".bin")
-        if item.name in skipped or is_shard or item.name.startswith("."):
-            continue
-        target = out / item.name
-        shutil.copytree(item, target) if item.is_dir() else shutil.copy2(item, target)
-        copied.append(item.name)
-    return copied
+def _allowed_target(item: Path, root: Path) -> bool:
+    """Whether a symlink inside the model folder `root` may be followed: to a file inside the folder, or to
+    a blob of the same Hugging Face cache repository (`<repo>/snapshots/<rev>/` links into `<repo>/blobs/`)."""
+    try:
+        target = item.resolve(strict=True)
+    except (OSError, RuntimeError):  # broken, or a loop
+        return False
+    real_root = root.resolve()
+    blobs = real_root.parent.parent / "blobs" if real_root.parent.name == "snapshots" else None
+    return target.is_relative_to(real_root) or (blobs is not None and target.is_relative_to(blobs))
+
+
+def _side_file_kind(item: Path, root: Path) -> str | None:
+    """"file" or "folder" for what may be copied; None for what may not (`_why_skipped` says why)."""
+    if item.is_symlink() and (item.is_dir() or not _allowed_target(item, root)):
+        return None
+    if item.is_dir():
+        return "folder"
+    return "file" if item.is_file() else None
+
+
+def _why_skipped(item: Path) -> str:
+    if item.is_symlink():
+        try:
+            target = item.resolve(strict=True)
+        except RuntimeError:
+            return "a symbolic link loop"
+        except OSError:
+            return "a broken symbolic link"
+        return "a symbolic link to a folder" if target.is_dir() else f"a symbolic link to {target}, outside the model folder"
+    return "not a regular file (a pipe, socket or device)"
+
+
+def copy_side_files(src: Path, out: Path, skip: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """Copy everything of an HF directory except its weights (and `skip`): configs, tokenizer, README.
+
+    Only regular files and folders are copied, and a symbolic link only when it leads to a file inside
+    the folder (or to the blobs of the Hugging Face cache repository it belongs to): a link to a file
+    elsewhere (a private key, say) must not have its content copied into the output. Returns the names
+    copied and what was skipped, with why.
+    """
+    copied, skipped = [], []
+    excluded = _SKIP | set(skip)
+
+    def walk(folder: Path, target: Path, top: bool) -> None:
+        for item in sorted(folder.iterdir()):
+            is_shard = item.name.startswith(("model-", "pytorch_model-")) and item.suffix in (".safetensors", ".bin")
+            if top and (item.name in excluded or is_shard) or item.name.startswith("."):
+                continue
+            kind = _side_file_kind(item, src)
+            name = str(item.relative_to(src))
+            if kind is None:
+                skipped.append(f"{name} ({_why_skipped(item)})")
+            elif kind == "folder":
+                (target / item.name).mkdir()
+                walk(item, target / item.name, False)
+            else:
+                shutil.copy2(item, target / item.name)
+                copied.append(name)
+
+    walk(src, out, True)
+    return copied, skipped
 
 
 def _tensor_count(value: object) -> int:

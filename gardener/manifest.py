@@ -49,6 +49,12 @@ def file_record(path: str | Path, label: str | None = None) -> dict[str, Any]:
             "sha256": _digest_future(path).result()}
 
 
+def source_hash(files: list[str | Path]) -> str:
+    """One hash for a checkpoint: over the sha256 of each of its weight files."""
+    digests = [file_record(f)["sha256"] for f in sorted(Path(f) for f in files)]
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the packages whose behaviour shapes the results."""
     found = {"python": platform.python_version()}

@@ -35,6 +35,8 @@ def count_for_ratio(ratio: float, depth: int) -> int:
 def parse_blocks(spec: str | Sequence[int], depth: int, zero_based: bool = False, what: str = "--blocks") -> list[int]:
     """1-based block numbers from '3,7,9' (or 0-based with zero_based), validated against depth."""
     items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
+    if not items:
+        raise GardenerError(f"{what} {spec!r}: names no block; expected block numbers like 3,7,9")
     try:
         numbers = [int(s) + (1 if zero_based else 0) for s in items]
     except ValueError:

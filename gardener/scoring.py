@@ -148,17 +148,14 @@ class ScoreResult:
 def _score_block(ckpt: Checkpoint, names: list[str], view: str, crits: list, ctx: Context,
                  keep_counts: bool, histograms: bool) -> tuple[dict, object, int | None, dict | None]:
     parts = [(n, *in_view(ckpt.read(n), ckpt.info(n).dtype, view)) for n in names]
-    try:
-        values = BlockValues(parts)
-        counts = values.counts(full=True) if keep_counts else None  # before entropy builds a lighter table
-        scores = {c.name: float(c.fn(values, ctx)) for c in crits}
-        distinct = values.distinct
-        hist = None
-        if histograms:
-            counts_h, edges = values.histogram(PLOT_BINS)
-            hist = {"counts": counts_h.tolist(), "edges": edges.tolist()}
-    except GardenerError as exc:
-        raise GardenerError(f"{ckpt.path}: {exc}") from None
+    values = BlockValues(parts)
+    counts = values.counts(full=True) if keep_counts else None  # before entropy builds a lighter table
+    scores = {c.name: float(c.fn(values, ctx)) for c in crits}
+    distinct = values.distinct
+    hist = None
+    if histograms:
+        counts_h, edges = values.histogram(PLOT_BINS)
+        hist = {"counts": counts_h.tolist(), "edges": edges.tolist()}
     return scores, counts, distinct, hist
 
 
@@ -195,6 +192,10 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         aggregate: how spectral criteria combine a block's matrices: mean, min, max or weighted.
         calib: calibration data and settings, needed by block_influence, angular_distance, skip_loss.
     """
+    if seed < 0:
+        raise GardenerError(f"--seed {seed}: expected 0 or more")
+    if workers is not None and workers < 1:
+        raise GardenerError(f"--workers {workers}: expected 1 or more")
     crits = _criteria(criteria, primary, dtype, bins, aggregate)
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
     chosen = select_stack(ckpt, stack, block_pattern)
@@ -209,6 +210,9 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         if c.scope == "model":
             scores[c.name] = [float(s) for s in c.fn(summaries, ctx)]
     meta = _calibration_scores(ckpt, chosen, [c for c in crits if c.scope == "calibration"], calib, ctx, scores)
+    warnings = checkpoint_warnings(ckpt, chosen)
+    if warnings:
+        meta["warnings"] = warnings
     for info, r in zip(infos, results):
         info.distinct = r[2]
     stored = sorted({ckpt.info(n).dtype for b in infos for n in b.tensors})
@@ -219,6 +223,15 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         histograms=[r[3] for r in results] if histograms else None, aggregate=aggregate, meta=meta,
         files=[str(f) for f in ckpt.files],
     )
+
+
+def checkpoint_warnings(ckpt: Checkpoint, chosen: Stack) -> list[str]:
+    """What is odd about a checkpoint that does not stop it from being read: its own warnings (which
+    weight files were read), and a config.json that counts the chosen stack's blocks otherwise."""
+    from .families import depth_disagreement
+
+    odd = depth_disagreement(ckpt.config, chosen.family, chosen.name, chosen.depth)
+    return list(ckpt.warnings) + ([odd] if odd else [])
 
 
 def _criteria(criteria, primary: str, dtype: str, bins: int, aggregate: str) -> list:
@@ -257,7 +270,10 @@ def _run_blocks(ckpt, infos, dtype, crits, ctx, keep_counts, histograms, workers
     workers = workers or min(2, os.cpu_count() or 1)
 
     def one(info: BlockInfo):
-        return _score_block(ckpt, info.tensors, dtype, crits, ctx, keep_counts, histograms)
+        try:
+            return _score_block(ckpt, info.tensors, dtype, crits, ctx, keep_counts, histograms)
+        except GardenerError as exc:
+            raise GardenerError(f"{ckpt.path}: block {info.number}: {exc}") from None
 
     results: list = []
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -43,7 +43,7 @@ def bf16_bits(values: np.ndarray) -> np.ndarray:
 
 def in_view(arr: np.ndarray, tag: str, view: str) -> tuple[np.ndarray, str]:
     """The array in the requested precision view: ('stored' keeps it as it is on disk)."""
-    if view == "stored" or VIEW_TAGS.get(view) == tag:
+    if view == "stored" or VIEW_TAGS.get(view) == tag or tag.startswith("F8"):  # float8: as stored (unscored)
         return arr, tag
     if view == "float16":
         return to_float(arr, tag, np.float32 if tag == "BF16" else arr.dtype).astype(np.float16), "F16"
@@ -178,9 +178,12 @@ class BlockValues:
     """The values of one block (several tensors, one multiset) in one precision view."""
 
     def __init__(self, parts: list[tuple[str, np.ndarray, str]]):
+        found = sorted({tag for _, _, tag in parts})
         parts = [(name, arr, tag) for name, arr, tag in parts if tag in _WIDTH]
         if not parts:
-            raise GardenerError("block has no floating-point tensors to score")
+            raise GardenerError(f"no tensor gardener can score: its tensors are {', '.join(found) or 'none'}, and "
+                                f"criteria read {', '.join(sorted(_WIDTH))} (float8 and integer weights are not "
+                                f"supported)")
         self.shapes = {name: np.shape(arr) for name, arr, _ in parts}
         self.parts = [(name, np.ravel(arr), tag) for name, arr, tag in parts]
         self.n = sum(arr.size for _, arr, _ in parts)

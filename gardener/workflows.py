@@ -15,9 +15,10 @@ from .cost import InputSpec, flop_breakdown
 from .errors import GardenerError
 from .export import DEFAULT_SHARD_BYTES, copy_side_files, parse_size, renamed_tensors, write_hf_weights, \
     write_safetensors, write_torch_state
-from .fileio import atomic_dir, atomic_file, check_writable, write_text
+from .fileio import atomic_dir, atomic_file, check_output, write_text
 from .manifest import manifest, prehash
-from .families import shorten_config
+from .families import depth_disagreement, shorten_config
+from .oserrors import check_space, writing
 from .pruning import count_for_ratio, parse_blocks, plan, renamer
 from .scoring import ScoreResult, score
 
@@ -27,13 +28,21 @@ def csv_sidecar(path: Path) -> Path:
     return Path(path).with_name(f"{Path(path).stem}.meta.json")
 
 
-def check_outputs(outputs: dict[str, Path | None], force: bool) -> None:
-    """Fail before any work if an output exists (without force) or cannot be written."""
+OUTPUT_FLAGS = {"json": "--json", "csv": "--csv", "plot": "--plot"}
+
+
+def checkpoint_inputs(ckpt, path: str | Path | None = None) -> list[tuple[str, Path]]:
+    """A checkpoint as the inputs an output must not touch: the path given and each file it reads."""
+    return [("the checkpoint", Path(path or ckpt.path))] + [("a file of the checkpoint", f) for f in ckpt.files]
+
+
+def check_outputs(outputs: dict[str, Path | None], force: bool, inputs: list | None = None) -> None:
+    """Fail before any work if an output touches an input, exists (without force) or cannot be written."""
     for key, path in outputs.items():
         if path is not None:
-            check_writable(Path(path), force)
+            check_output(Path(path), inputs or [], force, OUTPUT_FLAGS.get(key, key))
             if key == "csv":
-                check_writable(csv_sidecar(path), force)
+                check_output(csv_sidecar(path), inputs or [], force, "--csv")
 
 
 def _jsonable(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -71,9 +80,11 @@ def score_checkpoint(path: str | Path, outputs: dict[str, Path | None], *, force
     asked (in `result.meta["precision"]`), and write the outputs; returns the result and the paths."""
     from .precision import precision_report
 
-    check_outputs(outputs, force)
+    ckpt = open_checkpoint(path)
+    calib = score_args.get("calib")
+    check_outputs(outputs, force, checkpoint_inputs(ckpt, path) + calib_inputs(calib))
     histograms = outputs.get("plot") is not None or outputs.get("json") is not None
-    result = score(path, histograms=histograms, **score_args)
+    result = score(ckpt, histograms=histograms, **score_args)
     if precision:
         keys = ("stack", "block_pattern", "params", "workers")
         result.meta["precision"] = precision_report(path, **{k: score_args[k] for k in keys if k in score_args})
@@ -98,34 +109,55 @@ def _removal_order(ckpt, chosen_stack, criterion: str, ranking_file: Path | None
         if ranked.depth != chosen_stack.depth or ranked.stack != chosen_stack.name:
             raise GardenerError(f"--ranking {ranking_file}: ranks {ranked.depth} blocks of stack {ranked.stack!r}, "
                                 f"but this checkpoint's stack {chosen_stack.name!r} has {chosen_stack.depth}")
+        other = ranking_source_differs(ranked, ckpt)
+        if other:
+            ranked.meta.setdefault("warnings", []).append(f"--ranking {ranking_file}: {other}")
     else:
         ranked, name = score(ckpt, [criterion], primary=criterion, stack=chosen_stack.name, **score_args), criterion
     return ranked.removal_order(name), {"criterion": name, "scores": ranked.scores[name],
                                         "dtype_view": ranked.dtype_view}, ranked
 
 
-def _output(ckpt, out: Path, force: bool) -> Path | None:
+def ranking_source_differs(ranked: ScoreResult, ckpt) -> str | None:
+    """Why a ranking file was not made from this checkpoint, by the hashes it records (a `score --json`
+    manifest's inputs, or an oracle file's source hash); None when it was, or when it records none."""
+    from .manifest import file_record, source_hash
+
+    meta = ranked.meta or {}
+    recorded = sorted(i.get("sha256") for i in meta.get("inputs", []) if isinstance(i, dict))
+    if recorded:
+        if recorded == sorted(file_record(f)["sha256"] for f in ckpt.files):
+            return None
+    elif meta.get("source_hash"):
+        if meta["source_hash"] == source_hash(ckpt.files):
+            return None
+    else:
+        return None
+    return (f"was computed on another checkpoint (its recorded sha256 differs from {ckpt.path}'s); its block "
+            f"numbers are used as they are")
+
+
+def calib_inputs(calib: CalibOptions | None) -> list[tuple[str, Path]]:
+    return [("the calibration data", calib.calib_data)] if calib is not None and calib.calib_data else []
+
+
+def _output(ckpt, out: Path, force: bool, inputs: list) -> Path | None:
     """Check where a prune writes; returns the manifest path when a single file is written, else None.
 
     A file in gives a file out when -o names a checkpoint file (its manifest beside it, as
-    NAME.gardener.json); otherwise -o is a folder. The input is never replaced or put inside
-    the output.
+    NAME.gardener.json); otherwise -o is a folder. No input is ever replaced, written into or
+    put inside the output (`check_output`).
     """
-    source = ckpt.path.resolve()
-    if out.resolve() == source or source.is_relative_to(out.resolve()):
-        raise GardenerError(f"-o {out}: would replace the input {ckpt.path}; write the pruned checkpoint elsewhere")
-    if ckpt.format == "hf-dir" and out.resolve().is_relative_to(source):
-        raise GardenerError(f"-o {out}: the output folder must not be inside the input directory {ckpt.path}")
     if ckpt.format == "hf-dir" or out.suffix not in (".safetensors", *TORCH_SUFFIXES):
-        check_writable(out, force)
+        check_output(out, inputs, force)
         return None
     if (out.suffix == ".safetensors") != (ckpt.format == "safetensors"):
         wanted = ".safetensors" if ckpt.format == "safetensors" else "/".join(TORCH_SUFFIXES)
         raise GardenerError(f"-o {out}: the input {ckpt.path.name} is a {ckpt.format} file; name the output "
                             f"{wanted} (the same format), or give a folder")
     sidecar = out.with_name(f"{out.name}.gardener.json")
-    check_writable(out, force)
-    check_writable(sidecar, force)
+    check_output(out, inputs, force)
+    check_output(sidecar, inputs, force)
     return sidecar
 
 
@@ -148,7 +180,12 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     ckpt = open_checkpoint(path)
     out = Path(out)
     chosen = select_stack(ckpt, stack, block_pattern)
-    sidecar = _output(ckpt, out, force)
+    inputs = checkpoint_inputs(ckpt, path) + calib_inputs(calib) + ([("the ranking", ranking)] if ranking else [])
+    sidecar = _output(ckpt, out, force, inputs)
+    shard_bytes = parse_size(max_shard_size)
+    odd = depth_disagreement(ckpt.config, chosen.family, chosen.name, chosen.depth)
+    if odd:
+        raise GardenerError(f"{path}: {odd}; fix config.json or the weights before pruning")
     prehash(ckpt.files)
     decision, chosen_by, warnings = _decide(ckpt, chosen, ratio=ratio, remove=remove, blocks=blocks,
                                             zero_based=zero_based, criterion=criterion, ranking=ranking,
@@ -162,22 +199,27 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     tensors = renamed_tensors(ckpt, rename)
     prefix = ckpt.torch_file.prefix if ckpt.torch_file else ""
     info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors),
-            "removed_tensors": [prefix + n for n in ckpt.names() if rename(n) is None], "warnings": warnings}
+            "removed_tensors": [prefix + n for n in ckpt.names() if rename(n) is None],
+            "warnings": list(ckpt.warnings) + warnings}
     if ckpt.format == "torch":
         info["dropped_entries"] = []
+    needed = sum(t[4] for t in tensors)
+    check_space(out.parent if str(out.parent) else Path("."), needed, "the pruned checkpoint")
     head = manifest("prune", ckpt.files, _jsonable(arguments or {}))
-    if sidecar is not None:
-        with atomic_file(sidecar, force) as meta, atomic_file(out, force) as weights:  # weights land first
-            info = {**head, **info, **_write_single(ckpt, weights, tensors)}
-            meta.write_text(json.dumps(info, indent=2) + "\n")
-        return info
-    with atomic_dir(out, force) as tmp:
-        if ckpt.format == "hf-dir":
-            info.update(_write_hf(ckpt, tmp, chosen, decision, tensors, record, max_shard_size, spec))
-        else:
-            info.update(_write_single(ckpt, tmp / ckpt.path.name, tensors))
-        info = {**head, **info}
-        write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")
+    with writing(out, needed):
+        if sidecar is not None:
+            with atomic_file(sidecar, force) as meta, atomic_file(out, force) as weights:  # weights land first
+                info = {**head, **info, **_write_single(ckpt, weights, tensors)}
+                meta.write_text(json.dumps(info, indent=2) + "\n")
+            return info
+        with atomic_dir(out, force) as tmp:
+            if ckpt.format == "hf-dir":
+                info.update(_write_hf(ckpt, tmp, chosen, decision, tensors, record, shard_bytes, spec))
+                info["warnings"] += [f"not copied: {item}" for item in info["skipped_files"]]
+            else:
+                info.update(_write_single(ckpt, tmp / ckpt.path.name, tensors))
+            info = {**head, **info}
+            write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
@@ -187,9 +229,12 @@ def _decide(ckpt, chosen, *, ratio, remove, blocks, zero_based, criterion, ranki
     keep_safe = parse_blocks(protect, chosen.depth, zero_based, "--protect") if protect else []
     explicit = parse_blocks(blocks, chosen.depth, zero_based) if blocks is not None else None
     order, chosen_by, ranked = None, {}, None
-    if contiguous and (criterion != "angular_distance" or explicit is not None or ranking is not None):
-        raise GardenerError("--contiguous removes the span --criterion angular_distance finds (with --calib-data); "
-                            "give it with --ratio or --remove, not with --blocks or --ranking")
+    if contiguous and (explicit is not None or ranking is not None):
+        raise GardenerError(f"--contiguous chooses its own span of blocks; leave out "
+                            f"{'--blocks' if explicit is not None else '--ranking'} (give --ratio or --remove)")
+    if contiguous and criterion != "angular_distance":
+        raise GardenerError(f"--contiguous removes the span --criterion angular_distance finds (with --calib-data); "
+                            f"got --criterion {criterion}")
     if explicit is None:
         order, chosen_by, ranked = _removal_order(ckpt, chosen, criterion, ranking, **score_args)
     if contiguous:
@@ -200,7 +245,8 @@ def _decide(ckpt, chosen, *, ratio, remove, blocks, zero_based, criterion, ranki
                     protect=keep_safe, criterion=chosen_by.get("criterion"))
     if contiguous:
         decision = dataclasses.replace(decision, how=f"contiguous span of {len(explicit)} (angular distance)")
-    warnings = ranked.caveats(chosen_by["criterion"], decision.removed) if ranked is not None else []
+    warnings = (ranked.meta.get("warnings", []) + ranked.caveats(chosen_by["criterion"], decision.removed)
+                if ranked is not None else [])
     family = chosen.family.family
     return decision, chosen_by, warnings + ([family.warning] if family and family.warning else [])
 
@@ -210,10 +256,11 @@ def _write_hf(ckpt, tmp: Path, chosen, decision, tensors: list, record: dict, ma
     """A pruned HF directory: weights, side files, the config cut to the kept blocks; its GFLOPs."""
     config = shorten_config(ckpt.config or {}, chosen.family, chosen.name, decision.kept)
     config["gardener"] = record
-    write_hf_weights(tmp, tensors, parse_size(max_shard_size))
-    copy_side_files(ckpt.path, tmp, skip=["config.json"])
+    write_hf_weights(tmp, tensors, max_shard_size)
+    _, skipped = copy_side_files(ckpt.path, tmp, skip=["config.json"])
     write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return _gflops_pair(ckpt.config, config, spec, decision.removed, chosen.family.depth_field, chosen.name)
+    return {**_gflops_pair(ckpt.config, config, spec, decision.removed, chosen.family.depth_field, chosen.name),
+            "skipped_files": skipped}
 
 
 def _write_single(ckpt, path: Path, tensors: list) -> dict:
@@ -272,7 +319,12 @@ def checkpoint_info(path: str | Path, stack: str | None = None, block_pattern: s
     result = {"path": str(path), "format": ckpt.format, "stack": chosen.name, "depth": chosen.depth,
               "stacks": stacks, "params": ckpt.num_params,
               "dtypes": sorted({ckpt.info(n).dtype for n in ckpt.names()})}
-    result["gflops"], note = _safe_gflops(ckpt.config, spec)
+    odd = depth_disagreement(ckpt.config, chosen.family, chosen.name, chosen.depth)
+    if odd:  # a count would be of the config's model, not of these weights
+        result["gflops"], note = None, f"config.json disagrees with the weights on {chosen.name}'s depth"
+    else:
+        result["gflops"], note = _safe_gflops(ckpt.config, spec)
     if note:
         result["gflops_note"] = note
+    result["warnings"] = list(ckpt.warnings) + ([odd] if odd else [])
     return result

@@ -106,7 +106,7 @@ def test_ranking_file_and_protect(tmp_path):
 
 def test_existing_output_and_crash_leave_nothing_behind(tmp_path, monkeypatch):
     src = save_hf(build_hf("bert"), tmp_path / "src")
-    with pytest.raises(GardenerError, match="must not be inside the input directory"):
+    with pytest.raises(GardenerError, match="is inside the checkpoint"):
         prune_checkpoint(src, src / "pruned", remove=1)
     (tmp_path / "exists").mkdir()
     with pytest.raises(GardenerError, match="already exists; pass --force"):

@@ -163,7 +163,7 @@ def test_a_file_in_gives_a_file_out_and_the_input_is_never_replaced(tmp_path, ca
     assert code == 0 and gardener.workflows.checkpoint_info(tmp_path / "y.safetensors")["depth"] == 3
     for target in (source, tmp_path):
         code, _, err = cli(["prune", source, "-o", target, "--remove", "1", "--force"], capsys)
-        assert code == 2 and "would replace the input" in one_line_error(err)
+        assert code == 2 and "never replaces or writes into an input" in one_line_error(err)
     code, _, err = cli(["prune", source, "-o", tmp_path / "y.pth", "--remove", "1"], capsys)
     assert code == 2 and "name the output .safetensors" in one_line_error(err)
     assert source.read_bytes() == original
@@ -354,7 +354,7 @@ def test_a_refused_pickle_is_named_in_one_whole_sentence(tmp_path, capsys):
     torch.save({"model": {"blocks.0.w": torch.zeros(2, 2)}, "args": argparse.Namespace(lr=0.1)}, tmp_path / "a.pth")
     code, _, err = cli(["score", tmp_path / "a.pth"], capsys)
     line = one_line_error(err)
-    assert code == 2 and "it holds an object of type argparse.Namespace" in line
+    assert code == 2 and "it refers to argparse.Namespace" in line
     assert line.endswith("never runs a checkpoint's code)") and "\x1b" not in line
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import GardenerError, Terminated
+from ..oserrors import describe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find and remove the unimportant blocks of a pretrained transformer, without data.")
@@ -24,8 +25,13 @@ _TERMINATED: list[int] = []
 
 
 def say(message: str) -> None:
-    """One plain line on stderr."""
-    err.print(message, highlight=False)
+    """One plain line on stderr (as it is: a path like `s [a].json` is not markup)."""
+    err.print(message, highlight=False, markup=False)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr, its text as it is."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def is_main_process() -> bool:
@@ -98,6 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     except _USAGE_ERROR as exc:
         err.print(f"[red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # what the system refused (a full disk, a name too long, a permission): one line
+        err.print(f"[red]error:[/] {escape(describe(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except MemoryError:
+        err.print("[red]error:[/] ran out of memory; give smaller sizes (or run where more memory is free)",
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         code = 130
     finally:

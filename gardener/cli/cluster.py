@@ -61,4 +61,4 @@ def status(
         return
     out.print(status_table(state))
     for line in status_lines(state):
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, markup=False)

@@ -8,7 +8,7 @@ import typer
 
 from .. import criteria as registry
 from ..cost import InputSpec
-from ._app import app, err, out, progress, say
+from ._app import app, err, out, progress, say, warn
 from .options import CALIB, command
 
 CRITERIA_HELP = "Comma list or 'all'. Known: " + ", ".join(registry.names())
@@ -91,7 +91,7 @@ def prune(
                             arguments=ctx.params, contiguous=contiguous, calib=calib)
     out.print(prune_table(info))
     for message in prune_messages(info):
-        err.print(f"[yellow]warning:[/] {message}", highlight=False)
+        warn(message)
     say(f"wrote {out_dir}" + (f" and {out_dir}.gardener.json" if out_dir.is_file() else ""))
 
 
@@ -102,7 +102,10 @@ def info(path: Path = PATH_ARG, stack: Optional[str] = STACK_OPT, block_pattern:
     from ..report.tables import info_table
     from ..workflows import checkpoint_info
 
-    out.print(info_table(checkpoint_info(path, stack, block_pattern, InputSpec(frames, size, seq_len))))
+    info = checkpoint_info(path, stack, block_pattern, InputSpec(frames, size, seq_len))
+    out.print(info_table(info))
+    for message in info["warnings"]:
+        warn(message)
 
 
 @app.command()

@@ -121,7 +121,7 @@ def oracle_meta(table: dict) -> dict:
             "correct": [r.get("correct") for r in table["blocks"]], "oracle": table.get("oracle")}
 
 
-def oracle_result(layout: ScoreResult, table: dict) -> ScoreResult:
+def oracle_result(layout: ScoreResult, table: dict, source_hash: str | None = None) -> ScoreResult:
     """The oracle as a score result (oracle.json or healing_oracle.json, which `prune --ranking` and
     `agree` take): the blocks of `layout` (any scoring pass of the checkpoint) scored by their accuracy
     after removal, under the one score name "sensitivity" whichever oracle it is (its meta says which).
@@ -133,7 +133,8 @@ def oracle_result(layout: ScoreResult, table: dict) -> ScoreResult:
     note = HEALING_NOTE.format(steps=oracle.get("heal_steps")) if oracle.get("kind") == "healing" else ORACLE_NOTE
     return replace(layout, dtype_view="stored", primary=ORACLE, aggregate="mean", histograms=None,
                    blocks=[replace(b, distinct=None) for b in layout.blocks], scores={ORACLE: list(table["scores"])},
-                   removes={ORACLE: "highest"}, meta={"note": note, "oracle": oracle_meta(table)})
+                   removes={ORACLE: "highest"}, meta={"note": note, "oracle": oracle_meta(table),
+                                                      **({"source_hash": source_hash} if source_hash else {})})
 
 
 # --- Table 3: the sweep ------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def finish_tables(run: RunDir, plans: dict[str, dict], scores: ScoreResult | Non
             made[kind] = table
             write_json(run.path / table_file, table)
             if scores is not None:
-                write_json(run.path / ranking_file, oracle_result(scores, table).to_dict())
+                write_json(run.path / ranking_file, oracle_result(scores, table, run.source_hash).to_dict())
     criteria = None
     if "sweep" in plans and (table := sweep_table(plans["sweep"], run)) is not None:
         made["sweep"] = table

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import GardenerError
 from ..fileio import check_writable, write_text
-from ..manifest import file_record, versions
+from ..manifest import source_hash, versions  # noqa: F401  (source_hash: runs.source_hash for callers)
 from .queue import QueueOptions, drain, lockstep
 
 
@@ -82,12 +82,6 @@ class RunDir:
 
     def results(self, jobs: list[Job]) -> dict[str, dict]:
         return {j.id: r for j in jobs if (r := self.result(j)) is not None}
-
-
-def source_hash(files: list[Path]) -> str:
-    """One hash for a checkpoint: over the sha256 of each weight file."""
-    digests = [file_record(f)["sha256"] for f in sorted(files)]
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def open_run(path: str | Path, source: str | Path, digest: str) -> RunDir:

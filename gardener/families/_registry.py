@@ -171,6 +171,24 @@ def split_fused(name: str, matrix):
     return [matrix]
 
 
+def depth_disagreement(config: dict | None, kind: StackKind, stack: str, depth: int) -> str | None:
+    """What is wrong when config.json gives this stack another depth than its weights hold; None when
+    they agree (or the config does not count this stack at its top level)."""
+    field_name, stage = kind.depth_field, kind.stage(stack)
+    if not config or field_name is None or field_name not in config:
+        return None
+    value = config[field_name]
+    if stage is not None:
+        said = value[stage] if isinstance(value, list) and stage < len(value) else None
+        field_name = f"{field_name}[{stage}]"
+    else:
+        said = value
+    if isinstance(said, int) and not isinstance(said, bool) and said != depth:
+        return (f"config.json says {field_name} = {said}, but the weights hold {depth} blocks of {stack} "
+                f"(transformers would build {said} blocks and initialise the missing ones at random)")
+    return None
+
+
 def shorten_config(config: dict, kind: StackKind, stack: str, kept: Sequence[int]) -> dict:
     """A copy of an HF config with this stack's depth set to len(kept) and its per-block lists cut.
 

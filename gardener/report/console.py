@@ -46,9 +46,11 @@ def criteria_table():
 
 def pretrain_messages(info: dict, out_dir) -> list[str]:
     """What `pretrain` says at the end: where the encoder is, and whether it learnt anything."""
+    from rich.markup import escape
+
     if info.get("already_finished"):
-        return [f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed"]
-    lines = [f"pretrained {info['steps']} steps; encoder in {out_dir}/encoder"]
+        return [escape(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed")]
+    lines = [escape(f"pretrained {info['steps']} steps; encoder in {out_dir}/encoder")]
     summary = info["loss"]
     if summary:
         lines.append(f"final loss {summary['final_loss']:.4f}; the trivial answer (ignoring the visible patches) "
@@ -88,9 +90,10 @@ def experiment_messages(result: dict, run_dir) -> list[str]:
 
 def status_table(state: dict):
     """`gardener status`: one row per plan group (an oracle, the sweep's criterion x ratio) with its jobs by state."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{state['run']}: jobs by plan", title_justify="left")
+    table = Table(title=escape(f"{state['run']}: jobs by plan"), title_justify="left")
     for name in ("plan", "criterion", "ratio %", "done", "running", "failed", "pending"):
         table.add_column(name, justify="left" if name in ("plan", "criterion") else "right")
     for group in state["groups"]:

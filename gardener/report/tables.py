@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..scoring import ScoreResult
@@ -75,7 +76,7 @@ def summary_lines(result: ScoreResult) -> list[str]:
     per_block = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,}-{sizes[-1]:,}"
     tensors = sorted({len(b.tensors) for b in result.blocks})
     lines = [
-        f"Scored stack [bold]{result.stack}[/] ({result.family}) of {result.source}",
+        f"Scored stack [bold]{escape(result.stack)}[/] ({result.family}) of {escape(str(result.source))}",
         f"  {result.depth} blocks, {per_block} parameters per block from {'/'.join(map(str, tensors))} "
         f"tensors ({'2-D weight matrices' if result.params == '2d' else 'all tensors'})",
         f"  dtype view: {result.dtype_view} (stored as {', '.join(result.stored_dtypes)})",
@@ -83,7 +84,7 @@ def summary_lines(result: ScoreResult) -> list[str]:
     if result.blocks[0].distinct is not None:
         lines.append(f"  distinct values per block: {min(b.distinct for b in result.blocks):,}"
                      f"-{max(b.distinct for b in result.blocks):,}")
-    lines += [f"  [yellow]warning:[/] {c}" for c in result.caveats()]
+    lines += [f"  [yellow]warning:[/] {escape(c)}" for c in result.meta.get("warnings", []) + result.caveats()]
     return lines
 
 
@@ -119,8 +120,8 @@ def csv_metadata(result: ScoreResult, meta: dict[str, Any] | None = None) -> str
     return json.dumps(head, indent=2) + "\n"
 
 
-def _gf(value: float | None) -> str:
-    return "n/a (no config.json)" if value is None else f"{value:,.1f}"
+def _gf(value: float | None, note: str | None = None) -> str:
+    return f"n/a ({note or 'no config.json'})" if value is None else f"{value:,.1f}"
 
 
 def prune_table(info: dict[str, Any]) -> Table:
@@ -141,14 +142,15 @@ def prune_table(info: dict[str, Any]) -> Table:
 
 def info_table(info: dict[str, Any]) -> Table:
     """Stacks, depth, parameters and GFLOPs of one checkpoint."""
-    table = Table(title=f"{info['path']} ({info['format']}, {', '.join(info['dtypes'])})", title_justify="left",
+    table = Table(title=escape(f"{info['path']} ({info['format']}, {', '.join(info['dtypes'])})"), title_justify="left",
                   header_style="bold")
     for column in ("stack", "family", "role", "depth"):
         table.add_column(column)
     for s in info["stacks"]:
         mark = " *" if s["name"] == info["stack"] else ""
         table.add_row(s["name"] + mark, s["family"], s["role"], str(s["depth"]))
-    table.caption = f"* selected; parameters {info['params']:,}; GFLOPs {_gf(info['gflops'])}"
+    table.caption = escape(f"* selected; parameters {info['params']:,}; GFLOPs "
+                           f"{_gf(info['gflops'], info.get('gflops_note'))}")
     return table
 
 
