@@ -17,7 +17,7 @@ import numpy as np
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import GardenerError
 from .fixed_tables import fast_tables
-from .fileio import atomic_dir, check_writable, write_text
+from .fileio import atomic_dir, check_output, write_text
 from .manifest import manifest
 
 # Per-block names: original -> transformers VideoMAE (inside `...layer.N.`).
@@ -221,7 +221,8 @@ def convert_videomae(path: str | Path, out: str | Path, *, config: Path | None =
 
     hf_logging.disable_progress_bar()
     ckpt = open_checkpoint(path)
-    check_writable(Path(out), force)
+    check_output(Path(out), [("the checkpoint", path), *(("a file of the checkpoint", f) for f in ckpt.files),
+                             ("the --config file", config)], force)
     if ckpt.format == "hf-dir":
         raise GardenerError(f"{path}: already a transformers directory; convert reads original .pth/.safetensors")
     hf_config, kind = infer_config(ckpt, _read_overrides(config), num_labels)

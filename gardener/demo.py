@@ -70,6 +70,9 @@ def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed
     """Run (or finish) the demo in `out_dir`; returns the report's path."""
     from .data import frame_cache
 
+    from .settings import check_number
+
+    check_number("--seed", seed, 0)
     settings = QUICK if quick else DemoSettings()
     out = Path(out_dir)
     _claim(out, {"quick": quick, "seed": seed, "settings": asdict(settings)}, force)

@@ -3,12 +3,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import GardenerError
 
 T = TypeVar("T")
+
+
+def read_json(path: str | Path, what: str = "") -> Any:
+    """What a JSON file holds; a one-line error naming the file when it is missing or not readable JSON
+    (a truncated write, a hand edit)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GardenerError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GardenerError(f"{path}: not readable JSON ({exc.__class__.__name__}){what}") from None
 
 
 def read_json_object(path: str | Path, flag: str) -> dict:
@@ -31,3 +43,21 @@ def with_file(cls: type[T], fields: dict[str, Any], path: str | Path | None, fla
             raise GardenerError(f"{flag} {path}: unknown field {unknown[0]!r}")
         fields = {**fields, **extra}
     return cls(**fields)
+
+
+def check_number(flag: str, value: Any, low: float | None = None, high: float | None = None, *,
+                 above: bool = False, below: bool = False) -> None:
+    """A finite number in [low, high] (or above `low` / below `high` when `above` / `below`); None passes
+    (an option left unset). The error names the flag and the range."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (low is not None and (value <= low if above else value < low)) \
+            or (high is not None and (value >= high if below else value > high)):
+        if low is not None and high is not None:
+            wanted = f"a number in {'(' if above else '['}{low:g}, {high:g}{')' if below else ']'}"
+        elif low is not None:
+            wanted = f"a number above {low:g}" if above else f"{low:g} or more"
+        else:
+            wanted = f"a number below {high:g}" if below else f"{high:g} or less"
+        raise GardenerError(f"{flag} {value}: expected {wanted}")

@@ -1,6 +1,7 @@
 """Tiny real checkpoints of every supported layout, built from configs and written to disk."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,44 @@ def tiny_videomae(path: Path, seed: int = 0, depth: int = 2, **overrides) -> Pat
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return tiny_videomae(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def on_small_disk(tmp_path: Path, script: str, kib: int) -> dict:
+    """Run the Python `script` with a real file system of `kib` KiB at the path `DISK` (a tmpfs mounted in a
+    private mount namespace, so that a full disk is a real ENOSPC); returns the JSON its last line prints.
+    Skips where this machine cannot mount one (neither root nor unprivileged user namespaces)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    disk = tmp_path / "disk"
+    disk.mkdir(exist_ok=True)
+    code = tmp_path / "on_small_disk.py"
+    code.write_text(f"import json, sys\nfrom pathlib import Path\nDISK = Path({str(disk)!r})\n"
+                    + textwrap.dedent(script))
+    mount = f"mount -t tmpfs -o size={kib}k tmpfs {disk} || exit 97; exec {sys.executable} {code}"
+    tried = []
+    for prefix in (["unshare", "-rm"], ["unshare", "-m"]):
+        try:
+            done = subprocess.run([*prefix, "sh", "-c", mount], capture_output=True, text=True, timeout=900)
+        except FileNotFoundError:  # no unshare
+            tried.append("no unshare command")
+            break
+        if done.returncode == 0:
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        if done.returncode != 97 and not done.stderr.startswith("unshare:"):
+            raise AssertionError(f"the script failed:\n{done.stdout}\n{done.stderr}")
+        tried.append(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "mount refused")
+    pytest.skip(f"cannot mount a small file system here ({'; '.join(tried)})")
+
+
+def job_result(job, **fields) -> dict:
+    """What a job writes as its result.json: the given fields (top1 0.5 unless given) and the job's identity
+    (id, removed blocks, seed, settings), which `gardener.experiments.validation` checks."""
+    from dataclasses import asdict
+
+    return {"top1": 0.5, **fields, "id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
+            "settings": asdict(job.settings)}
 
 
 def markdown_table(text: str, first_header: str) -> list[list[str]]:

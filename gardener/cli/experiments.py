@@ -13,7 +13,7 @@ from ..calibration import check_data
 from ..data.clips import ClipOptions
 from ..demo import RUN_TIMES
 from ..errors import GardenerError
-from ._app import app, experiment_progress, is_main_process, out, say
+from ._app import app, experiment_progress, is_main_process, out, say, warn
 from .options import CALIB, CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, LAUNCH, Jobs, command
 from .weights import AGGREGATE_OPT, DTYPE_OPT
 
@@ -148,7 +148,7 @@ def collect(
     """Merge the job results of sharded runs and build the tables of every finished plan."""
     from ..experiments.protocol import collect_runs
 
-    done = collect_runs(run_dir, list(others or []))
+    done = collect_runs(run_dir, list(others or []), warn)
     say(f"merged {done['copied']} job results; tables built: {', '.join(done['tables']) or 'none'}; jobs without "
         f"a result: {done['missing']}")
     if done["missing"]:

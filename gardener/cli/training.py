@@ -81,6 +81,9 @@ def pretrain_command(
     from ..settings import read_json_object
     from ..train.pretrain import pretrain
 
+    from ..fileio import check_output
+
+    check_output(out_dir, [("the --config file", config)], force=True)  # the run checks its data itself
     bar, tick = training_progress("pretraining")
     with bar:
         overrides = read_json_object(config, "--config") if config is not None else None

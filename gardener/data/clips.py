@@ -50,6 +50,13 @@ class ClipSpec:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
 
+    def __post_init__(self):
+        from ..settings import check_number
+
+        for name in ("frames", "sampling_rate", "size", "test_clips", "test_crops"):
+            check_number("--" + name.replace("_", "-"), getattr(self, name), 1)
+        check_number("--min-crop-scale", self.scale[0], 0, self.scale[1], above=True)
+
 
 def train_indices(num_frames: int, spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
     """One clip from a random start; frames past the end loop back to the start."""

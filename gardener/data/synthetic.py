@@ -7,6 +7,7 @@ and benchmarks need. Layouts: class folders, UCF101 split files, HMDB51 split fi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -262,11 +263,16 @@ def write_synthetic(out: str | Path, *, classes: str | tuple[str, ...] = ACTIONS
     """`make-data`: check the request, then write the dataset and its manifest atomically into `out`."""
     from ..fileio import atomic_dir, write_text
     from ..manifest import manifest
+    from ..oserrors import writing
+    from ..settings import check_number
 
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if isinstance(classes, str) else classes
     frames = frames if frames is not None else (UCF101_LIKE["frames"] if ucf101_like else 16)
-    _check_request(names, per_class, test_per_class, frames, size)
-    with atomic_dir(out, force) as tmp:
+    _check_request(names, per_class, test_per_class, frames, size, ucf101_like)
+    check_number("--seed", seed, 0)
+    if domain not in DOMAINS:
+        raise GardenerError(f"--domain {domain!r}: expected one of {', '.join(DOMAINS)}")
+    with writing(out), atomic_dir(out, force) as tmp:
         info = make_dataset(tmp, classes=names, per_class=per_class, frames=frames, size=size, seed=seed,
                             test_per_class=test_per_class, domain=domain, ucf101_like=ucf101_like)
         record = manifest("make-data", [], {k: str(v) if isinstance(v, Path) else v
@@ -276,12 +282,44 @@ def write_synthetic(out: str | Path, *, classes: str | tuple[str, ...] = ACTIONS
     return {**info, "videos": Path(out) / "videos", "splits": Path(out) / "splits"}
 
 
-def _check_request(names: tuple[str, ...], per_class: int, test_per_class: int | None, frames: int, size: int) -> None:
+MAX_SIZE = 4096  # frame side in pixels; larger frames are not a dataset anyone trains on here
+
+
+def _check_request(names: tuple[str, ...], per_class: int, test_per_class: int | None, frames: int, size: int,
+                   ucf101_like: bool = False) -> None:
     unknown = [c for c in names if c not in ACTIONS]
     if unknown or len(names) < 2:
         raise GardenerError(f"--classes: {unknown[0]!r} is not an action" if unknown else
                             "--classes: give at least two actions")
-    if size < 16 or size % 2 or frames < 2 or per_class < 2:
-        raise GardenerError("--size must be even and >= 16, --frames >= 2, --per-class >= 2")
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise GardenerError(f"--classes: {repeated[0]!r} is given twice; name each action once")
+    if size < 16 or size % 2 or size > MAX_SIZE or frames < 2 or per_class < 2:
+        raise GardenerError(f"--size must be even and between 16 and {MAX_SIZE}, --frames >= 2, --per-class >= 2 "
+                            f"(got --size {size}, --frames {frames}, --per-class {per_class})")
     if test_per_class is not None and test_per_class < 1:
         raise GardenerError("--test-per-class must be at least 1")
+    height, width = (UCF101_LIKE["height"], UCF101_LIKE["width"]) if ucf101_like else (size, size)
+    needed = frames * height * width * 3 + 16 * height * width * 8  # the video, and the frame being drawn
+    free = _available_memory()
+    if free is not None and needed > free // 2:
+        from ..oserrors import size as shown
+
+        raise GardenerError(f"--frames {frames} of {width}x{height} pixels: one video takes {shown(needed)} of memory "
+                            f"while it is written, and {shown(free)} is available; give fewer frames or a smaller "
+                            f"--size")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory a new allocation can take (Linux's MemAvailable, else the free pages)."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -142,6 +142,16 @@ def holds(claim: Claim) -> bool:
     return current is not None and current["token"] == claim.token
 
 
+class LostClaim(Exception):
+    """This worker no longer holds the job it runs (its heartbeat stalled and another worker took it over)."""
+
+
+def ensure_held(claim: Claim) -> None:
+    """Raise LostClaim unless the claim is still this worker's: checked before a job writes into its folder."""
+    if not holds(claim):
+        raise LostClaim(claim.folder.name)
+
+
 def release(claim: Claim) -> None:
     """Give the job back (only if the claim is still ours)."""
     if holds(claim):

@@ -110,7 +110,7 @@ def run_local_workers(run: RunDir, jobs: list, workers: int, options: QueueOptio
                       progress: Callable | None = None) -> dict[str, int]:
     """Run `workers` worker processes on the run folder until its queue is drained (each on its own
     GPU, round robin, when there are GPUs; logs in RUN/workers/); counts for `jobs`."""
-    before = {j.id for j in jobs if run.result(j) is not None}
+    before = {j.id for j in jobs if run.has_result(j)}
     gpus, logs = visible_gpus(), run.path / "workers"
     logs.mkdir(exist_ok=True)
     procs = []
@@ -124,11 +124,11 @@ def run_local_workers(run: RunDir, jobs: list, workers: int, options: QueueOptio
     try:
         while any(p.poll() is None for p in procs):
             if progress:
-                progress(sum(1 for j in jobs if run.result(j) is not None), len(jobs), None)
+                progress(sum(1 for j in jobs if run.has_result(j)), len(jobs), None)
             time.sleep(0.5)
     finally:
         _stop(procs)
-    done = {j.id for j in jobs if run.result(j) is not None}
+    done = {j.id for j in jobs if run.has_result(j)}
     failed = sum(1 for j in jobs if failed_for_good(run.jobs / j.id, options.retries))
     bad = [(k + 1, p.returncode) for k, p in enumerate(procs) if p.returncode]
     if bad and len(done) + failed < len(jobs):  # a worker that stopped on failed jobs has said so in failure.json

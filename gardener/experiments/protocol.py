@@ -27,13 +27,16 @@ from ..calibration import CalibOptions
 from ..checkpoint import open_checkpoint
 from ..cost import InputSpec, flop_breakdown
 from ..errors import GardenerError
+from ..fileio import check_output
+from ..settings import check_number
 from ..pruning import count_for_ratio
 from ..scoring import ScoreResult, score
 from ..stats import pack_correct
 from ..train import DataOptions, Recipe, finetune
 from .queue import QueueOptions, Task, failed_for_good, forget_failures, write_spec
 from .results import HEALING, ORACLE, finish_tables, known_oracle, write_json
-from .runs import Job, RunDir, Settings, open_run, process_rank, run_jobs, source_hash, unique, wait_for
+from .runs import (Job, RunDir, Settings, open_run, process_rank, read_plan, run_jobs, source_hash, unique,
+                   wait_for)
 
 
 @dataclass
@@ -72,8 +75,13 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     before the folder is made."""
     if oracle_seeds < 1:
         raise GardenerError(f"--oracle-seeds {oracle_seeds}: expected at least 1")
+    check_number("--seed", seed, 0)
+    recipe.check()
+    data.check()
     source = Path(source)
     ckpt = open_checkpoint(source)
+    check_output(run_dir, [("the checkpoint", source), *(("a file of the checkpoint", f) for f in ckpt.files),
+                           *data.inputs()], force=True, flag="-o/--run")
     _check_source(source, ckpt.format, ckpt.config or {}, heal_steps)
     stack = select_stack(ckpt)
     if ratios is not None:
@@ -139,10 +147,10 @@ def queued_tasks(run: RunDir, callbacks=None, progress=None) -> Callable[[], lis
     return tasks
 
 
-def task(job: Job, runner: Callable[[Job, Path], dict]) -> Task:
+def task(job: Job, runner: Callable[..., dict]) -> Task:
     """A job as the queue runs it: the runner's result with the job's identity added."""
-    def run(folder: Path) -> dict:
-        return {**runner(job, folder), "id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
+    def run(folder: Path, guard: Callable[[], None] | None = None) -> dict:
+        return {**runner(job, folder, guard), "id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
                 "settings": asdict(job.settings)}
     return Task(job.id, job.removed, job.finetune_seed, run)
 
@@ -160,7 +168,7 @@ def execute(exp: Experiment, jobs: list[Job], shard=(0, 1), callbacks=None, prog
 
         return run_local_workers(exp.run, unique(jobs), exp.local_workers, exp.queue, progress)
     if exp.launcher == "slurm":
-        done = sum(1 for job in unique(jobs) if exp.run.result(job) is not None)
+        done = sum(1 for job in unique(jobs) if exp.run.has_result(job))
         return {"run": 0, "cached": done, "other_shards": 0, "queued": len(unique(jobs)) - done}
     runner = job_runner(exp, callbacks, job_progress)
     return run_jobs(exp.run, [task(job, runner) for job in unique(jobs)], shard, replace(exp.queue, raise_errors=True),
@@ -188,7 +196,8 @@ def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callabl
     """prune -> finetune (resuming an interrupted one) -> evaluate, for one job in its folder."""
     from ..workflows import prune_checkpoint
 
-    def run(job: Job, folder: Path) -> dict:
+    def run(job: Job, folder: Path, guard: Callable[[], None] | None = None) -> dict:
+        """`guard()` raises once the job's claim is no longer this worker's: checked before every write."""
         began = time.perf_counter()
         model = exp.source
         if job.removed:
@@ -201,9 +210,11 @@ def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callabl
         resume = (train / "checkpoints").is_dir() and any((train / "checkpoints").glob("step-*/state.json"))
         info = finetune(model, train, exp.data, exp.recipe, seed=job.finetune_seed, resume=resume,
                         force=not resume, callbacks=callbacks, progress=progress,
-                        keep_head=exp.settings.keep_head, **exp.clip)
+                        keep_head=exp.settings.keep_head, lock=False, guard=guard, **exp.clip)
         if process_rank() != 0:  # rank 0 records the result (run_jobs makes the others wait for it)
             return {}
+        if guard is not None:
+            guard()
         params = open_checkpoint(train / "model").num_params
         final = info["final"]
         correct = read_correct(train / "predictions.csv")
@@ -236,7 +247,30 @@ def sensitivity_jobs(exp: Experiment) -> list[Job]:
 
 
 def write_plan(run: RunDir, kind: str, plan: dict) -> None:
-    write_json(run.path / f"{kind}.plan.json", plan)
+    """Write the plan of `kind` ("sensitivity", "healing", "sweep"). A plan already there that was made with
+    other settings (recipe, data, clips, seed, heal steps) is refused, not replaced: its table would be
+    another experiment's; the same experiment with other criteria, ratios or seeds replaces it."""
+    path = run.path / f"{kind}.plan.json"
+    if path.is_file():
+        changed = plan_changes(path, plan)
+        if changed:
+            raise GardenerError(f"{run.path}: its {kind} was run with other settings ({changed}); run this one in "
+                                f"another run folder (its jobs' results there stay as they are)")
+    write_json(path, plan)
+
+
+def plan_changes(path: Path, plan: dict) -> str | None:
+    """What differs, in what decides the results, between the plan in `path` and `plan`; None when nothing
+    (or when the old plan cannot be read: it is replaced)."""
+    from ..train.state import changes_said
+
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or not isinstance(old.get("settings"), dict):
+        return None
+    return changes_said({"settings": old["settings"]}, {"settings": plan.get("settings")})
 
 
 def healing(exp: Experiment, heal_steps: int) -> Experiment:
@@ -274,7 +308,7 @@ def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None
     plan = oracle_plan(exp, kind, jobs)
     write_plan(exp.run, kind, plan)
     counts = execute(exp, jobs, shard, callbacks, progress, job_progress)
-    if scores is None and all(exp.run.result(job) is not None for job in jobs):
+    if scores is None and all(exp.run.has_result(job) for job in jobs):
         scores = score(exp.source, ["l1"], primary="l1")  # only its block layout is used
     return {"counts": counts, "kind": kind, "table": finish_tables(exp.run, {kind: plan}, scores).get(kind)}
 
@@ -403,7 +437,7 @@ def rebuild_tables(run: RunDir) -> dict:
     """After `collect` or the last worker: the tables of every plan in the run folder whose jobs are all
     done (scores from its scores.json, the sweep's one scoring pass, when there is one; an oracle run
     alone makes the cheap pass it would have made, for its ranking file's block layout)."""
-    plans = {kind: json.loads(path.read_text()) for kind in (ORACLE, HEALING, "sweep")
+    plans = {kind: read_plan(path) for kind in (ORACLE, HEALING, "sweep")
              if (path := run.path / f"{kind}.plan.json").is_file()}
     scores_file = run.path / "scores.json"
     scores = ScoreResult.load(scores_file) if scores_file.is_file() else None
@@ -413,24 +447,30 @@ def rebuild_tables(run: RunDir) -> dict:
     return finish_tables(run, plans, scores)
 
 
-def missing_jobs(run: RunDir) -> int:
-    """Jobs named by the run folder's plans that have no result yet."""
-    ids = set()
+def plan_job_ids(run: RunDir) -> list[str]:
+    """Every job the run folder's plans name."""
+    ids: set[str] = set()
     for plan_file in run.path.glob("*.plan.json"):
-        plan = json.loads(plan_file.read_text())
+        plan = read_plan(plan_file)
         ids |= {j["id"] for j in plan.get("jobs", [])} | {r["id"] for r in plan.get("rows", [])}
         if plan.get("baseline"):
             ids.add(plan["baseline"])
-    return sum(1 for i in ids if run.result(i) is None)
+    return sorted(ids)
 
 
-def collect_runs(run_dir: str | Path, others: list[Path]) -> dict:
+def missing_jobs(run: RunDir) -> int:
+    """Jobs named by the run folder's plans that have no (valid) result yet."""
+    return sum(1 for i in plan_job_ids(run) if not run.has_result(i))
+
+
+def collect_runs(run_dir: str | Path, others: list[Path], warn: Callable[[str], None] | None = None) -> dict:
     """`gardener collect`: copy the other shards' job results into RUN and rebuild its tables.
 
     Returns how many results were copied, the tables built (by kind) and how many jobs of the plans
-    still have no result (the caller decides whether that is an error)."""
+    still have no result (the caller decides whether that is an error). A result in RUN that is not its
+    job's own stops it (`InvalidResult`, naming the file); one in another folder is not merged (`warn`)."""
     from .runs import collect, open_existing
 
     run = open_existing(run_dir)
-    copied = collect(run, list(others))
+    copied = collect(run, list(others), warn)
     return {"copied": copied, "tables": rebuild_tables(run), "missing": missing_jobs(run)}

@@ -24,9 +24,12 @@ from pathlib import Path
 
 from ..errors import GardenerError
 from ..fileio import write_text
-from .claims import Claim, Heartbeat, heartbeat_interval, holds, read_claim, release, try_claim
+from ..settings import check_number
+from ..oserrors import DiskFull, writing
+from .claims import Claim, Heartbeat, LostClaim, ensure_held, heartbeat_interval, holds, read_claim, release, try_claim
+from .validation import RESULT, InvalidResult, read_result, run_hash
 
-SPEC, RESULT, FAILURE = "job.json", "result.json", "failure.json"
+SPEC, FAILURE = "job.json", "failure.json"
 
 log = logging.getLogger("gardener.experiments")
 # Set when the scheduler is about to stop this process (submitit's checkpoint on a time limit or a
@@ -46,12 +49,9 @@ class QueueOptions:
     poll: float = 2.0  # seconds between looks at a queue whose jobs other workers hold
 
     def check(self) -> QueueOptions:
-        if self.retries < 0:
-            raise GardenerError(f"--retries {self.retries}: expected 0 or more")
-        if self.stale_after <= 0:
-            raise GardenerError(f"--stale-after {self.stale_after:g}: expected a number of seconds above 0")
-        if self.max_jobs is not None and self.max_jobs < 1:
-            raise GardenerError(f"--max-jobs {self.max_jobs}: expected at least 1")
+        check_number("--retries", self.retries, 0)
+        check_number("--stale-after", self.stale_after, 0, above=True)
+        check_number("--max-jobs", self.max_jobs, 1)
         return self
 
 
@@ -62,33 +62,65 @@ class Task:
     id: str
     removed: tuple[int, ...]
     seed: int
-    run: Callable[[Path], dict]
+    run: Callable[..., dict]  # (folder, guard=None): guard() raises LostClaim once the job's claim is not ours
 
 
 def write_spec(folder: Path, spec: dict) -> None:
-    """Queue a job (once: a job's spec never changes, its id is the hash of what it is)."""
-    if not (folder / SPEC).is_file():
+    """Queue a job (once: a job's spec never changes, its id is the hash of what it is); a job.json that
+    cannot be read is written again."""
+    if not (folder / SPEC).is_file() or spec_problem(folder / SPEC) is not None:
         folder.mkdir(parents=True, exist_ok=True)
         write_text(folder / SPEC, json.dumps({**spec, "queued": time.time()}, indent=2) + "\n", force=True)
 
 
+def spec_problem(path: Path) -> str | None:
+    """What is wrong with a job.json (written whole by `write_spec`, so never half-written), or None."""
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return "it is missing"
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "it is not readable JSON"
+    if not isinstance(spec, dict) or spec.get("id") != path.parent.name or not isinstance(spec.get("removed"), list) \
+            or not isinstance(spec.get("queued"), (int, float)) or not isinstance(spec.get("experiment"), dict):
+        return "it does not describe the job of its folder (id, removed blocks, experiment)"
+    return None
+
+
 def read_specs(jobs: Path) -> list[dict]:
-    """Every queued job's spec, in queue order (when it was queued, then its place in its plan)."""
+    """Every queued job's spec, in queue order (when it was queued, then its place in its plan); a job.json
+    that cannot be read is an error naming it, not a job silently left out."""
     specs = []
-    for path in jobs.glob(f"*/{SPEC}"):
-        try:
-            specs.append(json.loads(path.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError):  # being written by another process
+    for path in sorted(jobs.glob(f"*/{SPEC}")):
+        why = spec_problem(path)
+        if why == "it is missing":  # its folder removed meanwhile
             continue
+        if why:
+            raise GardenerError(f"{path}: {why}; run the command that queued it again (it writes it anew), or "
+                                f"delete {path.parent} to drop the job")
+        specs.append(json.loads(path.read_text()))
     return sorted(specs, key=lambda s: (s["queued"], s.get("order", 0), s["id"]))
 
 
-def failures(folder: Path) -> list[dict]:
-    """The failed attempts of a job, oldest first."""
+def has_result(folder: Path) -> bool:
+    """Whether a job is done: it has a result, and the result is its own (an invalid one does not count: the
+    job runs again, and the invalid file is set aside first)."""
     try:
-        return json.loads((folder / FAILURE).read_text())["attempts"]
+        return read_result(folder, run_hash(folder.parent)) is not None
+    except InvalidResult:
+        return False
+
+
+def failures(folder: Path) -> list[dict]:
+    """The failed attempts of a job, oldest first (a failure.json that cannot be read counts as none)."""
+    try:
+        attempts = json.loads((folder / FAILURE).read_text())["attempts"]
     except FileNotFoundError:
         return []
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: not readable; its failed attempts are not counted", folder / FAILURE)
+        return []
+    return [a for a in attempts if isinstance(a, dict) and "error" in a] if isinstance(attempts, list) else []
 
 
 def given_up(attempts: list[dict], retries: int) -> bool:
@@ -97,12 +129,12 @@ def given_up(attempts: list[dict], retries: int) -> bool:
 
 
 def failed_for_good(folder: Path, retries: int) -> bool:
-    return not (folder / RESULT).is_file() and given_up(failures(folder), retries)
+    return not has_result(folder) and given_up(failures(folder), retries)
 
 
 def is_open(folder: Path, retries: int) -> bool:
     """Still to run: no result, and not failed for good."""
-    return not (folder / RESULT).is_file() and not given_up(failures(folder), retries)
+    return not has_result(folder) and not given_up(failures(folder), retries)
 
 
 def record_failure(claim: Claim, exc: BaseException) -> None:
@@ -126,9 +158,20 @@ def forget_failures(folder: Path) -> None:
         pass
 
 
+def set_aside_invalid(folder: Path) -> None:
+    """Keep an invalid result.json as result-invalid-<time>.json before the job runs again (nothing is lost)."""
+    try:
+        read_result(folder, run_hash(folder.parent))
+    except InvalidResult as exc:
+        aside = folder / f"result-invalid-{time.time():.0f}.json"
+        (folder / RESULT).rename(aside)
+        log.warning("%s; kept as %s, and the job runs again", exc, aside.name)
+
+
 def write_result(run_path: Path, claim: Claim, result: dict) -> None:
     write_text(claim.folder / RESULT, json.dumps(result, indent=2) + "\n", force=True)
-    with open(run_path / "jobs.log", "a") as handle:  # which jobs this folder ran, and where
+    # jobs.log: which jobs this folder ran, and where
+    with writing(run_path / "jobs.log"), open(run_path / "jobs.log", "a") as handle:
         handle.write(json.dumps({"id": result["id"], "removed": result["removed"], "seed": result["seed"],
                                  "host": claim.host, "pid": claim.pid, "slurm_job": claim.slurm_job,
                                  "took_over": claim.took_over is not None, "finished": time.time()}) + "\n")
@@ -139,7 +182,7 @@ def drain(run_path: Path, tasks: Callable[[], list[Task]], options: QueueOptions
     """Claim and run jobs until none is left to this worker; returns how many it ran, found done
     before it started, saw done elsewhere, and found failed for good (or held elsewhere, without `wait`)."""
     jobs = Path(run_path) / "jobs"
-    start = {t.id for t in tasks() if (jobs / t.id / RESULT).is_file()}
+    start = {t.id for t in tasks() if has_result(jobs / t.id)}
     ran: set[str] = set()
     shown: list = [None]
     waited: set[str] = set()
@@ -188,25 +231,37 @@ def _waiting(jobs: Path, pending: list[Task], stalled: bool, waited: set[str]) -
                         if stalled else " (a claim without a heartbeat for --stale-after seconds is taken over)")
 
 
-def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions, say) -> str:
-    """Run a claimed job under a heartbeat: "done", "failed" (recorded) or "lost" (taken over meanwhile)."""
-    if (claim.folder / RESULT).is_file():  # finished by another worker between our look and our claim
+def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions, say, guard: bool = True) -> str:
+    """Run a claimed job under a heartbeat: "done", "failed" (recorded) or "lost" (taken over meanwhile: with
+    `guard`, the job stops at its next step once its claim is not ours, so two workers never write its folder)."""
+    if has_result(claim.folder):  # finished by another worker between our look and our claim
         release(claim)
         return "cached"
+    set_aside_invalid(claim.folder)
     if say and claim.took_over:
         held = claim.took_over
         say(f"job {task.id}: took over the stale claim of {held['host']} pid {held['pid']} "
             f"(no heartbeat for {held['age']:.0f} s)")
     try:
         with Heartbeat(claim, heartbeat_interval(options.stale_after)):
-            result = task.run(claim.folder)
+            result = task.run(claim.folder, (lambda: ensure_held(claim)) if guard else None)
+        ensure_held(claim)
+        write_result(run_path, claim, result)
+    except LostClaim:  # taken over while it ran (its heartbeat stalled): the new holder finishes it
+        if say:
+            say(f"job {task.id}: its claim was taken over while it ran (no heartbeat for {options.stale_after:g} s); "
+                f"it stopped, and the new holder finishes it")
+        return "lost"
     except Exception as exc:  # the job failed: recorded, tried again up to `retries` times
         if STOPPING.is_set():  # the scheduler stops this process (no requeue left): not the job's failure
             release(claim)
             raise
-        record_failure(claim, exc)
-        if options.raise_errors and isinstance(exc, GardenerError):
-            release(claim)
+        try:
+            record_failure(claim, exc)
+        except OSError:  # a full disk takes no record either; the claim is given back all the same
+            log.warning("job %s: its failure could not be recorded", task.id)
+        if isinstance(exc, DiskFull) or (options.raise_errors and isinstance(exc, GardenerError)):
+            release(claim)  # a full disk fails every job that follows: this worker stops
             raise
         if say:
             say(f"job {task.id} failed (attempt {len(failures(claim.folder))} of {options.retries + 1}): "
@@ -216,12 +271,6 @@ def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions
     except BaseException:  # interrupted (Ctrl-C, SIGTERM, a SLURM requeue): the job goes back to the queue
         release(claim)
         raise
-    if not holds(claim):
-        if say:
-            say(f"job {task.id}: its claim was taken over while it ran (no heartbeat for {options.stale_after:g} s); "
-                f"its result is left to the new holder")
-        return "lost"
-    write_result(run_path, claim, result)
     release(claim)
     return "done"
 
@@ -231,7 +280,7 @@ def _counts(jobs: Path, tasks: list[Task], start: set[str], ran: set[str], retri
     for task in tasks:
         if task.id in ran or task.id in start:
             continue
-        if (jobs / task.id / RESULT).is_file():
+        if has_result(jobs / task.id):
             counts["elsewhere"] += 1
         elif failed_for_good(jobs / task.id, retries):
             counts["failed"] += 1
@@ -249,7 +298,7 @@ def lockstep(run_path: Path, tasks: list[Task], options: QueueOptions, rank: int
 
     make_accelerator()  # the ranks' process group (each job's own accelerator shares it)
     jobs = Path(run_path) / "jobs"
-    start = {t.id for t in tasks if (jobs / t.id / RESULT).is_file()}
+    start = {t.id for t in tasks if has_result(jobs / t.id)}
     ran: set[str] = set()
     for task in tasks:
         while True:
@@ -262,7 +311,7 @@ def lockstep(run_path: Path, tasks: list[Task], options: QueueOptions, rank: int
                 continue
             if rank != 0:
                 task.run(jobs / task.id)  # rank 0 records the result
-            elif _run_claimed(run_path, task, claim, replace(options, retries=0), None) == "failed":
+            elif _run_claimed(run_path, task, claim, replace(options, retries=0), None, guard=False) == "failed":
                 raise GardenerError(f"job {task.id} failed: {failures(claim.folder)[-1]['error']}")
             ran.add(task.id)
             break
@@ -271,12 +320,13 @@ def lockstep(run_path: Path, tasks: list[Task], options: QueueOptions, rank: int
 
 def _decide(folder: Path, options: QueueOptions) -> tuple[Claim | None, list[str]]:
     """Rank 0's decision on a job: skip it (done), run it (claimed) or wait (another worker holds it)."""
-    if (folder / RESULT).is_file():
+    if has_result(folder):
         return None, ["skip"]
     claim = try_claim(folder, options.stale_after)
     if claim is None:
         return None, ["wait"]
-    if (folder / RESULT).is_file():  # finished by its last holder between the two looks
+    if has_result(folder):  # finished by its last holder between the two looks
         release(claim)
         return None, ["skip"]
+    set_aside_invalid(folder)
     return claim, ["run"]

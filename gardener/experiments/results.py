@@ -19,7 +19,8 @@ import numpy as np
 from ..fileio import write_text
 from ..scoring import ScoreResult
 from ..stats import average_ranks, interval_of, runs_interval, separable
-from .runs import RunDir
+from ..settings import read_json
+from .runs import RunDir, read_plan
 
 ORACLE = "sensitivity"  # the full oracle's plan kind, and the score name of both oracles' ranking files
 HEALING = "healing"  # the healing oracle's plan kind
@@ -80,7 +81,7 @@ def oracle_cost(run: RunDir, kind: str) -> dict | None:
     path = run.path / f"{kind}.plan.json"
     if not path.is_file():
         return None
-    results = [run.result(j["id"]) or {} for j in json.loads(path.read_text())["jobs"]]
+    results = [run.result(j["id"]) or {} for j in read_plan(path)["jobs"]]
 
     def total(key: str) -> float | None:
         values = [r.get(key) for r in results]
@@ -178,7 +179,7 @@ def known_table(run: RunDir, made: dict, kind: str) -> dict | None:
     if kind in made:
         return made[kind]
     path = run.path / ORACLE_FILES[kind][0]
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def known_oracle(run: RunDir, made: dict) -> dict | None:
@@ -202,7 +203,7 @@ def write_agreement(run: RunDir, criteria: dict | None, between: dict | None) ->
     """agreement.json: every criterion against the oracle (`criteria`, from `agreement.agreement`) and,
     under "between_oracles", the two oracles against each other. A part not given is kept from the file."""
     path = run.path / "agreement.json"
-    old = json.loads(path.read_text()) if path.is_file() else {}
+    old = read_json(path) if path.is_file() else {}
     data = criteria if criteria is not None else {k: v for k, v in old.items() if k != "between_oracles"}
     between = between if between is not None else old.get("between_oracles")
     data = {**data, **({"between_oracles": between} if between is not None else {})}

@@ -10,7 +10,6 @@ workers and invocations sharing a folder never run one twice.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,49 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import GardenerError
 from ..fileio import check_writable, write_text
+from ..settings import read_json
 from ..manifest import source_hash, versions  # noqa: F401  (source_hash: runs.source_hash for callers)
+from .identity import Job, Settings  # noqa: F401  (Settings: runs.Settings for callers)
 from .queue import QueueOptions, drain, lockstep
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything but the removed blocks that decides a job's result."""
-
-    source: str
-    source_hash: str
-    data: dict
-    recipe: dict
-    clip: dict
-    seed: int = 0
-    keep_head: bool = False  # the healing oracle's jobs train on the checkpoint's own classifier head
-
-    def job(self, removed: list[int] | tuple[int, ...], seed: int | None = None) -> Job:
-        """The job removing `removed`; `seed` repeats it with another finetuning seed (the oracle's seeds)."""
-        return Job(self, tuple(sorted(int(b) for b in removed)), None if seed in (None, self.seed) else int(seed))
-
-
-@dataclass(frozen=True)
-class Job:
-    settings: Settings
-    removed: tuple[int, ...]
-    seed: int | None = None  # None: the settings' seed
-
-    @property
-    def finetune_seed(self) -> int:
-        return self.settings.seed if self.seed is None else self.seed
-
-    @property
-    def id(self) -> str:
-        s = self.settings
-        key = {"source": s.source_hash, "removed": list(self.removed), "recipe": s.recipe, "data": s.data,
-               "clip": s.clip, "seed": self.finetune_seed}
-        if s.keep_head:  # only then, so that the ids of every other job stay what they were
-            key["head"] = "kept"
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+from .validation import InvalidResult, read_result
 
 
 @dataclass
@@ -76,9 +40,16 @@ class RunDir:
         return self.path / "jobs"
 
     def result(self, job: Job | str) -> dict | None:
-        job_id = job if isinstance(job, str) else job.id
-        file = self.jobs / job_id / "result.json"
-        return json.loads(file.read_text()) if file.is_file() else None
+        """The job's result, checked against the job and this run (`InvalidResult` when it is not its own);
+        None while it has none."""
+        return read_result(self.jobs / (job if isinstance(job, str) else job.id), self.source_hash)
+
+    def has_result(self, job: Job | str) -> bool:
+        """Whether the job is done (an invalid result does not count: the job runs again)."""
+        try:
+            return self.result(job) is not None
+        except InvalidResult:
+            return False
 
     def results(self, jobs: list[Job]) -> dict[str, dict]:
         return {j.id: r for j in jobs if (r := self.result(j)) is not None}
@@ -91,9 +62,9 @@ def open_run(path: str | Path, source: str | Path, digest: str) -> RunDir:
     if process_rank() != 0:  # under a multi-process launch rank 0 creates the folder
         wait_for(marker, timeout=600)
     if marker.is_file():
-        info = json.loads(marker.read_text())
+        info = open_existing(path).info
         if info["source_hash"] != digest:
-            raise GardenerError(f"{path}: this run folder was made for another checkpoint ({info['source']}, "
+            raise GardenerError(f"{path}: this run folder was made for another checkpoint ({info.get('source')}, "
                                 f"hash {info['source_hash'][:12]}), not {source} (hash {digest[:12]}); "
                                 f"use a new run folder")
         return RunDir(path, digest, info)
@@ -109,7 +80,12 @@ def open_run(path: str | Path, source: str | Path, digest: str) -> RunDir:
 
 def open_existing(path: str | Path) -> RunDir:
     """A run folder that must exist already (a worker's, `status`'s, `collect`'s)."""
-    info = read_json(Path(path) / "run.json")
+    marker = Path(path) / "run.json"
+    if not marker.is_file():
+        raise GardenerError(f"{path}: not a gardener run folder (no run.json)")
+    info = read_json(marker)
+    if not isinstance(info, dict) or not isinstance(info.get("source_hash"), str):
+        raise GardenerError(f"{marker}: does not record the checkpoint the run folder was made for")
     return RunDir(Path(path), info["source_hash"], info)
 
 
@@ -168,29 +144,35 @@ def run_jobs(run: RunDir, tasks: list, shard: tuple[int, int] = (0, 1), options=
     return {**counts, "other_shards": len(tasks) - len(mine)}
 
 
-def collect(run: RunDir, others: list[Path]) -> int:
-    """Copy finished job results (and plans) from other run folders of the same checkpoint; returns how many."""
+def collect(run: RunDir, others: list[Path], warn: Callable[[str], None] | None = None) -> int:
+    """Copy finished job results (and plans) from other run folders of the same checkpoint; returns how many.
+    A result that is not its job's own (`validation`) is not copied; `warn` is told which and why."""
     copied = 0
     for other in others:
-        marker = Path(other) / "run.json"
-        if not marker.is_file():
-            raise GardenerError(f"{other}: not a gardener run folder (no run.json)")
-        if json.loads(marker.read_text())["source_hash"] != run.source_hash:
+        if open_existing(other).source_hash != run.source_hash:
             raise GardenerError(f"{other}: was made for another checkpoint than {run.path}")
         for result in sorted((Path(other) / "jobs").glob("*/result.json")):
             target = run.jobs / result.parent.name / "result.json"
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(result, target)
-                copied += 1
+            if run.has_result(result.parent.name):
+                continue
+            try:
+                read_result(result.parent, run.source_hash)
+            except InvalidResult as exc:
+                if warn:
+                    warn(f"not merged: {exc}")
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(result, target)
+            copied += 1
         for plan in Path(other).glob("*.plan.json"):
             if not (run.path / plan.name).exists():
                 shutil.copy2(plan, run.path / plan.name)
     return copied
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise GardenerError(f"{path}: not found") from None
+def read_plan(path: Path) -> dict:
+    """A plan file of the run folder (sensitivity/healing/sweep.plan.json), checked to be readable."""
+    plan = read_json(path, "; run the command that wrote it again")
+    if not isinstance(plan, dict):
+        raise GardenerError(f"{path}: not a plan (a JSON object); run the command that wrote it again")
+    return plan

@@ -6,14 +6,16 @@ run from any machine that sees the folder, while workers run.
 """
 from __future__ import annotations
 
-import json
+import os
+import socket
 import statistics
 import time
 from pathlib import Path
 
 from .claims import read_claim
-from .queue import RESULT, failures, given_up, read_specs
-from .runs import RunDir
+from .queue import failures, given_up, read_specs
+from .runs import RunDir, read_plan
+from .validation import InvalidResult, read_result, run_hash
 
 STATES = ("done", "running", "stale", "failed", "pending")
 
@@ -22,23 +24,40 @@ def job_state(folder: Path, retries: int, stale_after: float) -> dict:
     """One job's state: done (with its wall time), running or stale (the claim's holder and heartbeat
     age), failed for good (the last reason), or pending (with its failed attempts so far)."""
     attempts = failures(folder)
+    invalid = None
     try:
-        result = json.loads((folder / RESULT).read_text())
-        return {"state": "done", "seconds": result.get("seconds"), "top1": result.get("top1")}
-    except FileNotFoundError:
-        pass
+        result = read_result(folder, run_hash(folder.parent))
+        if result is not None:
+            return {"state": "done", "seconds": result.get("seconds"), "top1": result.get("top1")}
+    except InvalidResult as exc:  # not counted as done: the next worker sets it aside and runs the job again
+        invalid = str(exc)
     claim = read_claim(folder)
     if claim is not None:
-        return {"state": "stale" if claim["age"] > stale_after else "running", "host": claim["host"],
+        dead = claim["host"] == socket.gethostname() and isinstance(claim["pid"], int) and not _alive(claim["pid"])
+        return {"state": "stale" if dead or claim["age"] > stale_after else "running", "host": claim["host"],
                 "pid": claim["pid"], "slurm_job": claim.get("slurm_job"), "heartbeat_age": round(claim["age"], 1),
-                "running_for": round(time.time() - claim["started"], 1), "attempts": len(attempts)}
+                "running_for": round(time.time() - claim["started"], 1), "attempts": len(attempts),
+                **({"dead": True} if dead else {})}
     if given_up(attempts, retries):
         return {"state": "failed", "reason": attempts[-1]["error"], "attempts": len(attempts),
                 "host": attempts[-1]["host"]}
     state = {"state": "pending", "attempts": len(attempts)}
     if attempts:
         state["last_error"] = attempts[-1]["error"]
+    if invalid:
+        state["invalid_result"] = invalid
     return state
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host runs (a worker killed with SIGKILL left its claim behind)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def plan_groups(run: RunDir) -> list[dict]:
@@ -48,12 +67,12 @@ def plan_groups(run: RunDir) -> list[dict]:
     for kind in ("sensitivity", "healing"):
         path = run.path / f"{kind}.plan.json"
         if path.is_file():
-            plan = json.loads(path.read_text())
+            plan = read_plan(path)
             groups.append({"plan": kind, "criterion": "(oracle)", "ratio": None,
                            "jobs": list(dict.fromkeys(j["id"] for j in plan["jobs"]))})
     path = run.path / "sweep.plan.json"
     if path.is_file():
-        plan = json.loads(path.read_text())
+        plan = read_plan(path)
         groups.append({"plan": "sweep", "criterion": "(unpruned)", "ratio": 0.0, "jobs": [plan["baseline"]]})
         by_key: dict = {}
         for row in plan["rows"]:

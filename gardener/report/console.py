@@ -112,17 +112,24 @@ def status_lines(state: dict) -> list[str]:
     for job_id, job in state["jobs"].items():
         if job["state"] in ("running", "stale"):
             where = f"{job['host']} pid {job['pid']}" + (f" (SLURM {job['slurm_job']})" if job.get("slurm_job") else "")
-            note = (f"; no heartbeat for {job['heartbeat_age']:.0f} s: a waiting worker takes it over (start "
-                    f"`gardener worker {state['run']}` if none runs)"
-                    if job["state"] == "stale" else "")
-            lines.append(f"  running {job_id} on {where} for {_duration(job['running_for'])}{note}")
+            why = ("its worker is no longer running" if job.get("dead") else
+                   f"no heartbeat for {job['heartbeat_age']:.0f} s")
+            note = (f"; {why}: a waiting worker takes it over once the claim is stale (start "
+                    f"`gardener worker {state['run']}` if none runs)" if job["state"] == "stale" else "")
+            verb = "claimed" if job["state"] == "stale" else "running"
+            lines.append(f"  {verb} {job_id} on {where} for {_duration(job['running_for'])}{note}")
         elif job["state"] == "failed":
             lines.append(f"  failed {job_id} after {job['attempts']} attempt(s) on {job['host']}: {job['reason']}")
+        elif job.get("invalid_result"):
+            lines.append(f"  invalid result, runs again: {job['invalid_result']}")
     if state["eta_seconds"] is None:
         lines.append("time left: unknown until a job is done")
-    else:
-        lines.append(f"time left: about {_duration(state['eta_seconds'])} (mean job {_duration(state['mean_job_seconds'] or 0)}, "
-                     f"over the {max(1, c['running'])} worker(s) running now)")
+    elif c["running"]:
+        lines.append(f"time left: about {_duration(state['eta_seconds'])} (mean job "
+                     f"{_duration(state['mean_job_seconds'] or 0)}, over the {c['running']} worker(s) running now)")
+    elif state["eta_seconds"]:
+        lines.append(f"time left: about {_duration(state['eta_seconds'])} for one worker (mean job "
+                     f"{_duration(state['mean_job_seconds'] or 0)}); no worker is running now")
     return lines
 
 

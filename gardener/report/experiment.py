@@ -9,7 +9,6 @@ HTML (`render`), so both formats carry the same numbers.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from ..errors import GardenerError
 from ..fileio import write_text
+from ..settings import read_json
 from ..stats import separable
 from . import experiment_figures as figs
 from .render import Part, to_html, to_markdown
@@ -221,12 +221,23 @@ def _agreement_verdict(agree: dict) -> str:
 
 def _load(run: Path, name: str) -> Any:
     path = run / name
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def _chance(*tables) -> float | None:
     classes = next((t.get("classes") for t in tables if t and t.get("classes")), None)
     return 1 / classes if classes else None
+
+
+def check_job_results(run: Path) -> None:
+    """Every job result the run folder's plans name must be its job's own (`InvalidResult` otherwise): the
+    tables were built from them, and a report must not print a result that is not what its job measured."""
+    from ..experiments.protocol import plan_job_ids
+    from ..experiments.runs import open_existing
+
+    folder = open_existing(run)
+    for job_id in plan_job_ids(folder):
+        folder.result(job_id)
 
 
 def _files(run: Path) -> dict[str, Any]:
@@ -235,6 +246,7 @@ def _files(run: Path) -> dict[str, Any]:
                                                             "scores")}
     if files["run"] is None:
         raise GardenerError(f"{run}: not a gardener run folder (no run.json)")
+    check_job_results(run)
     if all(files[name] is None for name in ("sensitivity", "healing", "sweep")):
         raise GardenerError(f"{run}: no finished experiment yet (no sensitivity.json, healing.json or sweep.json); "
                             f"run `gardener sensitivity` or `gardener sweep` (and `gardener collect` after shards)")

@@ -17,6 +17,7 @@ from typing import ClassVar
 from ..data import ClipSpec, EvalClips, TrainClips, VideoSplit, probe_all, read_split
 from ..errors import GardenerError
 from ..fileio import atomic_dir
+from ..settings import check_number
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .loop import Run, make_accelerator
 from .recipe import Recipe
@@ -41,9 +42,20 @@ class DataOptions:
     strict: bool = False
     workers: int = 2
 
+    def inputs(self) -> list[tuple[str, Path | None]]:
+        """The paths an output must not touch."""
+        return [("the data", self.data), ("the split folder", self.split_dir), ("the test data", self.eval_data)]
+
+    def check(self) -> DataOptions:
+        check_number("--workers", self.workers, 0)
+        check_number("--fold", self.fold, 1)
+        check_number("--val-fraction", self.val_fraction, 0, 1, above=True, below=True)
+        return self
+
 
 def load_splits(options: DataOptions, seed: int, need_train: bool = True):
     """Train and test splits, probed (unreadable files skipped or, with strict, an error)."""
+    options.check()
     kwargs = dict(split_dir=options.split_dir, fold=options.fold, val_fraction=options.val_fraction, seed=seed)
     train = read_split(options.data, "train", **kwargs) if need_train else None
     test = read_split(options.eval_data or options.data, "test", **kwargs)
@@ -94,7 +106,11 @@ def _videomae_config(model_dir: Path):
 
     if not (Path(model_dir) / "config.json").is_file():
         raise GardenerError(f"{model_dir}: not a transformers model directory (no config.json)")
-    config = AutoConfig.from_pretrained(model_dir)
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (ValueError, KeyError, OSError) as exc:  # an unknown model_type, a config transformers cannot read
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+        raise GardenerError(f"{model_dir}/config.json: transformers cannot read it ({first})") from None
     if config.model_type != "videomae":
         raise GardenerError(f"{model_dir}: a {config.model_type!r} model; expected a VideoMAE directory")
     return config
@@ -180,6 +196,9 @@ class FinetuneJob(Job):
         self.mean, self.std = normalisation(self.model_dir)
         return TrainClips(self.train, train_infos, self.spec, self.seed, self.recipe.num_sample)
 
+    def inputs(self) -> list[tuple[str, Path | None]]:
+        return [("the model", self.model_dir), *self.data.inputs()]
+
     def identity(self) -> dict:
         return {"model": model_identity(self.model_dir),
                 "data": {"train": split_digest(self.train), "test": split_digest(self.test)}}
@@ -257,12 +276,16 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
              frames: int | None = None, size: int | None = None, sampling_rate: int = 4, test_clips: int = 5,
              test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
-             arguments: dict | None = None, keep_head: bool = False, report_to: str = "none") -> dict:
+             arguments: dict | None = None, keep_head: bool = False, report_to: str = "none", lock: bool = True,
+             guard: Callable[[], None] | None = None) -> dict:
     """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest.
 
     The classifier head is fresh, unless `keep_head`: then `model_dir` must be a classifier of the
     data's classes, and its head is trained on (as the healing oracle needs). `report_to`
     ("tensorboard", "wandb") also logs the run's steps and evaluations to that tracker.
+
+    The run folder is locked while the run writes it (`lock`; a queued job's claim is its lock instead);
+    `guard()`, when given, is called before each step writes and stops the run by raising.
 
     The run folder gets data only (eval.json, predictions.csv, confusion.csv, log.jsonl, ...);
     `gardener.report.figures.draw_eval_figures(out)` draws confusion.png from it, as the
@@ -272,7 +295,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
              "scale": (min_crop_scale, 1.0)}
     job = FinetuneJob(Path(model_dir), data, recipe or Recipe(), seed, frames, size, views, arguments, keep_head)
     return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress,
-                                                report_to=report_to))
+                                                report_to=report_to, lock=lock, guard=guard))
 
 
 def _public(result: dict) -> dict:
@@ -324,14 +347,14 @@ def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | No
     numbering. With `out`, the folder gets eval.json, predictions.csv, confusion.csv and
     confusion.png (drawn from those files by gardener.report, as a user of this function expects).
     """
-    from ..fileio import check_writable
+    from ..fileio import check_output
 
     model_dir = Path(model_dir)
+    if out is not None:
+        check_output(Path(out), [("the model", model_dir), *data.inputs()], force)
     config = _videomae_config(model_dir)
     spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
                          test_crops=test_crops)
-    if out is not None:
-        check_writable(Path(out), force)
     _, (test, infos) = load_splits(data, seed, need_train=False)
     test = _in_model_numbering(test, config, model_dir)
     accelerator = make_accelerator()

@@ -7,7 +7,6 @@ log, report progress, the caller's `after_step`, then a checkpoint every `save_e
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -75,13 +74,33 @@ def make_loader(dataset, sampler, workers: int, seed: int, collate):
                       generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(), **extra)
 
 
+def accelerate_load(path: Path):
+    """What Accelerate's checkpoint loader reads from one file (weights_only, with its numpy allowances)."""
+    try:
+        from accelerate.utils.other import load
+    except ImportError:  # an Accelerate without its own loader: plain weights_only
+        import torch
+
+        return torch.load(path, map_location="cpu", weights_only=True)
+    return load(path, map_location="cpu")
+
+
 def restore(accelerator, out: Path, start: int | None) -> tuple[int, dict | None]:
-    """Load the checkpoint of step `start` (model, optimizer, RNG); returns the step and best metric."""
+    """Load the checkpoint of step `start` (model, optimizer, RNG); returns the step and best metric.
+    The checkpoint was checked whole (`state.damaged`) before the run began."""
+    from ..errors import GardenerError
+    from .state import read_state
+
     if start is None:
         return 0, None
     folder = out / "checkpoints" / f"step-{start:06d}"
-    accelerator.load_state(str(folder))
-    state = json.loads((folder / "state.json").read_text())
+    state = read_state(folder)
+    try:
+        accelerator.load_state(str(folder))
+    except Exception as exc:  # noqa: BLE001 - a damaged file that kept its size: one line, not a traceback
+        raise GardenerError(f"--resume: checkpoint {folder} cannot be loaded ({exc.__class__.__name__}: "
+                            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); pass --force to start the run "
+                            f"again") from None
     return state["step"], state.get("best")
 
 
@@ -102,6 +121,7 @@ class Run:
     resumes: list[dict] = field(default_factory=list)
     callbacks: list[Callable[[int, float], None]] = field(default_factory=list)
     progress: Callable | None = None
+    guard: Callable[[], None] | None = None  # raises when the run must stop writing (its job's claim was lost)
 
     @property
     def main(self) -> bool:
@@ -140,11 +160,15 @@ def run_steps(run: Run, step: int, best: dict | None, loss_fn: LossFn,
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         step += 1
+        if run.guard is not None:  # before this step writes anything to the run folder
+            run.guard()
         loss = _record(run, step, losses, extras, clips / (time.perf_counter() - timer))
         if after_step is not None:
             best = after_step(step, best)
             run.model.train()
         if step % run.recipe.save_every == 0 or step == run.schedule.total:
+            if run.guard is not None:
+                run.guard()
             save_checkpoint(run.accelerator, run.out, step, best, run.recipe.keep_last)
         for callback in run.callbacks:
             callback(step, loss)

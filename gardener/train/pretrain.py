@@ -148,6 +148,9 @@ class PretrainJob(Job):
         (self.train, infos), _ = load_splits(self.data, self.seed)
         return TrainClips(self.train, infos, self.spec, self.seed)
 
+    def inputs(self) -> list[tuple[str, Path | None]]:
+        return self.data.inputs()
+
     def identity(self) -> dict:
         return {"data": {"train": split_digest(self.train)}, "preset": self.preset,
                 "config": {k: v for k, v in self.config.to_dict().items() if k != "transformers_version"}}

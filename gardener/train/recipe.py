@@ -6,6 +6,34 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import GardenerError
+from ..settings import check_number
+
+
+# Each numeric recipe field's range: (low, high, low excluded, high excluded); None: no bound on that side.
+RANGES = {
+    "batch_size": (1, None, False, False),
+    "num_sample": (1, None, False, False),
+    "grad_accum": (1, None, False, False),
+    "epochs": (0, None, True, False),
+    "max_steps": (1, None, False, False),
+    "base_lr": (0, None, False, False),
+    "min_lr": (0, None, False, False),
+    "warmup_epochs": (0, None, False, False),
+    "warmup_steps": (0, None, False, False),
+    "weight_decay": (0, None, False, False),
+    "layer_decay": (0, 1, True, False),
+    "label_smoothing": (0, 1, False, True),
+    "drop_path": (0, 1, False, True),
+    "classifier_dropout": (0, 1, False, True),
+    "mixup": (0, None, False, False),
+    "cutmix": (0, None, False, False),
+    "clip_grad": (0, None, False, False),
+    "eval_every": (0, None, False, False),
+    "save_every": (1, None, False, False),
+    "keep_last": (1, None, False, False),
+    "mask_ratio": (0, 1, True, True),
+}
+FLAGS = {"base_lr": "--lr"}
 
 
 class RecipeBase:
@@ -35,6 +63,17 @@ class RecipeBase:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> RecipeBase:
+        """Refuse values no run can use (a negative or NaN lr, an empty batch, ...), naming the flag."""
+        values = asdict(self)
+        for name, (low, high, above, below) in RANGES.items():
+            if name in values:
+                check_number(FLAGS.get(name, "--" + name.replace("_", "-")), values[name], low, high, above=above,
+                             below=below)
+        for beta in values.get("betas", ()):
+            check_number("betas", beta, 0, 1, below=True)
+        return self
 
     def total_batch(self, world: int) -> int:
         return self.batch_size * self.grad_accum * world

@@ -14,7 +14,9 @@ functions of (seed, epoch, video), so resuming at step k needs only the step and
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +25,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..data import ClipSpec, EpochSampler, TrainClips
-from ..fileio import write_text
+from ..fileio import check_output, write_text
+from ..locks import run_lock
+from ..settings import check_number
 from ..manifest import manifest
 from .loop import Run, autocast_dtype, make_accelerator, make_loader, make_optimizer, maybe_compile, restore, run_steps
 from .recipe import RecipeBase, param_groups
@@ -41,6 +45,8 @@ class RunOptions:
     callbacks: list[Callable[[int, float], None]] = field(default_factory=list)  # (step, loss) after each step
     progress: Callable | None = None  # (step, total, loss=, lr=, clips_per_s=) after each step
     report_to: str = "none"  # experiment tracker beside log.jsonl: none, tensorboard or wandb (tracking.py)
+    lock: bool = True  # hold the run folder's lock (a queued job's claim already is its lock)
+    guard: Callable[[], None] | None = None  # called before each step is recorded; raises to stop the run
 
 
 class Job(ABC):
@@ -57,6 +63,10 @@ class Job(ABC):
     @abstractmethod
     def load(self) -> TrainClips:
         """Check the inputs and read the data (before the run folder is touched); the training clips."""
+
+    @abstractmethod
+    def inputs(self) -> list[tuple[str, Path | None]]:
+        """What the run reads, as (what, path) pairs: the run folder must not be, hold or lie inside one."""
 
     @abstractmethod
     def identity(self) -> dict:
@@ -88,18 +98,26 @@ def train_run(job: Job, out: Path, options: RunOptions) -> dict:
     """
     out = Path(out)
     check_report_to(options.report_to)
-    done = finished(out, job.kind, {"recipe": job.recipe.to_dict(), "seed": job.seed}) if options.resume else None
-    if done is not None:
-        return {**done, "already_finished": True}
-    start = check_out(out, options.resume, options.force)
-    clips = job.load()
-    accelerator = make_accelerator(options.report_to, out)
-    try:
-        run, step, best = _start(job, clips, out, start, options, accelerator)
-        best = run_steps(run, step, best, partial(job.loss, run), job.after_step(run))
-        return job.exports(run, best)
-    finally:
-        end_tracking(accelerator)
+    job.recipe.check()
+    check_number("--seed", job.seed, 0)
+    check_number("--workers", options.workers, 0)
+    check_output(out, job.inputs(), force=True)
+    locked = options.lock and int(os.environ.get("RANK", "0")) == 0  # rank 0 holds it for every rank
+    with run_lock(out, f"gardener {job.kind} run") if locked else contextlib.nullcontext():
+        done = finished(out, job.kind, {"recipe": job.recipe.to_dict(), "seed": job.seed}) if options.resume else None
+        if done is not None:
+            return {**done, "already_finished": True}
+        start = check_out(out, options.resume, options.force)
+        clips = job.load()
+        accelerator = make_accelerator(options.report_to, out)
+        try:
+            run, step, best = _start(job, clips, out, start, options, accelerator)
+            best = run_steps(run, step, best, partial(job.loss, run), job.after_step(run))
+            if options.guard is not None:
+                options.guard()
+            return job.exports(run, best)
+        finally:
+            end_tracking(accelerator)
 
 
 def _start(job: Job, clips: TrainClips, out: Path, start: int | None, options: RunOptions,
@@ -129,7 +147,8 @@ def _start(job: Job, clips: TrainClips, out: Path, start: int | None, options: R
     batches = iter(make_loader(clips, sampler, options.workers, job.seed, collate))
     logbook = Log(out / "log.jsonl", main, start, mirror)
     run = Run(accelerator, model, optimizer, batches, schedule, recipe, out, logbook,
-              autocast_dtype(accelerator, recipe.bf16), resumes, list(options.callbacks), options.progress)
+              autocast_dtype(accelerator, recipe.bf16), resumes, list(options.callbacks), options.progress,
+              options.guard)
     return run, step, best
 
 

@@ -17,6 +17,11 @@ log = logging.getLogger("gardener.train")
 CHECKPOINT = re.compile(r"^step-(\d+)$")
 
 
+# What a run writes before its first checkpoint: a folder holding nothing else never got going (it failed
+# at start-up or was killed early) and is simply started again.
+EARLY_FILES = {"start.json", ".start.json.tmp", "log.jsonl", "checkpoints", "best", "tensorboard", "wandb"}
+
+
 def checkpoints(out: Path) -> list[tuple[int, Path]]:
     folder = out / "checkpoints"
     if not folder.is_dir():
@@ -26,16 +31,86 @@ def checkpoints(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def never_started(out: Path) -> bool:
+    """A run folder that gardener began (start.json) but that has no checkpoint and did not finish."""
+    return (out.is_dir() and (out / START).is_file() and not (out / "gardener.json").exists()
+            and not checkpoints(out) and all(p.name in EARLY_FILES for p in out.iterdir()))
+
+
 def check_out(out: Path, resume: bool, force: bool) -> int | None:
-    """The step to resume from (None for a fresh run); refuses to clobber a previous run."""
+    """The step to resume from (None for a fresh run); refuses to clobber a previous run, and to resume
+    from a checkpoint that is not whole. A run that never reached its first checkpoint starts again."""
+    if never_started(out):
+        log.warning("%s: the run started there never reached a checkpoint; starting it again", out)
+        return None
     if resume:
         found = checkpoints(out)
         if not found:
             raise GardenerError(f"--resume: {out} holds no checkpoint to resume from")
-        return found[-1][0]
+        step, folder = found[-1]
+        why = damaged(folder)
+        if why:
+            earlier = f"delete it to resume from {found[-2][1].name}, or " if len(found) > 1 else ""
+            raise GardenerError(f"--resume: checkpoint {folder} is damaged ({why}); {earlier}pass --force to start "
+                                f"the run again")
+        return step
     if out.exists() and not force:
         raise GardenerError(f"{out}: already exists; pass --resume to continue that run or --force to replace it")
     check_writable(out, force=True)  # missing parent folders are made when the run starts
+    return None
+
+
+def read_state(folder: Path) -> dict:
+    """A checkpoint's state.json (its step, best metric and files), checked."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GardenerError(f"{folder / 'state.json'}: not readable ({exc.__class__.__name__})") from None
+    match = CHECKPOINT.match(folder.name)
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or (match and int(match.group(1))
+                                                                                 != state["step"]):
+        raise GardenerError(f"{folder / 'state.json'}: does not record this checkpoint's step")
+    return state
+
+
+def damaged(folder: Path) -> str | None:
+    """What is wrong with a checkpoint, or None when it is whole: state.json readable, every file it
+    lists present at its recorded size, and the random states loadable (Accelerate would skip them
+    with a log line, and the resumed run would leave its trajectory)."""
+    try:
+        state = read_state(folder)
+    except GardenerError:
+        return "its state.json is unreadable or does not record its step"
+    for name, size in (state.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    rng = sorted(folder.glob("random_states_*.pkl"))
+    if not rng:
+        return "it holds no random states (random_states_0.pkl)"
+    for path in rng:
+        why = _unreadable_rng(path)
+        if why:
+            return f"{path.name}: {why}"
+    return None
+
+
+def _unreadable_rng(path: Path) -> str | None:
+    """Why Accelerate's random states could not be restored from this file, or None."""
+    import torch
+
+    from .loop import accelerate_load
+
+    try:
+        states = accelerate_load(path)
+    except Exception as exc:  # noqa: BLE001 - any refusal (an empty file, a pickle with code) means the same
+        return f"cannot be loaded ({exc.__class__.__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})"
+    wanted = ("random_state", "numpy_random_seed", "torch_manual_seed")
+    if not isinstance(states, dict) or any(k not in states for k in wanted) \
+            or not isinstance(states["torch_manual_seed"], torch.Tensor):
+        return "does not hold the random states"
     return None
 
 
@@ -78,6 +153,12 @@ def _changes(before: dict, now: dict) -> dict[str, list]:
     return {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 
+def changes_said(before: dict, now: dict) -> str | None:
+    """What differs between two records, said in a few words ("recipe.base_lr: 0.1 -> 0.2"), or None."""
+    changed = _changes(before, now)
+    return _said(changed) if changed else None
+
+
 def _said(changed: dict[str, list], limit: int = 3) -> str:
     shown = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in list(changed.items())[:limit])
     return shown + (" ..." if len(changed) > limit else "")
@@ -86,6 +167,18 @@ def _said(changed: dict[str, list], limit: int = 3) -> str:
 def _show(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_start(path: Path) -> dict:
+    """start.json, checked: what a run recorded it is when it started."""
+    try:
+        started = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GardenerError(f"--resume: {path} is not readable ({exc.__class__.__name__}), so the resumed run "
+                            f"cannot be checked against it; pass --force to start the run again") from None
+    if not isinstance(started, dict) or not isinstance(started.get("identity"), dict):
+        raise GardenerError(f"--resume: {path} does not record what the run is; pass --force to start it again")
+    return started
 
 
 def record_start(out: Path, identity: dict) -> None:
@@ -110,7 +203,7 @@ def check_resume(out: Path, identity: dict, step: int, total: int, main: bool = 
         if main:
             record_start(out, identity)
         return []
-    started = json.loads(path.read_text())
+    started = read_start(path)
     changed = _changes(started["identity"], identity)
     refused = {k: v for k, v in changed.items() if k.rsplit(".", 1)[-1] not in LOGISTICS + LENGTH}
     if refused:
@@ -123,7 +216,7 @@ def check_resume(out: Path, identity: dict, step: int, total: int, main: bool = 
                             f"a run cannot be shortened below its checkpoint")
     if not main:
         return []
-    resumes = started.get("resumes", []) + [{"step": step, "changed": changed}]
+    resumes = list(started.get("resumes") or []) + [{"step": step, "changed": changed}]
     started.update(identity=identity, resumes=resumes)
     tmp = path.with_name(f".{START}.tmp")
     tmp.write_text(json.dumps(started, indent=2) + "\n")
@@ -187,7 +280,8 @@ class Log:
                  mirror: Callable[[dict], None] | None = None):
         self.path, self.main, self.mirror = path, main, mirror
         if main and resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            kept = [line for line in path.read_text(errors="replace").splitlines()
+                    if (record := _record_of(line)) is not None and record["step"] <= resume_step]
             path.write_text("".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict) -> None:
@@ -198,15 +292,28 @@ class Log:
                 self.mirror(record)
 
     def records(self) -> list[dict]:
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        return [json.loads(line) for line in lines if line]
+        lines = self.path.read_text(errors="replace").splitlines() if self.path.exists() else []
+        return [record for line in lines if (record := _record_of(line)) is not None]
 
     def losses(self) -> dict[int, float]:
         return {r["step"]: r["loss"] for r in self.records() if "loss" in r}
 
 
+def _record_of(line: str) -> dict | None:
+    """One log.jsonl record, or None for a line a killed run left half-written."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
 def save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_last: int) -> None:
-    """Accelerate's state (model, optimizer, RNG) and the step, in a folder renamed into place."""
+    """Accelerate's state (model, optimizer, RNG) and the step, in a folder renamed into place. state.json,
+    written last, lists every file with its size, so that a resume can tell a whole checkpoint from a
+    damaged one. A save that fails (a full disk) leaves no temporary behind."""
+    from ..oserrors import writing
+
     folder = out / "checkpoints"
     final = folder / f"step-{step:06d}"
     tmp = folder / f".step-{step:06d}.tmp"
@@ -214,9 +321,16 @@ def save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_l
         folder.mkdir(exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    try:
+        with writing(tmp):
+            accelerator.save_state(str(tmp))
+            if accelerator.is_main_process:
+                files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+                (tmp / "state.json").write_text(json.dumps({"step": step, "best": best, "files": files}) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if accelerator.is_main_process:
-        (tmp / "state.json").write_text(json.dumps({"step": step, "best": best}) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for _, old in checkpoints(out)[:-max(1, keep_last)]:

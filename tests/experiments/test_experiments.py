@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from conftest import markdown_records, markdown_table, tiny_videomae
+from conftest import job_result, markdown_records, markdown_table, tiny_videomae
 from scipy import stats
 
 import gardener
@@ -190,11 +190,13 @@ def test_the_oracle_file_is_the_oracles_own_score_result(full_run, model4):
     table = json.loads((full_run / "sensitivity.json").read_text())
     before = score(model4, ["l1"], primary="l1")
     before.scores, before.removes, before.primary = {ORACLE: table["scores"]}, {ORACLE: "highest"}, ORACLE
-    before.meta = {"note": "accuracy (top-1) after finetuning with the block removed", "oracle": oracle_meta(table)}
+    source = json.loads((full_run / "run.json").read_text())["source_hash"]  # what `prune --ranking` checks
+    before.meta = {"note": "accuracy (top-1) after finetuning with the block removed", "oracle": oracle_meta(table),
+                   "source_hash": source}
     expected = json.loads(json.dumps(before.to_dict()))
     assert json.loads((full_run / "oracle.json").read_text()) == expected
     sweep_pass = score(model4, ["entropy", "stable_rank"], dtype="float16", histograms=True, aggregate="max")
-    assert json.loads(json.dumps(oracle_result(sweep_pass, table).to_dict())) == expected
+    assert json.loads(json.dumps(oracle_result(sweep_pass, table, source).to_dict())) == expected
 
 
 @pytest.mark.parametrize("case,message", [
@@ -256,7 +258,7 @@ def _paper_run(tmp_path) -> Path:
     def put(removed, war):
         job = exp.job(removed)
         (run.jobs / job.id).mkdir(parents=True, exist_ok=True)
-        result = {"top1": war / 100, "top5": None, "uar": None, "params": 0, "gflops": exp.gflops_without(removed)}
+        result = job_result(job, top1=war / 100, top5=None, uar=None, params=0, gflops=exp.gflops_without(removed))
         (run.jobs / job.id / "result.json").write_text(json.dumps(result))
         return job
 

@@ -10,12 +10,15 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import job_result, run_cli
 
 from gardener.errors import GardenerError
 from gardener.experiments.claims import Heartbeat, read_claim, release, try_claim
 from gardener.experiments.queue import QueueOptions, Task, drain, failures, write_spec
-from gardener.experiments.runs import RunDir
+from gardener.experiments.runs import RunDir, Settings
+
+SETTINGS = Settings("m", "h", {}, {}, {}, 0)  # the experiment every queued job here belongs to (run.json: hash h)
+JOBS: dict = {}  # queued jobs by id
 
 
 def _claim_in_child(folder: str, barrier, out) -> None:
@@ -84,20 +87,21 @@ def test_a_requeued_slurm_task_takes_back_its_own_claim_at_once(tmp_path, monkey
 
 
 def _queue(run: Path, n: int) -> list[str]:
-    ids = [f"job{k}" for k in range(n)]
-    for order, job_id in enumerate(ids):
-        write_spec(run / "jobs" / job_id, {"id": job_id, "removed": [order + 1], "seed": None, "order": order,
+    jobs = [SETTINGS.job([k + 1]) for k in range(n)]
+    for order, job in enumerate(jobs):
+        JOBS[job.id] = job
+        write_spec(run / "jobs" / job.id, {"id": job.id, "removed": list(job.removed), "seed": None, "order": order,
                                            "experiment": {}})
-    return ids
+    return [job.id for job in jobs]
 
 
 def _task(job_id: str, fail_times: int, calls: dict, error=RuntimeError) -> Task:
-    def run(folder: Path) -> dict:
+    def run(folder: Path, guard=None) -> dict:
         calls[job_id] = calls.get(job_id, 0) + 1
         if calls[job_id] <= fail_times:
             raise error(f"attempt {calls[job_id]} of {job_id} broke")
-        return {"id": job_id, "removed": [1], "seed": 0, "seconds": 10.0}
-    return Task(job_id, (1,), 0, run)
+        return job_result(JOBS[job_id], seconds=10.0)
+    return Task(job_id, JOBS[job_id].removed, 0, run)
 
 
 def test_a_failing_job_is_retried_up_to_retries_then_failed_in_status(tmp_path, capsys):
@@ -165,7 +169,7 @@ def test_status_json_matches_the_folder(tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps({"source": "m", "source_hash": "h"}))
     done, running, stale, failed, pending = _queue(tmp_path, 5)
     jobs = tmp_path / "jobs"
-    (jobs / done / "result.json").write_text(json.dumps({"id": done, "seconds": 10.0, "top1": 50.0}))
+    (jobs / done / "result.json").write_text(json.dumps(job_result(JOBS[done], seconds=10.0)))
     live = try_claim(jobs / running, stale_after=300)
     dead = try_claim(jobs / stale, stale_after=300)
     os.utime(dead.path, (time.time() - 1000, time.time() - 1000))
@@ -187,7 +191,7 @@ def test_status_json_matches_the_folder(tmp_path, capsys):
 
 def test_status_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
     assert run_cli("status", tmp_path) == 2
-    assert "run.json: not found" in capsys.readouterr().err
+    assert "not a gardener run folder (no run.json)" in capsys.readouterr().err
 
 
 def test_a_run_dir_without_queue_has_an_empty_status(tmp_path, capsys):
@@ -205,7 +209,7 @@ def test_an_error_while_the_scheduler_stops_the_worker_is_not_the_jobs_failure(t
 
     ids = _queue(tmp_path, 2)
 
-    def stopped(folder: Path) -> dict:
+    def stopped(folder: Path, guard=None) -> dict:
         STOPPING.set()  # what Worker.checkpoint does when the signal comes
         raise RuntimeError("UncompletedJobError: timed-out too many times")
     try:

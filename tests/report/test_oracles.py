@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import markdown_records, markdown_table
+from conftest import job_result, markdown_records, markdown_table
 
 from gardener.experiments.protocol import (HEALING, ORACLE, Experiment, healing, oracle_plan, rebuild_tables,
                                            sensitivity_jobs, write_plan)
@@ -33,9 +33,9 @@ def _oracle(exp: Experiment, kind: str, accuracy_of, seconds: float) -> None:
         flags = (np.arange(VIDEOS) < round(p * VIDEOS)).astype(np.uint8)
         folder = exp.run.jobs / job.id
         folder.mkdir(parents=True, exist_ok=True)
-        result = {"top1": float(flags.mean()), "top5": 1.0, "uar": float(flags.mean()), "params": 1000,
-                  "videos": VIDEOS, "classes": 4, "gflops": exp.gflops_without(job.removed),
-                  "correct": pack_correct(flags), "steps": exp.recipe.max_steps, "seconds": seconds}
+        result = job_result(job, top1=float(flags.mean()), top5=1.0, uar=float(flags.mean()), params=1000,
+                            videos=VIDEOS, classes=4, gflops=exp.gflops_without(job.removed),
+                            correct=pack_correct(flags), steps=exp.recipe.max_steps, seconds=seconds)
         (folder / "result.json").write_text(json.dumps(result))
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-from conftest import markdown_table
+from conftest import job_result, markdown_table
 
 from gardener.experiments.protocol import ORACLE, Experiment, rebuild_tables, sensitivity_jobs, sweep_rows, write_plan
 from gardener.experiments.runs import Settings, open_run
@@ -28,8 +28,9 @@ def _experiment(tmp_path, seeds: int) -> Experiment:
 def _put(exp: Experiment, job, flags: np.ndarray) -> None:
     folder = exp.run.jobs / job.id
     folder.mkdir(parents=True, exist_ok=True)
-    result = {"top1": float(flags.mean()), "top5": 1.0, "uar": float(flags.mean()), "params": 1000, "videos": len(flags),
-              "classes": CLASSES, "gflops": exp.gflops_without(job.removed), "correct": pack_correct(flags)}
+    result = job_result(job, top1=float(flags.mean()), top5=1.0, uar=float(flags.mean()), params=1000,
+                        videos=len(flags), classes=CLASSES, gflops=exp.gflops_without(job.removed),
+                        correct=pack_correct(flags))
     (folder / "result.json").write_text(json.dumps(result))
 
 

@@ -1,0 +1,50 @@
+"""What a job is: the settings every job of an experiment shares, and the blocks one job removes.
+
+A job's identity is a hash of (source checkpoint hash, removed blocks, recipe, data, clips, seed, and
+whether it keeps the checkpoint's classifier head: the healing oracle's jobs do), so a result file can
+be checked against the job it claims to be (`validation.py`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything but the removed blocks that decides a job's result."""
+
+    source: str
+    source_hash: str
+    data: dict
+    recipe: dict
+    clip: dict
+    seed: int = 0
+    keep_head: bool = False  # the healing oracle's jobs train on the checkpoint's own classifier head
+
+    def job(self, removed: list[int] | tuple[int, ...], seed: int | None = None) -> Job:
+        """The job removing `removed`; `seed` repeats it with another finetuning seed (the oracle's seeds)."""
+        return Job(self, tuple(sorted(int(b) for b in removed)), None if seed in (None, self.seed) else int(seed))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job: the experiment's settings and the blocks it removes (and its own seed, for an oracle's repeats)."""
+
+    settings: Settings
+    removed: tuple[int, ...]
+    seed: int | None = None  # None: the settings' seed
+
+    @property
+    def finetune_seed(self) -> int:
+        return self.settings.seed if self.seed is None else self.seed
+
+    @property
+    def id(self) -> str:
+        s = self.settings
+        key = {"source": s.source_hash, "removed": list(self.removed), "recipe": s.recipe, "data": s.data,
+               "clip": s.clip, "seed": self.finetune_seed}
+        if s.keep_head:  # only then, so that the ids of every other job stay what they were
+            key["head"] = "kept"
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
