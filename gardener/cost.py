@@ -77,7 +77,8 @@ def flop_breakdown(config_dict: dict, spec: InputSpec = InputSpec()) -> tuple[fl
     try:
         config = AutoConfig.for_model(**config_dict)
     except (ValueError, KeyError) as exc:
-        raise GardenerError(f"cannot build a model from this config.json ({exc})") from None
+        first = str(exc).strip("'\"").split(". ")[0].rstrip(".")  # transformers goes on to list every model type
+        raise GardenerError(f"cannot build a model from this config.json ({first})") from None
     if hasattr(config, "mask_ratio"):
         config.mask_ratio = 0.0  # count the encoder on every patch, as at finetuning time
     kind = input_kind(config.model_type)

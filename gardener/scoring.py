@@ -253,6 +253,10 @@ def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: Cal
         return {}
     from .calibration import CalibrationPass
 
+    span = (calib or CalibOptions()).span
+    if span >= chosen.depth and any(c.name == "angular_distance" for c in crits):  # before the forward pass
+        raise GardenerError(f"--span {span}: {chosen.name} has {chosen.depth} blocks; a span is at most "
+                            f"{chosen.depth - 1} of them (one must remain)")
     calibration = CalibrationPass(ckpt.path, calib or CalibOptions(), stack=chosen.name, seed=ctx.seed)
     if calibration.depth != chosen.depth:
         raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "

@@ -33,7 +33,7 @@ OUTPUT_FLAGS = {"json": "--json", "csv": "--csv", "plot": "--plot"}
 
 def checkpoint_inputs(ckpt, path: str | Path | None = None) -> list[tuple[str, Path]]:
     """A checkpoint as the inputs an output must not touch: the path given and each file it reads."""
-    return [("the checkpoint", Path(path or ckpt.path))] + [("a file of the checkpoint", f) for f in ckpt.files]
+    return [("a file of the checkpoint", f) for f in ckpt.files] + [("the checkpoint", Path(path or ckpt.path))]
 
 
 def check_outputs(outputs: dict[str, Path | None], force: bool, inputs: list | None = None) -> None:
@@ -200,7 +200,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     prefix = ckpt.torch_file.prefix if ckpt.torch_file else ""
     info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors),
             "removed_tensors": [prefix + n for n in ckpt.names() if rename(n) is None],
-            "warnings": list(ckpt.warnings) + warnings}
+            "warnings": list(dict.fromkeys(ckpt.warnings + warnings))}
     if ckpt.format == "torch":
         info["dropped_entries"] = []
     needed = sum(t[4] for t in tensors)
@@ -282,6 +282,8 @@ def _safe_breakdown(config: dict | None, spec: InputSpec) -> tuple[float | None,
         return None, {}, "no config.json"
     try:
         return (*flop_breakdown(config, spec), None)
+    except GardenerError as exc:
+        return None, {}, str(exc)
     except Exception as exc:  # noqa: BLE001 - a model transformers cannot build must not stop the command
         return None, {}, f"{exc.__class__.__name__}: {exc}"[:300]
 

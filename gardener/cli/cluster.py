@@ -51,10 +51,12 @@ def status(
     retries: int = RETRIES_OPT, stale_after: float = STALE_OPT,
 ) -> None:
     """Jobs of a run folder: done, running (where, how long), failed (why), pending; and the time left."""
+    from ..experiments.queue import QueueOptions
     from ..experiments.runs import open_existing
     from ..experiments.status import run_status
     from ..report.console import status_lines, status_table
 
+    QueueOptions(retries=retries, stale_after=stale_after).check()
     state = run_status(open_existing(run_dir), retries, stale_after)
     if as_json:
         print(json.dumps(state, indent=2))

@@ -69,7 +69,8 @@ def prune(
     remove: Optional[int] = typer.Option(None, "--remove", help="Number of blocks to remove."),
     blocks: Optional[str] = typer.Option(None, "--blocks", help="Explicit blocks to remove, e.g. 3,7,9 (1-based)."),
     zero_based: bool = typer.Option(False, "--zero-based", help="Read --blocks/--protect as 0-based indices."),
-    criterion: str = typer.Option("entropy", "--criterion", help="Criterion ranking the blocks. " + CRITERIA_HELP),
+    criterion: str = typer.Option("entropy", "--criterion", help="The one criterion ranking the blocks (`gardener "
+                                  "criteria` lists them): " + ", ".join(registry.names())),
     ranking: Optional[Path] = typer.Option(None, "--ranking", help="Use a `gardener score --json` file's ranking."),
     protect: Optional[str] = typer.Option(None, "--protect", help="Blocks never removed, e.g. 1,12."),
     contiguous: bool = typer.Option(False, "--contiguous", help="Remove the contiguous span of blocks whose input "
