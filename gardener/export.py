@@ -125,7 +125,9 @@ def _why_skipped(item: Path) -> str:
             return "a symbolic link loop"
         except OSError:
             return "a broken symbolic link"
-        return "a symbolic link to a folder" if target.is_dir() else f"a symbolic link to {target}, outside the model folder"
+        if target.is_dir():
+            return "a symbolic link to a folder"
+        return f"a symbolic link to {target}, outside the model folder"
     return "not a regular file (a pipe, socket or device)"
 
 

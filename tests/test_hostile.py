@@ -149,14 +149,17 @@ def test_01_finetune_and_evaluate_never_write_onto_their_inputs_even_with_force(
     assert (world / "unrelated.txt").read_text() == "the user's"
 
 
-def test_02_score_outputs_never_replace_the_checkpoint(world, capsys):
+def test_02_score_and_agree_outputs_never_replace_their_inputs(world, capsys, run_folder):
     x = world / "x.safetensors"
     write_safetensors(build_hf("vit").state_dict(), x)
-    with replay(2, capsys, world, x) as run:
+    scores, oracle = world / "s2.json", _copy_run(run_folder, "run2") / "oracle.json"
+    with replay(2, capsys, world, x, world / "M2", oracle) as run:
         for flag in ("--json", "--csv", "--plot"):
             run.fails("score", x, flag, x, "--force", says=f"{flag} {x}: is a file of the checkpoint")
         run.fails("score", world / "M", "--json", world / "M" / "model.safetensors", "--force",
                   says="is a file of the checkpoint")
+        run.works("score", world / "M2", "--criteria", "l1", "--criterion", "l1", "--json", scores)
+        run.fails("agree", scores, oracle, "--json", oracle, "--force", says=f"--json {oracle}: is the oracle")
 
 
 def test_03_a_second_finetune_on_a_run_folder_in_use_is_refused(world, capsys):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..criteria import family_of
 from ..errors import GardenerError
-from ..fileio import write_text
+from ..fileio import check_output, write_text
 from ..ranking import ranks as tie_broken_ranks
 from ..scoring import ScoreResult
 from ..stats import (RESAMPLES, average_ranks, importance, oracle_resamples, random_rho, rho_interval, spearman,
@@ -114,6 +114,8 @@ def agreement(scores: ScoreResult, oracle: dict, resamples: int = RESAMPLES, see
 def agree_files(scores_path, oracle_path, json_out: Path | None = None, force: bool = False) -> dict:
     """`gardener agree SCORES.json ORACLE.json`: from a score file and an oracle file alone; also
     written to `json_out` when given (an existing file only with `force`)."""
+    if json_out is not None:
+        check_output(json_out, [("the scores", scores_path), ("the oracle", oracle_path)], force, "--json")
     scores, oracle = ScoreResult.load(scores_path), ScoreResult.load(oracle_path)
     if "sensitivity" not in oracle.scores:
         raise GardenerError(f"{oracle_path}: holds no 'sensitivity' scores (expected RUN/oracle.json or "

@@ -324,6 +324,7 @@ def save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_l
     try:
         with writing(tmp):
             accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()  # every rank's random states are written before they are listed
             if accelerator.is_main_process:
                 files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
                 (tmp / "state.json").write_text(json.dumps({"step": step, "best": best, "files": files}) + "\n")
