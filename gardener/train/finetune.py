@@ -17,6 +17,7 @@ from typing import ClassVar
 from ..data import ClipSpec, EvalClips, TrainClips, VideoSplit, probe_all, read_split
 from ..errors import GardenerError
 from ..fileio import atomic_dir
+from ..oserrors import writing
 from ..settings import check_number
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .loop import Run, make_accelerator
@@ -329,7 +330,7 @@ def _save_model(accelerator, model, path: Path, model_dir: Path, force: bool) ->
     """save_pretrained (stock-loadable) plus the preprocessor config, written atomically."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with atomic_dir(path, force=force) as tmp:
+        with writing(path), atomic_dir(path, force=force) as tmp:
             accelerator.unwrap_model(model).save_pretrained(tmp)
             processor = Path(model_dir) / "preprocessor_config.json"
             if processor.is_file():

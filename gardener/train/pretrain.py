@@ -186,11 +186,13 @@ class PretrainJob(Job):
         return conclude(run, info, partial(self._save, run))
 
     def _save(self, run: Run) -> None:
+        from ..oserrors import writing
+
         unwrapped = run.accelerator.unwrap_model(run.model)
-        with atomic_dir(run.out / "encoder", force=True) as tmp:
+        with writing(run.out / "encoder"), atomic_dir(run.out / "encoder", force=True) as tmp:
             unwrapped.videomae.save_pretrained(tmp)
             write_text(tmp / "preprocessor_config.json", json.dumps(_processor(self.config), indent=2) + "\n")
-        with atomic_dir(run.out / "model", force=True) as tmp:
+        with writing(run.out / "model"), atomic_dir(run.out / "model", force=True) as tmp:
             unwrapped.save_pretrained(tmp)
 
 
