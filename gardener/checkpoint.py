@@ -116,17 +116,18 @@ class _SafetensorsFile:
             if hlen > size - 8 or hlen > 100_000_000:
                 raise self._bad(f"header length {hlen} exceeds the file size {size}")
             try:
-                header = json.loads(handle.read(hlen), object_pairs_hook=_no_repeats)
-            except _Repeated as exc:
-                raise self._bad(f"the header names {exc.args[0]!r} twice") from None
+                header = json.loads(handle.read(hlen), object_pairs_hook=_Object)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise self._bad(f"header is not valid JSON ({exc.__class__.__name__})") from None
         if not isinstance(header, dict):
             raise self._bad("header is not a JSON object")
+        differing = [key for key, same in header.repeated if not same]
+        if differing:  # json keeps the last entry: the bytes of the others would be lost
+            raise self._bad(f"the header names {differing[0]!r} twice, with different entries")
         self.data_start = 8 + hlen
         self.infos: dict[str, TensorInfo] = {}
         self.spans: dict[str, tuple[int, int]] = {}
-        metadata = header.pop("__metadata__", {})
+        metadata = header.pop("__metadata__", None) or {}
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             raise self._bad("__metadata__ must map names to strings")
         for name, entry in header.items():
@@ -138,6 +139,8 @@ class _SafetensorsFile:
         return GardenerError(f"{self.path}: not a valid safetensors file: {why}")
 
     def _add_entry(self, name: str, entry: object) -> None:
+        if isinstance(entry, _Object) and entry.repeated:
+            raise self._bad(f"the entry of tensor {name!r} names {entry.repeated[0][0]!r} twice")
         try:
             dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         except (TypeError, KeyError):
@@ -182,18 +185,17 @@ class _SafetensorsFile:
         return raw.view(_ST_DTYPES[info.dtype]).reshape(info.shape)
 
 
-class _Repeated(ValueError):
-    pass
+class _Object(dict):
+    """A JSON object that remembers the keys it was given twice (json keeps the last one silently), and
+    whether the repeats were equal."""
 
-
-def _no_repeats(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object that names no key twice (json would keep the last silently)."""
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Repeated(key)
-        out[key] = value
-    return out
+    def __init__(self, pairs: list[tuple[str, object]]):
+        super().__init__()
+        self.repeated: list[tuple[str, bool]] = []
+        for key, value in pairs:
+            if key in self:
+                self.repeated.append((key, self[key] == value))
+            self[key] = value
 
 
 def _whole(value: object) -> bool:

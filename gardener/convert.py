@@ -18,7 +18,6 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .errors import GardenerError
 from .fixed_tables import fast_tables
 from .fileio import atomic_dir, check_output, write_text
-from .oserrors import writing
 from .manifest import manifest
 
 # Per-block names: original -> transformers VideoMAE (inside `...layer.N.`).
@@ -239,7 +238,7 @@ def convert_videomae(path: str | Path, out: str | Path, *, config: Path | None =
     info.update({"source": str(Path(path).resolve()), "architecture": kind, "dtype": str(stored).split(".")[-1],
                  "dropped_fixed_tables": dropped, "tensors": len(state),
                  "params": sum(p.numel() for p in model.parameters())})
-    with writing(out), atomic_dir(out, force) as tmp:
+    with atomic_dir(out, force) as tmp:
         model.save_pretrained(tmp)
         write_text(tmp / "preprocessor_config.json", json.dumps(preprocessor_config(hf_config), indent=2) + "\n")
         write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from .errors import GardenerError
 from .fileio import atomic_dir, check_writable, write_text
-from .oserrors import writing
 
 PAPER_RATIOS = "8.3,25,41.7,58.3,75,91.7"
 # Measured on this project's 2-core VM; README's quickstart gives the same figures (a test checks).
@@ -256,7 +255,7 @@ def half_precision_copy(model_dir: Path, out: Path) -> Path:
     from .manifest import manifest
 
     model = AutoModelForVideoClassification.from_pretrained(model_dir)
-    with writing(out), atomic_dir(out, force=True) as tmp:
+    with atomic_dir(out, force=True) as tmp:
         model.to(torch.float16).save_pretrained(tmp)
         processor = model_dir / "preprocessor_config.json"
         if processor.is_file():

@@ -6,7 +6,9 @@ Every command that writes goes through here:
 - `check_writable` refuses an existing output without force, a name or path longer than the file
   system allows, and a place where nothing can be made;
 - `atomic_file` / `atomic_dir` write to a temporary sibling and rename it into place; without
-  force the rename never replaces what appeared meanwhile (another run writing the same output).
+  force the rename never replaces what appeared meanwhile (another run writing the same output), and
+  a file output never replaces a folder; whatever fails for want of space while the temporary is
+  written becomes one `DiskFull` line (`oserrors.writing`).
 
 Temporaries are named after the output, this host and this process
 (`.NAME.gardener-HOST-PID-XXXX.tmp`, NAME shortened with a hash when it is long), so that a run
@@ -29,8 +31,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import GardenerError
+from .oserrors import writing
 
-_HOST = re.sub(r"[^\w]", "_", socket.gethostname())[:40] or "host"
+def _host_tag() -> str:
+    """This host in a file name: its name, shortened with a hash when long (two hosts never share one)."""
+    name = re.sub(r"[^\w]", "_", socket.gethostname()) or "host"
+    return name if len(name) <= 40 else f"{name[:28]}~{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
+_HOST = _host_tag()
 _LONG_NAME = 120  # a longer output name is shortened (with a hash) inside its temporary's name
 
 
@@ -144,7 +153,7 @@ def shown(path: Path) -> str:
 
 # --- temporaries ----------------------------------------------------------------------------------------
 
-def _stem(name: str) -> str:
+def short_name(name: str) -> str:
     """The output's name as its temporaries carry it: shortened, with a hash, when it is long."""
     if len(os.fsencode(name)) <= _LONG_NAME:
         return name
@@ -163,7 +172,7 @@ def _alive(pid: int) -> bool:
 
 def clean_stale(path: Path) -> list[Path]:
     """Remove temporaries of `path` left by processes of this host that no longer run."""
-    pattern = re.compile(rf"^\.{re.escape(_stem(path.name))}\.gardener-{re.escape(_HOST)}-(\d+)-[^.]+\.tmp$")
+    pattern = re.compile(rf"^\.{re.escape(short_name(path.name))}\.gardener-{re.escape(_HOST)}-(\d+)-[^.]+\.tmp$")
     removed = []
     if not path.parent.is_dir():
         return removed
@@ -175,11 +184,13 @@ def clean_stale(path: Path) -> list[Path]:
     return removed
 
 
-def _prepare(path: Path, force: bool) -> str:
+def _prepare(path: Path, force: bool, folder: bool) -> str:
     check_writable(path, force)
+    if not folder and path.is_dir() and not path.is_symlink():  # --force replaces a file, never a folder
+        raise GardenerError(f"{path}: is a folder; give a file name for this output")
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path)
-    return f".{_stem(path.name)}.gardener-{_HOST}-{os.getpid()}-"
+    return f".{short_name(path.name)}.gardener-{_HOST}-{os.getpid()}-"
 
 
 # --- putting a finished output in place -------------------------------------------------------------------
@@ -229,10 +240,15 @@ def _put_in_place(tmp: Path, path: Path, force: bool) -> None:
             raise _appeared(path) from None
         return
     if path.is_dir() and not path.is_symlink():  # forced: move the old folder aside, drop it once the new one is in
-        old = Path(tempfile.mkdtemp(prefix=f".{_stem(path.name)}.old-", dir=path.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{short_name(path.name)}.old-", dir=path.parent))
         os.replace(path, old / "old")
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old / "old", path)  # the old output goes back where it was
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
         return
     if tmp.is_dir() and (path.exists() or path.is_symlink()):
         path.unlink()
@@ -240,13 +256,15 @@ def _put_in_place(tmp: Path, path: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; it becomes `path` only if the block succeeds."""
+def atomic_file(path: str | os.PathLike, force: bool = False, needed: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it becomes `path` only if the block succeeds (`needed`: the
+    bytes it takes, said if the disk fills up)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=_prepare(path, force), suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_prepare(path, force, folder=False), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
+        with writing(path, needed):
+            yield Path(tmp)
         if os.path.exists(tmp):
             public_mode(Path(tmp), folder=False)
         _put_in_place(Path(tmp), path, force)
@@ -259,9 +277,10 @@ def atomic_file(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; it becomes `path` only on success."""
     path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=_prepare(path, force), suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_prepare(path, force, folder=True), suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with writing(path):
+            yield tmp
         public_mode(tmp, folder=True)
         _put_in_place(tmp, path, force)
     finally:
@@ -270,8 +289,6 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
 def write_text(path: str | os.PathLike, text: str, force: bool = False) -> Path:
     """Write a text file atomically."""
-    from .oserrors import writing
-
-    with writing(path, len(text.encode())), atomic_file(path, force) as tmp:
+    with atomic_file(path, force, len(text.encode())) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)

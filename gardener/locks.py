@@ -10,8 +10,10 @@ in place, so removing it cannot let two runs in.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -19,11 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import GardenerError
+from .fileio import short_name
+
+
+log = logging.getLogger("gardener")
+_UNSUPPORTED = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL)  # a file system without flock
 
 
 def lock_path(folder: Path) -> Path:
-    folder = Path(os.path.abspath(folder))
-    return folder.with_name(f".{folder.name}.lock")
+    """`.NAME.lock` beside the folder, its links resolved (a link to a run folder locks the folder itself)."""
+    folder = Path(folder).resolve()
+    return folder.with_name(f".{short_name(folder.name)}.lock")
 
 
 def _holder(path: Path) -> str:
@@ -49,6 +57,16 @@ def run_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
             os.close(fd)
             raise GardenerError(f"{folder}: another {what} is writing to it ({_holder(path)}); wait for it to end "
                                 f"or use another folder") from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _UNSUPPORTED:
+                raise
+            log.warning("%s: this file system cannot lock files (%s); the run folder is not locked", folder,
+                        exc.strerror)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            yield
+            return
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:

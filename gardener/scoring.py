@@ -231,7 +231,7 @@ def checkpoint_warnings(ckpt: Checkpoint, chosen: Stack) -> list[str]:
     from .families import depth_disagreement
 
     odd = depth_disagreement(ckpt.config, chosen.family, chosen.name, chosen.depth)
-    return list(ckpt.warnings) + ([odd] if odd else [])
+    return list(ckpt.warnings) + ([str(odd)] if odd else [])
 
 
 def _criteria(criteria, primary: str, dtype: str, bins: int, aggregate: str) -> list:

@@ -184,7 +184,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     sidecar = _output(ckpt, out, force, inputs)
     shard_bytes = parse_size(max_shard_size)
     odd = depth_disagreement(ckpt.config, chosen.family, chosen.name, chosen.depth)
-    if odd:
+    if odd and odd.missing:
         raise GardenerError(f"{path}: {odd}; fix config.json or the weights before pruning")
     prehash(ckpt.files)
     decision, chosen_by, warnings = _decide(ckpt, chosen, ratio=ratio, remove=remove, blocks=blocks,
@@ -200,7 +200,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     prefix = ckpt.torch_file.prefix if ckpt.torch_file else ""
     info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors),
             "removed_tensors": [prefix + n for n in ckpt.names() if rename(n) is None],
-            "warnings": list(dict.fromkeys(ckpt.warnings + warnings))}
+            "warnings": list(dict.fromkeys(ckpt.warnings + ([str(odd)] if odd else []) + warnings))}
     if ckpt.format == "torch":
         info["dropped_entries"] = []
     needed = sum(t[4] for t in tensors)
@@ -304,8 +304,8 @@ def _gflops_pair(before: dict | None, after: dict, spec: InputSpec, removed: lis
     matching = [per_block for per_block in blocks.values() if len(per_block) == depth]
     named = [blocks[n] for n in (stack, (stack or "").partition(".")[2]) if n in blocks]  # base model: no head prefix
     matching = named[:1] or matching
-    if len(matching) == 1:
-        pair["gflops_after"] = value - sum(matching[0][b - 1] for b in removed)
+    if len(matching) == 1 and max(removed, default=0) <= len(matching[0]):  # (a config that counts fewer
+        pair["gflops_after"] = value - sum(matching[0][b - 1] for b in removed)  # blocks is counted anew)
     else:
         pair["gflops_after"] = _safe_gflops(after, spec)[0]
     return pair
@@ -322,11 +322,11 @@ def checkpoint_info(path: str | Path, stack: str | None = None, block_pattern: s
               "stacks": stacks, "params": ckpt.num_params,
               "dtypes": sorted({ckpt.info(n).dtype for n in ckpt.names()})}
     odd = depth_disagreement(ckpt.config, chosen.family, chosen.name, chosen.depth)
-    if odd:  # a count would be of the config's model, not of these weights
+    if odd and odd.missing:  # a count would be of blocks the weights do not hold
         result["gflops"], note = None, f"config.json disagrees with the weights on {chosen.name}'s depth"
     else:
         result["gflops"], note = _safe_gflops(ckpt.config, spec)
     if note:
         result["gflops_note"] = note
-    result["warnings"] = list(ckpt.warnings) + ([odd] if odd else [])
+    result["warnings"] = list(ckpt.warnings) + ([str(odd)] if odd else [])
     return result

@@ -16,7 +16,7 @@ from conftest import job_result, on_small_disk
 from gardener.errors import GardenerError
 from gardener.fileio import atomic_dir, atomic_file, check_output, clean_stale, write_text
 from gardener.locks import lock_path, run_lock
-from gardener.oserrors import DiskFull, describe
+from gardener.oserrors import describe
 
 # --- outputs against inputs ------------------------------------------------------------------------------
 
@@ -86,9 +86,9 @@ def test_a_long_output_name_gets_a_short_temporary_and_its_debris_is_still_recog
     assert write_text(tmp_path / name, "x").read_text() == "x"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    from gardener.fileio import _HOST, _stem
+    from gardener.fileio import _HOST, short_name
 
-    debris = tmp_path / f".{_stem(name)}.gardener-{_HOST}-{dead.pid}-abc.tmp"
+    debris = tmp_path / f".{short_name(name)}.gardener-{_HOST}-{dead.pid}-abc.tmp"
     debris.write_text("left by a killed run")
     assert clean_stale(tmp_path / name) == [debris] and not debris.exists()
 
@@ -129,6 +129,47 @@ def test_a_run_folder_is_locked_by_the_run_that_owns_it_and_freed_when_it_dies(t
     assert not lock_path(folder).exists()  # released: nothing left
 
 
+def test_a_link_to_a_run_folder_takes_the_folders_own_lock(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(GardenerError, match="another run is writing to it"):
+            with run_lock(tmp_path / "link"):
+                pass
+
+
+@pytest.mark.parametrize("env,rank", [({}, 0), ({"RANK": "3"}, 0), ({"RANK": "", "WORLD_SIZE": "4"}, 0),
+                                      ({"RANK": "3", "WORLD_SIZE": "4"}, 3)])
+def test_only_a_launch_of_several_processes_makes_a_process_another_ranks_helper(monkeypatch, env, rank):
+    from gardener.train.run import launch_rank
+
+    for key in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launch_rank() == rank
+
+
+def test_a_folder_that_is_not_a_gardener_run_is_never_started_again_in_its_place(tmp_path):
+    from gardener.train.state import check_out
+
+    foreign = tmp_path / "run"
+    (foreign / "best").mkdir(parents=True)
+    (foreign / "start.json").write_text('{"not": "gardener"}')
+    (foreign / "best" / "weights.pt").write_bytes(b"someone's")
+    with pytest.raises(GardenerError, match="already exists"):
+        check_out(foreign, resume=False, force=False)
+    assert (foreign / "best" / "weights.pt").read_bytes() == b"someone's"
+
+
+def test_a_file_output_never_replaces_a_folder_even_with_force(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "paper.tex").write_text("the user's")
+    with pytest.raises(GardenerError, match="is a folder; give a file name"):
+        write_text(tmp_path / "results", "{}", force=True)
+    assert (tmp_path / "results" / "paper.tex").read_text() == "the user's"
+
+
 # --- one error path for what the system refuses ------------------------------------------------------------
 
 def test_a_full_disk_is_one_line_naming_the_path_and_leaves_no_temporary(tmp_path):
@@ -151,8 +192,24 @@ def test_other_os_errors_are_said_in_one_line_with_their_path():
     assert describe(OSError(errno.ENAMETOOLONG, "File name too long", "/x/" + "y" * 300)).endswith(
         "a name or path too long for the file system (303 bytes)")
     assert describe(OSError(errno.EACCES, "Permission denied", "/etc/shadow")) == "/etc/shadow: Permission denied"
-    assert "no space left on the device" in describe(OSError(errno.ENOSPC, "No space left on device", "/tmp/x"))
-    assert isinstance(DiskFull("x"), GardenerError)  # a full disk is never a traceback
+    assert describe(OSError(errno.ENOSPC, "No space left on device", "/tmp/x")).startswith(
+        "/tmp/x: no space left on the device (")
+
+
+def test_a_library_error_while_the_disk_is_full_is_a_full_disk(tmp_path):
+    """PyTorch and safetensors say a failed write in their own words: what `writing` turns into DiskFull."""
+    done = on_small_disk(tmp_path, """
+        import torch
+        from gardener.oserrors import DiskFull, writing
+        try:
+            with writing(DISK / "big.pt"):
+                torch.save(torch.zeros(100_000), DISK / "big.pt")
+            said = None
+        except DiskFull as exc:
+            said = str(exc)
+        print(json.dumps({"said": said}))
+    """, kib=64)
+    assert done["said"].startswith(f"{tmp_path / 'disk' / 'big.pt'}: no space left on the device (")
 
 
 # --- the safetensors header validator, against the safetensors library ----------------------------------
@@ -192,14 +249,19 @@ def test_a_header_the_safetensors_library_refuses_is_refused_with_what_is_wrong(
         open_checkpoint(path)
 
 
-def test_a_header_the_library_reads_is_read_alike(tmp_path):
+@pytest.mark.parametrize("header", [
+    '{"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}',
+    '{"__metadata__":null,"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}',
+    '{"__metadata__":{"k":"1","k":"2"},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}',
+    '{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}',
+])
+def test_a_header_the_library_reads_is_read_alike(tmp_path, header):
     from safetensors.numpy import load_file
 
     from gardener.checkpoint import open_checkpoint
 
     path = tmp_path / "x.safetensors"
-    _write(path, '{"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},'
-                 '"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}', DATA)
+    _write(path, header, DATA)
     ckpt = open_checkpoint(path)
     assert {n: ckpt.read(n).tolist() for n in ckpt.names()} == {n: v.tolist() for n, v in load_file(path).items()}
 

@@ -27,7 +27,7 @@ EXPERIMENT = dict(data=DATA, recipe=EXPERIMENT_RECIPE, clips=CLIPS, jobs=JOBS, l
 
 
 def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs, launch, seed: int,
-             ratios: str | None = None, heal_steps: int | None = None):
+             ratios: str | None = None, heal_steps: int | None = None, calib=None):
     """The experiment and the shard of its jobs to run here (ratios, heal steps and the launcher are
     checked before the run folder is made)."""
     from ..experiments.launch import check_slurm
@@ -46,8 +46,9 @@ def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, 
     if launch.launcher == "slurm":
         check_slurm(launch)
     queue = QueueOptions(retries=jobs.retries, stale_after=jobs.stale_after).check()
+    calib_data = [("the calibration data", calib.calib_data)] if calib is not None and calib.calib_data else []
     return prepare(checkpoint, run_dir, data, recipe, asdict(clips), seed, jobs.keep_models, jobs.oracle_seeds,
-                   ratios, heal_steps, queue, launch.launcher, launch.local_workers), shard
+                   ratios, heal_steps, queue, launch.launcher, launch.local_workers, calib_data), shard
 
 
 def _finish(result: dict, exp, launch, table, wrote: str) -> None:
@@ -112,7 +113,7 @@ def sweep(
     registry.check_aggregate(aggregate)  # before the run folder is made
     if set(names) & set(registry.names("calibration")):
         check_data(calib)
-    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, ratios)
+    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, ratios, calib=calib)
     bar, on_job, on_step = experiment_progress()
     with bar:
         result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step,

@@ -78,16 +78,11 @@ def pretrain_command(
 ) -> None:
     """Masked VideoMAE pretraining (Step 1 of the paper); exports OUT/encoder for score/prune/finetune."""
     from ..report.console import pretrain_messages
-    from ..settings import read_json_object
     from ..train.pretrain import pretrain
 
-    from ..fileio import check_output
-
-    check_output(out_dir, [("the --config file", config)], force=True)  # the run checks its data itself
     bar, tick = training_progress("pretraining")
     with bar:
-        overrides = read_json_object(config, "--config") if config is not None else None
-        info = pretrain(data, out_dir, preset=preset, config_overrides=overrides, recipe=recipe,
+        info = pretrain(data, out_dir, preset=preset, config_overrides=config, recipe=recipe,
                         sampling_rate=clips.sampling_rate, min_crop_scale=clips.min_crop_scale, seed=seed,
                         resume=resume, force=force, progress=tick, arguments=ctx.params,
                         report_to=report_to)

@@ -263,7 +263,6 @@ def write_synthetic(out: str | Path, *, classes: str | tuple[str, ...] = ACTIONS
     """`make-data`: check the request, then write the dataset and its manifest atomically into `out`."""
     from ..fileio import atomic_dir, write_text
     from ..manifest import manifest
-    from ..oserrors import writing
     from ..settings import check_number
 
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if isinstance(classes, str) else classes
@@ -272,7 +271,7 @@ def write_synthetic(out: str | Path, *, classes: str | tuple[str, ...] = ACTIONS
     check_number("--seed", seed, 0)
     if domain not in DOMAINS:
         raise GardenerError(f"--domain {domain!r}: expected one of {', '.join(DOMAINS)}")
-    with writing(out), atomic_dir(out, force) as tmp:
+    with atomic_dir(out, force) as tmp:
         info = make_dataset(tmp, classes=names, per_class=per_class, frames=frames, size=size, seed=seed,
                             test_per_class=test_per_class, domain=domain, ucf101_like=ucf101_like)
         record = manifest("make-data", [], {k: str(v) if isinstance(v, Path) else v

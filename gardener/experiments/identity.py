@@ -48,3 +48,11 @@ class Job:
         if s.keep_head:  # only then, so that the ids of every other job stay what they were
             key["head"] = "kept"
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def decisive(settings: dict) -> dict:
+    """The recorded settings (a plan's) that enter every job's id, as `Job.id` uses them: the checkpoint's
+    hash (not its path), data, recipe, clips, seed, and whether the head is kept (unset: not)."""
+    return {"source_hash": settings.get("source_hash"), "data": settings.get("data"),
+            "recipe": settings.get("recipe"), "clip": settings.get("clip"), "seed": settings.get("seed"),
+            "keep_head": bool(settings.get("keep_head"))}

@@ -79,9 +79,15 @@ def work(run_dir: Path, options: QueueOptions, say: Callable | None = None, prog
     from .protocol import missing_jobs, queued_tasks, rebuild_tables
 
     run = open_existing(run_dir)
-    counts = drain(run.path, queued_tasks(run, progress=job_progress), options.check(), progress, say)
+    unreadable: dict[str, str] = {}
+    counts = drain(run.path, queued_tasks(run, progress=job_progress, unreadable=unreadable), options.check(),
+                   progress, say)
     if counts["run"] and missing_jobs(run) == 0:
         rebuild_tables(run)
+    if unreadable:  # the other jobs ran; these could not be read, and say so
+        first = next(iter(unreadable.values()))
+        raise GardenerError(first if len(unreadable) == 1 else f"{len(unreadable)} queued jobs cannot be read, "
+                                                                 f"e.g. {first}")
     return counts
 
 

@@ -35,6 +35,7 @@ from ..stats import pack_correct
 from ..train import DataOptions, Recipe, finetune
 from .queue import QueueOptions, Task, failed_for_good, forget_failures, write_spec
 from .results import HEALING, ORACLE, finish_tables, known_oracle, write_json
+from .identity import decisive
 from .runs import (Job, RunDir, Settings, open_run, process_rank, read_plan, run_jobs, source_hash, unique,
                    wait_for)
 
@@ -68,8 +69,9 @@ class Experiment:
 def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: Recipe, clip: dict,
             seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1, ratios: str | None = None,
             heal_steps: int | None = None, queue: QueueOptions = QueueOptions(), launcher: str = "none",
-            local_workers: int = 1) -> Experiment:
-    """Open the checkpoint and its run folder (which must belong to the same checkpoint).
+            local_workers: int = 1, inputs: list[tuple[str, Path | None]] | None = None) -> Experiment:
+    """Open the checkpoint and its run folder (which must belong to the same checkpoint, and must not be,
+    hold or lie inside the checkpoint, the data or any of the other `inputs`).
 
     Everything that can be checked (a sweep's `ratios`, a healing oracle's `heal_steps` too) is checked
     before the folder is made."""
@@ -81,7 +83,7 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     source = Path(source)
     ckpt = open_checkpoint(source)
     check_output(run_dir, [("the checkpoint", source), *(("a file of the checkpoint", f) for f in ckpt.files),
-                           *data.inputs()], force=True, flag="-o/--run")
+                           *data.inputs(), *(inputs or [])], force=True, flag="-o/--run")
     _check_source(source, ckpt.format, ckpt.config or {}, heal_steps)
     stack = select_stack(ckpt)
     if ratios is not None:
@@ -126,15 +128,17 @@ def queue_jobs(exp: Experiment, jobs: list[Job]) -> None:
                                            "order": order, "experiment": spec})
 
 
-def queued_tasks(run: RunDir, callbacks=None, progress=None) -> Callable[[], list[Task]]:
-    """Every job queued in the run folder as a worker's task (experiments rebuilt once per settings)."""
+def queued_tasks(run: RunDir, callbacks=None, progress=None,
+                 unreadable: dict[str, str] | None = None) -> Callable[[], list[Task]]:
+    """Every job queued in the run folder as a worker's task (experiments rebuilt once per settings); with
+    `unreadable`, a job.json that cannot be read is named there and the other jobs run."""
     from .queue import read_specs
 
     built: dict[str, Callable] = {}
 
     def tasks() -> list[Task]:
         out = []
-        for spec in read_specs(run.jobs):
+        for spec in read_specs(run.jobs, unreadable):
             key = json.dumps(spec["experiment"], sort_keys=True)
             if key not in built:
                 built[key] = job_runner(experiment_from_spec(spec["experiment"], run), callbacks, progress)
@@ -270,7 +274,7 @@ def plan_changes(path: Path, plan: dict) -> str | None:
         return None
     if not isinstance(old, dict) or not isinstance(old.get("settings"), dict):
         return None
-    return changes_said({"settings": old["settings"]}, {"settings": plan.get("settings")})
+    return changes_said({"settings": decisive(old["settings"])}, {"settings": decisive(plan["settings"])})
 
 
 def healing(exp: Experiment, heal_steps: int) -> Experiment:

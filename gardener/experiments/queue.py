@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import GardenerError
 from ..fileio import write_text
 from ..settings import check_number
-from ..oserrors import DiskFull, writing
+from ..oserrors import FULL, DiskFull, disk_full, writing
 from .claims import Claim, Heartbeat, LostClaim, ensure_held, heartbeat_interval, holds, read_claim, release, try_claim
 from .validation import RESULT, InvalidResult, read_result, run_hash
 
@@ -87,17 +87,22 @@ def spec_problem(path: Path) -> str | None:
     return None
 
 
-def read_specs(jobs: Path) -> list[dict]:
-    """Every queued job's spec, in queue order (when it was queued, then its place in its plan); a job.json
-    that cannot be read is an error naming it, not a job silently left out."""
+def read_specs(jobs: Path, unreadable: dict[str, str] | None = None) -> list[dict]:
+    """Every queued job's spec, in queue order (when it was queued, then its place in its plan). A job.json
+    that cannot be read is never left out silently: it is an error naming it, or, given `unreadable`, it is
+    named there (by job id) and the others are read."""
     specs = []
     for path in sorted(jobs.glob(f"*/{SPEC}")):
         why = spec_problem(path)
         if why == "it is missing":  # its folder removed meanwhile
             continue
         if why:
-            raise GardenerError(f"{path}: {why}; run the command that queued it again (it writes it anew), or "
-                                f"delete {path.parent} to drop the job")
+            message = (f"{path}: {why}; run the command that queued it again (it writes it anew), or delete "
+                       f"{path.parent} to drop the job")
+            if unreadable is None:
+                raise GardenerError(message)
+            unreadable[path.parent.name] = message
+            continue
         specs.append(json.loads(path.read_text()))
     return sorted(specs, key=lambda s: (s["queued"], s.get("order", 0), s["id"]))
 
@@ -163,7 +168,7 @@ def set_aside_invalid(folder: Path) -> None:
     try:
         read_result(folder, run_hash(folder.parent))
     except InvalidResult as exc:
-        aside = folder / f"result-invalid-{time.time():.0f}.json"
+        aside = folder / f"result-invalid-{time.time_ns()}.json"
         (folder / RESULT).rename(aside)
         log.warning("%s; kept as %s, and the job runs again", exc, aside.name)
 
@@ -237,12 +242,12 @@ def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions
     if has_result(claim.folder):  # finished by another worker between our look and our claim
         release(claim)
         return "cached"
-    set_aside_invalid(claim.folder)
     if say and claim.took_over:
         held = claim.took_over
         say(f"job {task.id}: took over the stale claim of {held['host']} pid {held['pid']} "
             f"(no heartbeat for {held['age']:.0f} s)")
     try:
+        set_aside_invalid(claim.folder)
         with Heartbeat(claim, heartbeat_interval(options.stale_after)):
             result = task.run(claim.folder, (lambda: ensure_held(claim)) if guard else None)
         ensure_held(claim)
@@ -256,12 +261,15 @@ def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions
         if STOPPING.is_set():  # the scheduler stops this process (no requeue left): not the job's failure
             release(claim)
             raise
+        if isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in FULL):
+            release(claim)  # not the job's failure (nothing recorded): this worker stops, the job waits for space
+            raise exc if isinstance(exc, DiskFull) else disk_full(exc.filename or claim.folder) from None
         try:
             record_failure(claim, exc)
-        except OSError:  # a full disk takes no record either; the claim is given back all the same
-            log.warning("job %s: its failure could not be recorded", task.id)
-        if isinstance(exc, DiskFull) or (options.raise_errors and isinstance(exc, GardenerError)):
-            release(claim)  # a full disk fails every job that follows: this worker stops
+        except OSError:  # the record cannot be written: the claim is given back all the same
+            log.warning("job %s: its failure could not be recorded in %s", task.id, claim.folder / FAILURE)
+        if options.raise_errors and isinstance(exc, GardenerError):
+            release(claim)
             raise
         if say:
             say(f"job {task.id} failed (attempt {len(failures(claim.folder))} of {options.retries + 1}): "

@@ -23,7 +23,7 @@ from ..fileio import check_writable, write_text
 from ..settings import read_json
 from ..manifest import source_hash, versions  # noqa: F401  (source_hash: runs.source_hash for callers)
 from .identity import Job, Settings  # noqa: F401  (Settings: runs.Settings for callers)
-from .queue import QueueOptions, drain, lockstep
+from .queue import QueueOptions, drain, lockstep, set_aside_invalid
 from .validation import InvalidResult, read_result
 
 
@@ -162,6 +162,7 @@ def collect(run: RunDir, others: list[Path], warn: Callable[[str], None] | None 
                     warn(f"not merged: {exc}")
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
+            set_aside_invalid(target.parent)  # an invalid result of its own is kept, not overwritten
             shutil.copy2(result, target)
             copied += 1
         for plan in Path(other).glob("*.plan.json"):

@@ -12,7 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .claims import read_claim
+from .claims import heartbeat_interval, read_claim
 from .queue import failures, given_up, read_specs
 from .runs import RunDir, read_plan
 from .validation import InvalidResult, read_result, run_hash
@@ -33,7 +33,10 @@ def job_state(folder: Path, retries: int, stale_after: float) -> dict:
         invalid = str(exc)
     claim = read_claim(folder)
     if claim is not None:
-        dead = claim["host"] == socket.gethostname() and isinstance(claim["pid"], int) and not _alive(claim["pid"])
+        # its worker is gone: a pid of this host that no longer runs, whose heartbeat stopped too (a pid
+        # alone could be of another pid namespace, a container that shares the host's name)
+        dead = (claim["host"] == socket.gethostname() and isinstance(claim["pid"], int) and not _alive(claim["pid"])
+                and claim["age"] > 2 * heartbeat_interval(stale_after))
         return {"state": "stale" if dead or claim["age"] > stale_after else "running", "host": claim["host"],
                 "pid": claim["pid"], "slurm_job": claim.get("slurm_job"), "heartbeat_age": round(claim["age"], 1),
                 "running_for": round(time.time() - claim["started"], 1), "attempts": len(attempts),
@@ -86,15 +89,17 @@ def plan_groups(run: RunDir) -> list[dict]:
 
 
 def run_status(run: RunDir, retries: int = 1, stale_after: float = 300.0) -> dict:
-    """The whole folder's status: every job's state, counts, the plans' groups and the time left."""
-    ids = [s["id"] for s in read_specs(run.jobs)]
+    """The whole folder's status: every job's state, counts, the plans' groups, the time left, and the
+    queued jobs whose job.json cannot be read (`unreadable`, by id: no worker can run them)."""
+    unreadable: dict[str, str] = {}
+    ids = [s["id"] for s in read_specs(run.jobs, unreadable)]
     groups = plan_groups(run)
     ids = list(dict.fromkeys(ids + [i for g in groups for i in g["jobs"]]))
     jobs = {i: job_state(run.jobs / i, retries, stale_after) for i in ids}
     counts = {s: sum(1 for j in jobs.values() if j["state"] == s) for s in STATES}
     for group in groups:
         group["counts"] = {s: sum(1 for i in group["jobs"] if jobs[i]["state"] == s) for s in STATES}
-    return {"run": str(run.path), "jobs": jobs, "counts": counts, "groups": groups,
+    return {"run": str(run.path), "jobs": jobs, "counts": counts, "groups": groups, "unreadable": unreadable,
             **estimate(jobs), "retries": retries, "stale_after": stale_after}
 
 

@@ -171,11 +171,35 @@ def split_fused(name: str, matrix):
     return [matrix]
 
 
-def depth_disagreement(config: dict | None, kind: StackKind, stack: str, depth: int) -> str | None:
-    """What is wrong when config.json gives this stack another depth than its weights hold; None when
-    they agree (or the config does not count this stack at its top level)."""
+@dataclass(frozen=True)
+class DepthMismatch:
+    """config.json counts a stack's blocks otherwise than its weights do."""
+
+    field: str
+    said: int
+    held: int
+    stack: str
+
+    @property
+    def missing(self) -> bool:
+        """The config builds more blocks than the weights hold: transformers would initialise them at random."""
+        return self.said > self.held
+
+    def __str__(self) -> str:
+        then = (f"transformers would build {self.said} blocks and initialise the missing ones at random"
+                if self.missing else f"transformers builds {self.said} blocks and ignores the other "
+                                     f"{self.held - self.said}")
+        return f"config.json says {self.field} = {self.said}, but the weights hold {self.held} blocks of {self.stack} " \
+               f"({then})"
+
+
+def depth_disagreement(config: dict | None, kind: StackKind, stack: str, depth: int) -> DepthMismatch | None:
+    """How config.json disagrees with the weights on this stack's depth; None when it agrees, or when its
+    top-level depth field does not count this stack (a stack nested in a decoder, for an encoder's field)."""
     field_name, stage = kind.depth_field, kind.stage(stack)
     if not config or field_name is None or field_name not in config:
+        return None
+    if kind.role != "decoder" and "decoder" in stack.split(".")[:-1]:  # e.g. Mask2Former's pixel decoder
         return None
     value = config[field_name]
     if stage is not None:
@@ -184,8 +208,7 @@ def depth_disagreement(config: dict | None, kind: StackKind, stack: str, depth: 
     else:
         said = value
     if isinstance(said, int) and not isinstance(said, bool) and said != depth:
-        return (f"config.json says {field_name} = {said}, but the weights hold {depth} blocks of {stack} "
-                f"(transformers would build {said} blocks and initialise the missing ones at random)")
+        return DepthMismatch(field_name, said, depth, stack)
     return None
 
 

@@ -122,6 +122,7 @@ def status_lines(state: dict) -> list[str]:
             lines.append(f"  failed {job_id} after {job['attempts']} attempt(s) on {job['host']}: {job['reason']}")
         elif job.get("invalid_result"):
             lines.append(f"  invalid result, runs again: {job['invalid_result']}")
+    lines += [f"  cannot be run: {message}" for message in state.get("unreadable", {}).values()]
     if state["eta_seconds"] is None:
         lines.append("time left: unknown until a job is done")
     elif c["running"]:

@@ -17,7 +17,6 @@ from typing import ClassVar
 from ..data import ClipSpec, EvalClips, TrainClips, VideoSplit, probe_all, read_split
 from ..errors import GardenerError
 from ..fileio import atomic_dir
-from ..oserrors import writing
 from ..settings import check_number
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .loop import Run, make_accelerator
@@ -237,6 +236,8 @@ class FinetuneJob(Job):
         run.logbook.write({"step": step, "eval": {k: result[k] for k in EVAL_LOGGED}})
         if best is None or result["top1"] > best["top1"]:
             best = {"step": step, "top1": result["top1"]}
+            if run.guard is not None:
+                run.guard()
             _save_model(run.accelerator, run.model, run.out / "best", self.model_dir, force=True)
         return best
 
@@ -330,7 +331,7 @@ def _save_model(accelerator, model, path: Path, model_dir: Path, force: bool) ->
     """save_pretrained (stock-loadable) plus the preprocessor config, written atomically."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with writing(path), atomic_dir(path, force=force) as tmp:
+        with atomic_dir(path, force=force) as tmp:
             accelerator.unwrap_model(model).save_pretrained(tmp)
             processor = Path(model_dir) / "preprocessor_config.json"
             if processor.is_file():

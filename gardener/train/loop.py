@@ -121,7 +121,8 @@ class Run:
     resumes: list[dict] = field(default_factory=list)
     callbacks: list[Callable[[int, float], None]] = field(default_factory=list)
     progress: Callable | None = None
-    guard: Callable[[], None] | None = None  # raises when the run must stop writing (its job's claim was lost)
+    guard: Callable[[], None] | None = None  # raises when the run must stop writing (its job's claim was lost):
+    # called by the log before each record and by a checkpoint before it is put in place
 
     @property
     def main(self) -> bool:
@@ -160,16 +161,12 @@ def run_steps(run: Run, step: int, best: dict | None, loss_fn: LossFn,
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         step += 1
-        if run.guard is not None:  # before this step writes anything to the run folder
-            run.guard()
         loss = _record(run, step, losses, extras, clips / (time.perf_counter() - timer))
         if after_step is not None:
             best = after_step(step, best)
             run.model.train()
         if step % run.recipe.save_every == 0 or step == run.schedule.total:
-            if run.guard is not None:
-                run.guard()
-            save_checkpoint(run.accelerator, run.out, step, best, run.recipe.keep_last)
+            save_checkpoint(run.accelerator, run.out, step, best, run.recipe.keep_last, run.guard)
         for callback in run.callbacks:
             callback(step, loss)
     return best

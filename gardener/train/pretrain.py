@@ -137,6 +137,7 @@ class PretrainJob(Job):
     sampling_rate: int
     min_crop_scale: float
     arguments: dict | None = None
+    config_file: Path | None = None  # where the overrides came from (an input the run folder must not touch)
 
     def load(self) -> TrainClips:
         import torch
@@ -149,7 +150,7 @@ class PretrainJob(Job):
         return TrainClips(self.train, infos, self.spec, self.seed)
 
     def inputs(self) -> list[tuple[str, Path | None]]:
-        return self.data.inputs()
+        return [*self.data.inputs(), ("the --config file", self.config_file)]
 
     def identity(self) -> dict:
         return {"data": {"train": split_digest(self.train)}, "preset": self.preset,
@@ -186,25 +187,30 @@ class PretrainJob(Job):
         return conclude(run, info, partial(self._save, run))
 
     def _save(self, run: Run) -> None:
-        from ..oserrors import writing
-
         unwrapped = run.accelerator.unwrap_model(run.model)
-        with writing(run.out / "encoder"), atomic_dir(run.out / "encoder", force=True) as tmp:
+        with atomic_dir(run.out / "encoder", force=True) as tmp:
             unwrapped.videomae.save_pretrained(tmp)
             write_text(tmp / "preprocessor_config.json", json.dumps(_processor(self.config), indent=2) + "\n")
-        with writing(run.out / "model"), atomic_dir(run.out / "model", force=True) as tmp:
+        with atomic_dir(run.out / "model", force=True) as tmp:
             unwrapped.save_pretrained(tmp)
 
 
-def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny", config_overrides: dict | None = None,
+def pretrain(data: DataOptions, out: str | Path, *, preset: str = "tiny",
+             config_overrides: dict | str | Path | None = None,
              recipe: PretrainRecipe | None = None, sampling_rate: int = 4, min_crop_scale: float = 0.5,
              seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
              arguments: dict | None = None, report_to: str = "none") -> dict:
-    """Pretrain a VideoMAE on the train split of `data`; writes OUT/encoder (VideoMAEModel). `report_to`
-    ("tensorboard", "wandb") also logs the run's steps to that tracker."""
+    """Pretrain a VideoMAE on the train split of `data`; writes OUT/encoder (VideoMAEModel). `config_overrides`
+    are VideoMAEConfig fields over the preset, or a JSON file of them. `report_to` ("tensorboard", "wandb")
+    also logs the run's steps to that tracker."""
+    from ..settings import read_json_object
+
+    config_file = Path(config_overrides) if isinstance(config_overrides, (str, Path)) else None
+    if config_file is not None:
+        config_overrides = read_json_object(config_file, "--config")
     job = PretrainJob(data, recipe or PretrainRecipe(), seed, preset, config_overrides, sampling_rate, min_crop_scale,
-                      arguments)
+                      arguments, config_file)
     return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress,
                                                 report_to=report_to))
 

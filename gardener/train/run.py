@@ -102,7 +102,7 @@ def train_run(job: Job, out: Path, options: RunOptions) -> dict:
     check_number("--seed", job.seed, 0)
     check_number("--workers", options.workers, 0)
     check_output(out, job.inputs(), force=True)
-    locked = options.lock and int(os.environ.get("RANK", "0")) == 0  # rank 0 holds it for every rank
+    locked = options.lock and launch_rank() == 0  # rank 0 holds it for every rank
     with run_lock(out, f"gardener {job.kind} run") if locked else contextlib.nullcontext():
         done = finished(out, job.kind, {"recipe": job.recipe.to_dict(), "seed": job.seed}) if options.resume else None
         if done is not None:
@@ -145,11 +145,21 @@ def _start(job: Job, clips: TrainClips, out: Path, start: int | None, options: R
     mirror = partial(track, accelerator) if options.report_to != "none" else None
     sampler.start_batch = step * recipe.grad_accum
     batches = iter(make_loader(clips, sampler, options.workers, job.seed, collate))
-    logbook = Log(out / "log.jsonl", main, start, mirror)
+    logbook = Log(out / "log.jsonl", main, start, mirror, options.guard)
     run = Run(accelerator, model, optimizer, batches, schedule, recipe, out, logbook,
               autocast_dtype(accelerator, recipe.bf16), resumes, list(options.callbacks), options.progress,
               options.guard)
     return run, step, best
+
+
+def launch_rank() -> int:
+    """This process's rank under torchrun / accelerate launch: 0 when run alone (a stray RANK without a
+    WORLD_SIZE above 1, or one that is not a number, does not make a process another's helper)."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+    return rank if world > 1 else 0
 
 
 def run_manifest(kind: str, inputs: list, arguments: dict | None) -> dict:

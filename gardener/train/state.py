@@ -32,16 +32,25 @@ def checkpoints(out: Path) -> list[tuple[int, Path]]:
 
 
 def never_started(out: Path) -> bool:
-    """A run folder that gardener began (start.json) but that has no checkpoint and did not finish."""
-    return (out.is_dir() and (out / START).is_file() and not (out / "gardener.json").exists()
-            and not checkpoints(out) and all(p.name in EARLY_FILES for p in out.iterdir()))
+    """A run folder that a gardener run began (its start.json says what the run is) but that has no
+    checkpoint, did not finish, and holds nothing but what a run writes before its first checkpoint."""
+    if not (out.is_dir() and (out / START).is_file()) or (out / "gardener.json").exists() or checkpoints(out):
+        return False
+    if not all(p.name in EARLY_FILES for p in out.iterdir()):
+        return False
+    try:
+        read_start(out / START)
+    except GardenerError:
+        return False
+    return True
 
 
 def check_out(out: Path, resume: bool, force: bool) -> int | None:
     """The step to resume from (None for a fresh run); refuses to clobber a previous run, and to resume
     from a checkpoint that is not whole. A run that never reached its first checkpoint starts again."""
     if never_started(out):
-        log.warning("%s: the run started there never reached a checkpoint; starting it again", out)
+        log.warning("%s: the run begun there never reached a checkpoint; starting it again (replacing %s)", out,
+                    ", ".join(sorted(p.name for p in out.iterdir())))
         return None
     if resume:
         found = checkpoints(out)
@@ -277,14 +286,16 @@ class Log:
     Each record written is also passed to `mirror` (the run's experiment trackers), if any."""
 
     def __init__(self, path: Path, main: bool, resume_step: int | None,
-                 mirror: Callable[[dict], None] | None = None):
-        self.path, self.main, self.mirror = path, main, mirror
+                 mirror: Callable[[dict], None] | None = None, guard: Callable[[], None] | None = None):
+        self.path, self.main, self.mirror, self.guard = path, main, mirror, guard
         if main and resume_step is not None and path.exists():
             kept = [line for line in path.read_text(errors="replace").splitlines()
                     if (record := _record_of(line)) is not None and record["step"] <= resume_step]
             path.write_text("".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict) -> None:
+        if self.guard is not None:  # a run that must stop writing (its job's claim is lost) stops here
+            self.guard()
         if self.main:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -308,10 +319,12 @@ def _record_of(line: str) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
 
 
-def save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_last: int) -> None:
+def save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_last: int,
+                    guard: Callable[[], None] | None = None) -> None:
     """Accelerate's state (model, optimizer, RNG) and the step, in a folder renamed into place. state.json,
     written last, lists every file with its size, so that a resume can tell a whole checkpoint from a
-    damaged one. A save that fails (a full disk) leaves no temporary behind."""
+    damaged one. A save that fails (a full disk) leaves no temporary behind; `guard()`, called before the
+    checkpoint replaces or removes anything, stops a run that must no longer write (by raising)."""
     from ..oserrors import writing
 
     folder = out / "checkpoints"
@@ -328,6 +341,8 @@ def save_checkpoint(accelerator, out: Path, step: int, best: dict | None, keep_l
             if accelerator.is_main_process:
                 files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
                 (tmp / "state.json").write_text(json.dumps({"step": step, "best": best, "files": files}) + "\n")
+        if guard is not None:
+            guard()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
