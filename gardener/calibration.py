@@ -30,6 +30,10 @@ class CalibOptions:
     span: int = 1  # blocks per span for angular_distance (Gromov et al. remove n contiguous blocks)
     calib_batch: int = 8
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        """The paths an output must not touch."""
+        return [("the calibration data", self.calib_data)] if self.calib_data else []
+
 
 def load_model(path: str | Path):
     """The checkpoint's `transformers` model (its own architecture, float32, eval mode) on the best device."""

@@ -8,6 +8,7 @@ says which.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -81,6 +82,11 @@ class Checkpoint:
     @property
     def num_params(self) -> int:
         return sum(i.numel for i in self._infos.values())
+
+    def as_inputs(self, given: str | Path | None = None) -> list[tuple[str, Path]]:
+        """The checkpoint as inputs an output must not touch (`fileio.check_output`): each file it reads
+        (links resolved there), then the path it was given as."""
+        return [("a file of the checkpoint", f) for f in self.files] + [("the checkpoint", Path(given or self.path))]
 
     @property
     def torch_file(self) -> _TorchFile | None:
@@ -272,21 +278,22 @@ def _unsafe_globals(path: Path) -> list[str]:
 
     found: list[str] = []
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
+        with contextlib.ExitStack() as stack:
+            if zipfile.is_zipfile(path):
+                archive = stack.enter_context(zipfile.ZipFile(path))
                 name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-                stream = io.BytesIO(archive.read(name))
-        else:
-            stream = io.BytesIO(path.read_bytes())
-        while stream.tell() < len(stream.getbuffer()):  # a legacy file is several pickles in a row
-            strings: list[str] = []
-            for op, arg, _ in pickletools.genops(stream):
-                if op.name in ("GLOBAL", "INST"):
-                    found.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                if isinstance(arg, str):
-                    strings.append(arg)
+                stream, end = io.BytesIO(archive.read(name)), archive.getinfo(name).file_size
+            else:  # read as it is parsed: a legacy file may be large
+                stream, end = stack.enter_context(open(path, "rb")), path.stat().st_size
+            while stream.tell() < end:  # a legacy file is several pickles in a row
+                strings: list[str] = []
+                for op, arg, _ in pickletools.genops(stream):
+                    if op.name in ("GLOBAL", "INST"):
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    if isinstance(arg, str):
+                        strings.append(arg)
     except Exception:  # noqa: BLE001 - a file too broken to parse: torch's own words are used instead
         pass
     return list(dict.fromkeys(g for g in found if not _SAFE_GLOBALS.match(g)))

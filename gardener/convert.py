@@ -221,8 +221,7 @@ def convert_videomae(path: str | Path, out: str | Path, *, config: Path | None =
 
     hf_logging.disable_progress_bar()
     ckpt = open_checkpoint(path)
-    check_output(Path(out), [("the checkpoint", path), *(("a file of the checkpoint", f) for f in ckpt.files),
-                             ("the --config file", config)], force)
+    check_output(Path(out), [*ckpt.as_inputs(path), ("the --config file", config)], force)
     if ckpt.format == "hf-dir":
         raise GardenerError(f"{path}: already a transformers directory; convert reads original .pth/.safetensors")
     hf_config, kind = infer_config(ckpt, _read_overrides(config), num_labels)

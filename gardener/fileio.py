@@ -160,12 +160,13 @@ def short_name(name: str) -> str:
     return f"{name[:60]}~{hashlib.sha256(os.fsencode(name)).hexdigest()[:12]}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process of this host runs (one of someone else's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
+    except (PermissionError, OverflowError, ValueError):  # someone else's process, or no pid we can ask about
         return True
     return True
 
@@ -178,7 +179,7 @@ def clean_stale(path: Path) -> list[Path]:
         return removed
     for item in path.parent.iterdir():
         match = pattern.match(item.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not alive(int(match.group(1))):
             shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
             removed.append(item)
     return removed
@@ -274,12 +275,13 @@ def atomic_file(path: str | os.PathLike, force: bool = False, needed: int | None
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path`; it becomes `path` only on success."""
+def atomic_dir(path: str | os.PathLike, force: bool = False, needed: int | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; it becomes `path` only on success (`needed`: the
+    bytes it takes, said if the disk fills up)."""
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(prefix=_prepare(path, force, folder=True), suffix=".tmp", dir=path.parent))
     try:
-        with writing(path):
+        with writing(path, needed):
             yield tmp
         public_mode(tmp, folder=True)
         _put_in_place(tmp, path, force)

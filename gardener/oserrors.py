@@ -48,11 +48,11 @@ def free_bytes(path: str | os.PathLike) -> int | None:
         return None
 
 
-def disk_full(path: str | os.PathLike, needed: int | None = None, cause: str = "") -> DiskFull:
+def disk_full(path: str | os.PathLike, needed: int | None = None) -> DiskFull:
     """The one-line error of a write to `path` that found no space."""
     free = free_bytes(path)
     need = f"it needs about {size(needed)}, " if needed else ""
-    return DiskFull(f"{path}: no space left on the device ({need}{size(free)} free){cause}; free some space or "
+    return DiskFull(f"{path}: no space left on the device ({need}{size(free)} free); free some space or "
                     f"write elsewhere")
 
 

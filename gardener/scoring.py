@@ -16,6 +16,7 @@ from .calibration import CalibOptions
 from .checkpoint import Checkpoint, open_checkpoint
 from .criteria import BlockSummary, Context
 from .errors import GardenerError
+from .settings import check_number
 from .values import VIEWS, BlockValues, in_view
 
 PLOT_BINS = 128
@@ -192,10 +193,8 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         aggregate: how spectral criteria combine a block's matrices: mean, min, max or weighted.
         calib: calibration data and settings, needed by block_influence, angular_distance, skip_loss.
     """
-    if seed < 0:
-        raise GardenerError(f"--seed {seed}: expected 0 or more")
-    if workers is not None and workers < 1:
-        raise GardenerError(f"--workers {workers}: expected 1 or more")
+    check_number("--seed", seed, 0)
+    check_number("--workers", workers, 1)
     crits = _criteria(criteria, primary, dtype, bins, aggregate)
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
     chosen = select_stack(ckpt, stack, block_pattern)

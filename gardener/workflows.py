@@ -18,7 +18,7 @@ from .export import DEFAULT_SHARD_BYTES, copy_side_files, parse_size, renamed_te
 from .fileio import atomic_dir, atomic_file, check_output, write_text
 from .manifest import manifest, prehash
 from .families import depth_disagreement, shorten_config
-from .oserrors import check_space, writing
+from .oserrors import check_space
 from .pruning import count_for_ratio, parse_blocks, plan, renamer
 from .scoring import ScoreResult, score
 
@@ -29,11 +29,6 @@ def csv_sidecar(path: Path) -> Path:
 
 
 OUTPUT_FLAGS = {"json": "--json", "csv": "--csv", "plot": "--plot"}
-
-
-def checkpoint_inputs(ckpt, path: str | Path | None = None) -> list[tuple[str, Path]]:
-    """A checkpoint as the inputs an output must not touch: the path given and each file it reads."""
-    return [("a file of the checkpoint", f) for f in ckpt.files] + [("the checkpoint", Path(path or ckpt.path))]
 
 
 def check_outputs(outputs: dict[str, Path | None], force: bool, inputs: list | None = None) -> None:
@@ -82,7 +77,7 @@ def score_checkpoint(path: str | Path, outputs: dict[str, Path | None], *, force
 
     ckpt = open_checkpoint(path)
     calib = score_args.get("calib")
-    check_outputs(outputs, force, checkpoint_inputs(ckpt, path) + calib_inputs(calib))
+    check_outputs(outputs, force, ckpt.as_inputs(path) + (calib.inputs() if calib else []))
     histograms = outputs.get("plot") is not None or outputs.get("json") is not None
     result = score(ckpt, histograms=histograms, **score_args)
     if precision:
@@ -137,10 +132,6 @@ def ranking_source_differs(ranked: ScoreResult, ckpt) -> str | None:
             f"numbers are used as they are")
 
 
-def calib_inputs(calib: CalibOptions | None) -> list[tuple[str, Path]]:
-    return [("the calibration data", calib.calib_data)] if calib is not None and calib.calib_data else []
-
-
 def _output(ckpt, out: Path, force: bool, inputs: list) -> Path | None:
     """Check where a prune writes; returns the manifest path when a single file is written, else None.
 
@@ -180,7 +171,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     ckpt = open_checkpoint(path)
     out = Path(out)
     chosen = select_stack(ckpt, stack, block_pattern)
-    inputs = checkpoint_inputs(ckpt, path) + calib_inputs(calib) + ([("the ranking", ranking)] if ranking else [])
+    inputs = ckpt.as_inputs(path) + (calib.inputs() if calib else []) + ([("the ranking", ranking)] if ranking else [])
     sidecar = _output(ckpt, out, force, inputs)
     shard_bytes = parse_size(max_shard_size)
     odd = depth_disagreement(ckpt.config, chosen.family, chosen.name, chosen.depth)
@@ -206,20 +197,19 @@ def prune_checkpoint(path: str | Path, out: str | Path, *, ratio: float | None =
     needed = sum(t[4] for t in tensors)
     check_space(out.parent if str(out.parent) else Path("."), needed, "the pruned checkpoint")
     head = manifest("prune", ckpt.files, _jsonable(arguments or {}))
-    with writing(out, needed):
-        if sidecar is not None:
-            with atomic_file(sidecar, force) as meta, atomic_file(out, force) as weights:  # weights land first
-                info = {**head, **info, **_write_single(ckpt, weights, tensors)}
-                meta.write_text(json.dumps(info, indent=2) + "\n")
-            return info
-        with atomic_dir(out, force) as tmp:
-            if ckpt.format == "hf-dir":
-                info.update(_write_hf(ckpt, tmp, chosen, decision, tensors, record, shard_bytes, spec))
-                info["warnings"] += [f"not copied: {item}" for item in info["skipped_files"]]
-            else:
-                info.update(_write_single(ckpt, tmp / ckpt.path.name, tensors))
-            info = {**head, **info}
-            write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")
+    if sidecar is not None:
+        with atomic_file(sidecar, force) as meta, atomic_file(out, force, needed) as weights:  # weights land first
+            info = {**head, **info, **_write_single(ckpt, weights, tensors)}
+            meta.write_text(json.dumps(info, indent=2) + "\n")
+        return info
+    with atomic_dir(out, force, needed) as tmp:
+        if ckpt.format == "hf-dir":
+            info.update(_write_hf(ckpt, tmp, chosen, decision, tensors, record, shard_bytes, spec))
+            info["warnings"] += [f"not copied: {item}" for item in info["skipped_files"]]
+        else:
+            info.update(_write_single(ckpt, tmp / ckpt.path.name, tensors))
+        info = {**head, **info}
+        write_text(tmp / "gardener.json", json.dumps(info, indent=2) + "\n")
     return info
 
 

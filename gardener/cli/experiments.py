@@ -46,9 +46,9 @@ def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, 
     if launch.launcher == "slurm":
         check_slurm(launch)
     queue = QueueOptions(retries=jobs.retries, stale_after=jobs.stale_after).check()
-    calib_data = [("the calibration data", calib.calib_data)] if calib is not None and calib.calib_data else []
     return prepare(checkpoint, run_dir, data, recipe, asdict(clips), seed, jobs.keep_models, jobs.oracle_seeds,
-                   ratios, heal_steps, queue, launch.launcher, launch.local_workers, calib_data), shard
+                   ratios, heal_steps, queue, launch.launcher, launch.local_workers,
+                   calib.inputs() if calib is not None else []), shard
 
 
 def _finish(result: dict, exp, launch, table, wrote: str) -> None:

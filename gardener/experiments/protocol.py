@@ -82,8 +82,7 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     data.check()
     source = Path(source)
     ckpt = open_checkpoint(source)
-    check_output(run_dir, [("the checkpoint", source), *(("a file of the checkpoint", f) for f in ckpt.files),
-                           *data.inputs(), *(inputs or [])], force=True, flag="-o/--run")
+    check_output(run_dir, [*ckpt.as_inputs(source), *data.inputs(), *(inputs or [])], force=True, flag="-o/--run")
     _check_source(source, ckpt.format, ckpt.config or {}, heal_steps)
     stack = select_stack(ckpt)
     if ratios is not None:

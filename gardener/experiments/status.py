@@ -6,12 +6,12 @@ run from any machine that sees the folder, while workers run.
 """
 from __future__ import annotations
 
-import os
 import socket
 import statistics
 import time
 from pathlib import Path
 
+from ..fileio import alive
 from .claims import heartbeat_interval, read_claim
 from .queue import failures, given_up, read_specs
 from .runs import RunDir, read_plan
@@ -35,7 +35,7 @@ def job_state(folder: Path, retries: int, stale_after: float) -> dict:
     if claim is not None:
         # its worker is gone: a pid of this host that no longer runs, whose heartbeat stopped too (a pid
         # alone could be of another pid namespace, a container that shares the host's name)
-        dead = (claim["host"] == socket.gethostname() and isinstance(claim["pid"], int) and not _alive(claim["pid"])
+        dead = (claim["host"] == socket.gethostname() and isinstance(claim["pid"], int) and not alive(claim["pid"])
                 and claim["age"] > 2 * heartbeat_interval(stale_after))
         return {"state": "stale" if dead or claim["age"] > stale_after else "running", "host": claim["host"],
                 "pid": claim["pid"], "slurm_job": claim.get("slurm_job"), "heartbeat_age": round(claim["age"], 1),
@@ -50,17 +50,6 @@ def job_state(folder: Path, retries: int, stale_after: float) -> dict:
     if invalid:
         state["invalid_result"] = invalid
     return state
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process of this host runs (a worker killed with SIGKILL left its claim behind)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def plan_groups(run: RunDir) -> list[dict]:

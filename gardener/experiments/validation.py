@@ -90,10 +90,20 @@ def read_result(folder: Path, source_hash: str | None = None) -> dict | None:
     return result
 
 
+_RUN_HASHES: dict[tuple[str, int], str | None] = {}  # run.json (path, mtime) -> its hash: read once, not per look
+
+
 def run_hash(jobs: Path) -> str | None:
     """The source hash of the run folder a jobs/ folder belongs to (its run.json), or None when unknown."""
+    marker = Path(jobs).parent / "run.json"
     try:
-        value = json.loads((Path(jobs).parent / "run.json").read_text()).get("source_hash")
-    except (OSError, ValueError, AttributeError):
+        key = (str(marker), marker.stat().st_mtime_ns)
+    except OSError:
         return None
-    return value if isinstance(value, str) else None
+    if key not in _RUN_HASHES:
+        try:
+            value = json.loads(marker.read_text()).get("source_hash")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        _RUN_HASHES[key] = value if isinstance(value, str) else None
+    return _RUN_HASHES[key]

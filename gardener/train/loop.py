@@ -74,17 +74,6 @@ def make_loader(dataset, sampler, workers: int, seed: int, collate):
                       generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(), **extra)
 
 
-def accelerate_load(path: Path):
-    """What Accelerate's checkpoint loader reads from one file (weights_only, with its numpy allowances)."""
-    try:
-        from accelerate.utils.other import load
-    except ImportError:  # an Accelerate without its own loader: plain weights_only
-        import torch
-
-        return torch.load(path, map_location="cpu", weights_only=True)
-    return load(path, map_location="cpu")
-
-
 def restore(accelerator, out: Path, start: int | None) -> tuple[int, dict | None]:
     """Load the checkpoint of step `start` (model, optimizer, RNG); returns the step and best metric.
     The checkpoint was checked whole (`state.damaged`) before the run began."""

@@ -100,7 +100,7 @@ def train_run(job: Job, out: Path, options: RunOptions) -> dict:
     check_report_to(options.report_to)
     job.recipe.check()
     check_number("--seed", job.seed, 0)
-    check_number("--workers", options.workers, 0)
+    check_number("--workers", options.workers, 0)  # (a caller's RunOptions need not come from DataOptions)
     check_output(out, job.inputs(), force=True)
     locked = options.lock and launch_rank() == 0  # rank 0 holds it for every rank
     with run_lock(out, f"gardener {job.kind} run") if locked else contextlib.nullcontext():

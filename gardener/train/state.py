@@ -109,11 +109,10 @@ def damaged(folder: Path) -> str | None:
 def _unreadable_rng(path: Path) -> str | None:
     """Why Accelerate's random states could not be restored from this file, or None."""
     import torch
-
-    from .loop import accelerate_load
+    from accelerate.utils.other import load  # Accelerate's own loader: weights_only, with its numpy allowances
 
     try:
-        states = accelerate_load(path)
+        states = load(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any refusal (an empty file, a pickle with code) means the same
         return f"cannot be loaded ({exc.__class__.__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})"
     wanted = ("random_state", "numpy_random_seed", "torch_manual_seed")
