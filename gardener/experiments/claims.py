@@ -5,11 +5,12 @@ into place, which fails if the claim exists: O_EXCL semantics that hold on NFS t
 number of workers on any number of machines sharing the run folder exactly one gets it, and no
 claim is ever seen half-written. Its holder touches it every `heartbeat_interval` seconds (the
 file's mtime); a claim whose heartbeat is older than `stale_after` seconds belongs to a worker that
-died (SIGKILL, a lost node) and is taken over: the taker renames the stale claim aside (one rename
-wins), checks that what it moved is the claim it judged stale, then links its own claim in. A
-claim left by an earlier run of the same SLURM task (requeued after a SIGKILL) is taken over at once.
-Staleness compares this machine's clock with the file's mtime: the hosts' clocks must agree to well
-within `stale_after` (NTP does).
+died (SIGKILL, a lost node) and is taken over. Of the workers that judge it stale, only the one that
+first marks the takeover (a mark file linked in beside it, removed once its own claim is in) renames
+the stale claim aside, checks that what it moved is the claim it judged stale, then links its own
+claim in. A claim left by an earlier run of the same SLURM task (requeued after a SIGKILL) is taken
+over at once. Staleness compares this machine's clock with the file's mtime: the hosts' clocks must
+agree to well within `stale_after` (NTP does).
 
 Nothing here trusts a process to say goodbye: a claim is released when its job ends, but a
 worker that never comes back only costs the `stale_after` wait.
@@ -99,28 +100,57 @@ def _link_in(claim: Claim) -> bool:
 
 
 def _take_over(claim: Claim, stale_after: float) -> Claim | None:
+    """Take over a stale claim: of all the workers that judged it stale, only the one that first marks
+    its takeover (`_mark`) moves it aside and links its own claim in; the mark goes once that is done,
+    so a taker that looks later finds the new, live claim."""
     held = read_claim(claim.folder)
     if held is None or not is_stale(held, stale_after):
         return None
-    aside = claim.folder / f".{CLAIM}.{claim.token}.stale"
-    current = read_claim(claim.folder)
-    if current is None or current["token"] != held["token"]:  # taken over meanwhile: not ours to move
+    mark = claim.folder / f".{CLAIM}.{held['token']}.takeover"
+    if not _mark(mark, claim.token, stale_after):
         return None
-    try:  # of several takers one renames it; the others find nothing to rename
-        os.rename(claim.path, aside)
-    except FileNotFoundError:
-        return None
-    moved = _read_aside(aside)
-    if moved != held["token"]:  # the stale claim went meanwhile and this was a new, live one: put it back
+    try:
+        current = read_claim(claim.folder)
+        if current is None or current["token"] != held["token"]:  # taken over (or released) meanwhile
+            return None
+        aside = claim.folder / f".{CLAIM}.{claim.token}.stale"
         try:
-            os.link(aside, claim.path)
-        except FileExistsError:
-            pass
+            os.rename(claim.path, aside)
+        except FileNotFoundError:
+            return None
+        moved = _read_aside(aside)
+        if moved != held["token"]:  # its holder came back, released it, and a new one claimed: put that back
+            try:
+                os.link(aside, claim.path)
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return None
         aside.unlink(missing_ok=True)
-        return None
-    aside.unlink(missing_ok=True)
-    claim = Claim(**{**asdict(claim), "took_over": {k: held.get(k) for k in ("host", "pid", "slurm_job", "age")}})
-    return claim if _link_in(claim) else None
+        claim = Claim(**{**asdict(claim), "took_over": {k: held.get(k) for k in ("host", "pid", "slurm_job", "age")}})
+        return claim if _link_in(claim) else None
+    finally:
+        mark.unlink(missing_ok=True)
+
+
+def _mark(mark: Path, token: str, stale_after: float) -> bool:
+    """Mark the takeover of one stale claim, unless another taker has (hard links never replace a file);
+    a mark older than `stale_after` was left by a taker that died in its takeover and is removed, so that
+    a later look can take the claim over."""
+    private = mark.with_name(f"{mark.name}.{token}.tmp")
+    private.write_text("")
+    try:
+        os.link(private, mark)
+        return True
+    except FileExistsError:
+        try:
+            if time.time() - mark.stat().st_mtime > stale_after:
+                mark.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
+        return False
+    finally:
+        private.unlink(missing_ok=True)
 
 
 def _read_aside(path: Path) -> str | None:
