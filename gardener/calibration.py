@@ -21,14 +21,21 @@ import numpy as np
 from .errors import GardenerError
 
 
+TOKENS = ("last", "mean", "cls")  # which tokens a sequence's hidden state is read at (--tokens)
+LAST_OUTPUTS = ("hidden_states", "block")  # what counts as the last block's output (--last-output)
+
+
 @dataclass(frozen=True)
 class CalibOptions:
-    """Where the calibration data is and how much of it a calibration pass reads."""
+    """Where the calibration data is, how much of it a calibration pass reads, and the conventions it follows."""
 
-    calib_data: Path | None = None  # any dataset `finetune` accepts; token models: a .jsonl of input_ids
+    calib_data: Path | None = None  # any dataset `finetune` accepts; text models: .txt or .jsonl (text or input_ids)
     calib_clips: int = 64  # clips (or sequences) in the pass
     span: int = 1  # blocks per span for angular_distance (Gromov et al. remove n contiguous blocks)
     calib_batch: int = 8
+    calib_seq_len: int = 128  # tokens per sequence cut from raw text
+    tokens: str | None = None  # angular_distance reads: last, mean or cls; None: the model family's choice
+    last_output: str = "hidden_states"  # the last block's output: as output_hidden_states returns it, or "block"
 
     def inputs(self) -> list[tuple[str, Path]]:
         """The paths an output must not touch."""
@@ -69,22 +76,32 @@ def check_data(options: CalibOptions) -> Path:
     """The calibration data's path, or the one-line error saying what is missing (before any model loads)."""
     if options.calib_data is None:
         raise GardenerError("calibration criteria run the model on data: give --calib-data (any dataset `finetune` "
-                            "accepts; a .jsonl of input_ids for text models)")
+                            "accepts; for text models a .txt file or a .jsonl of text or input_ids)")
     if not Path(options.calib_data).exists():
         raise GardenerError(f"--calib-data {options.calib_data}: no such file or folder")
-    if options.calib_clips < 1 or options.calib_batch < 1 or options.span < 1:
-        raise GardenerError("--calib-clips, --calib-batch and --span must be at least 1")
+    if min(options.calib_clips, options.calib_batch, options.span) < 1 or options.calib_seq_len < 2:
+        raise GardenerError("--calib-clips, --calib-batch and --span must be at least 1, --calib-seq-len at least 2")
+    if options.tokens is not None and options.tokens not in TOKENS:
+        raise GardenerError(f"--tokens {options.tokens!r}: expected one of {', '.join(TOKENS)}")
+    if options.last_output not in LAST_OUTPUTS:
+        raise GardenerError(f"--last-output {options.last_output!r}: expected one of {', '.join(LAST_OUTPUTS)}")
     return Path(options.calib_data)
 
 
-def calibration_batches(model, path: Path, options: CalibOptions, seed: int) -> list[dict]:
-    """The calibration set as model inputs, deterministic for a seed: lists of {inputs, labels} batches."""
+def calibration_batches(model, path: Path, options: CalibOptions, seed: int, notes: list[str] | None = None
+                        ) -> list[dict]:
+    """The calibration set as model inputs, deterministic for a seed: {inputs, labels, mask, items} batches.
+
+    `mask` (B, tokens) marks the real tokens of token models (None: every token is real); `items`
+    counts the distinct videos or sequences read. What deserves a warning goes to `notes`.
+    """
     from .families import input_kind
 
     check_data(options)
+    notes = [] if notes is None else notes
     kind = input_kind(getattr(model.config, "model_type", ""))
     if kind == "tokens":
-        return _token_batches(Path(options.calib_data), options, seed)
+        return _token_batches(model.config, path, options, seed, notes)
     return _video_batches(model.config, path, kind, options, seed)
 
 
@@ -115,7 +132,8 @@ def _video_batches(config, path: Path, kind: str, options: CalibOptions, seed: i
     if kind == "image":
         pixels = pixels[:, 0]  # (N, C, H, W)
     label_ids = _model_labels(config, split.classes, labels[:options.calib_clips])
-    return [{"inputs": {"pixel_values": pixels[i:i + options.calib_batch]},
+    videos = len(chosen)
+    return [{"inputs": {"pixel_values": pixels[i:i + options.calib_batch]}, "mask": None, "items": videos,
              "labels": None if label_ids is None else label_ids[i:i + options.calib_batch]}
             for i in range(0, len(pixels), options.calib_batch)]
 
@@ -130,26 +148,29 @@ def _model_labels(config, classes: list[str], labels: list[int]):
     return torch.tensor([label2id[classes[y]] for y in labels])
 
 
-def _token_batches(path: Path, options: CalibOptions, seed: int) -> list[dict]:
-    """Token sequences from a .jsonl of {"input_ids": [...]}, batched by equal length (no padding)."""
+def _token_batches(config, model_dir: Path, options: CalibOptions, seed: int, notes: list[str]) -> list[dict]:
+    """Token sequences (from text or ids), each read once, batched by equal length so that no padding is added."""
     import torch
 
-    if path.suffix != ".jsonl" or not path.is_file():
-        raise GardenerError(f"--calib-data {path}: a text model takes a .jsonl file of {{\"input_ids\": [...]}} lines")
-    try:
-        rows = [json.loads(line)["input_ids"] for line in path.read_text().splitlines() if line.strip()]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise GardenerError(f"--calib-data {path}: every line must be a JSON object with input_ids ({exc})") from None
-    rows = [r for r in rows if len(r) >= 2]
-    if not rows:
-        raise GardenerError(f"--calib-data {path}: no sequence of at least 2 tokens")
-    order = np.random.default_rng([seed, 11]).permutation(len(rows))
-    chosen = [rows[i] for i in np.resize(order, options.calib_clips)]
+    from .data.text import read_sequences
+
+    path = Path(options.calib_data)
+    rows = read_sequences(path, Path(model_dir), options.calib_seq_len, getattr(config, "vocab_size", None))
+    if options.calib_clips > len(rows):
+        notes.append(f"--calib-clips {options.calib_clips}: {path} holds {len(rows)} sequences; all {len(rows)} are "
+                     f"read, none twice")
+    order = np.random.default_rng([seed, 11]).permutation(len(rows))[:options.calib_clips]
     by_length: dict[int, list] = {}
-    for row in chosen:
-        by_length.setdefault(len(row), []).append(row)
-    return [{"inputs": {"input_ids": torch.tensor(group[i:i + options.calib_batch])}, "labels": None}
-            for _, group in sorted(by_length.items()) for i in range(0, len(group), options.calib_batch)]
+    for i in order:
+        by_length.setdefault(len(rows[i].ids), []).append(rows[i])
+    batches = []
+    for _, group in sorted(by_length.items()):
+        for i in range(0, len(group), options.calib_batch):
+            part = group[i:i + options.calib_batch]
+            mask = torch.tensor([r.mask for r in part])
+            batches.append({"inputs": {"input_ids": torch.tensor([r.ids for r in part]), "attention_mask": mask},
+                            "labels": None, "mask": mask, "items": len(order)})
+    return batches
 
 
 def _first(output):
@@ -167,9 +188,12 @@ def _hidden_of(args, kwargs):
 class CalibrationPass:
     """A model, its calibration batches and the stack under study; statistics computed once, on demand.
 
-    `angles[i][j]` (i < j) is the mean over tokens and clips of arccos(cos(h_i, h_j)) / pi, and
-    `one_minus_cos[i][j]` the mean of 1 - cos(h_i, h_j), where h_i is the input of block i
-    (0-based) and h_depth the output of the last block.
+    h_i is the input of block i (0-based) and h_depth the last block's output: by default as
+    `output_hidden_states` returns it (after the final norm in LLaMA- and GPT-2-style decoders, as
+    ShortGPT and PruneMe read it), or the block's own output (`last_output="block"`).
+    `one_minus_cos[i][j]` is the mean of 1 - cos(h_i, h_j) over every real token (ShortGPT), and
+    `angles[i][j]` the mean of arccos(cos(h_i, h_j)) / pi over the tokens `tokens` names: the last
+    real token of each sequence for causal LMs (Gromov et al.), the mean over tokens otherwise.
     """
 
     def __init__(self, path: str | Path, options: CalibOptions, stack: str | None = None, seed: int = 0):
@@ -185,38 +209,64 @@ class CalibrationPass:
         named = stack is not None and any(n.startswith(f"{stack}.") for n in names)
         self.stack = choose_stack(names, stack if named else None, where=str(self.path))  # else the default
         self.blocks = self.model.get_submodule(self.stack.name)
-        self.batches = calibration_batches(self.model, self.path, options, seed)
+        self.tokens = self._token_choice(names)
+        self.notes: list[str] = []
+        self.batches = calibration_batches(self.model, self.path, options, seed, self.notes)
         self.clips = sum(len(next(iter(b["inputs"].values()))) for b in self.batches)
+        self.items = self.batches[0]["items"] if self.batches else 0
+        self.last_source = options.last_output
         self.seconds: dict[str, float] = {}
+
+    def _token_choice(self, names: list[str]) -> str:
+        """--tokens, else the family's registered choice, else the last token of a causal LM and the mean otherwise."""
+        chosen = self.options.tokens or getattr(self.stack.family.family, "calib_tokens", None) or (
+            "last" if type(self.model).__name__.endswith("ForCausalLM") else "mean")
+        if chosen == "cls" and not (any(n.endswith("cls_token") for n in names)
+                                    or _input_kind(self.model) == "tokens"):
+            raise GardenerError(f"--tokens cls: {self.path} ({self.model.config.model_type}) has no class token; "
+                                f"use mean or last")
+        return chosen
 
     @property
     def depth(self) -> int:
         return len(self.blocks)
 
     @cached_property
-    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
+    def _pairs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{token choice: (mean angle, mean 1 - cos)} for every pair of positions, for "mean" and `tokens`."""
         import torch
 
         start, depth = time.monotonic(), self.depth
-        angle_sum, cos_sum, count = np.zeros((depth + 1, depth + 1)), np.zeros((depth + 1, depth + 1)), 0
+        choices = list(dict.fromkeys(["mean", self.tokens]))
+        sums = {c: (np.zeros((depth + 1, depth + 1)), np.zeros((depth + 1, depth + 1)), 0.0) for c in choices}
         for batch in self.batches:
             hidden = self._hidden_states(batch)
-            count += hidden[0].shape[0] * hidden[0].shape[1]
-            for i in range(depth):
-                for j in range(i + 1, depth + 1):
-                    cos = torch.nn.functional.cosine_similarity(hidden[i], hidden[j], dim=-1).clamp(-1, 1)
-                    angle_sum[i, j] += float((torch.arccos(cos) / math.pi).sum())
-                    cos_sum[i, j] += float((1 - cos).sum())
+            mask = batch["mask"]
+            if mask is None:
+                mask = torch.ones(hidden[0].shape[:2])
+            mask = mask.to(hidden[0].device, torch.float32)
+            for choice in choices:
+                picked, weight = _pick(hidden, mask, choice)
+                angle_sum, cos_sum, count = sums[choice]
+                for i in range(depth):
+                    for j in range(i + 1, depth + 1):
+                        cos = torch.nn.functional.cosine_similarity(picked[i], picked[j], dim=-1).clamp(-1, 1)
+                        angle_sum[i, j] += float(((torch.arccos(cos) / math.pi) * weight).sum())
+                        cos_sum[i, j] += float(((1 - cos) * weight).sum())
+                sums[choice] = (angle_sum, cos_sum, count + float(weight.sum()))
         self.seconds["hidden_states"] = time.monotonic() - start
-        return angle_sum / count, cos_sum / count
+        self.token_counts = {c: int(n) for c, (_, _, n) in sums.items()}
+        return {c: (a / n, o / n) for c, (a, o, n) in sums.items()}
 
     @property
     def angles(self) -> np.ndarray:
-        return self._pairs[0]
+        """Mean angular distance between positions, over the tokens angular_distance reads (`tokens`)."""
+        return self._pairs[self.tokens][0]
 
     @property
     def one_minus_cos(self) -> np.ndarray:
-        return self._pairs[1]
+        """Mean 1 - cos between positions over every real token: ShortGPT's block influence."""
+        return self._pairs["mean"][1]
 
     def _hidden_states(self, batch: dict) -> list:
         """[input of block 0, ..., input of the last block, its output], each (B, tokens, D), float32."""
@@ -228,16 +278,33 @@ class CalibrationPass:
         hooks.append(self.blocks[-1].register_forward_hook(lambda m, a, o: kept.append(_first(o).float())))
         try:
             with torch.no_grad():
-                self._base_forward(batch)
+                output = self._base_forward(batch, hidden_states=self.options.last_output == "hidden_states")
         finally:
             for hook in hooks:
                 hook.remove()
+        if self.options.last_output == "hidden_states":
+            kept[-1] = self._reported_last(output, kept)
         return [h.reshape(h.shape[0], -1, h.shape[-1]) for h in kept]
 
-    def _base_forward(self, batch: dict):
+    def _reported_last(self, output, kept: list):
+        """The last entry of `output_hidden_states` where it reports this stack (its other entries are the blocks'
+        inputs), else the block's own output (a stack the model does not report, such as an MAE decoder)."""
+        import torch
+
+        reported = getattr(output, "hidden_states", None)
+        if (reported is not None and len(reported) == len(kept)
+                and all(torch.equal(r.float(), k) for r, k in zip(reported[:-1], kept[:-1]))):
+            self.last_source = "hidden_states"
+            return reported[-1].float()
+        self.last_source = "block (output_hidden_states does not report this stack)"
+        return kept[-1]
+
+    def _base_forward(self, batch: dict, hidden_states: bool = False):
         """The forward that reaches every block on every patch: the base model (no head, no masking)."""
         base = getattr(self.model, "base_model", self.model)
         inputs = {k: v.to(self.model.device) for k, v in batch["inputs"].items()}
+        if hidden_states:
+            inputs["output_hidden_states"] = True
         if getattr(base.config, "model_type", "") != "vit_mae":
             return base(**inputs)
         ratio, base.config.mask_ratio = base.config.mask_ratio, 0.0  # every patch, as at finetuning time
@@ -257,54 +324,91 @@ class CalibrationPass:
         return out
 
     def _mean_loss(self, skipped) -> float:
+        """The task loss over the whole calibration set: per predicted token for a causal LM, per clip otherwise."""
         import torch
 
         hook = None
         if skipped is not None:
             hook = skipped.register_forward_hook(lambda m, a, k, o: _with_first(o, _hidden_of(a, k)), with_kwargs=True)
         try:
-            total = 0.0
+            total, weight = 0.0, 0
             with torch.no_grad():
                 for batch in self.batches:
-                    size = len(next(iter(batch["inputs"].values())))
-                    total += float(self._loss(batch)) * size
-            return total / self.clips
+                    loss, count = self._loss(batch)
+                    total, weight = total + float(loss) * count, weight + count
+            return total / weight
         finally:
             if hook is not None:
                 hook.remove()
 
     def _loss(self, batch: dict):
+        """(mean loss of the batch, how many predictions it averages)."""
         from .train.pretrain import tube_mask
 
         import torch
 
         inputs = {k: v.to(self.model.device) for k, v in batch["inputs"].items()}
         name = type(self.model).__name__
+        size = len(next(iter(inputs.values())))
         if name.endswith("ForCausalLM"):
-            return self.model(**inputs, labels=inputs["input_ids"]).loss
+            labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)  # padding is not predicted
+            return self.model(**inputs, labels=labels, use_cache=False).loss, int((labels[:, 1:] != -100).sum())
         if name == "VideoMAEForPreTraining":
             generator = torch.Generator().manual_seed(self.seed)
-            mask = tube_mask(len(inputs["pixel_values"]), self.model.config, 0.9, generator)
-            return self.model(**inputs, bool_masked_pos=mask.to(self.model.device)).loss
+            mask = tube_mask(size, self.model.config, 0.9, generator)
+            return self.model(**inputs, bool_masked_pos=mask.to(self.model.device)).loss, size
         if name == "ViTMAEForPreTraining":
-            noise = torch_noise(self.model.config, len(inputs["pixel_values"]), self.seed, self.model.device)
-            return self.model(**inputs, noise=noise).loss
+            noise = torch_noise(self.model.config, size, self.seed, self.model.device)
+            return self.model(**inputs, noise=noise).loss, size
         if name.endswith("Classification") and batch["labels"] is not None:
             logits = self.model(**inputs).logits
-            return torch.nn.functional.cross_entropy(logits.float(), batch["labels"].to(logits.device))
+            return torch.nn.functional.cross_entropy(logits.float(), batch["labels"].to(logits.device)), size
         why = ("its labels are not the calibration data's classes" if name.endswith("Classification")
                else f"a {name} has no task loss")
         raise GardenerError(f"skip_loss on {self.path}: {why}; it needs a classifier of the data's classes, a masked "
                             f"pretraining model (VideoMAE, ViTMAE) or a causal language model")
 
     def summary(self) -> dict[str, Any]:
-        """What the pass read and cost, and the span statistics a contiguous prune chooses from."""
-        out = {"data": str(self.options.calib_data), "clips": self.clips, "span": self.options.span,
+        """What the pass read, the conventions it followed, what it cost, and the span statistics a contiguous
+        prune chooses from."""
+        token_models = any(b["mask"] is not None for b in self.batches)
+        out = {"data": str(self.options.calib_data), "clips": self.clips, "requested": self.options.calib_clips,
+               ("sequences" if token_models else "videos"): self.items, "span": self.options.span,
                "stack": self.stack.name, "device": str(self.model.device), "seed": self.seed,
                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        if token_models:
+            out["seq_len"] = self.options.calib_seq_len
         if "hidden_states" in self.seconds:
+            out["convention"] = {
+                "last_block_output": self.last_source,
+                "block_influence": {"tokens": "mean", "tokens_used": self.token_counts["mean"]},
+                "angular_distance": {"tokens": self.tokens, "tokens_used": self.token_counts[self.tokens]}}
             out["angles"] = self.angles.round(6).tolist()
+        if self.notes:
+            out["warnings"] = list(self.notes)
         return out
+
+
+def _input_kind(model) -> str:
+    from .families import input_kind
+
+    return input_kind(getattr(model.config, "model_type", ""))
+
+
+def _pick(hidden: list, mask, choice: str) -> tuple[list, Any]:
+    """The hidden states at the tokens `choice` names, and the weight of each (padding weighs 0).
+
+    "mean": every token, weighted by the mask; "last": the last real token of each sequence;
+    "cls": the first real token (a class token, or BERT's [CLS])."""
+    import torch
+
+    if choice == "mean":
+        return hidden, mask
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    real = torch.where(mask > 0, positions, -1 if choice == "last" else mask.shape[1])
+    index = real.max(dim=1).values if choice == "last" else real.min(dim=1).values
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    return [h[rows, index].unsqueeze(1) for h in hidden], torch.ones(mask.shape[0], 1, device=mask.device)
 
 
 def torch_noise(config, batch: int, seed: int, device):

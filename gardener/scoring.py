@@ -209,7 +209,7 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = "all
         if c.scope == "model":
             scores[c.name] = [float(s) for s in c.fn(summaries, ctx)]
     meta = _calibration_scores(ckpt, chosen, [c for c in crits if c.scope == "calibration"], calib, ctx, scores)
-    warnings = checkpoint_warnings(ckpt, chosen)
+    warnings = checkpoint_warnings(ckpt, chosen) + meta.get("calibration", {}).get("warnings", [])
     if warnings:
         meta["warnings"] = warnings
     for info, r in zip(infos, results):

@@ -79,7 +79,15 @@ HELP = {
                         "this machine (a try-out without a cluster).",
     "keep_models": "Keep each job's pruned and finetuned models.",
     "calib_data": "Calibration data for block_influence, angular_distance and skip_loss: any dataset finetune "
-                  "accepts (a .jsonl of {\"input_ids\": [...]} lines for text models).",
+                  "accepts; for text models a .txt file or a .jsonl of {\"text\": ...} lines (tokenised with the "
+                  "checkpoint's own tokenizer) or of {\"input_ids\": [...], \"attention_mask\": [...]} lines.",
+    "calib_seq_len": "Tokens per sequence cut from raw text calibration data.",
+    "tokens": "Which tokens angular_distance reads: last (the last real token of each sequence; Gromov et al., the "
+              "default for causal LMs), mean (every real token; the default for encoders and video) or cls (the "
+              "first token: a class token).",
+    "last_output": "The last block's output as output_hidden_states returns it (hidden_states: after the final norm "
+                   "of LLaMA- and GPT-2-style decoders, as ShortGPT and PruneMe read it) or the block's own output "
+                   "(block).",
     "calib_clips": "Clips (or sequences) the calibration pass reads.",
     "span": "Blocks per span for angular_distance (Gromov et al.: the distance from a block's input to the input "
             "n blocks on).",
@@ -200,4 +208,5 @@ DATA, FINETUNE_RECIPE, EXPERIMENT_RECIPE, PRETRAIN_RECIPE = _groups()
 CLIPS = Group(ClipOptions, tuple(f.name for f in dataclasses.fields(ClipOptions)), panel="Clips")
 JOBS = Group(Jobs, ("shard", "keep_models", "oracle_seeds", "retries", "stale_after"), panel="Jobs")
 LAUNCH = Group(Launch, tuple(f.name for f in dataclasses.fields(Launch)), panel="Cluster")
-CALIB = Group(CalibOptions, ("calib_data", "calib_clips", "span", "calib_batch"), panel="Calibration")
+CALIB = Group(CalibOptions, ("calib_data", "calib_clips", "span", "calib_batch", "calib_seq_len", "tokens",
+                             "last_output"), panel="Calibration")

@@ -75,7 +75,8 @@ class Family:
     `carry` matches tensors the first block holds for the whole stack (they move to the new
     first block when it goes);
     `renumber(block, position, config)` fixes up a kept block in memory; `warning` is said
-    whenever this family's blocks are removed; `tiny` is the config (`AutoConfig.for_model`
+    whenever this family's blocks are removed; `calib_tokens` the tokens a calibration pass reads
+    a sequence's hidden state at for angular distance ("last", "mean" or "cls"); `tiny` is the config (`AutoConfig.for_model`
     arguments) of a small instance, with which the tests check every registered family.
     """
 
@@ -90,6 +91,7 @@ class Family:
     warning: str | None = None
     tiny: Mapping[str, Any] | None = None
     priority: int = 0
+    calib_tokens: str | None = None  # which tokens angular_distance reads (None: last for causal LMs, else mean)
 
     def __post_init__(self):
         for kind in self.stacks:

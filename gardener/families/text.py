@@ -18,6 +18,7 @@ LLAMA = register(Family(
     stacks=(StackKind("llama", r"(?P<stack>(?:model\.)?layers)\.(?P<index>\d+)", "main", "num_hidden_layers",
                       per_layer=("layer_types",), example="model.layers.0.self_attn.q_proj.weight"),),
     model_types={"llama": "tokens", "mistral": "tokens", "qwen2": "tokens"},
+    calib_tokens="last",  # Gromov et al. / PruneMe: a causal LM's last token has seen the whole sequence
     tiny=dict(model_type="llama", hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
               intermediate_size=64, vocab_size=50),
 ))
@@ -27,6 +28,7 @@ GPT2 = register(Family(
     stacks=(StackKind("gpt2", r"(?P<stack>(?:[\w-]+\.)*?h)\.(?P<index>\d+)", "main", "n_layer",
                       example="transformer.h.0.attn.c_attn.weight"),),
     model_types={"gpt2": "tokens"},
+    calib_tokens="last",
     fused=(("c_attn.weight", 1),),  # Conv1D stores (in, out): q, k and v side by side
     tiny=dict(model_type="gpt2", n_embd=32, n_layer=3, n_head=2, vocab_size=50, n_positions=64),
 ))
