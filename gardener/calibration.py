@@ -156,6 +156,11 @@ def _token_batches(config, model_dir: Path, options: CalibOptions, seed: int, no
 
     path = Path(options.calib_data)
     rows = read_sequences(path, Path(model_dir), options.calib_seq_len, getattr(config, "vocab_size", None))
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    longest = max(len(r.ids) for r in rows)
+    if isinstance(limit, int) and longest > limit:
+        raise GardenerError(f"--calib-data {path}: a sequence of {longest} tokens is longer than the model's "
+                            f"{limit} positions; give shorter sequences (--calib-seq-len for text)")
     if options.calib_clips > len(rows):
         notes.append(f"--calib-clips {options.calib_clips}: {path} holds {len(rows)} sequences; all {len(rows)} are "
                      f"read, none twice")
@@ -168,8 +173,11 @@ def _token_batches(config, model_dir: Path, options: CalibOptions, seed: int, no
         for i in range(0, len(group), options.calib_batch):
             part = group[i:i + options.calib_batch]
             mask = torch.tensor([r.mask for r in part])
-            batches.append({"inputs": {"input_ids": torch.tensor([r.ids for r in part]), "attention_mask": mask},
-                            "labels": None, "mask": mask, "items": len(order)})
+            inputs = {"input_ids": torch.tensor([r.ids for r in part]), "attention_mask": mask}
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            if bool(((positions != torch.arange(mask.shape[1])) & (mask == 1)).any()):  # left padding
+                inputs["position_ids"] = positions  # real tokens at the positions they hold unpadded
+            batches.append({"inputs": inputs, "labels": None, "mask": mask, "items": len(order)})
     return batches
 
 
@@ -220,7 +228,7 @@ class CalibrationPass:
     def _token_choice(self, names: list[str]) -> str:
         """--tokens, else the family's registered choice, else the last token of a causal LM and the mean otherwise."""
         chosen = self.options.tokens or getattr(self.stack.family.family, "calib_tokens", None) or (
-            "last" if type(self.model).__name__.endswith("ForCausalLM") else "mean")
+            "last" if _causal(self.model) else "mean")
         if chosen == "cls" and not (any(n.endswith("cls_token") for n in names)
                                     or _input_kind(self.model) == "tokens"):
             raise GardenerError(f"--tokens cls: {self.path} ({self.model.config.model_type}) has no class token; "
@@ -350,8 +358,10 @@ class CalibrationPass:
         inputs = {k: v.to(self.model.device) for k, v in batch["inputs"].items()}
         name = type(self.model).__name__
         size = len(next(iter(inputs.values())))
-        if name.endswith("ForCausalLM"):
-            labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)  # padding is not predicted
+        if _causal(self.model):
+            mask = inputs["attention_mask"]
+            labels = inputs["input_ids"].masked_fill(mask == 0, -100)  # padding is not predicted,
+            labels[:, 1:] = labels[:, 1:].masked_fill(mask[:, :-1] == 0, -100)  # nor predicted from
             return self.model(**inputs, labels=labels, use_cache=False).loss, int((labels[:, 1:] != -100).sum())
         if name == "VideoMAEForPreTraining":
             generator = torch.Generator().manual_seed(self.seed)
@@ -387,6 +397,11 @@ class CalibrationPass:
         if self.notes:
             out["warnings"] = list(self.notes)
         return out
+
+
+def _causal(model) -> bool:
+    """A causal language model with its head: LLaMA's `...ForCausalLM`, GPT-2's `GPT2LMHeadModel`."""
+    return type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
 
 
 def _input_kind(model) -> str:

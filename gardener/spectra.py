@@ -114,10 +114,11 @@ def fit_power_law(lam: np.ndarray) -> PowerLaw:
 
 
 def _fit_small(x: np.ndarray) -> PowerLaw:
-    """WeightWatcher's fit for fewer than 20 eigenvalues: the bias-corrected MLE 1 + (n - 1) / sum(ln(x / xmin))
-    on tails of at least 8, xmin chosen by the least KS distance - 0.868 / sqrt(n), which favours longer tails."""
+    """WeightWatcher's fit for fewer than 20 eigenvalues: the bias-corrected MLE 1 + (n - 1) / sum(ln(x / xmin)) on
+    tails of at least 8 (with a spread above 1e-12 and alpha above 1), the first of least KS distance winning
+    (WWFit's final choice over its distances); with no such tail, the whole spectrum, as WeightWatcher ends."""
     logs = np.log(x)
-    best, best_score = None, np.inf
+    best = None
     for k in range(x.size - 1):
         n = x.size - k
         spread = float(np.sum(logs[k:]) - n * logs[k])
@@ -127,14 +128,13 @@ def _fit_small(x: np.ndarray) -> PowerLaw:
         if alpha <= 1.0:
             continue
         ks = float(np.max(np.abs(np.arange(n) / n - (1.0 - (x[k:] / x[k]) ** (1.0 - alpha)))))
-        score = ks - 0.868 / np.sqrt(n)
-        if score < best_score:
-            best, best_score = PowerLaw(alpha, float(x[k]), ks, n), score
+        if best is None or ks < best.ks:
+            best = PowerLaw(alpha, float(x[k]), ks, n)
     if best is not None:
         return best
     spread = float(np.sum(logs) - x.size * logs[0])  # no candidate: the whole spectrum is the tail
     if spread <= 1e-12:
-        return PowerLaw(1.0, float(x[0]), 1.0, int(x.size))
+        return PowerLaw(0.0, float(x[0]), 1.0, int(x.size))  # WeightWatcher's alpha stays at its initial 0
     alpha = 1.0 + (x.size - 1.0) / spread
     ks = float(np.max(np.abs(np.arange(x.size) / x.size - (1.0 - (x / x[0]) ** (1.0 - alpha)))))
     return PowerLaw(alpha, float(x[0]), ks, int(x.size))

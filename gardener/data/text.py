@@ -2,9 +2,9 @@
 
 A `.txt` file is one document; a `.jsonl` holds one object per line, either `{"text": ...}` (a
 document) or `{"input_ids": [...]}` with an optional `"attention_mask"` (kept: padding never
-enters a mean). Documents are tokenised as the peers do, with the tokenizer saved beside the
-model's config.json, and cut into sequences of `seq_len` tokens (a shorter remainder of at least
-two tokens is kept).
+enters a mean). Each document is tokenised once with the tokenizer saved beside the model's
+config.json (its special tokens included, as the peers tokenise), then cut into sequences of
+`seq_len` tokens (a shorter remainder of at least two tokens is kept).
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class Sequence:
 
 
 def read_sequences(path: Path, model_dir: Path, seq_len: int, vocab_size: int | None) -> list[Sequence]:
-    """Every calibration sequence the file holds, in file order; one-line errors name the file and line."""
+    """Every calibration sequence the file holds (given ids first, then tokenised text); one-line errors name the
+    file and line."""
     if not path.is_file() or path.suffix not in (".txt", ".jsonl"):
         raise GardenerError(f"--calib-data {path}: a text model takes {FORMATS}")
     try:
@@ -46,6 +47,9 @@ def read_sequences(path: Path, model_dir: Path, seq_len: int, vocab_size: int | 
         tokenizer = load_tokenizer(model_dir)
         for document in documents:
             ids = _encode(tokenizer, document)
+            if vocab_size is not None and any(not 0 <= i < vocab_size for i in ids):
+                raise GardenerError(f"{model_dir}: its tokenizer gives token ids beyond the model's vocabulary "
+                                    f"(0..{vocab_size - 1}) for {path}; is it this model's tokenizer?")
             out += [Sequence(tuple(c), (1,) * len(c)) for c in _chunks(ids, seq_len) if len(c) >= 2]
     out = [s for s in out if sum(s.mask) >= 2]
     if not out:

@@ -56,13 +56,15 @@ def padded(tmp_path_factory):
 
 
 def _sequences(lines):
+    """Each sequence as it is without its padding (the reference never sees a pad), and an all-ones mask."""
     for line in lines:
-        ids = torch.tensor([line["input_ids"]])
-        yield ids, torch.tensor([line.get("attention_mask", [1] * len(line["input_ids"]))])
+        mask = line.get("attention_mask", [1] * len(line["input_ids"]))
+        real = [t for t, m in zip(line["input_ids"], mask) if m]
+        yield torch.tensor([real]), torch.ones(1, len(real), dtype=torch.long)
 
 
 def _reference(path, lines, span=1):
-    """Per sequence: every entry of output_hidden_states at the real tokens, and its last real token."""
+    """Per unpadded sequence: every entry of output_hidden_states at every token, and at its last token."""
     model = T.LlamaForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     influence, angles = np.zeros(DEPTH), np.zeros(DEPTH)
     real = 0
@@ -237,3 +239,48 @@ def test_text_for_a_checkpoint_without_a_tokenizer_is_a_one_line_error(llama, tm
         assert run_cli("score", llama, "--criteria", "angular_distance", "--criterion", "angular_distance",
                        "--calib-data", tmp_path / "book.txt", bad, said) == 2
         assert f"{bad} '{said}': expected one of" in capsys.readouterr().err
+
+
+def _gpt2(path):
+    """A tiny GPT-2: learnt absolute positions (64 of them) and 50 token ids."""
+    torch.manual_seed(0)
+    config = T.GPT2Config(n_embd=32, n_layer=DEPTH, n_head=2, vocab_size=50, n_positions=64,
+                           bos_token_id=1, eos_token_id=1)
+    return save_hf(T.GPT2LMHeadModel(config).eval(), path)
+
+
+def _unpadded(lines):
+    return [{"input_ids": [t for t, m in zip(line["input_ids"], line.get("attention_mask", [1] * 99)) if m]}
+            for line in lines]
+
+
+def test_padding_changes_nothing_for_a_model_of_absolute_positions(padded, tmp_path):
+    """GPT-2 learns a position per index: left-padded tokens keep the positions they hold unpadded, and no
+    prediction is scored from a pad."""
+    path = _gpt2(tmp_path / "gpt2")
+    data, lines = padded
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps(line) + "\n" for line in _unpadded(lines)))
+    scores = [gardener.score(path, CALIB, primary="skip_loss", calib=CalibOptions(d, calib_batch=3)).scores
+              for d in (data, bare)]
+    for name in CALIB.split(","):
+        assert scores[0][name] == pytest.approx(scores[1][name], rel=1e-4, abs=1e-6), name
+
+
+def test_sequences_the_model_cannot_take_are_one_line_errors(tmp_path):
+    path = _gpt2(tmp_path / "gpt2")
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"input_ids": [3] * 65}) + "\n")
+    with pytest.raises(GardenerError, match="a sequence of 65 tokens is longer than the model's 64 positions"):
+        gardener.score(path, "block_influence", primary="block_influence", calib=CalibOptions(long))
+    fits = save_hf(build_hf("llama"), tmp_path / "fits")
+    _tokenizer(fits)  # 42 words, a vocabulary of 50
+    (tmp_path / "book.txt").write_text("w1 w2 w3")
+    gardener.score(fits, "block_influence", primary="block_influence", calib=CalibOptions(tmp_path / "book.txt"))
+    small = tmp_path / "small"
+    T.LlamaForCausalLM(T.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                     intermediate_size=64, vocab_size=30)).save_pretrained(small)
+    _tokenizer(small)
+    (tmp_path / "far.txt").write_text("w1 w39")  # w39 is id 41
+    with pytest.raises(GardenerError, match=r"its tokenizer gives token ids beyond the model's vocabulary \(0\.\.29\)"):
+        gardener.score(small, "block_influence", primary="block_influence", calib=CalibOptions(tmp_path / "far.txt"))

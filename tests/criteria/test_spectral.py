@@ -140,6 +140,16 @@ def test_alpha_is_weightwatchers_alpha_on_short_and_long_tails(tmp_path):
     np.testing.assert_allclose(result.scores["alpha_weighted"], [w for _, w in per_block], rtol=1e-9)
 
 
+def test_alpha_of_spectra_under_20_eigenvalues_is_weightwatchers_small_sample_fit():
+    """9 to 19 eigenvalues: WeightWatcher's bias-corrected fit on tails of at least 8, the least KS distance."""
+    rng = np.random.default_rng(0)
+    matrices = [rng.standard_normal((64, m)).astype(np.float32) for m in (9, 12, 16, 19)]
+    matrices += [heavy_matrix((48, m), m) for m in (10, 14, 18)]
+    for m, (alpha, _) in zip(matrices, weightwatcher_fits(matrices)):
+        fit = spectra.fit_power_law(spectra.eigenvalues(spectra.singular_values(m)))
+        assert fit.alpha == pytest.approx(alpha, rel=1e-9)
+
+
 @pytest.mark.parametrize("alpha", [2.5, 3.5, 5.0])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_alpha_recovers_a_constructed_power_law(alpha, seed):
