@@ -21,7 +21,7 @@ import torch
 import transformers as T
 
 import gardener
-from gardener.calibration import CalibOptions
+from gardener.scoring import CalibOptions
 from gardener.data.synthetic import make_dataset
 
 CLASSES = ("move_up", "move_down", "grow", "shrink")

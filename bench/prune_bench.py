@@ -30,7 +30,7 @@ from transformers.utils import logging as hf_logging
 
 from gardener import manifest
 from gardener.cost import InputSpec, gflops
-from gardener.workflows import prune_checkpoint
+from gardener.pruning import Cut, WriteOptions, prune_checkpoint
 
 TIME_TARGET, RSS_TARGET_MB = 3.0, 1536
 
@@ -57,10 +57,10 @@ def prune_times(src: Path, workdir: Path, repeat: int) -> dict:
     copy_s, _ = best_of(lambda: shutil.copyfile(weights, workdir / "copy.safetensors"), repeat)
 
     def surgery():
-        return prune_checkpoint(src, workdir / "pruned_blocks", blocks="2,4,6,8,10,12", force=True)
+        return prune_checkpoint(src, workdir / "pruned_blocks", Cut(blocks=(2, 4, 6, 8, 10, 12)), write=WriteOptions(force=True))
 
     def by_ratio():
-        return prune_checkpoint(src, workdir / "pruned", ratio=0.5, force=True)
+        return prune_checkpoint(src, workdir / "pruned", Cut(ratio=0.5), write=WriteOptions(force=True))
 
     surgery_s, _ = best_of(cold_hash(surgery), repeat)
     ratio_s, info = best_of(cold_hash(by_ratio), repeat)

@@ -33,9 +33,15 @@ from gardener.data import ClipSpec, EpochSampler, TrainClips, probe_all, read_sp
 from gardener.data.synthetic import write_dataset
 from gardener.fixed_tables import fast_tables
 from gardener.train.evaluate import to_model_input
-from gardener.workflows import tiny_videomae_config
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def tiny_videomae_config(depth: int = 12, hidden: int = 64):
+    """A small VideoMAE: 12 blocks so the paper's pruning ratios map one block to one ratio."""
+    return VideoMAEConfig(image_size=64, patch_size=16, num_frames=8, tubelet_size=2, hidden_size=hidden,
+                          num_hidden_layers=depth, num_attention_heads=4, intermediate_size=4 * hidden,
+                          num_labels=5)
 
 
 def configs() -> dict:

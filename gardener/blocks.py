@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .checkpoint import Checkpoint
-from .errors import GardenerError
+from .errors import SettingError
 from .families import StackKind, kind_of, split_key
 from .families._registry import ANY_STACK
 
@@ -36,7 +36,7 @@ class Stack:
     """A list of blocks found in a checkpoint, in stored order."""
 
     name: str
-    family: StackKind
+    kind: StackKind  # which registered family's layout it follows (`kind.family`)
     blocks: list[Block]
 
     @property
@@ -72,10 +72,10 @@ def _custom_regex(pattern: str) -> re.Pattern:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise GardenerError(f"--block-pattern {pattern!r}: not a valid regular expression ({exc})") from None
+        raise SettingError("block_pattern", f"{pattern!r}: not a valid regular expression ({exc})") from None
     if "index" not in regex.groupindex and regex.groups != 1:
-        raise GardenerError(f"--block-pattern {pattern!r}: needs one capture group (or a group "
-                            f"named 'index') around the block number, e.g. 'layers\\.(\\d+)\\.'")
+        raise SettingError("block_pattern", f"{pattern!r}: needs one capture group (or a group named 'index') "
+                                            f"around the block number, e.g. 'layers\\.(\\d+)\\.'")
     if "index" not in regex.groupindex:
         regex = re.compile(regex.pattern.replace("(", "(?P<index>", 1))
     return regex
@@ -101,12 +101,12 @@ def choose_stack(names: list[str], stack: str | None = None, pattern: str | None
     """
     stacks = find_stacks(names, pattern)
     if not stacks:
-        how = f"--block-pattern {pattern!r} matched no key" if pattern else "no transformer block stack found"
-        raise GardenerError(f"{where}: {how}; top-level key prefixes: {top_prefixes(names)}. "
-                            f"Use --block-pattern REGEX with the block number in a group")
+        how = f"{{block_pattern}} {pattern!r} matched no key" if pattern else "no transformer block stack found"
+        raise SettingError("block_pattern", f"{where}: {how}; top-level key prefixes: {top_prefixes(names)}. "
+                                            f"Give {{block_pattern}} REGEX with the block number in a group")
     if stack is not None:
         return _named_stack(stacks, stack, where)
-    ranked = sorted(stacks, key=lambda s: (s.family.role == "decoder", s.family.name == "generic", -s.depth))
+    ranked = sorted(stacks, key=lambda s: (s.kind.role == "decoder", s.kind.name == "generic", -s.depth))
     return ranked[0]
 
 
@@ -114,12 +114,12 @@ def _named_stack(stacks: list[Stack], name: str, where: str) -> Stack:
     exact = [s for s in stacks if s.name == name]
     if exact:
         return exact[0]
-    by_role = [s for s in stacks if s.family.role == name or name in s.name.split(".")]
+    by_role = [s for s in stacks if s.kind.role == name or name in s.name.split(".")]
     if len(by_role) == 1:
         return by_role[0]
-    available = ", ".join(f"{s.name} ({s.family.role}, {s.depth} blocks)" for s in stacks)
+    available = ", ".join(f"{s.name} ({s.kind.role}, {s.depth} blocks)" for s in stacks)
     why = "is ambiguous" if by_role else "not found"
-    raise GardenerError(f"--stack {name!r} {why} in {where}; available stacks: {available}")
+    raise SettingError("stack", f"{name!r} {why} in {where}; available stacks: {available}")
 
 
 def is_matrix_weight(name: str, shape: tuple[int, ...]) -> bool:
@@ -132,5 +132,5 @@ def block_tensors(ckpt: Checkpoint, block: Block, params: str = "2d") -> list[st
     if params == "all":
         return list(block.tensors)
     if params != "2d":
-        raise GardenerError(f"--params {params!r}: expected '2d' or 'all'")
+        raise SettingError("params", f"{params!r}: expected '2d' or 'all'")
     return [n for n in block.tensors if is_matrix_weight(n, ckpt.info(n).shape)]

@@ -7,9 +7,9 @@ nothing is allocated or computed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from .errors import GardenerError
+from .errors import GardenerError, SettingError
 from .families import input_kind, split_module
 from .fixed_tables import fast_tables
 
@@ -26,7 +26,7 @@ class InputSpec:
         for name in ("frames", "size", "seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise GardenerError(f"--{name.replace('_', '-')} {value}: expected a whole number of 1 or more")
+                raise SettingError(name, f"{value}: expected a whole number of 1 or more")
 
 
 def _inputs(config, spec: InputSpec, torch, device: str | None) -> dict:
@@ -112,3 +112,44 @@ def _first_count(config, spec: InputSpec, torch):
 def gflops(config_dict: dict, spec: InputSpec = InputSpec()) -> float:
     """Multiply-add GFLOPs of one forward pass of the base model described by an HF config."""
     return flop_breakdown(config_dict, spec)[0]
+
+
+def safe_gflops(config: dict | None, spec: InputSpec) -> tuple[float | None, str | None]:
+    """GFLOPs of a config, or None and the reason when there is none or it cannot be built."""
+    total, _, note = safe_breakdown(config, spec)
+    return total, note
+
+
+def safe_breakdown(config: dict | None, spec: InputSpec) -> tuple[float | None, dict, str | None]:
+    """GFLOPs of a config and of each block list, or the reason there are none (never raises)."""
+    if not config:
+        return None, {}, "no config.json"
+    try:
+        return (*flop_breakdown(config, spec), None)
+    except GardenerError as exc:
+        return None, {}, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a model transformers cannot build must not stop the command
+        return None, {}, f"{exc.__class__.__name__}: {exc}"[:300]
+
+
+def gflops_pair(before: dict | None, after: dict, spec: InputSpec, removed: list[int], depth_field: str | None,
+                 stack: str | None = None) -> dict:
+    """GFLOPs before and after a prune (1-based `removed` blocks), with the input they were counted for.
+
+    When the pruned stack is found among the counted base model's block lists (by name, or as
+    its only list of the encoder's depth), the pruned count is the full count minus the removed
+    blocks' own FLOPs; otherwise it is counted anew.
+    """
+    value, blocks, note = safe_breakdown(before, spec)
+    pair = {"gflops_before": value, "gflops_after": None, "gflops_input": asdict(spec)}
+    if value is None:
+        return {**pair, "gflops_note": note}
+    depth = (before or {}).get(depth_field) if depth_field == "num_hidden_layers" else None
+    matching = [per_block for per_block in blocks.values() if len(per_block) == depth]
+    named = [blocks[n] for n in (stack, (stack or "").partition(".")[2]) if n in blocks]  # base model: no head prefix
+    matching = named[:1] or matching
+    if len(matching) == 1 and max(removed, default=0) <= len(matching[0]):  # (a config that counts fewer
+        pair["gflops_after"] = value - sum(matching[0][b - 1] for b in removed)  # blocks is counted anew)
+    else:
+        pair["gflops_after"] = safe_gflops(after, spec)[0]
+    return pair

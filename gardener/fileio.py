@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import GardenerError
+from .errors import GardenerError, SettingError
 from .oserrors import writing
 
 def _host_tag() -> str:
@@ -107,8 +107,11 @@ def check_output(out: str | os.PathLike, inputs: Iterable[tuple[str, str | os.Pa
         if how is not None:
             where = {"is": f"is {what} {item}", "is inside": f"is inside {what} {item}",
                      "holds": f"holds {what} {item}"}[how]
-            raise GardenerError(f"{flag} {out}: {where}; an output never replaces or writes into an input "
-                                f"(--force included): write it elsewhere")
+            if flag.startswith("-"):  # a command's own check, in its flags
+                raise GardenerError(f"{flag} {out}: {where}; an output never replaces or writes into an input "
+                                    f"(--force included): write it elsewhere")
+            raise SettingError(flag, f"{out}: {where}; an output never replaces or writes into an input "
+                                     f"(force=True included): write it elsewhere")
     check_writable(out, force)
 
 

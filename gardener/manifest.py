@@ -63,6 +63,9 @@ def versions() -> dict[str, str]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    from .plugins import loaded
+
+    found.update({f"plugin {name}": version for name, version in loaded().items()})  # they may change scores
     return found
 
 

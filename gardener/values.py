@@ -14,7 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import GardenerError
+from .errors import GardenerError, SettingError
 from .families import split_fused
 
 VIEWS = ("stored", "float16", "bfloat16", "float32")
@@ -51,7 +51,7 @@ def in_view(arr: np.ndarray, tag: str, view: str) -> tuple[np.ndarray, str]:
         return bf16_bits(to_float(arr, tag, np.float32)), "BF16"
     if view == "float32":
         return to_float(arr, tag, np.float32), "F32"
-    raise GardenerError(f"--dtype {view!r}: expected one of {', '.join(VIEWS)}")
+    raise SettingError("dtype", f"{view!r}: expected one of {', '.join(VIEWS)}")
 
 
 @dataclass

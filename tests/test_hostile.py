@@ -186,7 +186,7 @@ def test_03_a_second_finetune_on_a_run_folder_in_use_is_refused(world, capsys):
 
 
 def test_04_a_prune_never_replaces_an_output_that_appeared_while_it_wrote(world, capsys, monkeypatch):
-    import gardener.workflows as workflows
+    import gardener.pruning.disk as workflows
 
     out = world / "pruned4"
     real = workflows.write_hf_weights
@@ -432,7 +432,7 @@ results["score json"] = run("score", world / "M", "--json", DISK / "s.json", "--
 clear(keep=16384)
 results["make-data"] = run("make-data", DISK / "d", "--per-class", "4", "--frames", "8", "--size", "32")
 clear(keep=None)
-from gardener.calibration import CalibOptions
+from gardener.scoring import CalibOptions
 from gardener.data.clips import ClipOptions
 from gardener.experiments.protocol import prepare, queue_jobs
 from gardener.train import DataOptions, Recipe

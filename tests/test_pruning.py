@@ -11,11 +11,12 @@ from conftest import (CONFIGS, DEPTH, IN_MEMORY_STACK, build_hf, model_inputs, o
 from safetensors.torch import load_file
 
 import gardener
-from gardener import export
+from gardener.pruning import write as export
 from gardener.cost import InputSpec, gflops
 from gardener.errors import GardenerError
 from gardener.pruning import count_for_ratio, plan
-from gardener.workflows import prune_checkpoint
+from gardener.pruning import Cut, WriteOptions, prune_checkpoint
+from gardener.scoring import ScoreSettings
 
 PAPER_RATIOS = {0.083: 1, 0.25: 3, 0.417: 5, 0.583: 7, 0.75: 9, 0.917: 11}
 
@@ -46,7 +47,7 @@ def test_plan_rejects_bad_choices(kwargs, message):
 def test_pruned_hf_directory_loads_and_matches_skipped_layers(tmp_path, name):
     model = build_hf(name)
     src = save_hf(model, tmp_path / "src")
-    info = prune_checkpoint(src, tmp_path / "out", blocks="2,3")
+    info = prune_checkpoint(src, tmp_path / "out", Cut(blocks=(2, 3)))
     cls = CONFIGS[name][0]
     pruned = cls.from_pretrained(tmp_path / "out").eval()
     assert pruned.config.num_hidden_layers == DEPTH - 2 and info["kept_blocks"] == [1, 4]
@@ -65,7 +66,7 @@ def test_pruned_hf_directory_loads_and_matches_skipped_layers(tmp_path, name):
 
 def test_pruning_decoder_changes_decoder_depth_only(tmp_path):
     src = save_hf(build_hf("videomae_pretrain"), tmp_path / "src")
-    prune_checkpoint(src, tmp_path / "out", remove=1, stack="decoder", criterion="l2")
+    prune_checkpoint(src, tmp_path / "out", Cut(remove=1), ScoreSettings(stack="decoder", primary="l2"))
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["decoder_num_hidden_layers"] == 1 and config["num_hidden_layers"] == DEPTH
 
@@ -73,7 +74,7 @@ def test_pruning_decoder_changes_decoder_depth_only(tmp_path):
 def test_sharded_output_and_side_files(tmp_path):
     src = save_hf(build_hf("bert"), tmp_path / "src")
     (src / "README.md").write_text("model card")
-    prune_checkpoint(src, tmp_path / "out", ratio=0.5, max_shard_size="20KB")
+    prune_checkpoint(src, tmp_path / "out", Cut(ratio=0.5), write=WriteOptions(max_shard_size="20KB"))
     out = tmp_path / "out"
     assert (out / "model.safetensors.index.json").is_file() and (out / "README.md").read_text() == "model card"
     model = CONFIGS["bert"][0].from_pretrained(out)
@@ -85,7 +86,7 @@ def test_raw_state_dict_same_format_out(tmp_path, suffix):
     state = original_videomae_state(build_hf("videomae"))
     src = tmp_path / f"orig{suffix}"
     torch.save({"model": state}, src) if suffix == ".pth" else write_safetensors(state, src)
-    info = prune_checkpoint(src, tmp_path / "out", ratio=0.25, criterion="entropy")
+    info = prune_checkpoint(src, tmp_path / "out", Cut(ratio=0.25), ScoreSettings(primary="entropy"))
     out_file = tmp_path / "out" / src.name
     result = gardener.score(out_file, ["l1"])
     assert result.depth == DEPTH - 1 and info["removed_blocks"] == [info["removed_blocks"][0]]
@@ -100,23 +101,23 @@ def test_ranking_file_and_protect(tmp_path):
     scores = gardener.score(src, ["l2"], primary="l2")
     (tmp_path / "s.json").write_text(json.dumps(scores.to_dict()))
     order = scores.removal_order("l2")
-    info = prune_checkpoint(src, tmp_path / "out", remove=1, ranking=tmp_path / "s.json", protect=str(order[0]))
+    info = prune_checkpoint(src, tmp_path / "out", Cut(remove=1, ranking=tmp_path / "s.json", protect=(order[0],)))
     assert info["removed_blocks"] == [order[1]] and info["criterion"] == "l2"
 
 
 def test_existing_output_and_crash_leave_nothing_behind(tmp_path, monkeypatch):
     src = save_hf(build_hf("bert"), tmp_path / "src")
     with pytest.raises(GardenerError, match="is inside the checkpoint"):
-        prune_checkpoint(src, src / "pruned", remove=1)
+        prune_checkpoint(src, src / "pruned", Cut(remove=1))
     (tmp_path / "exists").mkdir()
     with pytest.raises(GardenerError, match="already exists; pass --force"):
-        prune_checkpoint(src, tmp_path / "exists", remove=1)
+        prune_checkpoint(src, tmp_path / "exists", Cut(remove=1))
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr("gardener.workflows.write_hf_weights", boom)
+    monkeypatch.setattr("gardener.pruning.disk.write_hf_weights", boom)
     with pytest.raises(OSError):
-        prune_checkpoint(src, tmp_path / "crash", remove=1)
+        prune_checkpoint(src, tmp_path / "crash", Cut(remove=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "src"]
 
 
@@ -143,7 +144,7 @@ def test_streamed_safetensors_writer_round_trips_bfloat16(tmp_path):
 @pytest.mark.parametrize("name", ["videomae", "vit", "dinov2", "bert", "llama"])
 def test_pruned_gflops_from_per_block_counts_equal_a_recount(name):
     from gardener.families import kind_of, shorten_config
-    from gardener.workflows import _gflops_pair
+    from gardener.cost import gflops_pair as _gflops_pair
 
     config = CONFIGS[name][1]().to_dict()
     short = shorten_config(config, kind_of("model.layers" if name == "llama" else "encoder.layer"), "encoder.layer",

@@ -160,7 +160,7 @@ def test_a_file_in_gives_a_file_out_and_the_input_is_never_replaced(tmp_path, ca
     assert cli(["prune", source, "-o", tmp_path / "y.safetensors", "--remove", "1"], capsys)[0] == 0
     assert (tmp_path / "y.safetensors").is_file() and (tmp_path / "y.safetensors.gardener.json").is_file()
     code, out, _ = cli(["info", tmp_path / "y.safetensors"], capsys)
-    assert code == 0 and gardener.workflows.checkpoint_info(tmp_path / "y.safetensors")["depth"] == 3
+    assert code == 0 and gardener.info.checkpoint_info(tmp_path / "y.safetensors")["depth"] == 3
     for target in (source, tmp_path):
         code, _, err = cli(["prune", source, "-o", target, "--remove", "1", "--force"], capsys)
         assert code == 2 and "never replaces or writes into an input" in one_line_error(err)
@@ -236,7 +236,7 @@ def _debris(folder, name):
 # SIGTERM then always lands mid-write, however fast the disk.
 SLOW_WRITER = """
 import sys, time
-import gardener.workflows as w
+import gardener.pruning.disk as w
 def slow(path, tensors):
     open(path, "wb").write(b"partial")
     time.sleep(60)
@@ -366,7 +366,7 @@ def test_a_bare_vit_state_dict_is_not_taken_for_llama(tmp_path):
     bare_vit = "hf-vit-bare" if int(T.__version__.split(".")[0]) >= 5 else "hf-encoder"  # 4: `encoder.layer.N.`
     for model, family in ((vit, bare_vit), (llama, "llama")):
         path = write_safetensors(model.state_dict(), tmp_path / f"{family}.safetensors")
-        info = gardener.workflows.checkpoint_info(path)
+        info = gardener.info.checkpoint_info(path)
         assert info["depth"] == 3 and info["stacks"][0]["family"] == family
 
 

@@ -102,5 +102,5 @@ def test_prune_model_rejects_what_is_not_a_model():
         gardener.prune_model({"a": 1}, remove=[1])
     with pytest.raises(GardenerError, match="no transformer block stack"):
         gardener.prune_model(torch.nn.Linear(3, 3), remove=[1])
-    with pytest.raises(GardenerError, match="--stack 'nope' not found"):
+    with pytest.raises(GardenerError, match="stack 'nope' not found"):
         gardener.prune_model(build_hf("vit"), remove=[1], stack="nope")

@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import GardenerError, Terminated
+from ..errors import GardenerError, SettingError, Terminated
 from ..oserrors import describe
+from ..plugins import load_plugins
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find and remove the unimportant blocks of a pretrained transformer, without data.")
@@ -22,6 +23,13 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 # typer >= 0.25 vendors its own click; take the exception bases from typer itself.
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _TERMINATED: list[int] = []
+# The flag of each library setting whose flag is not --setting-name (filled by the option groups).
+SETTING_FLAGS: dict[str, str] = {"out": "-o", "primary": "--criterion"}
+
+
+def flag_of(setting: str) -> str:
+    """The command-line flag of a library setting: `dtype` -> --dtype, `out` -> -o."""
+    return SETTING_FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
 def say(message: str) -> None:
@@ -97,9 +105,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # gardener draws its own progress bars
     previous = _on_sigterm()
     try:
+        load_plugins()  # before the command runs: their criteria and families are the command's too
         code = app(args=argv, standalone_mode=False, prog_name="gardener")
     except GardenerError as exc:  # escaped: a message naming `[slurm]` or a path with brackets is not markup
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        message = exc.render(flag_of) if isinstance(exc, SettingError) else str(exc)  # settings as their flags
+        err.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except _USAGE_ERROR as exc:
         err.print(f"[red]error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)

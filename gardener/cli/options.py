@@ -16,11 +16,11 @@ from typing import Any, Optional
 
 import typer
 
-from ..calibration import CalibOptions
+from ..scoring.settings import CalibOptions
 from ..data.clips import ClipOptions
 from ..experiments.launch import Launch
 from ..settings import with_file
-from ._app import app
+from ._app import SETTING_FLAGS, app
 
 # How each settings field appears on the command line: its help, and its flag where it is not --field-name.
 HELP = {
@@ -121,6 +121,12 @@ class Group:
     panel: str = "Options"  # the heading it is listed under in --help
     file_flag: str | None = None
     file_help: str = ""
+    helps: dict = field(default_factory=dict)  # help texts of this group's own (over HELP's)
+    flags: dict = field(default_factory=dict)  # a field's flag where it is not --field-name (over FLAGS)
+    parse: dict = field(default_factory=dict)  # field -> (type on the command line, text -> value)
+
+    def __post_init__(self):
+        SETTING_FLAGS.update({name: flag.split("/")[0] for name, flag in self.flags.items()})
 
     def but(self, *drop: str, **defaults) -> Group:
         """The same group without some fields, or with other defaults."""
@@ -130,7 +136,9 @@ class Group:
     def parameters(self) -> list[inspect.Parameter]:
         hints = typing.get_type_hints(self.cls)
         known = {f.name: f for f in dataclasses.fields(self.cls)}
-        params = [_option(name, hints[name], self.defaults.get(name, known[name].default), self.panel)
+        params = [_option(name, self.parse[name][0] if name in self.parse else hints[name],
+                          self.defaults.get(name, known[name].default), self.panel, self.helps.get(name, HELP.get(name)),
+                          self.flags.get(name))
                   for name in self.fields]
         if self.file_flag:
             params.append(_parameter(_file_param(self.file_flag), Optional[Path],
@@ -139,7 +147,9 @@ class Group:
 
     def build(self, values: dict) -> Any:
         """The dataclass from the parsed options (taken out of `values`)."""
-        fields = {name: values.pop(PARAMS.get(name, name)) for name in self.fields}
+        fields = {name: values.pop(_param(name, self.flags.get(name))) for name in self.fields}
+        for name, (_, parse) in self.parse.items():
+            fields[name] = parse(fields[name]) if name in fields and fields[name] is not None else fields.get(name)
         path = values.pop(_file_param(self.file_flag)) if self.file_flag else None
         return with_file(self.cls, fields, path, self.file_flag or "")
 
@@ -156,11 +166,18 @@ def _plain(hint: Any) -> Any:
     return hint
 
 
-def _option(name: str, hint: Any, default: Any, panel: str) -> inspect.Parameter:
-    flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+def _param(name: str, flag: str | None) -> str:
+    """The Python name of a field's option: its flag's, where the group gives it one."""
+    return flag.split("/")[0].lstrip("-").replace("-", "_") if flag else PARAMS.get(name, name)
+
+
+def _option(name: str, hint: Any, default: Any, panel: str, help: str | None, flag: str | None) -> inspect.Parameter:
+    shown = flag or FLAGS.get(name, "--" + name.replace("_", "-"))
     value = ... if default is dataclasses.MISSING else default
-    return _parameter(PARAMS.get(name, name), _plain(hint), typer.Option(value, flag, help=HELP[name],
-                                                                         rich_help_panel=panel))
+    if isinstance(value, tuple):  # a parsed field's default, as the command line writes it
+        value = ",".join(map(str, value)) or None
+    return _parameter(_param(name, flag), _plain(hint), typer.Option(value, *shown.split(" "), help=help,
+                                                                     rich_help_panel=panel))
 
 
 def _parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -210,3 +227,51 @@ JOBS = Group(Jobs, ("shard", "keep_models", "oracle_seeds", "retries", "stale_af
 LAUNCH = Group(Launch, tuple(f.name for f in dataclasses.fields(Launch)), panel="Cluster")
 CALIB = Group(CalibOptions, ("calib_data", "calib_clips", "span", "calib_batch", "calib_seq_len", "tokens",
                              "last_output"), panel="Calibration")
+
+
+def _blocks(flag: str):
+    """Block numbers '3,7,9' as a tuple of ints (the library checks them against the stack's depth)."""
+    def parse(text: str) -> tuple[int, ...]:
+        from ..pruning import block_list
+
+        return block_list(text, flag)
+    return (Optional[str], parse)
+
+
+def _weight_groups():
+    """The groups of scoring and pruning (`ScoreSettings`, `Cut`, `WriteOptions`, `InputSpec`)."""
+    from ..cost import InputSpec
+    from ..pruning import Cut, WriteOptions
+    from ..scoring import ScoreSettings
+
+    helps = {
+        "criteria": "Comma list or 'all' (every data-free criterion); `gardener criteria` lists them.",
+        "primary": "Primary criterion: its ranks and removal order.",
+        "dtype": "Precision view: stored, float16, bfloat16 or float32.", "stack": "Stack to use (default: the encoder).",
+        "block_pattern": "Regex with the block number in a group.", "seed": "Seed for the random criterion.",
+        "params": "'2d' (weight matrices, as the paper) or 'all'.", "bins": "Histogram bins for hist_entropy.",
+        "workers": "Blocks scored in parallel (default: up to 2).",
+        "aggregate": "How spectral criteria combine a block's matrices: mean, min, max or weighted (by parameter count).",
+    }
+    scoring = Group(ScoreSettings, ("criteria", "primary", "dtype", "stack", "block_pattern", "params", "bins", "seed",
+                                    "workers", "aggregate"), helps=helps, flags={"primary": "--criterion"},
+                    parse={"criteria": (str, str)})
+    ranking = scoring.but("criteria", "params", "bins", "workers")
+    ranking = dataclasses.replace(ranking, helps={**helps, "primary": "The one criterion ranking the blocks "
+                                                  "(`gardener criteria` lists them)."})
+    cut = Group(Cut, ("ratio", "remove", "blocks", "zero_based", "protect", "ranking", "contiguous"), helps={
+        "ratio": "Fraction of blocks to remove: round(R x depth).", "remove": "Number of blocks to remove.",
+        "blocks": "Explicit blocks to remove, e.g. 3,7,9 (1-based).",
+        "zero_based": "Read --blocks/--protect as 0-based indices.", "protect": "Blocks never removed, e.g. 1,12.",
+        "ranking": "Use a `gardener score --json` file's ranking.",
+        "contiguous": "Remove the contiguous span of blocks whose input and output are most alike (--criterion "
+                      "angular_distance, Gromov et al.)."}, parse={"blocks": _blocks("blocks"), "protect": _blocks("protect")})
+    write = Group(WriteOptions, ("max_shard_size",), defaults={"max_shard_size": "5GB"},
+                  helps={"max_shard_size": "Shard HF weights above this size."}, parse={"max_shard_size": (str, str)})
+    spec = Group(InputSpec, ("frames", "size", "seq_len"), helps={
+        "frames": "Video frames for the GFLOPs count.", "size": "Image/frame size for the GFLOPs count.",
+        "seq_len": "Sequence length for the GFLOPs count of text models."})
+    return scoring, ranking, cut, write, spec
+
+
+SCORING, RANKING, CUT, WRITE, INPUT_SPEC = _weight_groups()

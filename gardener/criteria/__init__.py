@@ -1,8 +1,9 @@
 """Block-importance criteria. Importing this package registers every built-in criterion."""
 # Import order is registration order, which is the order `all` lists and tables show.
 from . import information, magnitude, spectral, baseline, calibration  # noqa: F401,I001  (registration side effects)
-from ._registry import (AGGREGATES, BlockSummary, Context, Criterion, check_aggregate, data_free, family_of, get,
-                        names, parse, register)
+from ._registry import (AGGREGATES, BlockSummary, Context, Criterion, check_aggregate, data_free, group_of, get,
+                        names, parse, register,
+                        unregister)
 
 # the paper's Table 3 criteria (the data-free ones; "sensitivity" is the oracle run by experiments)
 PAPER_CRITERIA = ["entropy", "l1", "l2", "mean", "variance", "std", "kurtosis", "mutual_information"]
@@ -13,5 +14,6 @@ def sweep_criteria() -> list[str]:
     return [*PAPER_CRITERIA, *names("spectral"), "random", "sensitivity"]
 
 
-__all__ = ["AGGREGATES", "PAPER_CRITERIA", "BlockSummary", "Context", "Criterion", "check_aggregate", "data_free", "family_of",
-           "get", "names", "parse", "register", "sweep_criteria"]
+__all__ = ["AGGREGATES", "PAPER_CRITERIA", "BlockSummary", "Context", "Criterion", "check_aggregate", "data_free", "group_of",
+           "get", "names", "parse", "register", "sweep_criteria",
+           "unregister"]

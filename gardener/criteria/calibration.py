@@ -1,6 +1,6 @@
 """The peers' data-aware criteria, scored from a calibration pass (`--calib-data`), not from weights alone.
 
-Each takes the `CalibrationPass` (gardener.calibration) and returns one score per block.
+Each takes the `CalibrationPass` (gardener.scoring.calibration) and returns one score per block.
 """
 from __future__ import annotations
 

@@ -7,13 +7,13 @@ from ..values import BlockValues, joint_sum_clogc_matrix
 from ._registry import BlockSummary, Context, register
 
 
-@register("entropy", removes="lowest")
+@register("entropy", removes="lowest", exact_value=True)
 def entropy(values: BlockValues, ctx: Context) -> float:
     """Exact-value (weight-number) entropy in nats: the paper's Gardener criterion."""
     return values.counts().entropy()
 
 
-@register("efficiency", removes="lowest")
+@register("efficiency", removes="lowest", exact_value=True)
 def efficiency(values: BlockValues, ctx: Context) -> float:
     """Entropy divided by its maximum ln N: how close to all-distinct the values are."""
     return values.counts().entropy() / float(np.log(values.n))
@@ -36,7 +36,7 @@ def hist_entropy(values: BlockValues, ctx: Context) -> float:
     return float(-np.sum(p * np.log(p)))
 
 
-@register("mutual_information", removes="highest", scope="model", needs_counts=True)
+@register("mutual_information", removes="highest", exact_value=True, scope="model", needs_counts=True)
 def mutual_information(blocks: list[BlockSummary], ctx: Context) -> list[float]:
     """Mean over other blocks of H(a) + H(b) - H(a concat b): high means redundant."""
     if len(blocks) == 1:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import GardenerError
+
 # the conventional names of a list of blocks: "<prefix>.<list>.<N>.<param>"
 LIST_NAMES = r"(?:layer|layers|blocks|block|h|decoder_layers)"
 ANY_STACK = rf"(?P<stack>(?:[\w-]+\.)*?{LIST_NAMES})\.(?P<index>\d+)"
@@ -101,8 +103,12 @@ class Family:
 _FAMILIES: list[Family] = []
 
 
-def register(family: Family) -> Family:
-    """Add a family (replacing one of the same name); higher `priority` is tried first."""
+def register(family: Family, *, replace: bool = False) -> Family:
+    """Add a family; higher `priority` is tried first. A name already registered is an error unless
+    `replace=True` says the new description is meant to take its place."""
+    if not replace and any(f.name == family.name for f in _FAMILIES):
+        raise GardenerError(f"family {family.name!r} is already registered; choose another name, or "
+                            f"register(..., replace=True) to replace it")
     _FAMILIES[:] = [f for f in _FAMILIES if f.name != family.name] + [family]
     _FAMILIES.sort(key=lambda f: -f.priority)  # stable: registration order breaks ties
     return family
@@ -119,7 +125,11 @@ def families() -> list[Family]:
 
 
 def get(name: str) -> Family:
-    return next(f for f in _FAMILIES if f.name == name)
+    """The registered family `name`, or an error listing the known ones."""
+    found = [f for f in _FAMILIES if f.name == name]
+    if not found:
+        raise GardenerError(f"unknown family {name!r}; known: {', '.join(f.name for f in _FAMILIES)}")
+    return found[0]
 
 
 def kinds() -> list[StackKind]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..scoring import ScoreResult
+from ..scoring.result import ScoreResult
 
 
 def show_scores(result: ScoreResult) -> list[tuple[str, Any]]:
@@ -37,10 +37,10 @@ def criteria_table():
 
     from .. import criteria as registry
 
-    table = Table("name", "family", "removes first", "scope", "what it measures", header_style="bold")
+    table = Table("name", "group", "removes first", "scope", "what it measures", header_style="bold")
     for name in registry.names():
         c = registry.get(name)
-        table.add_row(name, c.family, f"{c.removes} score", c.scope, c.summary)
+        table.add_row(name, c.group, f"{c.removes} score", c.scope, c.summary)
     return table
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ..scoring import ScoreResult
+from ..scoring.result import ScoreResult
 
 ARROWS = {"lowest": "▼", "highest": "▲"}
 
@@ -76,7 +76,7 @@ def summary_lines(result: ScoreResult) -> list[str]:
     per_block = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,}-{sizes[-1]:,}"
     tensors = sorted({len(b.tensors) for b in result.blocks})
     lines = [
-        f"Scored stack [bold]{escape(result.stack)}[/] ({result.family}) of {escape(str(result.source))}",
+        f"Scored stack [bold]{escape(result.stack)}[/] ({result.kind}) of {escape(str(result.source))}",
         f"  {result.depth} blocks, {per_block} parameters per block from {'/'.join(map(str, tensors))} "
         f"tensors ({'2-D weight matrices' if result.params == '2d' else 'all tensors'})",
         f"  dtype view: {result.dtype_view} (stored as {', '.join(result.stored_dtypes)})",
@@ -112,7 +112,7 @@ def to_csv(result: ScoreResult) -> str:
 def csv_metadata(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
     """What the CSV's rows were scored from and how, as the JSON written beside it."""
     head = {
-        "source": result.source, "stack": result.stack, "family": result.family,
+        "source": result.source, "stack": result.stack, "kind": result.kind,
         "dtype_view": result.dtype_view, "stored_dtypes": result.stored_dtypes, "params": result.params,
         "primary": result.primary, "seed": result.seed, "bins": result.bins, "aggregate": result.aggregate,
         "removes": result.removes, "warnings": result.caveats(), **(meta or {}),
@@ -186,14 +186,15 @@ def sensitivity_table(table: dict[str, Any]) -> Table:
 
 def sweep_table(table: dict[str, Any]) -> Table:
     """Table 3 in the terminal (the same rows as the report)."""
-    from .experiment import pct, sweep_rows
+    from .sweep import sweep_rows
+    from .text import pct
 
     return _rich(f"top-1 (%) by pruning ratio; unpruned {pct(table['baseline']['top1'])}", *sweep_rows(table))
 
 
 def agreement_table(result: dict[str, Any]) -> Table:
     """Agreement with the oracle in the terminal (the same rows as the report)."""
-    from .experiment import agreement_rows
+    from .agreement import agreement_rows
 
     return _rich("agreement with the oracle ranking", *agreement_rows(result))
 

@@ -11,7 +11,8 @@ import transformers as T
 from conftest import VIDEO_CLASSES, build_hf, run_cli, save_hf, skip_layers, write_safetensors
 
 import gardener
-from gardener.calibration import CalibOptions, calibration_batches, contiguous_span
+from gardener.scoring import CalibOptions
+from gardener.scoring.calibration import calibration_batches, contiguous_span
 from gardener.errors import GardenerError
 
 DEPTH = 4

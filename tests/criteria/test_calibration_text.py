@@ -17,7 +17,8 @@ import transformers as T
 from conftest import build_hf, run_cli, save_hf, skip_layers
 
 import gardener
-from gardener.calibration import CalibOptions, contiguous_span
+from gardener.scoring import CalibOptions
+from gardener.scoring.calibration import contiguous_span
 from gardener.errors import GardenerError
 
 DEPTH = 4

@@ -16,7 +16,7 @@ import gardener
 from gardener import criteria, spectra
 from gardener.cli import main
 from gardener.errors import GardenerError
-from gardener.precision import precision_report
+from gardener.scoring import precision_report
 from gardener.values import BlockValues
 
 SPECTRAL = ["spectral_entropy", "effective_rank", "stable_rank", "alpha", "alpha_weighted", "log_spectral_norm"]

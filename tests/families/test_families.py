@@ -13,7 +13,9 @@ import gardener
 from gardener import families
 from gardener.blocks import find_stacks
 from gardener.families import Family, StackKind
-from gardener.workflows import checkpoint_info, prune_checkpoint
+from gardener.info import checkpoint_info
+from gardener.pruning import Cut, prune_checkpoint
+from gardener.scoring import ScoreSettings
 
 
 def _second_block(kind: StackKind) -> str:
@@ -26,7 +28,7 @@ def test_every_registered_stack_kind_is_found_from_its_example(kind):
     assert kind.example, f"{kind.name}: a registered stack kind names an example key"
     stacks = find_stacks([kind.example, _second_block(kind)])
     assert len(stacks) == 1
-    assert (stacks[0].family, stacks[0].depth, stacks[0].family.role) == (kind, 2, kind.role)
+    assert (stacks[0].kind, stacks[0].depth, stacks[0].kind.role) == (kind, 2, kind.role)
 
 
 def test_generic_is_the_last_fallback_whatever_registers_after_it():
@@ -63,9 +65,9 @@ def cellnet():
 def test_a_family_registered_from_outside_wins_over_generic(cellnet, tmp_path):
     model = CellNet()
     before = find_stacks([n for n, _ in model.named_parameters()])
-    assert [(s.name, s.family.name, s.depth) for s in before] == [("trunk.layers", "cellnet", 4)]
+    assert [(s.name, s.kind.name, s.depth) for s in before] == [("trunk.layers", "cellnet", 4)]
     families.unregister("cellnet")
-    assert find_stacks([n for n, _ in model.named_parameters()])[0].family.name == "generic"
+    assert find_stacks([n for n, _ in model.named_parameters()])[0].kind.name == "generic"
 
 
 def test_a_registered_family_scores_prunes_a_folder_and_cuts_its_config_lists(cellnet, tmp_path):
@@ -75,8 +77,8 @@ def test_a_registered_family_scores_prunes_a_folder_and_cuts_its_config_lists(ce
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(src / "model.safetensors"))
     (src / "config.json").write_text(json.dumps({"num_cells": 4, "cell_kinds": ["a", "b", "c", "d"]}))
     result = gardener.score(src, ["l1"])
-    assert (result.stack, result.family, result.depth) == ("trunk.layers", "cellnet", 4)
-    info = prune_checkpoint(src, tmp_path / "out", blocks="2,3")
+    assert (result.stack, result.kind, result.depth) == ("trunk.layers", "cellnet", 4)
+    info = prune_checkpoint(src, tmp_path / "out", Cut(blocks=(2, 3)))
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert (config["num_cells"], config["cell_kinds"]) == (2, ["a", "d"])
     assert info["family"] == "cellnet" and info["depth_after"] == 2
@@ -115,7 +117,7 @@ def test_swin_stages_are_stacks_and_downsampling_is_no_block(tmp_path):
 def test_swin_prunes_within_a_stage_and_the_file_and_memory_copies_agree(tmp_path):
     stage = "swin.encoder.layers.1.blocks"
     _swin().save_pretrained(tmp_path / "swin")
-    info = prune_checkpoint(tmp_path / "swin", tmp_path / "small", blocks="2", stack=stage)
+    info = prune_checkpoint(tmp_path / "swin", tmp_path / "small", Cut(blocks=(2,)), ScoreSettings(stack=stage))
     assert any("shifted windows" in w for w in info["warnings"])
     assert info["gflops_after"] < info["gflops_before"]
     reloaded, loading = T.SwinForImageClassification.from_pretrained(tmp_path / "small", output_loading_info=True)
@@ -129,13 +131,13 @@ def test_swin_prunes_within_a_stage_and_the_file_and_memory_copies_agree(tmp_pat
 
 # --- every registered family with a tiny instance: real transformers models ---------------------
 def _depth(config: dict, stack) -> int:
-    value = config[stack.family.depth_field]
-    stage = stack.family.stage(stack.name)
+    value = config[stack.kind.depth_field]
+    stage = stack.kind.stage(stack.name)
     return value[stage] if stage is not None else value
 
 
 def _ours(names, family) -> list:
-    return sorted((s for s in find_stacks(list(names)) if s.family.family is family), key=lambda s: s.name)
+    return sorted((s for s in find_stacks(list(names)) if s.kind.family is family), key=lambda s: s.name)
 
 
 @pytest.mark.parametrize("family", [f for f in families.families() if f.tiny], ids=lambda f: f.name)
@@ -152,7 +154,7 @@ def test_every_registered_family_reads_and_prunes_a_real_model_of_its_kind(tmp_p
     assert [s.depth for s in on_disk] == [_depth(config, s) for s in on_disk] == \
         [len(model.get_submodule(s.name)) for s in in_memory]
     last = on_disk[-1]
-    prune_checkpoint(tmp_path / "model", tmp_path / "small", blocks=str(last.depth), stack=last.name)
+    prune_checkpoint(tmp_path / "model", tmp_path / "small", Cut(blocks=(last.depth,)), ScoreSettings(stack=last.name))
     small, loading = T.AutoModel.from_pretrained(tmp_path / "small", output_loading_info=True)
     assert not loading["missing_keys"] and not loading["unexpected_keys"]
     assert _depth(small.config.to_dict(), last) == last.depth - 1
@@ -164,7 +166,7 @@ def test_t5_keeps_its_position_bias_when_the_first_block_goes(tmp_path):
     torch.manual_seed(0)
     model = T.AutoModel.from_config(T.AutoConfig.for_model(**families.get("t5").tiny))
     model.save_pretrained(tmp_path / "t5")
-    prune_checkpoint(tmp_path / "t5", tmp_path / "small", blocks="1", stack="decoder.block")
+    prune_checkpoint(tmp_path / "t5", tmp_path / "small", Cut(blocks=(1,)), ScoreSettings(stack="decoder.block"))
     small, loading = T.AutoModel.from_pretrained(tmp_path / "small", output_loading_info=True)
     assert not loading["missing_keys"] and len(small.decoder.block) == 2
     bias = "layer.0.SelfAttention.relative_attention_bias.weight"

@@ -15,7 +15,7 @@ from gardener.report.figures import draw_eval_figures
 from gardener.train import DataOptions, Recipe, evaluate_model, finetune, read_losses
 from gardener.train.evaluate import read_predictions
 from gardener.train.pretrain import PretrainRecipe, pretrain
-from gardener.workflows import prune_checkpoint
+from gardener.pruning import Cut, prune_checkpoint
 
 CLIPS = dict(sampling_rate=2, test_clips=2, test_crops=1, min_crop_scale=0.3)
 
@@ -58,7 +58,7 @@ def test_resume_continues_on_the_same_trajectory(tmp_path, video_root, tiny_mode
 
 def test_a_pruned_model_finetunes_and_its_saved_model_reproduces_the_evaluation(tmp_path, video_root):
     source = tiny_videomae(tmp_path / "src", depth=4)
-    prune_checkpoint(source, tmp_path / "pruned", blocks="2,3")
+    prune_checkpoint(source, tmp_path / "pruned", Cut(blocks=(2, 3)))
     finetune(tmp_path / "pruned", tmp_path / "run", DataOptions(video_root), _recipe(max_steps=6), **CLIPS)
     saved = T.VideoMAEForVideoClassification.from_pretrained(tmp_path / "run" / "model")
     assert saved.config.num_hidden_layers == 2 and saved.config.id2label[0] == "blue_to_red"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import HF_WEIGHT_FILES, Checkpoint
-from .errors import GardenerError
+from ..checkpoint import HF_WEIGHT_FILES, Checkpoint
+from ..errors import SettingError
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 _SKIP = set(HF_WEIGHT_FILES) | {"gardener.json"}
@@ -20,7 +20,7 @@ def parse_size(text: str | int) -> int:
     """Bytes (at least 1) from '5GB', '500MB', '20KB' or a plain integer."""
     value = text if isinstance(text, int) else _size_of(text)
     if value is None or value < 1:
-        raise GardenerError(f"--max-shard-size {text!r}: expected a size above 0 like 5GB or 500MB")
+        raise SettingError("max_shard_size", f"{text!r}: expected a size above 0 like 5GB or 500MB")
     return value
 
 

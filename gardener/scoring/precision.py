@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import Checkpoint, open_checkpoint
-from .values import VIEW_TAGS, VIEWS
+from ..checkpoint import Checkpoint, open_checkpoint
+from ..values import VIEW_TAGS, VIEWS
 
 ALL_DISTINCT = 0.99  # at least this share of distinct values in every block: entropy ~ ln N
 WEAK_AGREEMENT = 0.5  # a Spearman rho below this between views: the ranking depends on the view
@@ -22,7 +22,7 @@ def precision_report(path: str | Path | Checkpoint, *, stack: str | None = None,
     """Entropy, distinct values and ranks of each block under each precision view, and a verdict."""
     from scipy import stats
 
-    from .scoring import score
+    from .run import score
 
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
     results = {}

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .blocks import choose_stack
-from .errors import GardenerError
-from .families import shorten_config
-from .pruning import parse_blocks, plan
+from ..blocks import choose_stack
+from ..errors import GardenerError
+from ..families import shorten_config
+from .plan import parse_blocks, plan
 
 
 def prune_model(model: Any, remove: Sequence[int], *, stack: str | None = None,
@@ -39,10 +39,10 @@ def prune_model(model: Any, remove: Sequence[int], *, stack: str | None = None,
     kept_modules = [blocks[n - 1] for n in decision.kept]
     config = getattr(model, "config", None)
     for position, block in enumerate(kept_modules):
-        chosen.family.family.renumber(block, position, config)  # e.g. KV-cache layer indices
+        chosen.kind.family.renumber(block, position, config)  # e.g. KV-cache layer indices
     parent_name, _, attr = chosen.name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, torch.nn.ModuleList(kept_modules))
-    record = {"stack": chosen.name, "family": chosen.family.name, "how": "prune_model",
+    record = {"stack": chosen.name, "family": chosen.kind.name, "how": "prune_model",
               "removed_blocks": decision.removed, "kept_blocks": decision.kept,
               "removed_indices": [b - 1 for b in decision.removed], "depth_before": depth,
               "depth_after": len(decision.kept), "params_before": params_before,
@@ -58,7 +58,7 @@ def prune_model(model: Any, remove: Sequence[int], *, stack: str | None = None,
 
 def _update_config(config: Any, chosen, kept: Sequence[int]) -> None:
     """The config's depth field and per-block lists, cut to the kept blocks as the family says."""
-    kind = chosen.family
+    kind = chosen.kind
     if kind.depth_field is None or getattr(config, kind.depth_field, None) is None:
         return
     current = {kind.depth_field: getattr(config, kind.depth_field)}

@@ -1,4 +1,4 @@
-"""Choose blocks to remove (pure, no torch) and cut them out of a checkpoint by key surgery."""
+"""Which blocks go (pure, no torch): counts for ratios, block numbers checked, the plan, and the key renamer."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import GardenerError
+from ..errors import GardenerError, SettingError
 
 
 @dataclass(frozen=True)
@@ -24,30 +24,39 @@ class PrunePlan:
 def count_for_ratio(ratio: float, depth: int) -> int:
     """Blocks removed for a pruning ratio: round(ratio x depth), so 8.3 % of 12 removes 1."""
     if not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 < ratio < 1:
-        raise GardenerError(f"--ratio {ratio}: expected a fraction strictly between 0 and 1 (e.g. 0.5)")
+        raise SettingError("ratio", f"{ratio}: expected a fraction strictly between 0 and 1 (e.g. 0.5)")
     count = int(math.floor(ratio * depth + 0.5))
     if count < 1 or count >= depth:
-        raise GardenerError(f"--ratio {ratio}: removes {count} of {depth} blocks; at least one block must "
-                            f"go and at least one must remain")
+        raise SettingError("ratio", f"{ratio}: removes {count} of {depth} blocks; at least one block must go and at "
+                                    f"least one must remain")
     return count
 
 
-def parse_blocks(spec: str | Sequence[int], depth: int, zero_based: bool = False, what: str = "--blocks") -> list[int]:
-    """1-based block numbers from '3,7,9' (or 0-based with zero_based), validated against depth."""
-    items = [s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
+def block_list(text: str, setting: str = "blocks") -> tuple[int, ...]:
+    """Block numbers from '3,7,9', as given (no range check: that needs the stack's depth)."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
-        raise GardenerError(f"{what} {spec!r}: names no block; expected block numbers like 3,7,9")
+        raise SettingError(setting, f"{text!r}: names no block; expected block numbers like 3,7,9")
     try:
-        numbers = [int(s) + (1 if zero_based else 0) for s in items]
+        return tuple(int(s) for s in items)
     except ValueError:
-        raise GardenerError(f"{what} {spec!r}: expected comma-separated block numbers like 3,7,9") from None
+        raise SettingError(setting, f"{text!r}: expected comma-separated block numbers like 3,7,9") from None
+
+
+def parse_blocks(spec: str | Sequence[int], depth: int, zero_based: bool = False, setting: str = "blocks"
+                 ) -> list[int]:
+    """1-based block numbers from '3,7,9' or a sequence (0-based with zero_based), checked against depth."""
+    numbers = block_list(spec, setting) if isinstance(spec, str) else tuple(spec)
+    if not numbers:
+        raise SettingError(setting, f"{spec!r}: names no block; expected block numbers like 3,7,9")
+    shift = 1 if zero_based else 0
     low, high = (0, depth - 1) if zero_based else (1, depth)
-    bad = [n - (1 if zero_based else 0) for n in numbers if not 1 <= n <= depth]
+    bad = [n for n in numbers if not low <= n <= high]
     if bad:
-        raise GardenerError(f"{what}: block {bad[0]} is out of range {low}..{high} for a stack of {depth} blocks")
+        raise SettingError(setting, f"block {bad[0]} is out of range {low}..{high} for a stack of {depth} blocks")
     if len(set(numbers)) != len(numbers):
-        raise GardenerError(f"{what} {spec!r}: lists a block twice")
-    return numbers
+        raise SettingError(setting, f"{spec!r}: lists a block twice")
+    return [n + shift for n in numbers]
 
 
 def plan(depth: int, *, ratio: float | None = None, remove: int | None = None, blocks: Sequence[int] | None = None,
@@ -60,12 +69,12 @@ def plan(depth: int, *, ratio: float | None = None, remove: int | None = None, b
     """
     given = [x is not None for x in (ratio, remove, blocks)]
     if sum(given) != 1:
-        raise GardenerError("choose the blocks with exactly one of --ratio, --remove or --blocks")
+        raise SettingError("ratio", "choose the blocks with exactly one of {ratio}, {remove} or {blocks}")
     if blocks is not None:
         chosen = sorted(blocks)
         clash = sorted(set(chosen) & set(protect))
         if clash:
-            raise GardenerError(f"--blocks and --protect both name block {clash[0]}")
+            raise SettingError("blocks", f"and {{protect}} both name block {clash[0]}")
         how = "blocks"
     else:
         count = count_for_ratio(ratio, depth) if ratio is not None else _check_count(remove, depth)
@@ -82,7 +91,7 @@ def plan(depth: int, *, ratio: float | None = None, remove: int | None = None, b
 
 def _check_count(count: int, depth: int) -> int:
     if count < 1 or count >= depth:
-        raise GardenerError(f"--remove {count}: expected 1..{depth - 1} for a stack of {depth} blocks")
+        raise SettingError("remove", f"{count}: expected 1..{depth - 1} for a stack of {depth} blocks")
     return count
 
 

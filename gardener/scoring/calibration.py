@@ -8,177 +8,17 @@ family (`model_types`: video, image or tokens).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import GardenerError
-
-
-TOKENS = ("last", "mean", "cls")  # which tokens a sequence's hidden state is read at (--tokens)
-LAST_OUTPUTS = ("hidden_states", "block")  # what counts as the last block's output (--last-output)
-
-
-@dataclass(frozen=True)
-class CalibOptions:
-    """Where the calibration data is, how much of it a calibration pass reads, and the conventions it follows."""
-
-    calib_data: Path | None = None  # any dataset `finetune` accepts; text models: .txt or .jsonl (text or input_ids)
-    calib_clips: int = 64  # clips (or sequences) in the pass
-    span: int = 1  # blocks per span for angular_distance (Gromov et al. remove n contiguous blocks)
-    calib_batch: int = 8
-    calib_seq_len: int = 128  # tokens per sequence cut from raw text
-    tokens: str | None = None  # angular_distance reads: last, mean or cls; None: the model family's choice
-    last_output: str = "hidden_states"  # the last block's output: as output_hidden_states returns it, or "block"
-
-    def inputs(self) -> list[tuple[str, Path]]:
-        """The paths an output must not touch."""
-        return [("the calibration data", self.calib_data)] if self.calib_data else []
-
-
-def load_model(path: str | Path):
-    """The checkpoint's `transformers` model (its own architecture, float32, eval mode) on the best device."""
-    import torch
-    import transformers
-
-    path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise GardenerError(f"{path}: calibration criteria run the model's forward pass, which needs a transformers "
-                            f"model directory with config.json (this checkpoint has none); save the model with "
-                            f"save_pretrained (or `gardener convert` an original VideoMAE) first")
-    architectures = json.loads(config_file.read_text()).get("architectures") or []
-    cls = getattr(transformers, architectures[0], None) if architectures else None
-    if cls is None:
-        raise GardenerError(f"{config_file}: names no transformers architecture this version has "
-                            f"({architectures or 'none'}); cannot run its forward pass")
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # gardener's own output stays one line per event
-    try:
-        model = cls.from_pretrained(path, attn_implementation="eager").float().eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-    return model.to("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def check_data(options: CalibOptions) -> Path:
-    """The calibration data's path, or the one-line error saying what is missing (before any model loads)."""
-    if options.calib_data is None:
-        raise GardenerError("calibration criteria run the model on data: give --calib-data (any dataset `finetune` "
-                            "accepts; for text models a .txt file or a .jsonl of text or input_ids)")
-    if not Path(options.calib_data).exists():
-        raise GardenerError(f"--calib-data {options.calib_data}: no such file or folder")
-    if min(options.calib_clips, options.calib_batch, options.span) < 1 or options.calib_seq_len < 2:
-        raise GardenerError("--calib-clips, --calib-batch and --span must be at least 1, --calib-seq-len at least 2")
-    if options.tokens is not None and options.tokens not in TOKENS:
-        raise GardenerError(f"--tokens {options.tokens!r}: expected one of {', '.join(TOKENS)}")
-    if options.last_output not in LAST_OUTPUTS:
-        raise GardenerError(f"--last-output {options.last_output!r}: expected one of {', '.join(LAST_OUTPUTS)}")
-    return Path(options.calib_data)
-
-
-def calibration_batches(model, path: Path, options: CalibOptions, seed: int, notes: list[str] | None = None
-                        ) -> list[dict]:
-    """The calibration set as model inputs, deterministic for a seed: {inputs, labels, mask, items} batches.
-
-    `mask` (B, tokens) marks the real tokens of token models (None: every token is real); `items`
-    counts the distinct videos or sequences read. What deserves a warning goes to `notes`.
-    """
-    from .families import input_kind
-
-    check_data(options)
-    notes = [] if notes is None else notes
-    kind = input_kind(getattr(model.config, "model_type", ""))
-    if kind == "tokens":
-        return _token_batches(model.config, path, options, seed, notes)
-    return _video_batches(model.config, path, kind, options, seed)
-
-
-def _video_batches(config, path: Path, kind: str, options: CalibOptions, seed: int) -> list[dict]:
-    import torch
-
-    from .data import ClipSpec, EvalClips, probe_all, read_split
-    from .train.evaluate import normalisation, to_model_input
-
-    try:
-        split = read_split(options.calib_data, "train", seed=seed)
-    except GardenerError as exc:
-        raise GardenerError(str(exc).replace("--data", "--calib-data")) from None
-    split, infos = probe_all(split, 4, strict=False)
-    if not len(split):
-        raise GardenerError(f"--calib-data {options.calib_data}: no readable video")
-    chosen = np.random.default_rng([seed, 11]).permutation(len(split))[:options.calib_clips].tolist()
-    per_video = math.ceil(options.calib_clips / len(split))
-    frames = 1 if kind == "image" else config.num_frames
-    spec = ClipSpec(frames=frames, size=config.image_size, test_clips=per_video, test_crops=1)
-    dataset = EvalClips(split.subset(chosen), [infos[i] for i in chosen], spec)
-    views, labels = [], []
-    for item in (dataset[i] for i in range(len(dataset))):
-        views += list(item["pixel_values"])
-        labels += [item["labels"]] * len(item["pixel_values"])
-    mean, std = normalisation(path)
-    pixels = to_model_input(torch.stack(views[:options.calib_clips]), mean, std)  # (N, T, C, H, W)
-    if kind == "image":
-        pixels = pixels[:, 0]  # (N, C, H, W)
-    label_ids = _model_labels(config, split.classes, labels[:options.calib_clips])
-    videos = len(chosen)
-    return [{"inputs": {"pixel_values": pixels[i:i + options.calib_batch]}, "mask": None, "items": videos,
-             "labels": None if label_ids is None else label_ids[i:i + options.calib_batch]}
-            for i in range(0, len(pixels), options.calib_batch)]
-
-
-def _model_labels(config, classes: list[str], labels: list[int]):
-    """The data's labels in the model's numbering (by class name), or None when they do not all match."""
-    import torch
-
-    label2id = {str(k): v for k, v in (getattr(config, "label2id", None) or {}).items()}
-    if not all(classes[y] in label2id for y in labels):
-        return None
-    return torch.tensor([label2id[classes[y]] for y in labels])
-
-
-def _token_batches(config, model_dir: Path, options: CalibOptions, seed: int, notes: list[str]) -> list[dict]:
-    """Token sequences (from text or ids), each read once, batched by equal length so that no padding is added."""
-    import torch
-
-    from .data.text import read_sequences
-
-    path = Path(options.calib_data)
-    rows = read_sequences(path, Path(model_dir), options.calib_seq_len, getattr(config, "vocab_size", None))
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    longest = max(len(r.ids) for r in rows)
-    if isinstance(limit, int) and longest > limit:
-        raise GardenerError(f"--calib-data {path}: a sequence of {longest} tokens is longer than the model's "
-                            f"{limit} positions; give shorter sequences (--calib-seq-len for text)")
-    if options.calib_clips > len(rows):
-        notes.append(f"--calib-clips {options.calib_clips}: {path} holds {len(rows)} sequences; all {len(rows)} are "
-                     f"read, none twice")
-    order = np.random.default_rng([seed, 11]).permutation(len(rows))[:options.calib_clips]
-    by_length: dict[int, list] = {}
-    for i in order:
-        by_length.setdefault(len(rows[i].ids), []).append(rows[i])
-    batches = []
-    for _, group in sorted(by_length.items()):
-        for i in range(0, len(group), options.calib_batch):
-            part = group[i:i + options.calib_batch]
-            mask = torch.tensor([r.mask for r in part])
-            inputs = {"input_ids": torch.tensor([r.ids for r in part]), "attention_mask": mask}
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            if bool(((positions != torch.arange(mask.shape[1])) & (mask == 1)).any()):  # left padding
-                inputs["position_ids"] = positions  # real tokens at the positions they hold unpadded
-            batches.append({"inputs": inputs, "labels": None, "mask": mask, "items": len(order)})
-    return batches
+from ..errors import GardenerError
+from .calibration_data import calibration_batches, check_data, load_model
+from .settings import CalibOptions
 
 
 def _first(output):
@@ -207,7 +47,7 @@ class CalibrationPass:
     def __init__(self, path: str | Path, options: CalibOptions, stack: str | None = None, seed: int = 0):
         import torch
 
-        from .blocks import choose_stack
+        from ..blocks import choose_stack
 
         torch.manual_seed(seed)
         check_data(options)
@@ -227,7 +67,7 @@ class CalibrationPass:
 
     def _token_choice(self, names: list[str]) -> str:
         """--tokens, else the family's registered choice, else the last token of a causal LM and the mean otherwise."""
-        chosen = self.options.tokens or getattr(self.stack.family.family, "calib_tokens", None) or (
+        chosen = self.options.tokens or getattr(self.stack.kind.family, "calib_tokens", None) or (
             "last" if _causal(self.model) else "mean")
         if chosen == "cls" and not (any(n.endswith("cls_token") for n in names)
                                     or _input_kind(self.model) == "tokens"):
@@ -351,7 +191,7 @@ class CalibrationPass:
 
     def _loss(self, batch: dict):
         """(mean loss of the batch, how many predictions it averages)."""
-        from .train.pretrain import tube_mask
+        from ..train.pretrain import tube_mask
 
         import torch
 
@@ -405,7 +245,7 @@ def _causal(model) -> bool:
 
 
 def _input_kind(model) -> str:
-    from .families import input_kind
+    from ..families import input_kind
 
     return input_kind(getattr(model.config, "model_type", ""))
 

@@ -1,0 +1,149 @@
+"""Score every block of a checkpoint's stack with the chosen criteria, one block at a time."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .. import criteria as registry
+from ..blocks import Stack, block_tensors, select_stack
+from ..checkpoint import Checkpoint, open_checkpoint
+from ..criteria import BlockSummary, Context
+from ..errors import GardenerError, SettingError
+from ..values import BlockValues, in_view
+from .result import BlockInfo, ScoreResult
+from .settings import CalibOptions, ScoreSettings
+
+PLOT_BINS = 128
+
+
+def _score_block(ckpt: Checkpoint, names: list[str], view: str, crits: list, ctx: Context,
+                 keep_counts: bool, histograms: bool) -> tuple[dict, object, int | None, dict | None]:
+    parts = [(n, *in_view(ckpt.read(n), ckpt.info(n).dtype, view)) for n in names]
+    values = BlockValues(parts)
+    counts = values.counts(full=True) if keep_counts else None  # before entropy builds a lighter table
+    scores = {c.name: float(c.fn(values, ctx)) for c in crits}
+    distinct = values.distinct
+    hist = None
+    if histograms:
+        counts_h, edges = values.histogram(PLOT_BINS)
+        hist = {"counts": counts_h.tolist(), "edges": edges.tolist()}
+    return scores, counts, distinct, hist
+
+
+def _plan(ckpt: Checkpoint, stack: Stack, params: str) -> list[BlockInfo]:
+    infos = []
+    for block in stack.blocks:
+        names = block_tensors(ckpt, block, params)
+        if not names:
+            hint = " (try params='all')" if params == "2d" else ""
+            raise GardenerError(f"{ckpt.path}: block {block.number} of stack {stack.name!r} has no "
+                                f"weight matrices to score{hint}")
+        infos.append(BlockInfo(block.number, sum(ckpt.info(n).numel for n in names), names))
+    return infos
+
+
+def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None,
+          settings: ScoreSettings | None = None, *, histograms: bool = False,
+          progress: Callable[[int, int], None] | None = None, **fields) -> ScoreResult:
+    """Score each block of a checkpoint's stack from its weights alone (and, for the calibration
+    criteria, from one forward pass over `settings.calib`'s data).
+
+    Args:
+        path: HF model directory, .safetensors file or PyTorch state-dict file (or an open Checkpoint).
+        criteria: "all" (every data-free criterion), a comma list or a list of registered names
+            (default: the settings' own, "all" unless set).
+        settings: how to score (`ScoreSettings`); `fields` set single ones on top of it, e.g.
+            `score(path, ["l1"], stack="decoder", dtype="float16")`.
+        histograms: also keep a 128-bin histogram per block (for plots).
+        progress: called with (blocks done, blocks) as blocks are scored.
+    """
+    if criteria is not None:
+        fields["criteria"] = criteria
+    settings = ScoreSettings.of(settings, **fields).check()
+    crits = _criteria(settings)
+    ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
+    chosen = select_stack(ckpt, settings.stack, settings.block_pattern)
+    infos = _plan(ckpt, chosen, settings.params)
+    ctx = Context(bins=settings.bins, seed=settings.seed, aggregate=settings.aggregate)
+    block_crits = [c for c in crits if c.scope == "block"]
+    results = _run_blocks(ckpt, infos, settings, block_crits, ctx, any(c.needs_counts for c in crits), histograms,
+                          progress)
+    scores = {c.name: [r[0][c.name] for r in results] for c in block_crits}
+    summaries = [BlockSummary(b.number, b.n_params, r[1]) for b, r in zip(infos, results)]
+    for c in crits:
+        if c.scope == "model":
+            scores[c.name] = [float(s) for s in c.fn(summaries, ctx)]
+    meta = _calibration_scores(ckpt, chosen, [c for c in crits if c.needs_calibration], settings.calib, ctx, scores)
+    warnings = checkpoint_warnings(ckpt, chosen) + meta.get("calibration", {}).get("warnings", [])
+    if warnings:
+        meta["warnings"] = warnings
+    for info, r in zip(infos, results):
+        info.distinct = r[2]
+    return ScoreResult(
+        source=str(ckpt.path), format=ckpt.format, stack=chosen.name, kind=chosen.kind.name,
+        dtype_view=settings.dtype, stored_dtypes=sorted({ckpt.info(n).dtype for b in infos for n in b.tensors}),
+        params=settings.params, primary=settings.primary, bins=settings.bins, seed=settings.seed, blocks=infos,
+        scores={c.name: scores[c.name] for c in crits}, removes={c.name: c.removes for c in crits},
+        histograms=[r[3] for r in results] if histograms else None, aggregate=settings.aggregate, meta=meta,
+        files=[str(f) for f in ckpt.files],
+    )
+
+
+def checkpoint_warnings(ckpt: Checkpoint, chosen: Stack) -> list[str]:
+    """What is odd about a checkpoint that does not stop it from being read: its own warnings (which
+    weight files were read), and a config.json that counts the chosen stack's blocks otherwise."""
+    from ..families import depth_disagreement
+
+    odd = depth_disagreement(ckpt.config, chosen.kind, chosen.name, chosen.depth)
+    return list(ckpt.warnings) + ([str(odd)] if odd else [])
+
+
+def _criteria(settings: ScoreSettings) -> list:
+    """The registered criteria to compute (the primary one first if not listed)."""
+    names = registry.parse(settings.criteria)
+    registry.get(settings.primary)
+    return [registry.get(n) for n in (names if settings.primary in names else [settings.primary, *names])]
+
+
+def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: CalibOptions | None, ctx: Context,
+                        scores: dict) -> dict:
+    """Run the calibration criteria (one pass shared by all) into `scores`; their record for `meta`."""
+    if not crits:
+        return {}
+    from .calibration import CalibrationPass
+
+    span = (calib or CalibOptions()).span
+    if span >= chosen.depth and any(c.name == "angular_distance" for c in crits):  # before the forward pass
+        raise SettingError("span", f"{span}: {chosen.name} has {chosen.depth} blocks; a span is at most "
+                                   f"{chosen.depth - 1} of them (one must remain)")
+    calibration = CalibrationPass(ckpt.path, calib or CalibOptions(), stack=chosen.name, seed=ctx.seed)
+    if calibration.depth != chosen.depth:
+        raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "
+                            f"blocks, the checkpoint's {chosen.name!r} {chosen.depth}; pick one with --stack")
+    for c in crits:
+        scores[c.name] = [float(v) for v in c.fn(calibration, ctx)]
+    record = calibration.summary()
+    shared = record["seconds"].get("hidden_states", 0.0)
+    record["cost"] = {c.name: {"clips": calibration.clips, "seconds": record["seconds"].get(c.name, shared)}
+                      for c in crits}
+    return {"calibration": record}
+
+
+def _run_blocks(ckpt, infos, settings: ScoreSettings, crits, ctx, keep_counts, histograms, progress) -> list:
+    workers = settings.workers or min(2, os.cpu_count() or 1)
+
+    def one(info: BlockInfo):
+        try:
+            return _score_block(ckpt, info.tensors, settings.dtype, crits, ctx, keep_counts, histograms)
+        except GardenerError as exc:
+            raise GardenerError(f"{ckpt.path}: block {info.number}: {exc}") from None
+
+    results: list = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for out in pool.map(one, infos):  # in block order; progress reported from this thread only
+            results.append(out)
+            if progress:
+                progress(len(results), len(infos))
+    return results
