@@ -121,7 +121,8 @@ def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progre
          step_progress: Callable | None) -> Path:
     from . import criteria
     from .calibration import CalibOptions
-    from .experiments.protocol import prepare, run_sweep
+    from .experiments.protocol import prepare
+    from .experiments.sweep import run_sweep
     from .report.experiment import write_report
     from .report.oracles import between_parts
 
@@ -155,7 +156,8 @@ def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoS
     """The cheap oracle beside the full one: the unpruned model finetuned on the target task, then each block
     removed from it and healed for a few steps; its agreement with the full oracle and what each cost."""
     from .experiments.agreement import oracle_agreement
-    from .experiments.protocol import prepare, run_sensitivity
+    from .experiments.oracle import run_sensitivity
+    from .experiments.protocol import prepare
     from .experiments.results import HEALING, ORACLE, oracle_cost
     from .train import finetune
 

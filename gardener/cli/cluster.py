@@ -24,7 +24,7 @@ def worker(
     max_jobs: int = typer.Option(None, "--max-jobs", help="Stop after finishing this many jobs."),
 ) -> None:
     """Run queued jobs of a run folder until none is left; start any number, on any machines that share it."""
-    from ..experiments.launch import work
+    from ..experiments.worker import work
     from ..experiments.queue import QueueOptions
     from ..report.console import counts_line
 

@@ -1,7 +1,6 @@
 """Commands that run and read experiments: sensitivity, sweep, agree, collect, report, demo."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -13,6 +12,7 @@ from ..calibration import check_data
 from ..data.clips import ClipOptions
 from ..demo import RUN_TIMES
 from ..errors import GardenerError
+from ..experiments.launch import Launch
 from ._app import app, experiment_progress, is_main_process, out, say, warn
 from .options import CALIB, CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, LAUNCH, Jobs, command
 from .weights import AGGREGATE_OPT, DTYPE_OPT
@@ -26,45 +26,32 @@ HEAL_OPT = typer.Option(None, "--heal-steps", help="The healing oracle: remove e
 EXPERIMENT = dict(data=DATA, recipe=EXPERIMENT_RECIPE, clips=CLIPS, jobs=JOBS, launch=LAUNCH)
 
 
-def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs, launch, seed: int,
-             ratios: str | None = None, heal_steps: int | None = None, calib=None):
+def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs, launch: Launch,
+             seed: int, ratios: str | None = None, heal_steps: int | None = None, calib=None):
     """The experiment and the shard of its jobs to run here (ratios, heal steps and the launcher are
-    checked before the run folder is made)."""
-    from ..experiments.launch import check_slurm
+    checked before the run folder is made; the launch is recorded in RUN/launch.json)."""
+    from ..experiments.launchers import launcher_for
     from ..experiments.protocol import prepare
     from ..experiments.queue import QueueOptions
     from ..experiments.runs import parse_shard
 
     shard = parse_shard(jobs.shard)
+    launcher = launcher_for(launch)
     launch.check()
-    if jobs.shard is not None and launch.launcher != "none":
-        raise GardenerError(f"--shard with --launcher {launch.launcher}: workers share out the jobs themselves; "
-                            f"give one or the other")
-    if launch.launcher != "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise GardenerError(f"--launcher {launch.launcher} under torchrun / accelerate launch: run the command once; "
-                            f"its workers are the processes")
-    if launch.launcher == "slurm":
-        check_slurm(launch)
+    launcher.prepare(sharded=jobs.shard is not None)
     queue = QueueOptions(retries=jobs.retries, stale_after=jobs.stale_after).check()
     return prepare(checkpoint, run_dir, data, recipe, asdict(clips), seed, jobs.keep_models, jobs.oracle_seeds,
-                   ratios, heal_steps, queue, launch.launcher, launch.local_workers,
-                   calib.inputs() if calib is not None else []), shard
+                   ratios, heal_steps, queue, launch, calib.inputs() if calib is not None else []), shard
 
 
-def _finish(result: dict, exp, launch, table, wrote: str) -> None:
-    """Submit the queue (--launcher slurm), print what happened and the table; failed jobs make it an error."""
-    from ..experiments.launch import submit_slurm
+def _finish(result: dict, exp, table, wrote: str) -> None:
+    """Let the launcher finish (`slurm` submits the queue), print what happened and the table; failed jobs
+    make it an error."""
+    from ..experiments.launchers import launcher_for
     from ..report.console import experiment_messages
 
     run_dir = exp.run.path
-    if launch.launcher == "slurm":
-        submitted = submit_slurm(exp.run, launch, exp.queue, say=say)
-        if launch.submitit_cluster != "slurm":  # the array ran here: the tables can be built now
-            from ..experiments.protocol import rebuild_tables
-
-            result = {**result, "table": rebuild_tables(exp.run).get(result.get("kind", "sweep"))}
-            result["counts"] = {**result["counts"], "run": submitted.get("done", 0),
-                                "failed": submitted.get("failed", 0), "queued": 0}
+    result = launcher_for(exp.launch).finish(exp, result, say)
     if not is_main_process():
         return
     for line in experiment_messages(result, run_dir):
@@ -81,7 +68,7 @@ def _finish(result: dict, exp, launch, table, wrote: str) -> None:
 def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed: int = JOB_SEED_OPT,
                 heal_steps: Optional[int] = HEAL_OPT, *, data, recipe, clips: ClipOptions, jobs: Jobs, launch) -> None:
     """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
-    from ..experiments.protocol import run_sensitivity
+    from ..experiments.oracle import run_sensitivity
     from ..experiments.results import ORACLE_FILES
     from ..report.tables import sensitivity_table
 
@@ -90,7 +77,7 @@ def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed
     with bar:
         result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step, heal_steps=heal_steps)
     table_file, ranking_file = ORACLE_FILES[result["kind"]]
-    _finish(result, exp, launch, sensitivity_table,
+    _finish(result, exp, sensitivity_table,
             f"wrote {run_dir}/{table_file} and {run_dir}/{ranking_file} (a ranking for `prune --ranking`)")
 
 
@@ -106,7 +93,7 @@ def sweep(
     data, recipe, clips: ClipOptions, jobs: Jobs, launch, calib,
 ) -> None:
     """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
-    from ..experiments.protocol import parse_sweep_criteria, run_sweep
+    from ..experiments.sweep import parse_sweep_criteria, run_sweep
     from ..report.tables import sweep_table
 
     names = parse_sweep_criteria(criteria)
@@ -118,7 +105,7 @@ def sweep(
     with bar:
         result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step,
                            aggregate=aggregate, calib=calib)
-    _finish(result, exp, launch, sweep_table,
+    _finish(result, exp, sweep_table,
             f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
 
 
@@ -131,7 +118,7 @@ def agree(
 ) -> None:
     """Rank agreement of each data-free criterion with the oracle: Spearman, Kendall, top-k overlap."""
     from ..experiments.agreement import agree_files
-    from ..report.experiment import agreement_summary
+    from ..report.agreement import agreement_summary
     from ..report.tables import agreement_table
 
     result = agree_files(scores, oracle, json_out=json_out, force=force)
@@ -147,7 +134,7 @@ def collect(
     others: Optional[list[Path]] = typer.Argument(None, help="Run folders of other shards to merge in."),
 ) -> None:
     """Merge the job results of sharded runs and build the tables of every finished plan."""
-    from ..experiments.protocol import collect_runs
+    from ..experiments.plans import collect_runs
 
     done = collect_runs(run_dir, list(others or []), warn)
     say(f"merged {done['copied']} job results; tables built: {', '.join(done['tables']) or 'none'}; jobs without "

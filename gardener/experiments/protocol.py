@@ -1,16 +1,12 @@
-"""The paper's evaluation as job lists: the sensitivity oracle and the pruning-ratio sweep.
+"""An experiment: a checkpoint, its run folder and the settings its jobs share; its one scoring pass;
+and the job runner that prunes, finetunes and evaluates one job.
 
-`sensitivity` finetunes the unpruned model and every single-block removal (Table 1); its
-accuracies rank the blocks (lower accuracy after removal = more important). With `heal_steps` it
-is the healing oracle instead: every job starts from the given (task-finetuned) classifier, head
-included, and trains only K steps, orders of magnitude cheaper than the full recipe; its jobs and
-files (healing.json, healing_oracle.json) are its own, so both oracles can share a run folder.
-`sweep` removes, for each criterion and ratio, the blocks the criterion ranks least important
-(Tables 3, 7-12).
-Plans are written beside the results so that `collect` and `report` need no arguments.
+The paper's evaluation is built on top: oracle.py (the sensitivity oracle, Table 1, and the healing
+oracle), sweep.py (the pruning-ratio sweep, Tables 3, 7-12), plans.py (the plans written beside the
+results and the tables built from them) and launchers.py (who runs the queued jobs).
 An experiment scores its checkpoint once (`experiment_scores`, or the oracle's own pass when it
-runs alone): the sweep's orders, its random orders and oracle.json all come from that pass, and
-`results.finish_tables` writes the tables at the end of every command.
+runs alone, `layout_scores`): the sweep's orders, its random orders and oracle.json all come from
+that pass, and `results.finish_tables` writes the tables at the end of every command.
 """
 from __future__ import annotations
 
@@ -18,10 +14,9 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import criteria as registry
 from ..blocks import select_stack
 from ..calibration import CalibOptions
 from ..checkpoint import open_checkpoint
@@ -29,15 +24,14 @@ from ..cost import InputSpec, flop_breakdown
 from ..errors import GardenerError
 from ..fileio import check_output
 from ..settings import check_number
-from ..pruning import count_for_ratio
 from ..scoring import ScoreResult, score
 from ..stats import pack_correct
 from ..train import DataOptions, Recipe, finetune
-from .queue import QueueOptions, Task, failed_for_good, forget_failures, write_spec
-from .results import HEALING, ORACLE, finish_tables, known_oracle, write_json
-from .identity import decisive
-from .runs import (Job, RunDir, Settings, open_run, process_rank, read_plan, run_jobs, source_hash, unique,
-                   wait_for)
+from .launch import Launch, write_launch
+from .queue import QueueOptions, Task, read_specs, write_spec
+from .ratios import parse_ratios
+from .results import ORACLE, write_json
+from .runs import Job, RunDir, Settings, open_run, process_rank, source_hash, unique, wait_for
 
 
 @dataclass
@@ -56,8 +50,7 @@ class Experiment:
     keep_models: bool = False
     oracle_seeds: int = 1  # each oracle job is repeated with this many finetuning seeds
     queue: QueueOptions = QueueOptions()
-    launcher: str = "none"  # "none": this process runs the jobs; "local": worker processes; "slurm": queue only
-    local_workers: int = 1
+    launch: Launch = Launch()  # who runs the jobs (launchers.launcher_for)
 
     def job(self, removed, seed: int | None = None) -> Job:
         return self.settings.job(removed, seed)
@@ -68,10 +61,11 @@ class Experiment:
 
 def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: Recipe, clip: dict,
             seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1, ratios: str | None = None,
-            heal_steps: int | None = None, queue: QueueOptions = QueueOptions(), launcher: str = "none",
-            local_workers: int = 1, inputs: list[tuple[str, Path | None]] | None = None) -> Experiment:
+            heal_steps: int | None = None, queue: QueueOptions = QueueOptions(), launch: Launch = Launch(),
+            inputs: list[tuple[str, Path | None]] | None = None) -> Experiment:
     """Open the checkpoint and its run folder (which must belong to the same checkpoint, and must not be,
-    hold or lie inside the checkpoint, the data or any of the other `inputs`).
+    hold or lie inside the checkpoint, the data or any of the other `inputs`); record the launch in
+    RUN/launch.json.
 
     Everything that can be checked (a sweep's `ratios`, a healing oracle's `heal_steps` too) is checked
     before the folder is made."""
@@ -97,8 +91,11 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     data_key = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in asdict(data).items()
                 if k not in ("workers", "strict")}
     settings = Settings(str(source.resolve()), run.source_hash, data_key, recipe.to_dict(), clip, seed)
-    return Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models, oracle_seeds,
-                      queue.check(), launcher, local_workers)
+    exp = Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models, oracle_seeds,
+                     queue.check(), launch)
+    if process_rank() == 0:
+        write_launch(run, launch, exp.queue)
+    return exp
 
 
 def experiment_spec(exp: Experiment) -> dict:
@@ -131,8 +128,6 @@ def queued_tasks(run: RunDir, callbacks=None, progress=None,
                  unreadable: dict[str, str] | None = None) -> Callable[[], list[Task]]:
     """Every job queued in the run folder as a worker's task (experiments rebuilt once per settings); with
     `unreadable`, a job.json that cannot be read is named there and the other jobs run."""
-    from .queue import read_specs
-
     built: dict[str, Callable] = {}
 
     def tasks() -> list[Task]:
@@ -156,26 +151,6 @@ def task(job: Job, runner: Callable[..., dict]) -> Task:
         return {**runner(job, folder, guard), "id": job.id, "removed": list(job.removed), "seed": job.finetune_seed,
                 "settings": asdict(job.settings)}
     return Task(job.id, job.removed, job.finetune_seed, run)
-
-
-def execute(exp: Experiment, jobs: list[Job], shard=(0, 1), callbacks=None, progress=None,
-            job_progress=None) -> dict[str, int]:
-    """Queue the jobs, then run them as the experiment's launcher says: here (this shard's share),
-    by local worker processes, or not at all (`slurm`: the command submits the queue when it ends)."""
-    for job in unique(jobs) if process_rank() == 0 else []:  # a new command tries failed jobs again
-        if failed_for_good(exp.run.jobs / job.id, exp.queue.retries):
-            forget_failures(exp.run.jobs / job.id)
-    queue_jobs(exp, jobs)
-    if exp.launcher == "local":
-        from .launch import run_local_workers
-
-        return run_local_workers(exp.run, unique(jobs), exp.local_workers, exp.queue, progress)
-    if exp.launcher == "slurm":
-        done = sum(1 for job in unique(jobs) if exp.run.has_result(job))
-        return {"run": 0, "cached": done, "other_shards": 0, "queued": len(unique(jobs)) - done}
-    runner = job_runner(exp, callbacks, job_progress)
-    return run_jobs(exp.run, [task(job, runner) for job in unique(jobs)], shard, replace(exp.queue, raise_errors=True),
-                    progress)
 
 
 def _check_source(source: Path, fmt: str, config: dict, heal_steps: int | None) -> None:
@@ -241,117 +216,8 @@ def read_correct(predictions: Path) -> str:
     return pack_correct(row[1] == row[2] for row in rows)
 
 
-# --- sensitivity -------------------------------------------------------------------------------------
-
-def sensitivity_jobs(exp: Experiment) -> list[Job]:
-    """The unpruned baseline, then each single block removed; all of them once per oracle seed."""
-    seeds = [exp.settings.seed + k for k in range(exp.oracle_seeds)]
-    return [exp.job(removed, seed) for seed in seeds for removed in [[]] + [[b] for b in range(1, exp.depth + 1)]]
-
-
-def write_plan(run: RunDir, kind: str, plan: dict) -> None:
-    """Write the plan of `kind` ("sensitivity", "healing", "sweep"). A plan already there that was made with
-    other settings (recipe, data, clips, seed, heal steps) is refused, not replaced: its table would be
-    another experiment's; the same experiment with other criteria, ratios or seeds replaces it."""
-    path = run.path / f"{kind}.plan.json"
-    if path.is_file():
-        changed = plan_changes(path, plan)
-        if changed:
-            raise GardenerError(f"{run.path}: its {kind} was run with other settings ({changed}); run this one in "
-                                f"another run folder (its jobs' results there stay as they are)")
-    write_json(path, plan)
-
-
-def plan_changes(path: Path, plan: dict) -> str | None:
-    """What differs, in what decides the results, between the plan in `path` and `plan`; None when nothing
-    (or when the old plan cannot be read: it is replaced)."""
-    from ..train.state import changes_said
-
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(old, dict) or not isinstance(old.get("settings"), dict):
-        return None
-    return changes_said({"settings": decisive(old["settings"])}, {"settings": decisive(plan["settings"])})
-
-
-def healing(exp: Experiment, heal_steps: int) -> Experiment:
-    """The experiment of the healing oracle: its jobs keep the checkpoint's classifier head and train
-    exactly `heal_steps` optimizer steps, with a warmup of at most that many (the given warmup steps,
-    else none: a warmup in epochs would span the whole run); every other setting is the experiment's."""
-    check_heal_steps(heal_steps)
-    recipe = replace(exp.recipe, max_steps=heal_steps, epochs=None,
-                     warmup_steps=min(exp.recipe.warmup_steps or 0, heal_steps))
-    return replace(exp, recipe=recipe, settings=replace(exp.settings, recipe=recipe.to_dict(), keep_head=True))
-
-
-def oracle_plan(exp: Experiment, kind: str, jobs: list[Job]) -> dict:
-    """The plan of an oracle: its jobs, settings, and which oracle it is ("full" finetuning with the
-    experiment's recipe, or "healing" of the given checkpoint for K steps)."""
-    oracle = {"kind": "full", "head": "fresh"} if kind == ORACLE else {
-        "kind": "healing", "heal_steps": exp.recipe.max_steps, "warmup_steps": exp.recipe.warmup_steps, "head": "kept"}
-    return {"kind": kind, "oracle": oracle, "depth": exp.depth, "seeds": exp.oracle_seeds,
-            "jobs": [{"id": j.id, "removed": list(j.removed), "seed": j.finetune_seed} for j in jobs],
-            "settings": asdict(exp.settings)}
-
-
-def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None, job_progress=None,
-                    scores: ScoreResult | None = None, heal_steps: int | None = None) -> dict:
-    """Run (this shard's part of) the oracle; returns the table when every job has a result.
-
-    `heal_steps` K makes it the healing oracle (`healing`): sensitivity plan, jobs and files of its own
-    (healing.json, healing_oracle.json). `scores` is the experiment's scoring pass (a sweep's), whose
-    blocks the oracle's ranking file names; alone, the oracle makes the one pass of its own (the
-    cheapest criterion) once every job has a result.
-    """
-    kind = ORACLE if heal_steps is None else HEALING
-    exp = exp if heal_steps is None else healing(exp, heal_steps)
-    jobs = sensitivity_jobs(exp)
-    plan = oracle_plan(exp, kind, jobs)
-    write_plan(exp.run, kind, plan)
-    counts = execute(exp, jobs, shard, callbacks, progress, job_progress)
-    if scores is None and all(exp.run.has_result(job) for job in jobs):
-        scores = score(exp.source, ["l1"], primary="l1")  # only its block layout is used
-    return {"counts": counts, "kind": kind, "table": finish_tables(exp.run, {kind: plan}, scores).get(kind)}
-
-
-# --- sweep -------------------------------------------------------------------------------------------
-
-def parse_ratios(text: str, depth: int) -> list[tuple[float, int]]:
-    """'8.3,25' (percent) or '0.083,0.25' -> [(ratio, blocks removed)], each validated."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise GardenerError(f"--ratios {text!r}: expected comma-separated numbers like 8.3,25,41.7") from None
-    if not values:
-        raise GardenerError("--ratios: give at least one ratio")
-    percent = any(v > 1 for v in values)
-    out = []
-    for v in values:
-        ratio = v / 100 if percent else v
-        if not 0 < ratio < 1:
-            raise GardenerError(f"--ratios {text}: {v:g} is not a pruning ratio; give percentages between 0 and 100 "
-                                f"(8.3,25) or fractions between 0 and 1 (0.083,0.25)")
-        try:
-            out.append((round(ratio * 100, 1), count_for_ratio(ratio, depth)))
-        except GardenerError as exc:  # say it in the user's own words, not as a fraction
-            raise GardenerError(f"--ratios {text}: {v:g}{' %' if percent else ''} "
-                                f"{str(exc).split(': ', 1)[1]}") from None
-    return out
-
-
-def parse_sweep_criteria(text: str) -> list[str]:
-    """The criteria a sweep compares, in the given order: registered names ("calibration" stands for
-    every calibration criterion, "all" for every data-free one) and the oracle."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise GardenerError("--criteria: give at least one criterion")
-    out: list[str] = []
-    for name in names:  # unknown names fail in registry.parse, with the list of known ones
-        out += [ORACLE] if name == ORACLE else registry.parse(name)
-    return list(dict.fromkeys(out))
-
+# --- the experiment's scoring pass -------------------------------------------------------------------
+# Every `score` call of the experiments goes through these two (tests count them here).
 
 def experiment_scores(exp: Experiment, names: list[str], dtype: str = "stored", aggregate: str = "mean",
                       calib: CalibOptions | None = None) -> ScoreResult:
@@ -366,114 +232,6 @@ def experiment_scores(exp: Experiment, names: list[str], dtype: str = "stored", 
     return scores
 
 
-def random_orders(scores: ScoreResult, seeds: int) -> dict[int, list[int]]:
-    """The removal order of the `random` criterion for each seed 0..seeds-1, without reading weights.
-
-    `random` is a model-scope criterion of the block count and the seed alone (criteria/baseline.py):
-    called on the scored blocks it gives what `score(path, ["random"], seed=s)` would (a test checks).
-    """
-    criterion = registry.get("random")
-    blocks = [registry.BlockSummary(b.number, b.n_params, None) for b in scores.blocks]
-
-    def order(seed: int) -> list[int]:
-        context = registry.Context(bins=scores.bins, seed=seed, aggregate=scores.aggregate)
-        values = [float(v) for v in criterion.fn(blocks, context)]
-        return replace(scores, primary="random", scores={"random": values},
-                       removes={"random": criterion.removes}).removal_order()
-    return {seed: order(seed) for seed in range(seeds)}
-
-
-def criterion_orders(name: str, scores: ScoreResult, oracle: dict | None, random_seeds: int
-                     ) -> dict[int | None, list[int]]:
-    """One sweep criterion's removal orders by random seed (None: not random); none while the oracle is not known."""
-    if name == ORACLE:
-        from ..ranking import removal_order
-
-        return {} if oracle is None else {None: [i + 1 for i in removal_order(oracle["scores"], "highest")]}
-    if name == "random":
-        return random_orders(scores, random_seeds)
-    return {None: scores.removal_order(name)}
-
-
-def sweep_rows(exp: Experiment, names: list[str], ratios: list[tuple[float, int]], scores: ScoreResult,
-               oracle: dict | None, random_seeds: int) -> list[dict]:
-    """One row per (criterion, ratio, seed): the blocks it removes. Oracle rows wait for the oracle."""
-    rows = []
-    for name in names:
-        orders = criterion_orders(name, scores, oracle, random_seeds)
-        for ratio, count in ratios:
-            for seed, order in orders.items():
-                removed = sorted(order[:count])
-                rows.append({"criterion": name, "ratio": ratio, "count": count, "seed": seed, "removed": removed,
-                             "id": exp.job(removed).id})
-    return rows
-
-
-def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds: int = 3, dtype: str = "stored",
-              shard=(0, 1), callbacks=None, progress=None, job_progress=None, aggregate: str = "mean",
-              calib: CalibOptions | None = None) -> dict:
-    """The oracle first when the sweep includes it, then every (criterion, ratio) job; one scoring pass for all
-    (with `calib`, the calibration criteria's one forward pass too)."""
-    ratios = parse_ratios(ratios_text, exp.depth)
-    scores = experiment_scores(exp, names, dtype, aggregate, calib)
-    counts: dict[str, int] = {}
-    oracle = None
-    if ORACLE in names:
-        result = run_sensitivity(exp, shard, callbacks, progress, job_progress, scores=scores)
-        oracle, counts = result["table"], result["counts"]
-    rows = sweep_rows(exp, names, ratios, scores, oracle, random_seeds)
-    baseline = exp.job([])
-    plan = {"kind": "sweep", "depth": exp.depth, "baseline": baseline.id, "rows": rows, "criteria": names,
-            "ratios": [r for r, _ in ratios], "waiting_for_oracle": ORACLE in names and oracle is None,
-            "random_seeds": random_seeds, "dtype": scores.dtype_view, "aggregate": aggregate,
-            "settings": asdict(exp.settings)}
-    write_plan(exp.run, "sweep", plan)
-    jobs = unique([baseline] + [exp.job(r["removed"]) for r in rows])
-    more = execute(exp, jobs, shard, callbacks, progress, job_progress)
-    counts = {k: counts.get(k, 0) + more.get(k, 0) for k in {**counts, **more}}
-    made = finish_tables(exp.run, {"sweep": plan}, scores)
-    return {"counts": counts, "table": made.get("sweep"), "oracle": oracle if oracle is not None else
-            known_oracle(exp.run, made), "waiting_for_oracle": plan["waiting_for_oracle"]}
-
-
-def rebuild_tables(run: RunDir) -> dict:
-    """After `collect` or the last worker: the tables of every plan in the run folder whose jobs are all
-    done (scores from its scores.json, the sweep's one scoring pass, when there is one; an oracle run
-    alone makes the cheap pass it would have made, for its ranking file's block layout)."""
-    plans = {kind: read_plan(path) for kind in (ORACLE, HEALING, "sweep")
-             if (path := run.path / f"{kind}.plan.json").is_file()}
-    scores_file = run.path / "scores.json"
-    scores = ScoreResult.load(scores_file) if scores_file.is_file() else None
-    source = Path(run.info.get("source", ""))
-    if scores is None and set(plans) & {ORACLE, HEALING} and source.exists() and missing_jobs(run) == 0:
-        scores = score(source, ["l1"], primary="l1")  # only its block layout is used
-    return finish_tables(run, plans, scores)
-
-
-def plan_job_ids(run: RunDir) -> list[str]:
-    """Every job the run folder's plans name."""
-    ids: set[str] = set()
-    for plan_file in run.path.glob("*.plan.json"):
-        plan = read_plan(plan_file)
-        ids |= {j["id"] for j in plan.get("jobs", [])} | {r["id"] for r in plan.get("rows", [])}
-        if plan.get("baseline"):
-            ids.add(plan["baseline"])
-    return sorted(ids)
-
-
-def missing_jobs(run: RunDir) -> int:
-    """Jobs named by the run folder's plans that have no (valid) result yet."""
-    return sum(1 for i in plan_job_ids(run) if not run.has_result(i))
-
-
-def collect_runs(run_dir: str | Path, others: list[Path], warn: Callable[[str], None] | None = None) -> dict:
-    """`gardener collect`: copy the other shards' job results into RUN and rebuild its tables.
-
-    Returns how many results were copied, the tables built (by kind) and how many jobs of the plans
-    still have no result (the caller decides whether that is an error). A result in RUN that is not its
-    job's own stops it (`InvalidResult`, naming the file); one in another folder is not merged (`warn`)."""
-    from .runs import collect, open_existing
-
-    run = open_existing(run_dir)
-    copied = collect(run, list(others), warn)
-    return {"copied": copied, "tables": rebuild_tables(run), "missing": missing_jobs(run)}
+def layout_scores(source: Path) -> ScoreResult:
+    """The cheapest pass (l1) of an oracle run alone: only its block layout is used, for the ranking file."""
+    return score(source, ["l1"], primary="l1")

@@ -5,7 +5,8 @@ Files per job, in `RUN/jobs/<id>/`:
   so that a worker needs nothing but the folder (`gardener worker RUN`);
 - `claim.json`: who runs it now (claims.py);
 - `result.json`: the result, the one source of truth: a job with a result is done, whoever ran it;
-- `failure.json`: each failed attempt (exception, host, time); a job is tried `1 + retries` times.
+- `failure.json`: each failed attempt (exception, host, time); a job is tried `1 + retries` times;
+- `log.txt`: what the workers printed while they ran it, attempt after attempt (joblog.py).
 `RUN/jobs.log` gets one line per job this folder ran, with the worker that ran it.
 
 Load balancing needs no coordinator: each worker takes the first job, in queue order, that has no
@@ -27,6 +28,7 @@ from ..fileio import write_text
 from ..settings import check_number
 from ..oserrors import FULL, DiskFull, disk_full, writing
 from .claims import Claim, Heartbeat, LostClaim, ensure_held, heartbeat_interval, holds, read_claim, release, try_claim
+from .joblog import job_log
 from .validation import RESULT, InvalidResult, read_result, run_hash
 
 SPEC, FAILURE = "job.json", "failure.json"
@@ -242,6 +244,12 @@ def _run_claimed(run_path: Path, task: Task, claim: Claim, options: QueueOptions
     if has_result(claim.folder):  # finished by another worker between our look and our claim
         release(claim)
         return "cached"
+    with job_log(claim.folder, task.id):  # what the worker prints meanwhile goes to the job's log too
+        return _attempt(run_path, task, claim, options, say, guard)
+
+
+def _attempt(run_path: Path, task: Task, claim: Claim, options: QueueOptions, say, guard: bool) -> str:
+    """One attempt at a claimed job (`_run_claimed`), its claim given back whatever happens."""
     if say and claim.took_over:
         held = claim.took_over
         say(f"job {task.id}: took over the stale claim of {held['host']} pid {held['pid']} "

@@ -177,3 +177,19 @@ def read_plan(path: Path) -> dict:
     if not isinstance(plan, dict):
         raise GardenerError(f"{path}: not a plan (a JSON object); run the command that wrote it again")
     return plan
+
+
+def plan_job_ids(run: RunDir) -> list[str]:
+    """Every job the run folder's plans name (read from its *.plan.json files alone)."""
+    ids: set[str] = set()
+    for plan_file in run.path.glob("*.plan.json"):
+        plan = read_plan(plan_file)
+        ids |= {j["id"] for j in plan.get("jobs", [])} | {r["id"] for r in plan.get("rows", [])}
+        if plan.get("baseline"):
+            ids.add(plan["baseline"])
+    return sorted(ids)
+
+
+def missing_jobs(run: RunDir) -> int:
+    """Jobs named by the run folder's plans that have no (valid) result yet."""
+    return sum(1 for i in plan_job_ids(run) if not run.has_result(i))

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import experiment_figures as figs
-from .experiment import interval_text, measurement_line, num, pct, rank_text, recipe_line
 from .render import Part
+from .text import interval_text, measurement_line, num, pct, rank_text, recipe_line
 
 KINDS = ("sensitivity", "healing")  # the oracles' table names, in report order: the full oracle first
 

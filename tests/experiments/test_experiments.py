@@ -13,7 +13,9 @@ from scipy import stats
 
 import gardener
 from gardener.cli import main
-from gardener.experiments.protocol import prepare, run_sensitivity, run_sweep
+from gardener.experiments.oracle import run_sensitivity
+from gardener.experiments.protocol import prepare
+from gardener.experiments.sweep import run_sweep
 from gardener.experiments.runs import open_run
 from gardener.train import DataOptions, Recipe
 
@@ -98,7 +100,7 @@ def test_a_killed_run_resumes_without_rerunning_finished_jobs(tmp_path, full_run
 
 
 def test_report_numbers_equal_the_json(full_run):
-    from gardener.report.experiment import rank_text
+    from gardener.report.text import rank_text
 
     text = (full_run / "report.md").read_text()
     tables = _tables(full_run)
@@ -124,7 +126,7 @@ def test_report_numbers_equal_the_json(full_run):
     for row in agreement_table:
         c = criteria[row["criterion"]]
         assert row["Spearman rho"] == shown(c["spearman"]) and row["Kendall tau"] == shown(c["kendall"])
-        assert row["family"] == gardener.criteria.get(row["criterion"]).family
+        assert row["family"] == gardener.criteria.get(row["criterion"]).group
     for name in ("single_block_removal", "accuracy_vs_ratio", "entropy_vs_oracle_ranks", "weight_histograms",
                  "entropy_per_block", "agreement"):
         assert (full_run / "figures" / f"{name}.png").stat().st_size > 5000, name
@@ -157,7 +159,7 @@ def score_calls(monkeypatch) -> list[Path]:
 
 
 def test_each_experiment_scores_its_checkpoint_once(tmp_path, full_run, model4, video_root, score_calls):
-    from gardener.experiments.protocol import rebuild_tables
+    from gardener.experiments.plans import rebuild_tables
 
     shutil.copytree(full_run, tmp_path / "run")
     exp = _experiment(model4, tmp_path / "run", video_root)
@@ -173,7 +175,7 @@ def test_each_experiment_scores_its_checkpoint_once(tmp_path, full_run, model4, 
 
 
 def test_random_orders_are_those_of_a_scoring_pass_per_seed(model4):
-    from gardener.experiments.protocol import random_orders
+    from gardener.experiments.sweep import random_orders
     from gardener.scoring import score
 
     orders = random_orders(score(model4, ["l1"], primary="l1"), 6)
@@ -243,8 +245,11 @@ def _paper_run(tmp_path) -> Path:
     from transformers import VideoMAEConfig
 
     from gardener.cost import InputSpec, flop_breakdown
-    from gardener.experiments.protocol import (ORACLE, Experiment, rebuild_tables, sensitivity_jobs, sweep_rows,
-                                               write_plan)
+    from gardener.experiments.oracle import sensitivity_jobs
+    from gardener.experiments.plans import rebuild_tables, write_plan
+    from gardener.experiments.protocol import Experiment
+    from gardener.experiments.results import ORACLE
+    from gardener.experiments.sweep import sweep_rows
     from gardener.experiments.runs import Settings
     from gardener.report.experiment import write_report
     from gardener.scoring import BlockInfo, ScoreResult

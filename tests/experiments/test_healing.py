@@ -12,7 +12,8 @@ from conftest import markdown_records, run_cli, tiny_videomae
 from safetensors.torch import load_file
 
 from gardener.errors import GardenerError
-from gardener.experiments.protocol import prepare, run_sensitivity
+from gardener.experiments.oracle import run_sensitivity
+from gardener.experiments.protocol import prepare
 from gardener.train import DataOptions, Recipe, finetune
 
 K = 2

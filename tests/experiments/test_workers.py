@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, tiny_videomae
 
-from gardener.experiments.protocol import oracle_plan, prepare, queue_jobs, sensitivity_jobs, write_plan
+from gardener.experiments.oracle import oracle_plan, sensitivity_jobs
+from gardener.experiments.plans import write_plan
+from gardener.experiments.protocol import prepare, queue_jobs
 from gardener.train import DataOptions, Recipe
 
 CLIP = {"frames": None, "size": None, "sampling_rate": 2, "test_clips": 1, "test_crops": 1, "min_crop_scale": 0.3}
@@ -192,7 +194,8 @@ def test_a_slurm_task_that_times_out_is_requeued_and_resumes_its_job(tmp_path, v
     model = tiny_videomae(tmp_path / "m", depth=1)
     exp, jobs = _queued(model, tmp_path / "run", video_root, baseline_only=True, max_steps=40, save_every=2)
     folder = exp.run.jobs / jobs[0].id
-    cli = [sys.executable, "-c", "import sys; from gardener.experiments.launch import Launch, submit_slurm; "
+    cli = [sys.executable, "-c", "import sys; from gardener.experiments.launch import Launch; "
+           "from gardener.experiments.slurm import submit_slurm; "
            "from gardener.experiments.runs import open_existing; from gardener.experiments.queue import "
            "QueueOptions; print(submit_slurm(open_existing(sys.argv[1]), Launch(launcher='slurm', "
            "submitit_cluster='local', timeout_min=10), QueueOptions(stale_after=60)), flush=True)", exp.run.path]

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from conftest import job_result, markdown_records, markdown_table
 
-from gardener.experiments.protocol import (HEALING, ORACLE, Experiment, healing, oracle_plan, rebuild_tables,
-                                           sensitivity_jobs, write_plan)
+from gardener.experiments.oracle import healing, oracle_plan, sensitivity_jobs
+from gardener.experiments.plans import rebuild_tables, write_plan
+from gardener.experiments.protocol import Experiment
+from gardener.experiments.results import HEALING, ORACLE
 from gardener.experiments.runs import Settings, open_run
 from gardener.report.experiment import write_report
 from gardener.stats import pack_correct

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 from conftest import job_result, markdown_table
 
-from gardener.experiments.protocol import ORACLE, Experiment, rebuild_tables, sensitivity_jobs, sweep_rows, write_plan
+from gardener.experiments.oracle import sensitivity_jobs
+from gardener.experiments.plans import rebuild_tables, write_plan
+from gardener.experiments.protocol import Experiment
+from gardener.experiments.results import ORACLE
 from gardener.experiments.runs import Settings, open_run
+from gardener.experiments.sweep import sweep_rows
 from gardener.report.experiment import write_report
 from gardener.scoring import BlockInfo, ScoreResult
 from gardener.stats import pack_correct, wilson
