@@ -120,7 +120,7 @@ class _Stages:
 def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progress: Callable | None,
          step_progress: Callable | None) -> Path:
     from . import criteria
-    from .calibration import CalibOptions
+    from .scoring import CalibOptions
     from .experiments.protocol import prepare
     from .experiments.sweep import run_sweep
     from .report.experiment import write_report

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .. import criteria as registry
-from ..calibration import check_data
+from ..scoring.calibration_data import check_data
 from ..data.clips import ClipOptions
 from ..demo import RUN_TIMES
 from ..errors import GardenerError

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..criteria import family_of
+from ..criteria import group_of
 from ..errors import GardenerError
 from ..fileio import check_output, write_text
 from ..ranking import ranks as tie_broken_ranks
@@ -76,7 +76,7 @@ def _criterion_row(values: np.ndarray, removes: str, oracle_scores: list[float],
 
 def _random_row(null: dict, seeded: list[float] | None, depth: int) -> dict:
     """The reference row: where random block orders fall (its seeded ranks kept for Table 2, if any)."""
-    return {"family": family_of("random"), "spearman": null["mean"], "spearman_interval": null["interval"],
+    return {"family": group_of("random"), "spearman": null["mean"], "spearman_interval": null["interval"],
             "kendall": None, "spearman_p": None, "kendall_p": None, "beats_random": None,
             "ranks": average_ranks(seeded, "lowest") if seeded else None,
             "top_k_overlap": {str(k): k / depth for k in TOP_K if k <= depth},
@@ -95,7 +95,7 @@ def agreement(scores: ScoreResult, oracle: dict, resamples: int = RESAMPLES, see
     spread = oracle.get("spread")
     null = random_rho(oracle_scores, seed=seed)
     oracle_order = tie_broken_ranks(oracle_scores, "highest")
-    rows = {name: {"family": family_of(name), "ranks": average_ranks(values, scores.removes[name]),
+    rows = {name: {"family": group_of(name), "ranks": average_ranks(values, scores.removes[name]),
                    "top_k_overlap": overlap(scores.ranks(name), oracle_order),
                    **_criterion_row(np.asarray(values, float), scores.removes[name], oracle_scores, resampled,
                                     spread, null["interval"])}

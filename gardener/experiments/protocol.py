@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..blocks import select_stack
-from ..calibration import CalibOptions
+from ..scoring.settings import CalibOptions
 from ..checkpoint import open_checkpoint
 from ..cost import InputSpec, flop_breakdown
 from ..errors import GardenerError
@@ -172,7 +172,7 @@ def check_heal_steps(heal_steps: int | None) -> None:
 
 def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callable | None = None):
     """prune -> finetune (resuming an interrupted one) -> evaluate, for one job in its folder."""
-    from ..workflows import prune_checkpoint
+    from ..pruning import Cut, WriteOptions, prune_checkpoint
 
     def run(job: Job, folder: Path, guard: Callable[[], None] | None = None) -> dict:
         """`guard()` raises once the job's claim is no longer this worker's: checked before every write."""
@@ -183,7 +183,7 @@ def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callabl
             if process_rank() != 0:
                 wait_for(model / "config.json")
             elif not (model / "config.json").is_file():
-                prune_checkpoint(exp.source, model, blocks=",".join(map(str, job.removed)), force=True)
+                prune_checkpoint(exp.source, model, Cut(blocks=tuple(job.removed)), write=WriteOptions(force=True))
         train = folder / "train"
         resume = (train / "checkpoints").is_dir() and any((train / "checkpoints").glob("step-*/state.json"))
         info = finetune(model, train, exp.data, exp.recipe, seed=job.finetune_seed, resume=resume,

@@ -12,7 +12,7 @@ from .. import criteria as registry
 from ..errors import GardenerError
 from ..ranking import removal_order
 from ..scoring import ScoreResult
-from ..calibration import CalibOptions
+from ..scoring.settings import CalibOptions
 from .launchers import execute
 from .oracle import run_sensitivity
 from .plans import write_plan

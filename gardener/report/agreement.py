@@ -22,9 +22,9 @@ def by_agreement(agree: dict) -> list[str]:
 
 
 def _family(agree: dict, name: str) -> str:
-    from ..criteria import family_of
+    from ..criteria import group_of
 
-    return agree["criteria"][name].get("family") or family_of(name)
+    return agree["criteria"][name].get("family") or group_of(name)
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:

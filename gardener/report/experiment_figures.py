@@ -58,7 +58,7 @@ def ratio_curves(sweep: dict, path: Path, chance: float | None = None) -> Path:
     95 % intervals shaded. Spectral criteria are dashed, so that the two schools read apart."""
     import matplotlib
 
-    from ..criteria import family_of
+    from ..criteria import group_of
 
     names = sweep["criteria"]
     colours = PALETTE if len(names) <= len(PALETTE) else [matplotlib.colormaps["tab20"](k % 20)
@@ -70,7 +70,7 @@ def ratio_curves(sweep: dict, path: Path, chance: float | None = None) -> Path:
         rows = sorted((r for r in sweep["rows"] if r["criterion"] == name), key=lambda r: r["ratio"])
         x, y = [r["ratio"] for r in rows], [100 * r["top1"] for r in rows]
         style = {"linewidth": 2.4, "marker": "o"} if name in ("entropy", "sensitivity") else {"marker": "."}
-        style["linestyle"] = "--" if family_of(name) == "spectral" else "-"
+        style["linestyle"] = "--" if group_of(name) == "spectral" else "-"
         ax.plot(x, y, label=name, color=colours[k], **style)
         if name in fixed and all(r.get("interval") for r in rows):
             ax.fill_between(x, [100 * r["interval"][0] for r in rows], [100 * r["interval"][1] for r in rows],

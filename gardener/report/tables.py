@@ -9,7 +9,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ..scoring import ScoreResult
+from ..scoring.result import ScoreResult
 
 ARROWS = {"lowest": "▼", "highest": "▲"}
 

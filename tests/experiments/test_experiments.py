@@ -325,7 +325,7 @@ def test_oracle_seeds_from_the_command_line_average_each_oracle_job(tmp_path, mo
 
 def test_calibration_criteria_sit_beside_the_data_free_ones_with_their_cost(tmp_path, full_run, model4, video_root,
                                                                             capsys):
-    from gardener.calibration import CalibOptions
+    from gardener.scoring import CalibOptions
 
     run = tmp_path / "run"
     shutil.copytree(full_run, run)
