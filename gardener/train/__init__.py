@@ -1,6 +1,7 @@
 """Finetuning and evaluation of video classifiers (Step 4 of the paper)."""
 from .evaluate import metrics, predict
-from .finetune import DataOptions, evaluate_model, finetune
+from .evaluation import evaluate_model
+from .finetune import DataOptions, finetune
 from .state import read_losses
 from .recipe import Recipe
 

@@ -1,7 +1,7 @@
 """Finetuning a VideoMAE classifier with Accelerate: one CPU, one GPU, or many via `accelerate launch`.
 
-Here: what to train on (data options, splits, clips checked against the model), the
-finetuning job (its classifier, its loss, its evaluations and exports) and the evaluation of
+Here: what to train on (data options, splits, clips checked against the model) and the
+finetuning job (its classifier, its loss, its evaluations and exports); evaluation.py evaluates
 a saved classifier. run.py's `train_run` does the rest of a run, as it does for pretraining.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ from ..errors import GardenerError
 from ..fileio import atomic_dir
 from ..settings import check_number
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
-from .loop import Run, make_accelerator
+from .loop import Run
 from .recipe import Recipe
 from .regularize import add_classifier_dropout, add_drop_path, mix_batch
-from .run import Job, RunOptions, conclude, run_facts, run_manifest, train_run
+from .run import TrainingJob, RunOptions, conclude, run_facts, run_manifest, train_run
 from .state import split_digest
 from .tracking import track
 
@@ -101,7 +101,7 @@ def clip_spec_for(config, frames: int | None, size: int | None, **views) -> Clip
     return ClipSpec(frames=frames, size=size, **views)
 
 
-def _videomae_config(model_dir: Path):
+def videomae_config(model_dir: Path):
     from transformers import AutoConfig
 
     if not (Path(model_dir) / "config.json").is_file():
@@ -128,7 +128,7 @@ def load_classifier(model_dir: Path, classes: list[str], recipe: Recipe, size: i
     from ..fixed_tables import fast_tables
 
     model_dir = Path(model_dir)
-    config = _videomae_config(model_dir)
+    config = videomae_config(model_dir)
     rows = _head_rows(config, classes, model_dir) if keep_head else None
     # an encoder from pretraining gets VideoMAE's finetuning head: mean pooling and a fresh fc_norm
     from_encoder = "VideoMAEForVideoClassification" not in (config.architectures or [])
@@ -174,7 +174,7 @@ def _head_rows(config, classes: list[str], model_dir: Path) -> list[int]:
 
 
 @dataclass
-class FinetuneJob(Job):
+class FinetuneJob(TrainingJob):
     """Finetuning a VideoMAE classifier: a fresh head on `model_dir` (or its own, `keep_head`), cross-entropy
     (or mixup/cutmix), evaluation on the test split every `eval_every` steps and at the end."""
 
@@ -190,7 +190,7 @@ class FinetuneJob(Job):
     keep_head: bool = False  # continue with the checkpoint's own head (its classes must be the data's)
 
     def load(self) -> TrainClips:
-        self.spec = clip_spec_for(_videomae_config(self.model_dir), self.frames, self.size, **self.views)
+        self.spec = clip_spec_for(videomae_config(self.model_dir), self.frames, self.size, **self.views)
         (self.train, train_infos), (self.test, self.test_infos) = load_splits(self.data, self.seed)
         require_classes(self.train)
         self.mean, self.std = normalisation(self.model_dir)
@@ -242,7 +242,7 @@ class FinetuneJob(Job):
         return best
 
     def _evaluate(self, run: Run) -> dict:
-        return _evaluate(run.accelerator, run.model, self.test, self.test_infos, self.spec, self.mean, self.std,
+        return evaluate_split(run.accelerator, run.model, self.test, self.test_infos, self.spec, self.mean, self.std,
                          self.data.workers, run.autocast)
 
     def exports(self, run: Run, best: dict | None) -> dict:
@@ -304,7 +304,7 @@ def _public(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("probs", "labels", "index")}
 
 
-def _evaluate(accelerator, model, split, infos, spec, mean, std, workers, dtype=None) -> dict:
+def evaluate_split(accelerator, model, split, infos, spec, mean, std, workers, dtype=None) -> dict:
     """Each process predicts every world-th video (under `dtype` autocast, if any); the main process
     gathers and scores them."""
     import numpy as np
@@ -337,76 +337,3 @@ def _save_model(accelerator, model, path: Path, model_dir: Path, force: bool) ->
             if processor.is_file():
                 shutil.copy2(processor, tmp / processor.name)
     accelerator.wait_for_everyone()
-
-
-def evaluate_model(model_dir: str | Path, data: DataOptions, *, frames: int | None = None, size: int | None = None,
-                   sampling_rate: int = 4, test_clips: int = 5, test_crops: int = 3, seed: int = 0,
-                   out: str | Path | None = None, force: bool = False, arguments: dict | None = None,
-                   figures: Callable[[Path], object] | None = None) -> dict:
-    """Multi-clip multi-crop evaluation of a saved classifier on the test split of `data`.
-
-    The data's class names must be among the model's `id2label`; labels follow the model's
-    numbering. With `out`, the folder gets eval.json, predictions.csv, confusion.csv and
-    confusion.png (drawn from those files by gardener.report, as a user of this function expects).
-    """
-    from ..fileio import check_output
-
-    model_dir = Path(model_dir)
-    if out is not None:
-        check_output(Path(out), [("the model", model_dir), *data.inputs()], force)
-    config = _videomae_config(model_dir)
-    spec = clip_spec_for(config, frames, size, sampling_rate=sampling_rate, test_clips=test_clips,
-                         test_crops=test_crops)
-    _, (test, infos) = load_splits(data, seed, need_train=False)
-    test = _in_model_numbering(test, config, model_dir)
-    accelerator = make_accelerator()
-    model = accelerator.prepare(_saved_classifier(model_dir, config, spec.size))
-    mean, std = normalisation(model_dir)
-    result = _evaluate(accelerator, model, test, infos, spec, mean, std, data.workers)
-    info = _evaluation_manifest(model_dir, test, spec, seed, arguments)
-    if out is not None and accelerator.is_main_process:
-        _write_evaluation(Path(out), force, result, test, info, figures)
-    result["manifest"] = info
-    result["paths"] = [str(p) for p in test.paths]
-    return result
-
-
-def _in_model_numbering(test: VideoSplit, config, model_dir: Path) -> VideoSplit:
-    """The split with the model's class names and label numbers; every class of the data must be the model's."""
-    names = [config.id2label[i] for i in range(config.num_labels)]
-    unknown = [c for c in test.classes if c not in names]
-    if unknown:
-        raise GardenerError(f"{model_dir}: the model's classes ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}) "
-                            f"do not include {unknown[0]!r} of the data ({len(unknown)} unknown)")
-    remap = [names.index(c) for c in test.classes]
-    return VideoSplit(test.paths, [remap[label] for label in test.labels], names, test.source, test.skipped)
-
-
-def _saved_classifier(model_dir: Path, config, size: int):
-    """A saved VideoMAEForVideoClassification in float32 (a float16 checkpoint is evaluated in float32)."""
-    from transformers import VideoMAEForVideoClassification
-
-    from ..fixed_tables import fast_tables
-
-    extra = {"image_size": size} if size != config.image_size else {}
-    with fast_tables():
-        model = VideoMAEForVideoClassification.from_pretrained(model_dir, attn_implementation="sdpa", **extra)
-    return model.float()
-
-
-def _evaluation_manifest(model_dir: Path, test: VideoSplit, spec: ClipSpec, seed: int, arguments: dict | None) -> dict:
-    from ..checkpoint import open_checkpoint
-
-    info = run_manifest("evaluate", open_checkpoint(model_dir).files, arguments)
-    info.update({"model": str(model_dir.resolve()), "data": test.source, "clip": asdict(spec),
-                 "skipped": test.skipped, "seed": seed})
-    return info
-
-
-def _write_evaluation(out: Path, force: bool, result: dict, test: VideoSplit, info: dict, figures) -> None:
-    """The evaluation folder, whole or not at all: its data, then what `figures` (a report function,
-    e.g. `gardener.report.figures.draw_eval_figures`) draws from it."""
-    with atomic_dir(out, force) as tmp:
-        write_eval_outputs(tmp, result, test.paths, {"manifest": info})
-        if figures is not None:
-            figures(tmp)

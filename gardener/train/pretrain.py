@@ -23,7 +23,7 @@ from .evaluate import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from .finetune import DataOptions, clip_spec_for, load_splits
 from .loop import Run
 from .recipe import RecipeBase
-from .run import Job, RunOptions, conclude, run_facts, run_manifest, train_run
+from .run import TrainingJob, RunOptions, conclude, run_facts, run_manifest, train_run
 from .state import split_digest
 
 PRESETS = {
@@ -124,7 +124,7 @@ def loss_summary(out: str | Path, tail: float = 0.1) -> dict:
 
 
 @dataclass
-class PretrainJob(Job):
+class PretrainJob(TrainingJob):
     """Masked autoencoding: a fresh VideoMAEForPreTraining, tube masks, the reconstruction loss logged
     beside the trivial answer's; exports the encoder and the whole model."""
 

@@ -3,7 +3,7 @@
 `train_run` owns everything a run does besides its model, its loss and what it keeps at the
 end: the finished-run and run-folder checks, the accelerator, the schedule, start.json, the
 optimizer, torch.compile, restoring a checkpoint, the data loader, the step loop, checkpoints
-and gardener.json. A `Job` supplies the rest; `FinetuneJob` (finetune.py) and `PretrainJob`
+and gardener.json. A `TrainingJob` supplies the rest; `FinetuneJob` (finetune.py) and `PretrainJob`
 (pretrain.py) are the two there are. Both kinds of run therefore keep the same files and
 resume the same way.
 
@@ -49,7 +49,7 @@ class RunOptions:
     guard: Callable[[], None] | None = None  # called before each step is recorded; raises to stop the run
 
 
-class Job(ABC):
+class TrainingJob(ABC):
     """What one kind of training run is: its data, its model, its loss and what it keeps at the end.
 
     A subclass sets `kind` (the manifest's kind), `recipe` and `seed`, and `load` sets `spec`.
@@ -89,7 +89,7 @@ class Job(ABC):
         """Write what the run leaves (models, evaluation, gardener.json via `conclude`); its manifest."""
 
 
-def train_run(job: Job, out: Path, options: RunOptions) -> dict:
+def train_run(job: TrainingJob, out: Path, options: RunOptions) -> dict:
     """Run `job` in the run folder `out` from scratch or from its last checkpoint; returns its manifest.
 
     A finished run is left exactly as it is: resuming it returns its manifest with
@@ -120,7 +120,7 @@ def train_run(job: Job, out: Path, options: RunOptions) -> dict:
             end_tracking(accelerator)
 
 
-def _start(job: Job, clips: TrainClips, out: Path, start: int | None, options: RunOptions,
+def _start(job: TrainingJob, clips: TrainClips, out: Path, start: int | None, options: RunOptions,
            accelerator) -> tuple[Run, int, dict | None]:
     """Start the run folder (or check the resumed one) and its tracker, build and prepare the model and
     optimizer, restore the checkpoint; the run, its step and its best metric so far."""
