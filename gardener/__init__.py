@@ -10,10 +10,12 @@
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import GardenerError, SettingError
 from .info import checkpoint_info
+from .plugins import load_plugins
 from .pruning import Cut, WriteOptions, prune_checkpoint, prune_model
 from .scoring import BlockInfo, CalibOptions, ScoreResult, ScoreSettings, precision_report, score
 
 __version__ = "0.1.0"
 __all__ = ["BlockInfo", "CalibOptions", "Checkpoint", "Cut", "GardenerError", "ScoreResult", "ScoreSettings",
-           "SettingError", "WriteOptions", "checkpoint_info", "open_checkpoint", "precision_report", "prune_checkpoint", "prune_model",
+           "SettingError", "WriteOptions", "checkpoint_info", "load_plugins",
+           "open_checkpoint", "precision_report", "prune_checkpoint", "prune_model",
            "score"]
