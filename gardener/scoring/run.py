@@ -81,14 +81,28 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
         meta["warnings"] = warnings
     for info, r in zip(infos, results):
         info.distinct = r[2]
+    return _result(ckpt, chosen, settings, infos, scores={c.name: scores[c.name] for c in crits},
+                   removes={c.name: c.removes for c in crits},
+                   histograms=[r[3] for r in results] if histograms else None, meta=meta)
+
+
+def layout(path: str | Path | Checkpoint, settings: ScoreSettings | None = None) -> ScoreResult:
+    """The stack's blocks (numbers, sizes, tensors) as a result with no criterion computed: what a
+    ranking file made elsewhere (the oracle's) needs, from the tensors' headers alone, no weight read."""
+    settings = (settings or ScoreSettings()).check()
+    ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
+    chosen = select_stack(ckpt, settings.stack, settings.block_pattern)
+    infos = _plan(ckpt, chosen, settings.params)
+    return _result(ckpt, chosen, settings, infos, scores={}, removes={}, histograms=None, meta={})
+
+
+def _result(ckpt: Checkpoint, chosen: Stack, settings: ScoreSettings, infos: list[BlockInfo], **made) -> ScoreResult:
+    """A result: the settings and the stack's blocks, with `made` (scores, removes, histograms, meta)."""
     return ScoreResult(
         source=str(ckpt.path), format=ckpt.format, stack=chosen.name, kind=chosen.kind.name,
         dtype_view=settings.dtype, stored_dtypes=sorted({ckpt.info(n).dtype for b in infos for n in b.tensors}),
         params=settings.params, primary=settings.primary, bins=settings.bins, seed=settings.seed, blocks=infos,
-        scores={c.name: scores[c.name] for c in crits}, removes={c.name: c.removes for c in crits},
-        histograms=[r[3] for r in results] if histograms else None, aggregate=settings.aggregate, meta=meta,
-        files=[str(f) for f in ckpt.files],
-    )
+        aggregate=settings.aggregate, files=[str(f) for f in ckpt.files], **made)
 
 
 def checkpoint_warnings(ckpt: Checkpoint, chosen: Stack) -> list[str]:

@@ -1,0 +1,19 @@
+"""A stack's block layout without a scoring pass: what an oracle's ranking file names, from headers alone."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+import gardener
+from gardener.checkpoint import Checkpoint
+from gardener.scoring import layout
+
+
+def test_the_layout_is_a_scoring_pass_without_scores_and_reads_no_weight(videomae_dir, monkeypatch):
+    scored = gardener.score(videomae_dir, ["l1"], primary="l1")
+    monkeypatch.setattr(Checkpoint, "read", lambda self, name: pytest.fail(f"read {name}"))
+    blocks = layout(videomae_dir, gardener.ScoreSettings(primary="l1"))
+    assert blocks.scores == {} and blocks.depth == scored.depth == 4
+    assert blocks == replace(scored, scores={}, removes={}, meta=blocks.meta,
+                             blocks=[replace(b, distinct=None) for b in scored.blocks])
