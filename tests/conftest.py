@@ -54,6 +54,24 @@ def run_cli(*args) -> int:
     return stop.value.code
 
 
+def cli(args: list, capsys) -> tuple[int, str, str]:
+    """`gardener ARGS...` in this process: (exit code, stdout, stderr) of this command alone."""
+    from gardener.cli import main
+
+    capsys.readouterr()  # only this command's output
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return stop.value.code, captured.out, captured.err
+
+
+def one_line_error(err: str) -> str:
+    """A refusal's stderr: exactly one line, `error: ...`, returned."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
 def build_hf(name: str, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised tiny transformers model of the named family."""
     cls, make_config = CONFIGS[name]
@@ -217,6 +235,18 @@ def tiny_videomae(path: Path, seed: int = 0, depth: int = 2, **overrides) -> Pat
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return tiny_videomae(tmp_path_factory.mktemp("models") / "tiny")
+
+
+QUICK_CLIPS = dict(sampling_rate=2, test_clips=1, test_crops=1, min_crop_scale=0.3)  # finetune's clip options
+
+
+def quick_recipe(**overrides):
+    """A finetuning recipe of a few steps on `tiny_model_dir`, saved every 2 steps."""
+    from gardener.train import Recipe
+
+    base = dict(batch_size=4, max_steps=4, warmup_steps=1, base_lr=0.1, layer_decay=1.0, drop_path=0.0,
+                classifier_dropout=0.0, save_every=2)
+    return Recipe(**{**base, **overrides})
 
 
 def on_small_disk(tmp_path: Path, script: str, kib: int) -> dict:

@@ -1,4 +1,4 @@
-"""Lazy readers: tensors come back bit-exact, and bad files are refused with a clear message."""
+"""Reading checkpoints: tensors come back bit-exact, families are told apart, bad files are refused in one line."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import build_hf, random_values, save_hf, write_safetensors
+import transformers as T
+from conftest import build_hf, cli, one_line_error, random_values, save_hf, write_safetensors
 
+import gardener
 from gardener.checkpoint import open_checkpoint
 from gardener.errors import GardenerError
-from gardener.values import bf16_bits, in_view
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
@@ -36,15 +37,6 @@ def test_safetensors_are_memory_mapped(tmp_path):
     path = write_safetensors({"blocks.0.fc.weight": torch.ones(64, 64)}, tmp_path / "m.safetensors")
     arr = open_checkpoint(path).read("blocks.0.fc.weight")
     assert isinstance(arr.base, np.memmap) or isinstance(getattr(arr.base, "base", None), np.memmap)
-
-
-def test_views_round_like_torch():
-    x = torch.from_numpy(random_values(4096, seed=5) * 37)
-    assert np.array_equal(bf16_bits(x.numpy()), x.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16))
-    half, tag = in_view(x.numpy(), "F32", "float16")
-    assert tag == "F16" and np.array_equal(half, x.half().numpy())
-    back, tag = in_view(x.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16), "BF16", "float32")
-    assert tag == "F32" and np.array_equal(back, x.to(torch.bfloat16).float().numpy())
 
 
 def test_truncated_safetensors(tmp_path):
@@ -112,3 +104,41 @@ def test_index_naming_a_missing_shard(tmp_path):
     os.remove(path / sorted(set(index["weight_map"].values()))[-1])
     with pytest.raises(GardenerError, match="lists shard .* which is missing"):
         open_checkpoint(path)
+
+
+def test_an_index_naming_a_tensor_its_shard_lacks_stops_score_and_prune(tmp_path, capsys):
+    path = save_hf(build_hf("bert"), tmp_path / "m", max_shard_size="20KB")
+    index_file = path / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    moved = next(n for n in index["weight_map"] if ".layer.1." in n and n.endswith("dense.weight"))
+    wrong = next(s for s in shards if s != index["weight_map"][moved])
+    index["weight_map"][moved] = wrong
+    index_file.write_text(json.dumps(index))
+    for args in (["score", path], ["prune", path, "-o", tmp_path / "out", "--remove", "1"]):
+        code, _, err = cli(args, capsys)
+        line = one_line_error(err)
+        assert code == 2 and moved in line and wrong in line and "does not hold it" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_pickle_is_named_in_one_whole_sentence(tmp_path, capsys):
+    import argparse
+
+    torch.save({"model": {"blocks.0.w": torch.zeros(2, 2)}, "args": argparse.Namespace(lr=0.1)}, tmp_path / "a.pth")
+    code, _, err = cli(["score", tmp_path / "a.pth"], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "it refers to argparse.Namespace" in line
+    assert line.endswith("never runs a checkpoint's code)") and "\x1b" not in line
+
+
+def test_a_bare_vit_state_dict_is_not_taken_for_llama(tmp_path):
+    vit = T.ViTModel(T.ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                                 image_size=32, patch_size=16))
+    llama = T.LlamaModel(T.LlamaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                       num_key_value_heads=1, intermediate_size=64, vocab_size=50))
+    bare_vit = "hf-vit-bare" if int(T.__version__.split(".")[0]) >= 5 else "hf-encoder"  # 4: `encoder.layer.N.`
+    for model, family in ((vit, bare_vit), (llama, "llama")):
+        path = write_safetensors(model.state_dict(), tmp_path / f"{family}.safetensors")
+        info = gardener.info.checkpoint_info(path)
+        assert info["depth"] == 3 and info["stacks"][0]["family"] == family
