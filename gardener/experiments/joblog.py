@@ -35,6 +35,8 @@ class _Sink:
             return
         try:
             self._file.write(text)
+        except RuntimeError:  # a reentrant write (a signal handler printing mid-write): that line is not logged
+            pass
         except (OSError, ValueError):  # ValueError: written by a thread after the job ended
             self.close()
 
