@@ -49,8 +49,8 @@ def run_sensitivity(exp: Experiment, shard=(0, 1), callbacks=None, progress=None
 
     `heal_steps` K makes it the healing oracle (`healing`): sensitivity plan, jobs and files of its own
     (healing.json, healing_oracle.json). `scores` is the experiment's scoring pass (a sweep's), whose
-    blocks the oracle's ranking file names; alone, the oracle makes the one pass of its own (the
-    cheapest criterion) once every job has a result.
+    blocks the oracle's ranking file names; alone, the oracle reads the blocks' layout (no criterion,
+    no weight read) once every job has a result.
     """
     kind = ORACLE if heal_steps is None else HEALING
     exp = exp if heal_steps is None else healing(exp, heal_steps)

@@ -99,8 +99,9 @@ class ScoreResult:
         for name, values in self.scores.items():
             rows[name] = values
             rows[f"{name}_rank"] = self.ranks(name)
-        order = self.removal_order()
-        rows["removal_order"] = [order.index(b.number) + 1 for b in self.blocks]
+        order = self.removal_order() if self.primary in self.scores else []
+        if order:
+            rows["removal_order"] = [order.index(b.number) + 1 for b in self.blocks]
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +111,7 @@ class ScoreResult:
         data["criteria"] = {name: {"removes": self.removes[name], "scores": vals, "ranks": self.ranks(name),
                                    "removal_order": self.removal_order(name)}
                             for name, vals in self.scores.items()}
-        data["removal_order"] = self.removal_order()
+        data["removal_order"] = self.removal_order() if self.primary in self.scores else []  # [] for a layout
         del data["scores"], data["removes"]
         return data
 

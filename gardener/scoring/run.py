@@ -68,8 +68,11 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
     infos = _plan(ckpt, chosen, settings.params)
     ctx = Context(bins=settings.bins, seed=settings.seed, aggregate=settings.aggregate)
     block_crits = [c for c in crits if c.scope == "block"]
-    results = _run_blocks(ckpt, infos, settings, block_crits, ctx, any(c.needs_counts for c in crits), histograms,
-                          progress)
+    keep_counts = any(c.needs_counts for c in crits)
+    if block_crits or keep_counts or histograms:
+        results = _run_blocks(ckpt, infos, settings, block_crits, ctx, keep_counts, histograms, progress)
+    else:  # a layout alone: no weight is read
+        results = [({}, None, None, None) for _ in infos]
     scores = {c.name: [r[0][c.name] for r in results] for c in block_crits}
     summaries = [BlockSummary(b.number, b.n_params, r[1]) for b, r in zip(infos, results)]
     for c in crits:
@@ -89,11 +92,7 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
 def layout(path: str | Path | Checkpoint, settings: ScoreSettings | None = None) -> ScoreResult:
     """The stack's blocks (numbers, sizes, tensors) as a result with no criterion computed: what a
     ranking file made elsewhere (the oracle's) needs, from the tensors' headers alone, no weight read."""
-    settings = (settings or ScoreSettings()).check()
-    ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
-    chosen = select_stack(ckpt, settings.stack, settings.block_pattern)
-    infos = _plan(ckpt, chosen, settings.params)
-    return _result(ckpt, chosen, settings, infos, scores={}, removes={}, histograms=None, meta={})
+    return score(path, (), settings, primary=None)
 
 
 def _result(ckpt: Checkpoint, chosen: Stack, settings: ScoreSettings, infos: list[BlockInfo], **made) -> ScoreResult:
@@ -115,10 +114,11 @@ def checkpoint_warnings(ckpt: Checkpoint, chosen: Stack) -> list[str]:
 
 
 def _criteria(settings: ScoreSettings) -> list:
-    """The registered criteria to compute (the primary one first if not listed)."""
+    """The registered criteria to compute (the primary one first if not listed; none for a layout)."""
     names = registry.parse(settings.criteria)
-    registry.get(settings.primary)
-    return [registry.get(n) for n in (names if settings.primary in names else [settings.primary, *names])]
+    if settings.primary is not None and settings.primary not in names:
+        names = [registry.get(settings.primary).name, *names]
+    return [registry.get(n) for n in names]
 
 
 def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: CalibOptions | None, ctx: Context,

@@ -36,7 +36,8 @@ class ScoreSettings:
     """Which criteria score which stack of a checkpoint, and how.
 
     `criteria`: "all" (every data-free criterion), a comma list or a sequence of registered names;
-    `primary`: the criterion whose ranks and removal order are reported (always computed);
+    `primary`: the criterion whose ranks and removal order are reported (always computed; None with
+    `criteria=()` scores nothing: the blocks' layout alone, see `layout`);
     `dtype`: precision view, "stored" (as on disk) or the weights cast to float16 / bfloat16 / float32;
     `stack`: which stack (default: the encoder); `block_pattern`: a regex overriding detection;
     `params`: "2d" (the paper: 2-D weight matrices) or "all" tensors of each block;
@@ -46,7 +47,7 @@ class ScoreSettings:
     """
 
     criteria: str | tuple[str, ...] = "all"
-    primary: str = "entropy"
+    primary: str | None = "entropy"
     dtype: str = "stored"
     stack: str | None = None
     block_pattern: str | None = None
