@@ -139,7 +139,7 @@ def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progre
     exp = prepare(released, out / "run", target, _target_recipe(settings), _CLIP, seed,
                   oracle_seeds=settings.oracle_seeds)
     # the sweep's criteria include the oracle: it runs first, and one scoring pass serves both
-    run_sweep(exp, criteria.sweep_criteria() + criteria.names("calibration"), settings.ratios, settings.random_seeds,
+    run_sweep(exp, criteria.sweep_criteria() + criteria.needing_data(), settings.ratios, settings.random_seeds,
               progress=job_progress, job_progress=step_progress,
               calib=CalibOptions(source.data, calib_clips=settings.calib_clips))
     stages.end()

@@ -98,7 +98,7 @@ def sweep(
 
     names = parse_sweep_criteria(criteria)
     registry.check_aggregate(aggregate)  # before the run folder is made
-    if set(names) & set(registry.names("calibration")):
+    if set(names) & set(registry.needing_data()):
         check_data(calib)
     exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, ratios, calib=calib)
     bar, on_job, on_step = experiment_progress()

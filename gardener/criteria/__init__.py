@@ -2,7 +2,7 @@
 # Import order is registration order, which is the order `all` lists and tables show.
 from . import information, magnitude, spectral, baseline, calibration  # noqa: F401,I001  (registration side effects)
 from ._registry import (AGGREGATES, BlockSummary, Context, Criterion, check_aggregate, data_free, group_of, get,
-                        names, parse, register,
+                        names, needing_data, parse, register,
                         unregister)
 
 # the paper's Table 3 criteria (the data-free ones; "sensitivity" is the oracle run by experiments)
@@ -15,5 +15,5 @@ def sweep_criteria() -> list[str]:
 
 
 __all__ = ["AGGREGATES", "PAPER_CRITERIA", "BlockSummary", "Context", "Criterion", "check_aggregate", "data_free", "group_of",
-           "get", "names", "parse", "register", "sweep_criteria",
+           "get", "names", "needing_data", "parse", "register", "sweep_criteria",
            "unregister"]

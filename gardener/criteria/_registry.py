@@ -112,6 +112,11 @@ def names(group: str | None = None) -> list[str]:
     return [n for n, c in _REGISTRY.items() if group is None or c.group == group]
 
 
+def needing_data() -> list[str]:
+    """The criteria that run the model on calibration data, in registration order."""
+    return [n for n, c in _REGISTRY.items() if c.needs_calibration]
+
+
 def data_free() -> list[str]:
     """The criteria that need the weights alone (what "all" means), in registration order."""
     return [n for n, c in _REGISTRY.items() if not c.needs_calibration]
@@ -130,7 +135,7 @@ def parse(spec: str | list[str] | None) -> list[str]:
     if spec is None or spec == "all" or spec == ["all"]:
         return data_free()
     items = spec.split(",") if isinstance(spec, str) else list(spec)
-    chosen = [n for s in items if s.strip() for n in (names("calibration") if s.strip() == "calibration"
+    chosen = [n for s in items if s.strip() for n in (needing_data() if s.strip() == "calibration"
                                                       else data_free() if s.strip() == "all" else [s.strip()])]
     for name in chosen:
         get(name)

@@ -35,3 +35,20 @@ def test_a_registered_criterion_scores_and_orders_blocks(tmp_path, max_abs):
 def test_a_registered_criterion_is_a_choice_everywhere(max_abs):
     assert "max_abs" in criteria.names() and criteria.parse("all")[-1] == "max_abs"
     assert criteria.get("max_abs").summary == "Largest |w| of the block."
+
+
+def test_what_a_criterion_needs_lives_on_its_registered_entry():
+    @criteria.register("made_up_probe", removes="highest", scope="calibration", group="probes")
+    def probe(calibration, ctx):
+        """A made-up calibration criterion of another group."""
+        return [0.0] * calibration.depth
+
+    try:
+        entry = criteria.get("made_up_probe")
+        assert entry.needs_calibration and not entry.exact_value and entry.removes == "highest"
+        assert "made_up_probe" in criteria.needing_data() and "made_up_probe" in criteria.parse("calibration")
+        assert "made_up_probe" not in criteria.data_free() and criteria.group_of("made_up_probe") == "probes"
+    finally:
+        criteria.unregister("made_up_probe")
+    assert [n for n in criteria.names() if criteria.get(n).exact_value] == ["entropy", "efficiency",
+                                                                            "mutual_information"]
