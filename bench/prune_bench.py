@@ -3,8 +3,8 @@
 In one run, on a random VideoMAE-B (101 classes) saved with `save_pretrained` in float16
 and in float32:
   (a) copying its model.safetensors (shutil.copyfile), the reference;
-  (b) `prune_checkpoint(..., blocks=...)`: key surgery alone (6 of 12 blocks, explicit);
-  (c) `prune_checkpoint(..., ratio=0.5)`: entropy scoring + surgery + GFLOPs, as `gardener prune`
+  (b) `prune_checkpoint(..., Cut(blocks=...))`: key surgery alone (6 of 12 blocks, explicit);
+  (c) `prune_checkpoint(..., Cut(ratio=0.5))`: entropy scoring + surgery + GFLOPs, as `gardener prune`
       runs by default;
   (d) peak RSS of a separate `gardener prune --ratio 0.5` process;
   (e) CPU forward latency, batch 1, of the unpruned and the pruned model loaded with stock

@@ -120,7 +120,7 @@ class _Stages:
 def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progress: Callable | None,
          step_progress: Callable | None) -> Path:
     from . import criteria
-    from .scoring import CalibOptions
+    from .scoring import CalibOptions, ScoreSettings
     from .experiments.protocol import prepare
     from .experiments.sweep import run_sweep
     from .report.experiment import write_report
@@ -140,8 +140,8 @@ def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progre
                   oracle_seeds=settings.oracle_seeds)
     # the sweep's criteria include the oracle: it runs first, and one scoring pass serves both
     run_sweep(exp, criteria.sweep_criteria() + criteria.needing_data(), settings.ratios, settings.random_seeds,
-              progress=job_progress, job_progress=step_progress,
-              calib=CalibOptions(source.data, calib_clips=settings.calib_clips))
+              ScoreSettings(calib=CalibOptions(source.data, calib_clips=settings.calib_clips)),
+              progress=job_progress, job_progress=step_progress)
     stages.end()
     between = _healing_oracle(out, exp.run, released, target, settings, seed, stages, job_progress, step_progress)
     stages.start("report", "writing the report")

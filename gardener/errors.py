@@ -28,5 +28,6 @@ class SettingError(GardenerError):
 
     def render(self, shown: Callable[[str], str]) -> str:
         """The message with each setting shown as `shown(name)` (e.g. its command-line flag)."""
-        lead = "" if "{" + self.setting + "}" in self.detail else f"{shown(self.setting)} "
+        lead = "" if "{" + self.setting + "}" in self.detail else shown(self.setting) + (
+            "" if self.detail.startswith(":") else " ")
         return lead + re.sub(r"\{([a-z_]+)\}", lambda m: shown(m.group(1)), self.detail)

@@ -111,7 +111,7 @@ def check_output(out: str | os.PathLike, inputs: Iterable[tuple[str, str | os.Pa
                 raise GardenerError(f"{flag} {out}: {where}; an output never replaces or writes into an input "
                                     f"(--force included): write it elsewhere")
             raise SettingError(flag, f"{out}: {where}; an output never replaces or writes into an input "
-                                     f"(force=True included): write it elsewhere")
+                                     f"({{force}} included): write it elsewhere")
     check_writable(out, force)
 
 

@@ -40,7 +40,7 @@ def test_hf_directory_blocks_and_weights(tmp_path, family):
     model = build_hf(family)
     result = gardener.score(save_hf(model, tmp_path / family), ["entropy", "l1"])
     assert re.fullmatch(stack, result.stack), result.stack
-    assert result.kind in ("hf-encoder", "hf-vit", "llama")
+    assert result.stack_kind in ("hf-encoder", "hf-vit", "llama")
     assert result.depth == DEPTH
     assert all(len(b.tensors) == matrices and b.n_params == numel for b in result.blocks)
     assert all(n.endswith("weight") for b in result.blocks for n in b.tensors)
@@ -86,7 +86,7 @@ def test_original_videomae_state_dict_nested(tmp_path, nest, suffix):
     path = tmp_path / f"ckpt{suffix}"
     torch.save(state if nest is None else {nest: state, "epoch": 1}, path)
     result = gardener.score(path, ["l1"])
-    assert result.stack == "blocks" and result.kind == "timm" and result.depth == DEPTH
+    assert result.stack == "blocks" and result.stack_kind == "timm" and result.depth == DEPTH
     assert [len(b.tensors) for b in result.blocks] == [4] * DEPTH  # qkv, proj, fc1, fc2
     assert {b.n_params for b in result.blocks} == {ATTN_MLP}
 
@@ -113,7 +113,7 @@ def test_original_pretraining_checkpoint_has_two_stacks(tmp_path):
     enc = gardener.score(path, ["l1"])
     dec = gardener.score(path, ["l1"], stack="decoder")
     assert (enc.stack, enc.depth) == ("encoder.blocks", DEPTH)
-    assert (dec.stack, dec.depth, dec.kind) == ("decoder.blocks", 2, "timm-decoder")
+    assert (dec.stack, dec.depth, dec.stack_kind) == ("decoder.blocks", 2, "timm-decoder")
     assert gardener.score(path, ["l1"], stack="encoder.blocks").stack == "encoder.blocks"
 
 

@@ -30,7 +30,8 @@ def _type_checking_only(node: ast.AST, parents: dict) -> bool:
 
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The gardener modules `name` imports anywhere in its file (inside functions too), as Python resolves
-    them: `from .x import y` is module x.y when that is a module, else x (its package's __init__)."""
+    them: `from .x import y` is module x.y when that is a module, else x (its package's __init__); and the
+    packages entered on the way (their __init__ runs first)."""
     tree = ast.parse(path.read_text())
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -44,7 +45,16 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         base = package.split(".")[:len(package.split(".")) - (node.level - 1)] if node.level else []
         module = ".".join(base + ([node.module] if node.module else []))
         found |= {f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names}
-    return {m for m in found if m in modules and m != name}
+    found = {m for m in found if m in modules}
+    return {p for m in found for p in (m, *_entered(m, name, modules)) if p != name}
+
+
+def _entered(module: str, importer: str, modules: dict[str, Path]) -> list[str]:
+    """The packages whose __init__ Python runs to import `module` from outside them (`importer` is not in
+    them): importing gardener.scoring.result from gardener.report runs gardener/scoring/__init__.py first."""
+    parts = module.split(".")
+    parents = [".".join(parts[:k]) for k in range(2, len(parts))]  # not the root: every module is inside it
+    return [p for p in parents if p in modules and not (importer == p or importer.startswith(p + "."))]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -83,6 +93,20 @@ def test_the_import_graph_has_no_cycle_counting_imports_inside_functions():
     modules = _modules()
     graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
     assert cycles(graph) == []
+
+
+def test_the_cycle_finder_sees_a_package_init_run_on_the_way(tmp_path):
+    files = {"p/pkg/__init__.py": "from .inner import f\n",  # the package re-exports p.pkg.inner
+             "p/pkg/inner.py": "def f():\n    from ..other import g\n",
+             "p/pkg/data.py": "x = 1\n",
+             "p/other.py": "from .pkg.data import x\n"}  # runs p/pkg/__init__.py first
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    modules = {"p.pkg": tmp_path / "p/pkg/__init__.py", "p.pkg.inner": tmp_path / "p/pkg/inner.py",
+               "p.pkg.data": tmp_path / "p/pkg/data.py", "p.other": tmp_path / "p/other.py"}
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert cycles(graph) == [["p.other", "p.pkg", "p.pkg.inner"]]
 
 
 def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):

@@ -9,6 +9,7 @@ import typer
 
 from .. import criteria as registry
 from ..scoring.calibration_data import check_data
+from ..scoring.settings import ScoreSettings
 from ..data.clips import ClipOptions
 from ..demo import RUN_TIMES
 from ..errors import GardenerError
@@ -103,8 +104,8 @@ def sweep(
     exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, ratios, calib=calib)
     bar, on_job, on_step = experiment_progress()
     with bar:
-        result = run_sweep(exp, names, ratios, random_seeds, dtype, part, progress=on_job, job_progress=on_step,
-                           aggregate=aggregate, calib=calib)
+        result = run_sweep(exp, names, None, random_seeds, ScoreSettings(dtype=dtype, aggregate=aggregate, calib=calib),
+                           part, progress=on_job, job_progress=on_step)
     _finish(result, exp, sweep_table,
             f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
 

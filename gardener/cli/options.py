@@ -97,6 +97,7 @@ HELP = {
 }
 FLAGS = {"base_lr": "--lr", "bf16": "--bf16/--no-bf16"}
 PARAMS = {"base_lr": "lr"}  # the Python name of an option whose flag is not its field name
+SETTING_FLAGS.update({name: flag.split("/")[0] for name, flag in FLAGS.items()})
 
 
 @dataclass(frozen=True)
@@ -229,12 +230,13 @@ CALIB = Group(CalibOptions, ("calib_data", "calib_clips", "span", "calib_batch",
                              "last_output"), panel="Calibration")
 
 
-def _blocks(flag: str):
-    """Block numbers '3,7,9' as a tuple of ints (the library checks them against the stack's depth)."""
+def _blocks(flag: str, blank: tuple | None = None):
+    """Block numbers '3,7,9' as a tuple of ints (the library checks them against the stack's depth); a
+    blank value is `blank` when that is given (--protect "" protects nothing)."""
     def parse(text: str) -> tuple[int, ...]:
         from ..pruning import block_list
 
-        return block_list(text, flag)
+        return blank if blank is not None and not text.strip() else block_list(text, flag)
     return (Optional[str], parse)
 
 
@@ -265,7 +267,7 @@ def _weight_groups():
         "zero_based": "Read --blocks/--protect as 0-based indices.", "protect": "Blocks never removed, e.g. 1,12.",
         "ranking": "Use a `gardener score --json` file's ranking.",
         "contiguous": "Remove the contiguous span of blocks whose input and output are most alike (--criterion "
-                      "angular_distance, Gromov et al.)."}, parse={"blocks": _blocks("blocks"), "protect": _blocks("protect")})
+                      "angular_distance, Gromov et al.)."}, parse={"blocks": _blocks("blocks"), "protect": _blocks("protect", blank=())})
     write = Group(WriteOptions, ("max_shard_size",), defaults={"max_shard_size": "5GB"},
                   helps={"max_shard_size": "Shard HF weights above this size."}, parse={"max_shard_size": (str, str)})
     spec = Group(InputSpec, ("frames", "size", "seq_len"), helps={

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..blocks import select_stack
-from ..scoring.settings import CalibOptions
+from ..scoring.settings import ScoreSettings
 from ..checkpoint import open_checkpoint
 from ..cost import InputSpec, flop_breakdown
 from ..errors import GardenerError
@@ -51,6 +51,7 @@ class Experiment:
     oracle_seeds: int = 1  # each oracle job is repeated with this many finetuning seeds
     queue: QueueOptions = QueueOptions()
     launch: Launch = Launch()  # who runs the jobs (launchers.launcher_for)
+    ratios: list[tuple[float, int]] | None = None  # a sweep's (ratio in %, blocks removed), checked by prepare
 
     def job(self, removed, seed: int | None = None) -> Job:
         return self.settings.job(removed, seed)
@@ -79,8 +80,7 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     check_output(run_dir, [*ckpt.as_inputs(source), *data.inputs(), *(inputs or [])], force=True, flag="-o/--run")
     _check_source(source, ckpt.format, ckpt.config or {}, heal_steps)
     stack = select_stack(ckpt)
-    if ratios is not None:
-        parse_ratios(ratios, stack.depth)
+    parsed = parse_ratios(ratios, stack.depth) if ratios is not None else None
     frames = clip.get("frames") or ckpt.config["num_frames"]
     size = clip.get("size") or ckpt.config["image_size"]
     total, per_stack = flop_breakdown(ckpt.config, InputSpec(frames, size))
@@ -92,7 +92,7 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
                 if k not in ("workers", "strict")}
     settings = Settings(str(source.resolve()), run.source_hash, data_key, recipe.to_dict(), clip, seed)
     exp = Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models, oracle_seeds,
-                     queue.check(), launch)
+                     queue.check(), launch, parsed)
     if process_rank() == 0:
         write_launch(run, launch, exp.queue)
     return exp
@@ -219,15 +219,14 @@ def read_correct(predictions: Path) -> str:
 # --- the experiment's scoring pass -------------------------------------------------------------------
 # Every `score` call of the experiments goes through these two (tests count them here).
 
-def experiment_scores(exp: Experiment, names: list[str], dtype: str = "stored", aggregate: str = "mean",
-                      calib: CalibOptions | None = None) -> ScoreResult:
+def experiment_scores(exp: Experiment, names: list[str], scoring: ScoreSettings) -> ScoreResult:
     """The experiment's one scoring pass, written to scores.json: every criterion of `names` but the
-    oracle and random (calibration ones from `calib`'s data), and entropy (the report's profile), with
-    histograms. The random orders and the oracle's score file are derived from it, so no other pass
+    oracle and random (calibration ones from `scoring.calib`'s data), and entropy (the report's profile), with
+    histograms (`scoring`'s dtype view and aggregate; its seed is the experiment's). The random orders and the oracle's score file are derived from it, so no other pass
     reads the checkpoint."""
     data_free = [n for n in names if n not in (ORACLE, "random")]
-    scores = score(exp.source, data_free + (["entropy"] if "entropy" not in data_free else []), primary="entropy",
-                   dtype=dtype, histograms=True, aggregate=aggregate, calib=calib, seed=exp.settings.seed)
+    scores = score(exp.source, data_free + (["entropy"] if "entropy" not in data_free else []), scoring,
+                   primary="entropy", histograms=True, seed=exp.settings.seed)
     write_json(exp.run.path / "scores.json", scores.to_dict())
     return scores
 

@@ -1,6 +1,6 @@
 """A sweep's pruning ratios as the user gives them (percentages or fractions), each turned into a block count.
 
-Checked when the experiment is prepared, before its run folder is made, and again by the sweep."""
+Parsed once, when the experiment is prepared (before its run folder is made): the Experiment keeps them."""
 from __future__ import annotations
 
 from ..errors import GardenerError

@@ -33,6 +33,9 @@ class Worker:
         self.run_dir, self.options = run_dir, options
 
     def __call__(self, index: int) -> dict[str, int]:
+        from ..plugins import load_plugins
+
+        load_plugins()  # submitit starts the task here, not through the `gardener` command
         return work(Path(self.run_dir), QueueOptions(**self.options), say=lambda line: print(line, flush=True))
 
     def checkpoint(self, *args, **kwargs):

@@ -12,7 +12,7 @@ from .. import criteria as registry
 from ..errors import GardenerError
 from ..ranking import removal_order
 from ..scoring import ScoreResult
-from ..scoring.settings import CalibOptions
+from ..scoring.settings import ScoreSettings
 from .launchers import execute
 from .oracle import run_sensitivity
 from .plans import write_plan
@@ -84,13 +84,19 @@ def sweep_plan(exp: Experiment, names: list[str], ratios: list[tuple[float, int]
             "settings": asdict(exp.settings)}
 
 
-def run_sweep(exp: Experiment, names: list[str], ratios_text: str, random_seeds: int = 3, dtype: str = "stored",
-              shard=(0, 1), callbacks=None, progress=None, job_progress=None, aggregate: str = "mean",
-              calib: CalibOptions | None = None) -> dict:
+def run_sweep(exp: Experiment, names: list[str], ratios: str | None = None, random_seeds: int = 3,
+              scoring: ScoreSettings | None = None, shard=(0, 1), callbacks=None, progress=None,
+              job_progress=None) -> dict:
     """The oracle first when the sweep includes it, then every (criterion, ratio) job; one scoring pass for all
-    (with `calib`, the calibration criteria's one forward pass too)."""
-    ratios = parse_ratios(ratios_text, exp.depth)
-    scores = experiment_scores(exp, names, dtype, aggregate, calib)
+    (`scoring`'s dtype view, aggregate and calibration data: the calibration criteria's one forward pass too).
+
+    `ratios` default to the experiment's own, checked when it was prepared; text ('25,50') is read here."""
+    ratios = exp.ratios if ratios is None else parse_ratios(ratios, exp.depth)
+    if ratios is None:
+        raise GardenerError("run_sweep: give the ratios (here, or to prepare)")
+    scoring = scoring or ScoreSettings()
+    aggregate = scoring.aggregate
+    scores = experiment_scores(exp, names, scoring)
     counts: dict[str, int] = {}
     oracle = None
     if ORACLE in names:

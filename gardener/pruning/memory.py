@@ -1,6 +1,6 @@
 """Remove blocks from an instantiated `transformers` model, keeping it consistent per layer.
 
-The file-level export (`pruning` + `export`) never builds a model; this is its in-memory twin
+The on-disk prune (`pruning.disk`, `pruning.write`) never builds a model; this is its in-memory twin
 for users who already hold one: the block list shrinks, the config's depth and per-layer
 lists follow, and the layer indices a model keeps for its KV cache are renumbered, so that
 cached generation, `save_pretrained` and a later `from_pretrained` all agree.

@@ -46,17 +46,26 @@ def block_list(text: str, setting: str = "blocks") -> tuple[int, ...]:
 def parse_blocks(spec: str | Sequence[int], depth: int, zero_based: bool = False, setting: str = "blocks"
                  ) -> list[int]:
     """1-based block numbers from '3,7,9' or a sequence (0-based with zero_based), checked against depth."""
-    numbers = block_list(spec, setting) if isinstance(spec, str) else tuple(spec)
+    numbers = block_list(spec, setting) if isinstance(spec, str) else _whole_numbers(spec, setting)
+    shown = ",".join(map(str, numbers))
     if not numbers:
         raise SettingError(setting, f"{spec!r}: names no block; expected block numbers like 3,7,9")
     shift = 1 if zero_based else 0
     low, high = (0, depth - 1) if zero_based else (1, depth)
     bad = [n for n in numbers if not low <= n <= high]
     if bad:
-        raise SettingError(setting, f"block {bad[0]} is out of range {low}..{high} for a stack of {depth} blocks")
+        raise SettingError(setting, f": block {bad[0]} is out of range {low}..{high} for a stack of {depth} blocks")
     if len(set(numbers)) != len(numbers):
-        raise SettingError(setting, f"{spec!r}: lists a block twice")
+        raise SettingError(setting, f"{shown!r}: lists a block twice")
     return [n + shift for n in numbers]
+
+
+def _whole_numbers(items: Sequence, setting: str) -> tuple[int, ...]:
+    """Block numbers given as a sequence (ints, or what int() takes: '3'), as ints."""
+    try:
+        return tuple(int(item) for item in items)
+    except (TypeError, ValueError):
+        raise SettingError(setting, f"{list(items)!r}: expected block numbers like 3, 7, 9") from None
 
 
 def plan(depth: int, *, ratio: float | None = None, remove: int | None = None, blocks: Sequence[int] | None = None,

@@ -1,9 +1,10 @@
 """What the commands print, as (stream, text or table) pairs, made from results only."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..scoring.result import ScoreResult
+if TYPE_CHECKING:  # reports read results; they import no scoring code
+    from ..scoring.result import ScoreResult
 
 
 def show_scores(result: ScoreResult) -> list[tuple[str, Any]]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from ..scoring.result import ScoreResult
+if TYPE_CHECKING:  # reports read results; they import no scoring code
+    from ..scoring.result import ScoreResult
 
 ARROWS = {"lowest": "▼", "highest": "▲"}
 
@@ -76,7 +77,7 @@ def summary_lines(result: ScoreResult) -> list[str]:
     per_block = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes[0]:,}-{sizes[-1]:,}"
     tensors = sorted({len(b.tensors) for b in result.blocks})
     lines = [
-        f"Scored stack [bold]{escape(result.stack)}[/] ({result.kind}) of {escape(str(result.source))}",
+        f"Scored stack [bold]{escape(result.stack)}[/] ({result.stack_kind}) of {escape(str(result.source))}",
         f"  {result.depth} blocks, {per_block} parameters per block from {'/'.join(map(str, tensors))} "
         f"tensors ({'2-D weight matrices' if result.params == '2d' else 'all tensors'})",
         f"  dtype view: {result.dtype_view} (stored as {', '.join(result.stored_dtypes)})",
@@ -112,7 +113,7 @@ def to_csv(result: ScoreResult) -> str:
 def csv_metadata(result: ScoreResult, meta: dict[str, Any] | None = None) -> str:
     """What the CSV's rows were scored from and how, as the JSON written beside it."""
     head = {
-        "source": result.source, "stack": result.stack, "kind": result.kind,
+        "source": result.source, "stack": result.stack, "family": result.stack_kind,
         "dtype_view": result.dtype_view, "stored_dtypes": result.stored_dtypes, "params": result.params,
         "primary": result.primary, "seed": result.seed, "bins": result.bins, "aggregate": result.aggregate,
         "removes": result.removes, "warnings": result.caveats(), **(meta or {}),

@@ -28,7 +28,7 @@ class ScoreResult:
     source: str
     format: str
     stack: str
-    kind: str  # the stack's kind (a registered family's layout), e.g. hf-encoder
+    stack_kind: str  # the stack's kind (a registered family's layout), e.g. hf-encoder; "family" in files
     dtype_view: str
     stored_dtypes: list[str]
     params: str
@@ -106,7 +106,7 @@ class ScoreResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready): metadata, blocks, and per criterion scores, ranks and direction."""
-        data = asdict(self)
+        data = {("family" if k == "stack_kind" else k): v for k, v in asdict(self).items()}  # the file format's key
         data["depth"] = self.depth
         data["criteria"] = {name: {"removes": self.removes[name], "scores": vals, "ranks": self.ranks(name),
                                    "removal_order": self.removal_order(name)}
@@ -119,7 +119,7 @@ class ScoreResult:
     def from_dict(cls, data: dict[str, Any]) -> ScoreResult:
         """Rebuild a result from `to_dict` output (e.g. a `gardener score --json` file)."""
         kept = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        kept.setdefault("kind", data.get("family", ""))  # files written before the stack kind had its own word
+        kept["stack_kind"] = data.get("family", "")
         kept["blocks"] = [BlockInfo(**b) for b in data["blocks"]]
         kept["scores"] = {n: c["scores"] for n, c in data["criteria"].items()}
         kept["removes"] = {n: c["removes"] for n, c in data["criteria"].items()}

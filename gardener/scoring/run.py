@@ -36,10 +36,11 @@ def _plan(ckpt: Checkpoint, stack: Stack, params: str) -> list[BlockInfo]:
     infos = []
     for block in stack.blocks:
         names = block_tensors(ckpt, block, params)
+        if not names and params == "2d":
+            raise SettingError("params", f"{ckpt.path}: block {block.number} of stack {stack.name!r} has no weight "
+                                         f"matrices to score (try {{params}} all)")
         if not names:
-            hint = " (try params='all')" if params == "2d" else ""
-            raise GardenerError(f"{ckpt.path}: block {block.number} of stack {stack.name!r} has no "
-                                f"weight matrices to score{hint}")
+            raise GardenerError(f"{ckpt.path}: block {block.number} of stack {stack.name!r} has no tensors to score")
         infos.append(BlockInfo(block.number, sum(ckpt.info(n).numel for n in names), names))
     return infos
 
@@ -98,7 +99,7 @@ def layout(path: str | Path | Checkpoint, settings: ScoreSettings | None = None)
 def _result(ckpt: Checkpoint, chosen: Stack, settings: ScoreSettings, infos: list[BlockInfo], **made) -> ScoreResult:
     """A result: the settings and the stack's blocks, with `made` (scores, removes, histograms, meta)."""
     return ScoreResult(
-        source=str(ckpt.path), format=ckpt.format, stack=chosen.name, kind=chosen.kind.name,
+        source=str(ckpt.path), format=ckpt.format, stack=chosen.name, stack_kind=chosen.kind.name,
         dtype_view=settings.dtype, stored_dtypes=sorted({ckpt.info(n).dtype for b in infos for n in b.tensors}),
         params=settings.params, primary=settings.primary, bins=settings.bins, seed=settings.seed, blocks=infos,
         aggregate=settings.aggregate, files=[str(f) for f in ckpt.files], **made)

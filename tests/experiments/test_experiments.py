@@ -325,13 +325,14 @@ def test_oracle_seeds_from_the_command_line_average_each_oracle_job(tmp_path, mo
 
 def test_calibration_criteria_sit_beside_the_data_free_ones_with_their_cost(tmp_path, full_run, model4, video_root,
                                                                             capsys):
-    from gardener.scoring import CalibOptions
+    from gardener.scoring import CalibOptions, ScoreSettings
 
     run = tmp_path / "run"
     shutil.copytree(full_run, run)
     exp = _experiment(model4, run, video_root)
     names = ["l2", "block_influence", "angular_distance", "sensitivity"]
-    result = run_sweep(exp, names, "25,50", random_seeds=2, calib=CalibOptions(video_root, calib_clips=4))
+    result = run_sweep(exp, names, "25,50", random_seeds=2, scoring=ScoreSettings(calib=CalibOptions(video_root,
+                                                                                                    calib_clips=4)))
     assert {r["criterion"] for r in result["table"]["rows"]} >= {"block_influence", "angular_distance", "l2"}
     agree = json.loads((run / "agreement.json").read_text())["criteria"]
     assert agree["block_influence"]["cost"]["clips"] == 4 and agree["block_influence"]["cost"]["seconds"] > 0

@@ -77,7 +77,7 @@ def test_a_registered_family_scores_prunes_a_folder_and_cuts_its_config_lists(ce
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(src / "model.safetensors"))
     (src / "config.json").write_text(json.dumps({"num_cells": 4, "cell_kinds": ["a", "b", "c", "d"]}))
     result = gardener.score(src, ["l1"])
-    assert (result.stack, result.kind, result.depth) == ("trunk.layers", "cellnet", 4)
+    assert (result.stack, result.stack_kind, result.depth) == ("trunk.layers", "cellnet", 4)
     info = prune_checkpoint(src, tmp_path / "out", Cut(blocks=(2, 3)))
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert (config["num_cells"], config["cell_kinds"]) == (2, ["a", "d"])

@@ -112,7 +112,7 @@ def test_the_command_line_lists_scores_and_prunes_with_a_plugins_criterion_and_f
                        "--json", scores)
     assert scored.returncode == 0, scored.stderr
     data = json.loads(scores.read_text())
-    assert data["stack"] == "ring.cells" and data["kind"] == "cellring" and data["depth"] == 4
+    assert data["stack"] == "ring.cells" and data["family"] == "cellring" and data["depth"] == 4
     assert data["criteria"]["max_abs"]["removal_order"][0] == 3  # the block scaled by 0.1
     assert data["meta"]["versions"]["plugin gardener-cellring"] == "gardener-cellring 0.3.1"
 
