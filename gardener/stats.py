@@ -168,3 +168,41 @@ def pack_correct(flags: Sequence[bool | int]) -> str:
 def unpack_correct(text: str) -> np.ndarray:
     """The flags of `pack_correct` back as an array of 0 and 1."""
     return np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord("0")
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
+    """The t-interval of the mean of a few values (N - 1 degrees of freedom); None below 2 values."""
+    from scipy import stats
+
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return None
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return [float(values.mean() - half), float(values.mean() + half)]
+
+
+def pooled_interval(values: Sequence[float], halves: Sequence[float], level: float = 0.95) -> list[float] | None:
+    """An interval for the mean of per-model values that covers both how much the models differ (the
+    t-interval over them) and each model's own noise (`halves`: the half-widths of the models' own
+    95 % intervals, which bound the mean's within-model noise at sqrt(sum h^2) / N): the wider of the
+    two on each side. None below 2 values."""
+    between = t_interval(values, level)
+    if between is None:
+        return None
+    mean, within = float(np.mean(values)), math.sqrt(sum(h * h for h in halves)) / len(values)
+    return [min(between[0], mean - within), max(between[1], mean + within)]
+
+
+def pooled_random_rho(oracles: Sequence[Sequence[float]], orders: int = RANDOM_ORDERS, seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """Where the mean rho over N models falls when each model's ranking is a uniformly random order: draw
+    `orders` random rhos against each model's own oracle (as `random_rho` does), average them across
+    models draw by draw, and take the central `level` range."""
+    draws = []
+    for k, oracle in enumerate(oracles):
+        oracle = np.asarray(oracle, float)
+        rng = np.random.default_rng([seed, k, 1])
+        draws.append(_row_spearman(rng.random((orders, len(oracle))), np.broadcast_to(-oracle, (orders, len(oracle)))))
+    mean = np.mean(draws, axis=0)
+    low, high = _central(mean, level)
+    return {"mean": float(np.nanmean(mean)), "interval": [low, high], "orders": orders, "models": len(draws)}

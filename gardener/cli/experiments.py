@@ -146,6 +146,28 @@ def collect(
 
 
 @app.command()
+def pool(
+    runs: list[Path] = typer.Argument(..., help="Run folders of the same study on different models (2 or more)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the pooled tables as JSON."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random orders behind the pooled random band."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the JSON file."),
+) -> None:
+    """Pool the agreement and ratio tables of several models: per-model values, mean, interval over models."""
+    from ..experiments.pooled import write_pooled
+    from ..report.pooled import pooled_agreement_rows, pooled_summary, pooled_sweep_rows
+    from ..report.tables import rich_table
+
+    pooled = write_pooled(runs, json_out, force=force, seed=seed)
+    if "agreement" in pooled:
+        out.print(rich_table("agreement with the oracle, pooled over models", *pooled_agreement_rows(pooled)))
+    if "sweep" in pooled:
+        out.print(rich_table("top-1 above random orders (points), pooled over models", *pooled_sweep_rows(pooled)))
+    out.print(pooled_summary(pooled), highlight=False, markup=False)
+    if json_out:
+        say(f"wrote {json_out}")
+
+
+@app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder of `gardener sensitivity` / `sweep`."),
     fmt: str = typer.Option("md", "--format", help="md (report.md + figures/) or html (one self-contained page)."),

@@ -171,7 +171,8 @@ def eval_table(result: dict[str, Any]) -> Table:
     return table
 
 
-def _rich(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+def rich_table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    """A Rich table of text rows under a title."""
     table = Table(*headers, title=title, header_style="bold")
     for row in rows:
         table.add_row(*row)
@@ -182,7 +183,7 @@ def sensitivity_table(table: dict[str, Any]) -> Table:
     """Table 1 in the terminal (the same rows as the report)."""
     from .oracles import oracle_name, sensitivity_rows
 
-    return _rich(f"single-block removal ({oracle_name(table.get('oracle'))})", *sensitivity_rows(table))
+    return rich_table(f"single-block removal ({oracle_name(table.get('oracle'))})", *sensitivity_rows(table))
 
 
 def sweep_table(table: dict[str, Any]) -> Table:
@@ -190,14 +191,14 @@ def sweep_table(table: dict[str, Any]) -> Table:
     from .sweep import sweep_rows
     from .text import pct
 
-    return _rich(f"top-1 (%) by pruning ratio; unpruned {pct(table['baseline']['top1'])}", *sweep_rows(table))
+    return rich_table(f"top-1 (%) by pruning ratio; unpruned {pct(table['baseline']['top1'])}", *sweep_rows(table))
 
 
 def agreement_table(result: dict[str, Any]) -> Table:
     """Agreement with the oracle in the terminal (the same rows as the report)."""
     from .agreement import agreement_rows
 
-    return _rich("agreement with the oracle ranking", *agreement_rows(result))
+    return rich_table("agreement with the oracle ranking", *agreement_rows(result))
 
 
 def precision_tables(report: dict) -> list[Table]:

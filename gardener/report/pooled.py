@@ -1,0 +1,57 @@
+"""Tables of verdicts pooled over models (`gardener pool`), made from the pooled result only."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _rho(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _span(interval: list | None, scale: float = 1.0) -> str:
+    return "" if not interval else f"[{scale * interval[0]:.2f}, {scale * interval[1]:.2f}]"
+
+
+def pooled_agreement_rows(pooled: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per criterion: each model's rho, the mean, its interval over models, the verdict, and in how many models."""
+    agreement, n = pooled["agreement"], pooled["models"]
+    band = agreement["random"]
+    headers = ["criterion", "group", "rho per model", "mean rho", "95 % interval (models)", "beyond random",
+               f"alone, in N of {n}"]
+    rows = [["random orders", "", "", _rho(band["mean"]), _span(band["interval"]), "(the band)", ""]]
+    ordered = sorted(agreement["criteria"].items(), key=lambda item: -item[1]["mean"])
+    for name, row in ordered:
+        rows.append([name, row["group"], " ".join(_rho(r) for r in row["per_model"]), _rho(row["mean"]),
+                     _span(row["interval"]), "yes" if row["beats_random"] else "not separable",
+                     f"{row['beats_random_in']} of {row['tested_in']}"])
+    return headers, rows
+
+
+def pooled_sweep_rows(pooled: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per criterion and ratio: the mean top-1 gain over random orders (points), its interval, and in how many models."""
+    sweep, n = pooled["sweep"], pooled["models"]
+    headers = ["criterion", *[f"{ratio:g} %" for ratio in sweep["ratios"]]]
+    rows = []
+    for name, cells in sweep["criteria"].items():
+        row = [name]
+        for ratio in sweep["ratios"]:
+            cell = cells.get(str(ratio))
+            row.append("" if cell is None else f"{100 * cell['mean_vs_random']:+.1f} {_span(cell['interval'], 100)}"
+                                               f"{' *' if cell['above_random'] else ''} ({cell['above_random_in']}/{n})")
+        rows.append(row)
+    return headers, rows
+
+
+def pooled_summary(pooled: dict[str, Any]) -> str:
+    """One paragraph: what the verdicts cover and which criteria are beyond random over the models."""
+    n = pooled["models"]
+    text = (f"Pooled over {n} independently trained models ({pooled['method']}); a criterion is beyond random only "
+            f"where its interval lies above the random band of the mean over the models.")
+    if "agreement" in pooled:
+        winners = pooled["agreement"]["beats_random"]
+        text += (f" Beyond random over the {n} models: {', '.join(winners)}." if winners else
+                 f" No criterion is beyond random over the {n} models (not separable).")
+    if "sweep" in pooled:
+        text += (" Ratio table: points of top-1 above the model's own random orders, mean over models [interval]; "
+                 "* where the interval lies above 0; (k/N) where a model alone shows it.")
+    return text
