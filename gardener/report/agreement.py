@@ -64,7 +64,11 @@ def _cost(cost: dict | None) -> str:
 def agreement_summary(agree: dict) -> str:
     """Which oracle the criteria are judged against, and which criteria, if any, agree with it beyond what
     a random order does."""
-    return (oracle_text(agree["oracle"]) + " " if agree.get("oracle") else "") + _agreement_verdict(agree)
+    return (oracle_text(agree["oracle"]) + " " if agree.get("oracle") else "") + _agreement_verdict(agree) + SCOPE
+
+
+SCOPE = (" These verdicts concern one trained model: the intervals cover its test videos and finetuning seeds, not "
+         "the model itself; run the same study on other trained models and pool them (`gardener pool RUN1 RUN2 ...`).")
 
 
 def _agreement_verdict(agree: dict) -> str:

@@ -118,3 +118,10 @@ def test_the_pool_command_prints_per_model_and_pooled_tables_and_writes_them(run
     assert "error: --json" in capsys.readouterr().err
     assert run_cli("pool", runs[0]) == 2
     assert "at least 2 models" in capsys.readouterr().err
+
+
+def test_one_runs_agreement_says_it_concerns_one_trained_model_and_how_to_pool():
+    from gardener.report.agreement import agreement_summary
+
+    text = agreement_summary(_agreement(0) | {"bootstrap": {"resamples": 100, "seeds": 1}, "beats_random": ["steady"]})
+    assert "concern one trained model" in text and "gardener pool RUN1 RUN2" in text
