@@ -65,20 +65,49 @@ QUICK = DemoSettings(source_per_class=24, target_train=6, target_test=25, pretra
 
 
 def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed: int = 0, force: bool = False,
-             say: Callable[[str], None] = print, progress: Callable | None = None,
+             replicates: int = 1, say: Callable[[str], None] = print, progress: Callable | None = None,
              job_progress: Callable | None = None, step_progress: Callable | None = None) -> Path:
-    """Run (or finish) the demo in `out_dir`; returns the report's path."""
-    from .data import frame_cache
+    """Run (or finish) the demo in `out_dir`; returns the report's path.
 
+    With `replicates` N > 1 the whole study runs N times on independently trained models: `out_dir`
+    itself with `seed`, then `out_dir/replicates/K` with seed + K - 1 (each stage cached per replicate),
+    and their verdicts are pooled into `out_dir/pooled.json` and `pooled.md`, whose path is returned."""
     from .settings import check_number
 
     check_number("--seed", seed, 0)
+    check_number("--replicates", replicates, 1)
     settings = QUICK if quick else DemoSettings()
-    out = Path(out_dir)
+    report = _one_model(Path(out_dir), settings, quick, seed, force, say, job_progress, step_progress)
+    if replicates == 1:
+        return report
+    runs = [Path(out_dir) / "run"]
+    for k in range(2, replicates + 1):
+        say(f"replicate {k}/{replicates} (seed {seed + k - 1})")
+        folder = Path(out_dir) / "replicates" / str(k)
+        _one_model(folder, settings, quick, seed + k - 1, force, say, job_progress, step_progress)
+        runs.append(folder / "run")
+    return _pooled_report(Path(out_dir), runs, seed)
+
+
+def _one_model(out: Path, settings: DemoSettings, quick: bool, seed: int, force: bool, say: Callable,
+               job_progress: Callable | None, step_progress: Callable | None) -> Path:
+    from .data import frame_cache
+
     _claim(out, {"quick": quick, "seed": seed, "settings": asdict(settings)}, force)
     # every stage reads the same few thousand small videos many times: decode each once
     with frame_cache(CACHE_BYTES):
         return _run(settings, out, seed, say, job_progress, step_progress)
+
+
+def _pooled_report(out: Path, runs: list[Path], seed: int) -> Path:
+    """pooled.json and pooled.md: the replicates' agreement and ratio tables, pooled over the models."""
+    from .experiments.pooled import write_pooled
+    from .report.pooled import pooled_parts
+    from .report.render import to_markdown
+
+    pooled = write_pooled(runs, out / "pooled.json", force=True, seed=seed)
+    return write_text(out / "pooled.md", to_markdown(pooled_parts(pooled, [str(r.relative_to(out)) for r in runs]),
+                                                     out), force=True)
 
 
 def _claim(out: Path, marker: dict, force: bool) -> None:

@@ -114,3 +114,23 @@ def test_a_second_run_reuses_every_stage_and_other_settings_are_refused(quick_de
     assert (out / "run" / "jobs.log").read_text() == jobs_before
     assert capsys.readouterr().err.count("done before") == 3
     assert _cli("demo", out) == 2  # other settings in the same folder: refused
+
+
+def test_replicates_pool_the_verdicts_of_independently_trained_models(quick_demos, capsys):
+    """(Last in this module: it adds a second model to the folder the tests above read as it was.)"""
+    out = quick_demos[1]  # replicate 1 is this folder (seed 0): every stage cached
+    capsys.readouterr()
+    assert _cli("demo", out, "--quick", "--replicates", "2") == 0
+    assert capsys.readouterr().err.count("done before") == 3  # the first model's stages, reused as on a second run
+    second = json.loads((out / "replicates" / "2" / "demo.json").read_text())
+    assert second["seed"] == 1 and (out / "replicates" / "2" / "report.md").is_file()
+    pooled = json.loads((out / "pooled.json").read_text())
+    firsts = [json.loads((run / "agreement.json").read_text())["criteria"]
+              for run in (out / "run", out / "replicates" / "2" / "run")]
+    assert pooled["models"] == 2 and pooled["meta"]["arguments"]["runs"][0].endswith("run")
+    for name, row in pooled["agreement"]["criteria"].items():  # per model, as each model's own table says
+        assert row["per_model"] == [f[name]["spearman"] for f in firsts]
+        assert row["beats_random"] <= (row["beats_random_in"] >= 1)
+    text = (out / "pooled.md").read_text()
+    assert "Verdicts pooled over 2 trained models" in text and "rho per model" in text
+    assert "concern one trained model" in (out / "report.md").read_text()

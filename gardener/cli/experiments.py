@@ -185,12 +185,14 @@ def demo(
                                f"{RUN_TIMES['default']} on 2 CPU cores (measured {RUN_TIMES['date']})."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data, the pretraining and every finetuning job."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing folder."),
+    replicates: int = typer.Option(1, "--replicates", help="Run the whole study on N independently trained models "
+                                   "(seeds seed..seed+N-1; OUT/replicates/K) and pool their verdicts (pooled.md)."),
 ) -> None:
     """The paper in miniature: synthetic videos, masked pretraining, scores, oracle, sweep and report."""
     from ..demo import run_demo
 
     bar, on_job, on_step = experiment_progress()
     with bar:
-        written = run_demo(out_dir, quick=quick, seed=seed, force=force, say=say, job_progress=on_job,
-                           step_progress=on_step)
+        written = run_demo(out_dir, quick=quick, seed=seed, force=force, replicates=replicates, say=say,
+                           job_progress=on_job, step_progress=on_step)
     say(f"wrote {written}")

@@ -55,3 +55,19 @@ def pooled_summary(pooled: dict[str, Any]) -> str:
         text += (" Ratio table: points of top-1 above the model's own random orders, mean over models [interval]; "
                  "* where the interval lies above 0; (k/N) where a model alone shows it.")
     return text
+
+
+def pooled_parts(pooled: dict[str, Any], names: list[str]) -> list[tuple]:
+    """The pooled report as parts (`report.render`): what it covers, then the pooled tables."""
+    parts: list[tuple] = [("h", 1, f"Verdicts pooled over {pooled['models']} trained models"),
+                          ("p", "Run folders, one per independently trained model: " + ", ".join(
+                              f"`{n}`" for n in names) + ". Each has its own report; every number here comes "
+                                                         "from their agreement.json and sweep.json."),
+                          ("p", pooled_summary(pooled))]
+    if "agreement" in pooled:
+        parts += [("h", 2, "Agreement with the oracle, per model and pooled"), ("table", *pooled_agreement_rows(pooled))]
+    if "sweep" in pooled:
+        parts += [("h", 2, "Top-1 above random orders by pruning ratio (points), pooled"),
+                  ("table", *pooled_sweep_rows(pooled))]
+    return parts
+
