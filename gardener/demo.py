@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import GardenerError
+from .experiments.launch import Launch
 from .fileio import atomic_dir, check_writable, write_text
 
 PAPER_RATIOS = "8.3,25,41.7,58.3,75,91.7"
@@ -65,49 +66,39 @@ QUICK = DemoSettings(source_per_class=24, target_train=6, target_test=25, pretra
 
 
 def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed: int = 0, force: bool = False,
-             replicates: int = 1, say: Callable[[str], None] = print, progress: Callable | None = None,
-             job_progress: Callable | None = None, step_progress: Callable | None = None) -> Path:
-    """Run (or finish) the demo in `out_dir`; returns the report's path.
+             replicates: int = 1, launch: Launch | None = None, say: Callable[[str], None] = print,
+             job_progress: Callable | None = None, step_progress: Callable | None = None) -> Path | None:
+    """Run (or finish) the demo in `out_dir`; returns the report's path, None while jobs wait in a queue.
 
-    With `replicates` N > 1 the whole study runs N times on independently trained models: `out_dir`
-    itself with `seed`, then `out_dir/replicates/K` with seed + K - 1 (each stage cached per replicate),
-    and their verdicts are pooled into `out_dir/pooled.json` and `pooled.md`, whose path is returned."""
+    With `replicates` N > 1 the whole study runs N times on independently trained models (demo_replicates.py)
+    and their verdicts are pooled into `out_dir/pooled.md`, whose path is returned. `launch` says who runs the
+    oracles' and the sweep's jobs: this process (the default), local worker processes, or a SLURM array, after
+    which the same command, run again, picks up their results and writes the reports."""
+    from .experiments.launchers import launcher_for
     from .settings import check_number
 
     check_number("--seed", seed, 0)
     check_number("--replicates", replicates, 1)
+    launch = (launch or Launch()).check()
+    launcher_for(launch).prepare(sharded=False)
     settings = QUICK if quick else DemoSettings()
-    report = _one_model(Path(out_dir), settings, quick, seed, force, say, job_progress, step_progress)
     if replicates == 1:
-        return report
-    runs = [Path(out_dir) / "run"]
-    for k in range(2, replicates + 1):
-        say(f"replicate {k}/{replicates} (seed {seed + k - 1})")
-        folder = Path(out_dir) / "replicates" / str(k)
-        _one_model(folder, settings, quick, seed + k - 1, force, say, job_progress, step_progress)
-        runs.append(folder / "run")
-    return _pooled_report(Path(out_dir), runs, seed)
+        return one_model(Path(out_dir), settings, quick, seed, force, launch, say, job_progress, step_progress)
+    from .demo_replicates import run_replicates
+
+    return run_replicates(Path(out_dir), replicates, lambda folder, k: one_model(
+        folder, settings, quick, seed + k - 1, force, launch, say, job_progress, step_progress), seed, say)
 
 
-def _one_model(out: Path, settings: DemoSettings, quick: bool, seed: int, force: bool, say: Callable,
-               job_progress: Callable | None, step_progress: Callable | None) -> Path:
+def one_model(out: Path, settings: DemoSettings, quick: bool, seed: int, force: bool, launch: Launch,
+              say: Callable, job_progress: Callable | None, step_progress: Callable | None) -> Path | None:
+    """The whole study on one trained model in `out`: its report, or None while its jobs wait in a queue."""
     from .data import frame_cache
 
     _claim(out, {"quick": quick, "seed": seed, "settings": asdict(settings)}, force)
     # every stage reads the same few thousand small videos many times: decode each once
     with frame_cache(CACHE_BYTES):
-        return _run(settings, out, seed, say, job_progress, step_progress)
-
-
-def _pooled_report(out: Path, runs: list[Path], seed: int) -> Path:
-    """pooled.json and pooled.md: the replicates' agreement and ratio tables, pooled over the models."""
-    from .experiments.pooled import write_pooled
-    from .report.pooled import pooled_parts
-    from .report.render import to_markdown
-
-    pooled = write_pooled(runs, out / "pooled.json", force=True, seed=seed)
-    return write_text(out / "pooled.md", to_markdown(pooled_parts(pooled, [str(r.relative_to(out)) for r in runs]),
-                                                     out), force=True)
+        return _run(settings, out, seed, launch, say, job_progress, step_progress)
 
 
 def _claim(out: Path, marker: dict, force: bool) -> None:
@@ -146,45 +137,55 @@ class _Stages:
             write_text(self.out / "timings.json", json.dumps(self.times, indent=2) + "\n", force=True)
 
 
-def _run(settings: DemoSettings, out: Path, seed: int, say: Callable, job_progress: Callable | None,
-         step_progress: Callable | None) -> Path:
+def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, say: Callable, job_progress: Callable | None,
+         step_progress: Callable | None) -> Path | None:
     from . import criteria
-    from .scoring import CalibOptions, ScoreSettings
+    from .demo_notes import note, precision_of, precision_parts
+    from .experiments.launchers import run_to_end
     from .experiments.protocol import prepare
     from .experiments.sweep import run_sweep
     from .report.experiment import write_report
     from .report.oracles import between_parts
+    from .scoring import CalibOptions, ScoreSettings
 
     stages = _Stages(out, say, 7)
     source, target = _make_data(out / "data", settings, seed, stages)
     encoder = _pretrain(out / "pretrain", source, settings, seed, stages, step_progress)
     released = _source_model(out / "source", encoder, source, settings, seed, stages, step_progress)
     stages.start("precision", "exact-value entropy of the float16 checkpoint and of its float32 original")
-    precision = _precision(released, out / "source" / "model")
+    precision = precision_of(released, out / "source" / "model")
     stages.end()
     stages.start("experiments", f"oracle ({settings.oracle_seeds} seed(s) per block) and pruning-ratio sweep on the "
                                 f"target task, calibration criteria on {settings.calib_clips} source clips "
                                 f"(cached per job)")
     exp = prepare(released, out / "run", target, _target_recipe(settings), _CLIP, seed,
-                  oracle_seeds=settings.oracle_seeds)
+                  oracle_seeds=settings.oracle_seeds, launch=launch)
     # the sweep's criteria include the oracle: it runs first, and one scoring pass serves both
-    run_sweep(exp, criteria.sweep_criteria() + criteria.needing_data(), settings.ratios, settings.random_seeds,
-              ScoreSettings(calib=CalibOptions(source.data, calib_clips=settings.calib_clips)),
-              progress=job_progress, job_progress=step_progress)
+    swept = run_to_end(exp, lambda: run_sweep(
+        exp, criteria.sweep_criteria() + criteria.needing_data(), settings.ratios, settings.random_seeds,
+        ScoreSettings(calib=CalibOptions(source.data, calib_clips=settings.calib_clips)),
+        progress=job_progress, job_progress=step_progress), say)
     stages.end()
-    between = _healing_oracle(out, exp.run, released, target, settings, seed, stages, job_progress, step_progress)
+    between = _healing_oracle(out, exp.run, released, target, settings, seed, launch, stages, job_progress,
+                              step_progress)
+    if swept is None or between is None:
+        say(f"{out}: jobs wait in the queue (`gardener status {out / 'run'}`, `gardener status {out / 'heal'}`); "
+            f"run the same command again once they are done to write the report")
+        return None
     stages.start("report", "writing the report")
-    report = write_report(out / "run", out=out / "report.md", note=_note(settings, out),
-                          extra=_extra_parts(precision) + between_parts(between))
+    report = write_report(out / "run", out=out / "report.md", note=note(settings, out),
+                          extra=precision_parts(precision) + between_parts(between))
     stages.end()
     return report
 
 
-def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoSettings, seed: int,
-                    stages: _Stages, job_progress, step_progress) -> dict:
+def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoSettings, seed: int, launch: Launch,
+                    stages: _Stages, job_progress, step_progress) -> dict | None:
     """The cheap oracle beside the full one: the unpruned model finetuned on the target task, then each block
-    removed from it and healed for a few steps; its agreement with the full oracle and what each cost."""
+    removed from it and healed for a few steps; its agreement with the full oracle and what each cost (None
+    while the jobs of either wait in a queue)."""
     from .experiments.agreement import oracle_agreement
+    from .experiments.launchers import run_to_end
     from .experiments.oracle import run_sensitivity
     from .experiments.protocol import prepare
     from .experiments.results import HEALING, ORACLE, oracle_cost
@@ -198,13 +199,15 @@ def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoS
         finetune(released, out / "target", target, _target_recipe(settings), seed=seed, resume=resume,
                  force=not resume, progress=step_progress, **_CLIP)
     exp = prepare(model, out / "heal", target, _target_recipe(settings), _CLIP, seed,
-                  oracle_seeds=settings.oracle_seeds, heal_steps=settings.heal_steps)
-    healing = run_sensitivity(exp, progress=job_progress, job_progress=step_progress,
-                              heal_steps=settings.heal_steps)["table"]
+                  oracle_seeds=settings.oracle_seeds, heal_steps=settings.heal_steps, launch=launch)
+    healed = run_to_end(exp, lambda: run_sensitivity(exp, progress=job_progress, job_progress=step_progress,
+                                                     heal_steps=settings.heal_steps), stages.say)
     stages.end()
+    if healed is None or not (full_run.path / "sensitivity.json").is_file():
+        return None
     full = json.loads((full_run.path / "sensitivity.json").read_text())
-    return {**oracle_agreement(full, healing), "cost": {"full": oracle_cost(full_run, ORACLE),
-                                                        "healing": oracle_cost(exp.run, HEALING)}}
+    return {**oracle_agreement(full, healed["table"]), "cost": {"full": oracle_cost(full_run, ORACLE),
+                                                               "healing": oracle_cost(exp.run, HEALING)}}
 
 
 # the clips every stage cuts: the whole 8-frame video, no crop (a flip only), one view at evaluation
@@ -304,69 +307,3 @@ def _target_recipe(settings: DemoSettings):
                   warmup_steps=max(1, settings.target_steps // 10),
                   base_lr=settings.target_lr * 256 / settings.target_batch, min_lr=0.0, layer_decay=0.7,
                   drop_path=0.0, classifier_dropout=0.0, save_every=1000)
-
-
-def _precision(released: Path, master: Path) -> dict:
-    """The precision report of the float16 checkpoint and of its float32 original."""
-    from . import precision_report
-
-    return {"released": precision_report(released), "master": precision_report(master)}
-
-
-def _note(settings: DemoSettings, out: Path) -> str:
-    """What the numbers are: the stages, their sizes and what each one reached."""
-    from .stats import wilson
-
-    config = json.loads((out / "source" / "model-float16" / "config.json").read_text())
-    source = json.loads((out / "source" / "gardener.json").read_text())
-    loss = json.loads((out / "pretrain" / "gardener.json").read_text()).get("loss") or {}
-    top1, videos = source["final"]["top1"], source["final"]["videos"]
-    low, high = wilson(top1, videos)
-    classes = len(settings.classes)
-    device = "a GPU" if _cuda() else "the CPU"
-    text = (f"**What these numbers are.** The paper's pipeline in miniature, run on {device}: a 12-block VideoMAE "
-            f"({config['hidden_size']} wide, {settings.frames} frames of {settings.size} px) is pretrained with masked "
-            f"autoencoding for {settings.pretrain_steps} steps on the *source task* ({classes} synthetic actions, "
-            f"{settings.source_per_class * 3 // 4} training videos each: the Kinetics role)")
-    if loss:
-        text += (f" (reconstruction loss {loss['final_loss']:.3f} at the end, against {loss['trivial_loss']:.3f} for "
-                 f"the trivial answer that ignores the visible patches: "
-                 + ("it learnt from them" if loss["learned"] else "it learnt little from them") + ")")
-    text += (f", finetuned on the source task for {settings.source_steps} steps with VideoMAE's stochastic depth "
-             f"({settings.source_drop_path:g} at the last block, none at the first, so later blocks are trained to "
-             f"be droppable) (source test top-1 "
-             f"**{100 * top1:.1f} %** [{100 * low:.1f}, {100 * high:.1f}] on {videos} videos), and exported in "
-             f"float16 as released VideoMAE checkpoints are; that checkpoint is scored and pruned. Every job then "
-             f"finetunes a pruned copy for {settings.target_steps} steps on the *target task* (the UCF101 role: the "
-             f"same {classes} actions in a new scene, {settings.target_train} training videos per class) and is "
-             f"evaluated on its {settings.target_test * classes} test videos. The calibration criteria (the peers' "
-             f"block influence, angular distance and skip loss) read {settings.calib_clips} source-task clips; the "
-             f"healing oracle finetunes the unpruned model on the target task as every job does, then removes each "
-             f"block from it and heals it for {settings.heal_steps} steps. This is not the paper's VideoMAE-B "
-             f"on UCF101; run the same commands on a real checkpoint and dataset for that (see the README).")
-    return text
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _extra_parts(precision: dict) -> list:
-    """The precision of the scored checkpoint: exact-value entropy of the float16 export and of its
-    float32 original, block by block, with each view's verdict."""
-    released, master = precision["released"], precision["master"]
-    rows = []
-    for i, block in enumerate(released["blocks"]):
-        n = released["n_params"][i]
-        rows.append([str(block), f"{n:,}", f"{released['views']['stored']['entropy'][i]:.4f}",
-                     f"{100 * released['views']['stored']['distinct'][i] / n:.1f}",
-                     f"{master['views']['stored']['entropy'][i]:.4f}",
-                     f"{100 * master['views']['stored']['distinct'][i] / n:.1f}"])
-    return [("h", 2, "The scored checkpoint: float16, as released VideoMAEs are"),
-            ("p", f"Exact-value entropy per block of the float16 export that every criterion scores, and of the "
-                  f"float32 weights it was rounded from. Float16: {released['verdict']}. Float32: "
-                  f"{master['verdict']}."),
-            ("table", ["block", "values", "entropy, float16 (nats)", "distinct, float16 (%)",
-                       "entropy, float32 (nats)", "distinct, float32 (%)"], rows)]

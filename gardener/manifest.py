@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("vit-gardener", "numpy", "scipy", "torch", "transformers", "safetensors")
+_PACKAGES = ("vit-gardener", "numpy", "scipy", "torch", "transformers", "accelerate", "safetensors")
 
 
 def sha256(path: str | Path, chunk: int = 1 << 22) -> str:

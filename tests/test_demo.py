@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib.metadata import version
 
 import pytest
 import transformers as T
@@ -56,6 +57,7 @@ def test_quick_demo_runs_the_papers_pipeline_in_miniature(quick_demos):
             "trivial answer") in text
     assert f"source test top-1 **{100 * source['top1']:.1f} %**" in text
     assert "Float16: meaningful" in text and "Float32: not meaningful" in text  # both views, block by block
+    assert f"Made with torch {version('torch')}, transformers {version('transformers')}, accelerate " in text
     sensitivity = json.loads((out / "run" / "sensitivity.json").read_text())
     assert sensitivity["videos"] == 8 * 25 and sensitivity["classes"] == 8
     assert sensitivity["baseline"]["top1"] >= 2 / 8  # at least twice chance
@@ -117,11 +119,15 @@ def test_a_second_run_reuses_every_stage_and_other_settings_are_refused(quick_de
 
 
 def test_replicates_pool_the_verdicts_of_independently_trained_models(quick_demos, capsys):
-    """(Last in this module: it adds a second model to the folder the tests above read as it was.)"""
+    """(Last in this module: it adds a second model to the folder the tests above read as it was.) The second
+    model's oracle and sweep jobs go through the job queue to two local worker processes."""
     out = quick_demos[1]  # replicate 1 is this folder (seed 0): every stage cached
     capsys.readouterr()
-    assert _cli("demo", out, "--quick", "--replicates", "2") == 0
+    assert _cli("demo", out, "--quick", "--replicates", "2", "--launcher", "local", "--local-workers", "2") == 0
     assert capsys.readouterr().err.count("done before") == 3  # the first model's stages, reused as on a second run
+    for run in ("run", "heal"):  # the second model's jobs: run by the workers, each logged
+        assert len(list((out / "replicates" / "2" / run / "workers").glob("worker-*.log"))) == 2
+        assert json.loads((out / "replicates" / "2" / run / "launch.json").read_text())["launch"]["launcher"] == "local"
     second = json.loads((out / "replicates" / "2" / "demo.json").read_text())
     assert second["seed"] == 1 and (out / "replicates" / "2" / "report.md").is_file()
     pooled = json.loads((out / "pooled.json").read_text())
@@ -133,4 +139,6 @@ def test_replicates_pool_the_verdicts_of_independently_trained_models(quick_demo
         assert row["beats_random"] <= (row["beats_random_in"] >= 1)
     text = (out / "pooled.md").read_text()
     assert "Verdicts pooled over 2 trained models" in text and "rho per model" in text
+    assert "figures/pooled_agreement.png" in text and (out / "figures" / "pooled_sweep.png").is_file()
+    assert f"Every model was made with torch {version('torch')}, transformers {version('transformers')}" in text
     assert "concern one trained model" in (out / "report.md").read_text()

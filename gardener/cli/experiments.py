@@ -149,14 +149,22 @@ def collect(
 def pool(
     runs: list[Path] = typer.Argument(..., help="Run folders of the same study on different models (2 or more)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the pooled tables as JSON."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the pooled report as Markdown, its "
+                                            "figures (per-model points, pooled intervals) in figures/ beside it."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random orders behind the pooled random band."),
-    force: bool = typer.Option(False, "--force", help="Overwrite the JSON file."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the JSON and Markdown files and the figures."),
 ) -> None:
     """Pool the agreement and ratio tables of several models: per-model values, mean, interval over models."""
     from ..experiments.pooled import write_pooled
     from ..report.pooled import pooled_agreement_rows, pooled_summary, pooled_sweep_rows
+    from ..report.pooled import check_pooled_markdown, write_pooled_markdown
     from ..report.tables import rich_table
 
+    inputs = [Path(r) / f"{name}.json" for r in runs for name in ("agreement", "sweep")]
+    if markdown:
+        if json_out is not None and Path(json_out).resolve() == Path(markdown).resolve():
+            raise GardenerError(f"--json and --markdown name one file ({markdown}): give each its own")
+        check_pooled_markdown(markdown, inputs, force)
     pooled = write_pooled(runs, json_out, force=force, seed=seed)
     if "agreement" in pooled:
         out.print(rich_table("agreement with the oracle, pooled over models", *pooled_agreement_rows(pooled)))
@@ -165,6 +173,8 @@ def pool(
     out.print(pooled_summary(pooled), highlight=False, markup=False)
     if json_out:
         say(f"wrote {json_out}")
+    if markdown:
+        say(f"wrote {write_pooled_markdown(pooled, markdown, [str(r) for r in runs], inputs, force)}")
 
 
 @app.command()
@@ -178,7 +188,7 @@ def report(
     say(f"wrote {write_report(run_dir, fmt)}")
 
 
-@app.command()
+@command(launch=LAUNCH)
 def demo(
     out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo (reused if run again)."),
     quick: bool = typer.Option(False, "--quick", help=f"Smaller settings: {RUN_TIMES['quick']} instead of "
@@ -187,12 +197,17 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Start over in an existing folder."),
     replicates: int = typer.Option(1, "--replicates", help="Run the whole study on N independently trained models "
                                    "(seeds seed..seed+N-1; OUT/replicates/K) and pool their verdicts (pooled.md)."),
+    *, launch: Launch,
 ) -> None:
-    """The paper in miniature: synthetic videos, masked pretraining, scores, oracle, sweep and report."""
+    """The paper in miniature: synthetic videos, masked pretraining, scores, oracle, sweep and report.
+
+    The oracles' and the sweep's jobs run here, on local workers or as a SLURM array (the Cluster options); after
+    a SLURM submission, run the same command again once the jobs are done to write the reports."""
     from ..demo import run_demo
 
     bar, on_job, on_step = experiment_progress()
     with bar:
-        written = run_demo(out_dir, quick=quick, seed=seed, force=force, replicates=replicates, say=say,
-                           job_progress=on_job, step_progress=on_step)
-    say(f"wrote {written}")
+        written = run_demo(out_dir, quick=quick, seed=seed, force=force, replicates=replicates, launch=launch,
+                           say=say, job_progress=on_job, step_progress=on_step)
+    if written is not None:
+        say(f"wrote {written}")

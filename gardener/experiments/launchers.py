@@ -24,7 +24,7 @@ from .local import run_local_workers
 from .plans import rebuild_tables
 from .protocol import Experiment, job_runner, queue_jobs, task
 from .queue import failed_for_good, forget_failures
-from .runs import Job, process_rank, run_jobs, unique
+from .runs import Job, missing_jobs, process_rank, run_jobs, unique
 from .slurm import check_slurm, submit_slurm
 
 
@@ -134,3 +134,20 @@ def execute(exp: Experiment, jobs: list[Job], shard: tuple[int, int] = (0, 1), c
             forget_failures(exp.run.jobs / job.id)
     queue_jobs(exp, jobs)
     return launcher_for(exp.launch).execute(exp, jobs, shard, callbacks, progress, job_progress)
+
+
+def run_to_end(exp: Experiment, step: Callable[[], dict], say: Callable[[str], None]) -> dict | None:
+    """Run an experiment step (`run_sweep`, `run_sensitivity`) with the experiment's launcher and let it finish;
+    the step's result once every job of the run folder's plans has one, None while some wait in a queue (a SLURM
+    array on a cluster: the same call picks up the results when made again). A sweep that waited for the oracle
+    is stepped again once the launcher has run the oracle meanwhile (submitit's local or debug cluster)."""
+    launcher = launcher_for(exp.launch)
+    result = launcher.finish(exp, step(), say)
+    if result.get("waiting_for_oracle") and (exp.run.path / "sensitivity.json").is_file():
+        result = launcher.finish(exp, step(), say)
+    failed = result["counts"].get("failed")
+    if failed:
+        raise GardenerError(f"{exp.run.path}: {failed} job(s) failed; `gardener status {exp.run.path}` says why")
+    if result.get("waiting_for_oracle") or missing_jobs(exp.run):
+        return None
+    return result

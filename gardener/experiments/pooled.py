@@ -43,7 +43,11 @@ def read_run(run: str | Path) -> dict:
                 raise GardenerError(f"{path}: not readable JSON ({exc.__class__.__name__})") from None
     if not found:
         raise GardenerError(f"{run}: holds neither agreement.json nor sweep.json; finish its sweep and oracle first")
-    return {"run": str(run), **found}
+    try:
+        made_with = json.loads((run / "run.json").read_text(encoding="utf-8")).get("versions") or {}
+    except (OSError, ValueError, AttributeError):
+        made_with = {}
+    return {"run": str(run), "versions": made_with, **found}
 
 
 def write_pooled(runs: list[Path], json_out: Path | None = None, *, force: bool = False, seed: int = 0) -> dict:
@@ -65,7 +69,8 @@ def pool(runs: list[dict], seed: int = 0) -> dict:
     """The pooled agreement and ratio tables of several runs of one study (see the module docstring)."""
     if len(runs) < 2:
         raise GardenerError(f"pooling needs the runs of at least 2 models; got {len(runs)}")
-    out: dict = {"models": len(runs), "runs": [r["run"] for r in runs], "method": METHOD}
+    out: dict = {"models": len(runs), "runs": [r["run"] for r in runs], "method": METHOD,
+                 "versions": [r.get("versions") or {} for r in runs]}
     agreements = [r.get("agreement") for r in runs]
     if all(a is not None for a in agreements):
         out["agreement"] = pool_agreement(agreements, seed)

@@ -26,6 +26,9 @@ from .sweep import sweep_parts
 from .text import recipe_line
 
 
+VERSIONED = ("torch", "transformers", "accelerate")  # what a trained model's numbers can move with
+
+
 def _load(run: Path, name: str) -> Any:
     path = run / name
     return read_json(path) if path.is_file() else None
@@ -62,6 +65,7 @@ def _head_parts(run: Path, info: dict, note: str | None, extra: list[Part] | Non
     parts: list[Part] = [("h", 1, "Gardener report"),
                          ("p", f"Checkpoint: `{info['source']}` (sha256 of its weights {info['source_hash'][:16]}). "
                                f"Accuracies are top-1 on the test split in percent (the paper's WAR).")]
+    parts.append(("p", versions_line(info.get("versions") or {})))
     if note:
         parts.append(("p", note))
     parts += extra or []
@@ -71,6 +75,21 @@ def _head_parts(run: Path, info: dict, note: str | None, extra: list[Part] | Non
         parts.append(("p", f"Finetuning recipe: {recipe_line(s['recipe'])}; data: `{s['data']['data']}`; "
                            f"seed {s['seed']}."))
     return parts
+
+
+def versions_line(made_with: dict[str, str]) -> str:
+    """The versions of torch, transformers and accelerate behind the numbers: those the run folder was made with,
+    and this report's own where they differ (an accuracy can move with how a release initialises a model)."""
+    from ..manifest import versions
+
+    def names(found: dict[str, str]) -> str:
+        return ", ".join(f"{p} {found[p]}" for p in VERSIONED if p in found) or "versions not recorded"
+
+    now = versions()
+    text = f"Made with {names(made_with)}"
+    if any(made_with.get(p) != now.get(p) for p in VERSIONED):
+        text += f" (this report was written with {names(now)})"
+    return text + "; numbers from trained models can move with these versions."
 
 
 def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] | None = None) -> list[Part]:

@@ -1,6 +1,7 @@
 """Tables of verdicts pooled over models (`gardener pool`), made from the pooled result only."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -57,17 +58,62 @@ def pooled_summary(pooled: dict[str, Any]) -> str:
     return text
 
 
-def pooled_parts(pooled: dict[str, Any], names: list[str]) -> list[tuple]:
-    """The pooled report as parts (`report.render`): what it covers, then the pooled tables."""
+def _versions(pooled: dict[str, Any]) -> str:
+    """Which torch, transformers and accelerate the models were trained with (each run's run.json)."""
+    from .experiment import VERSIONED
+
+    made = [", ".join(f"{p} {v[p]}" for p in VERSIONED if p in v) or "not recorded" for v in pooled.get("versions", [])]
+    if not made:
+        return "Versions: not recorded."
+    if len(set(made)) == 1:
+        return f"Every model was made with {made[0]}; numbers from trained models can move with these versions."
+    return "Models made with different versions: " + "; ".join(f"model {k + 1}: {m}" for k, m in enumerate(made)) + "."
+
+
+def pooled_parts(pooled: dict[str, Any], names: list[str], figures: Path | None = None) -> list[tuple]:
+    """The pooled report as parts (`report.render`): what it covers, then the pooled tables, each with its figure
+    (per-model points and the pooled interval) when `figures` names a folder to draw them in."""
+    from .pooled_figures import pooled_agreement_figure, pooled_sweep_figure
+
+    if figures is not None:
+        figures.mkdir(parents=True, exist_ok=True)
     parts: list[tuple] = [("h", 1, f"Verdicts pooled over {pooled['models']} trained models"),
                           ("p", "Run folders, one per independently trained model: " + ", ".join(
                               f"`{n}`" for n in names) + ". Each has its own report; every number here comes "
                                                          "from their agreement.json and sweep.json."),
-                          ("p", pooled_summary(pooled))]
+                          ("p", _versions(pooled)), ("p", pooled_summary(pooled))]
     if "agreement" in pooled:
         parts += [("h", 2, "Agreement with the oracle, per model and pooled"), ("table", *pooled_agreement_rows(pooled))]
+        if figures is not None:
+            parts.append(("img", pooled_agreement_figure(pooled, figures / "pooled_agreement.png"),
+                          "Each model's rho (points), the mean over the models with its interval (diamond and bar; "
+                          "filled where beyond random) and the pooled random band (shaded)."))
     if "sweep" in pooled:
         parts += [("h", 2, "Top-1 above random orders by pruning ratio (points), pooled"),
                   ("table", *pooled_sweep_rows(pooled))]
+        if figures is not None:
+            parts.append(("img", pooled_sweep_figure(pooled, figures / "pooled_sweep.png"),
+                          "Top-1 above each model's own random orders: a point per model, the mean over the models "
+                          "with its interval; above the zero line is better than random."))
     return parts
 
+
+
+def check_pooled_markdown(path: Path, inputs: list[Path], force: bool = False) -> None:
+    """The pooled report at `path` and its figures in figures/ beside it may not replace an existing file without
+    `force`, nor touch one of `inputs` (the runs' tables), even with it: checked before anything is written."""
+    from ..fileio import check_output
+
+    for target in (path, path.parent / "figures" / "pooled_agreement.png", path.parent / "figures" / "pooled_sweep.png"):
+        check_output(target, [("a pooled table", f) for f in inputs], force, "--markdown")
+
+
+def write_pooled_markdown(pooled: dict[str, Any], path: Path, names: list[str], inputs: list[Path],
+                          force: bool = False) -> Path:
+    """The pooled report as Markdown at `path`, its figures in figures/ beside it (`check_pooled_markdown`)."""
+    from ..fileio import write_text
+    from .render import to_markdown
+
+    path = Path(path)
+    check_pooled_markdown(path, inputs, force)
+    return write_text(path, to_markdown(pooled_parts(pooled, names, path.parent / "figures"), path.parent), force=True)

@@ -125,3 +125,27 @@ def test_one_runs_agreement_says_it_concerns_one_trained_model_and_how_to_pool()
 
     text = agreement_summary(_agreement(0) | {"bootstrap": {"resamples": 100, "seeds": 1}, "beats_random": ["steady"]})
     assert "concern one trained model" in text and "gardener pool RUN1 RUN2" in text
+
+
+def test_the_pooled_report_draws_each_model_and_the_pooled_interval_and_names_the_versions(runs, tmp_path, capsys):
+    from conftest import run_cli
+    from PIL import Image
+
+    for k, folder in enumerate(runs):  # the models' own record of what they were made with
+        versions = {"torch": "2.13.0", "transformers": "5.25.0" if k else "5.24.0", "accelerate": "1.16.0"}
+        (folder / "run.json").write_text(json.dumps({"versions": versions}))
+    report = tmp_path / "pooled" / "pooled.md"
+    report.parent.mkdir()
+    assert run_cli("pool", *runs, "--markdown", report) == 0
+    text = report.read_text()
+    assert "model 1: torch 2.13.0, transformers 5.24.0, accelerate 1.16.0" in text
+    assert "model 2: torch 2.13.0, transformers 5.25.0" in text  # the models differ: each is named
+    for name in ("pooled_agreement.png", "pooled_sweep.png"):
+        figure = report.parent / "figures" / name
+        assert f"figures/{name}" in text and Image.open(figure).size[0] > 300
+    before = report.read_text()
+    assert run_cli("pool", *runs, "--markdown", report) == 2  # never replaced without --force
+    assert "--force" in capsys.readouterr().err and report.read_text() == before
+    assert run_cli("pool", *runs, "--markdown", runs[0] / "sweep.json", "--force") == 2  # nor over an input
+    assert "never replaces or writes into an input" in capsys.readouterr().err
+    assert json.loads((runs[0] / "sweep.json").read_text())["ratios"] == [25.0, 50.0]

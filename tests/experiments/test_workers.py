@@ -213,3 +213,47 @@ def test_a_slurm_task_that_times_out_is_requeued_and_resumes_its_job(tmp_path, v
     resumes = json.loads((folder / "train" / "start.json").read_text())["resumes"]
     assert resumes and resumes[0]["step"] >= step
     _every_job_once(exp.run.path, {j.id for j in jobs})
+
+
+def _sweep_step(tmp_path, video_root, launch):
+    """A four-block sweep of the oracle alone (its row removes two blocks: a job no oracle job is) for `launch`."""
+    from gardener.experiments.sweep import run_sweep
+
+    exp = prepare(tiny_videomae(tmp_path / "m", depth=4), tmp_path / "run", DataOptions(video_root, workers=0),
+                  Recipe(**FAST), CLIP, launch=launch)
+    return exp, lambda: run_sweep(exp, ["sensitivity"], "50")
+
+
+def test_a_step_whose_jobs_wait_in_a_cluster_queue_goes_on_when_made_again(tmp_path, video_root, monkeypatch):
+    """On a cluster the array runs after the command: `run_to_end` says the jobs wait (None); once the array has
+    drained the queue the same call goes on (the sweep's oracle rows, which waited for the oracle, are queued and
+    submitted), and once they are done it returns the table. (No SLURM here: submission is recorded, and a
+    `gardener worker` drains the queue as an array task would.)"""
+    from gardener.experiments import launchers
+    from gardener.experiments.launch import Launch
+    from gardener.experiments.queue import QueueOptions
+    from gardener.experiments.worker import work
+
+    submitted = []
+    monkeypatch.setattr(launchers, "submit_slurm", lambda run, *a, **k: submitted.append(run.path) or {})
+    exp, step = _sweep_step(tmp_path, video_root, Launch(launcher="slurm"))
+    assert launchers.run_to_end(exp, step, print) is None  # the oracle's jobs wait
+    assert not (exp.run.path / "sweep.json").exists() and len(submitted) == 1
+    work(exp.run.path, QueueOptions(wait=False))
+    assert launchers.run_to_end(exp, step, print) is None  # the oracle's own rows now wait
+    assert (exp.run.path / "sensitivity.json").is_file() and len(submitted) == 2
+    work(exp.run.path, QueueOptions(wait=False))
+    result = launchers.run_to_end(exp, step, print)
+    assert [(r["criterion"], r["count"]) for r in result["table"]["rows"]] == [("sensitivity", 2)]
+    assert (exp.run.path / "sweep.json").is_file() and len(submitted) == 3
+
+
+def test_a_step_run_by_submitits_local_cluster_ends_in_one_call_with_the_oracle_rows(tmp_path, video_root):
+    from gardener.experiments.launch import Launch
+    from gardener.experiments.launchers import run_to_end
+    from gardener.experiments.runs import plan_job_ids
+
+    exp, step = _sweep_step(tmp_path, video_root, Launch(launcher="slurm", submitit_cluster="local"))
+    result = run_to_end(exp, step, print)  # the array ran the oracle, then the rows that waited for it
+    assert [(r["criterion"], r["count"]) for r in result["table"]["rows"]] == [("sensitivity", 2)]
+    _every_job_once(exp.run.path, set(plan_job_ids(exp.run)))  # each once, in the two rounds of arrays

@@ -129,3 +129,18 @@ def test_oracle_seeds_repeat_every_oracle_job_and_share_the_first_with_the_sweep
     assert sorted({j.finetune_seed for j in jobs}) == [0, 1, 2]
     # the first seed's "remove block 2" is the sweep's one-block job: one job, one result
     assert exp.job([2]).id == next(j.id for j in jobs if j.removed == (2,) and j.finetune_seed == 0)
+
+
+def test_the_report_names_the_versions_its_models_were_made_with_and_its_own_where_they_differ():
+    from importlib.metadata import version
+
+    from gardener.report.experiment import versions_line
+
+    now = {name: version(name) for name in ("torch", "transformers", "accelerate")}
+    same = versions_line(now)
+    assert same.startswith(f"Made with torch {now['torch']}, transformers {now['transformers']}, accelerate "
+                           f"{now['accelerate']};") and "this report was written with" not in same
+    older = versions_line({**now, "transformers": "5.24.0"})
+    assert "transformers 5.24.0" in older and f"(this report was written with torch {now['torch']}, transformers " \
+                                              f"{now['transformers']}" in older
+    assert versions_line({}).startswith("Made with versions not recorded (this report was written with torch")
