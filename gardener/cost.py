@@ -29,6 +29,14 @@ class InputSpec:
                 raise SettingError(name, f"{value}: expected a whole number of 1 or more")
 
 
+def assumed_input(config: dict | None, spec: InputSpec) -> dict:
+    """The one input a GFLOPs count of this config is for (a batch of one): a video clip's frames and size, an
+    image's size or a sequence's length; a count means nothing without it."""
+    kind = input_kind((config or {}).get("model_type", ""))
+    sizes = {"video": {"frames": spec.frames, "size": spec.size}, "image": {"size": spec.size}}
+    return {"input": kind, **sizes.get(kind, {"seq_len": spec.seq_len})}
+
+
 def _inputs(config, spec: InputSpec, torch, device: str | None) -> dict:
     kind = input_kind(getattr(config, "model_type", ""))
     if kind == "video":

@@ -10,12 +10,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .. import __version__
 from ..errors import GardenerError, SettingError, Terminated
 from ..oserrors import describe
 from ..plugins import load_plugins
+from ._help import App, Group
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Find and remove the unimportant blocks of a pretrained transformer, without data.")
+# -h is --help everywhere (subcommands inherit the setting); --install-completion / --show-completion for shells.
+app = App(cls=Group, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+          context_settings={"help_option_names": ["-h", "--help"]},
+          help="Find and remove the unimportant blocks of a pretrained transformer, without data.")
 # Piped output is not squeezed into 80 columns: tables are meant to be read whole.
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -30,6 +34,33 @@ SETTING_FLAGS: dict[str, str] = {"out": "-o", "primary": "--criterion"}
 def flag_of(setting: str) -> str:
     """The command-line flag of a library setting: `dtype` -> --dtype, `out` -> -o."""
     return SETTING_FLAGS.get(setting, "--" + setting.replace("_", "-"))
+
+
+def version_line() -> str:
+    """`gardener 0.1.0 (torch 2.x, transformers 5.x)`: gardener's version and those of the libraries that
+    shape its results, read from package metadata (importing torch would take seconds)."""
+    from importlib import metadata
+
+    found = []
+    for name in ("torch", "transformers"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return f"gardener {__version__} ({', '.join(found)})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(version_line(), highlight=False, markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                          help="Print the versions of gardener, torch and transformers and exit.")
+             ) -> None:
+    """The options of `gardener` itself (before any command)."""
 
 
 def say(message: str) -> None:

@@ -16,7 +16,7 @@ STALE_OPT = typer.Option(300.0, "--stale-after", help="Seconds without a heartbe
                          "(its worker died) and is taken over.")
 
 
-@app.command()
+@app.command(rich_help_panel="Cluster")
 def worker(
     run_dir: Path = RUN_ARG, retries: int = RETRIES_OPT, stale_after: float = STALE_OPT,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for jobs other workers hold (taking over those "
@@ -45,7 +45,7 @@ def _requeued(signum, frame):
     raise Terminated()  # the claim is given back on the way out; another worker resumes the job
 
 
-@app.command()
+@app.command(rich_help_panel="Cluster")
 def status(
     run_dir: Path = RUN_ARG, as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
     retries: int = RETRIES_OPT, stale_after: float = STALE_OPT,

@@ -65,7 +65,7 @@ def _finish(result: dict, exp, table, wrote: str) -> None:
                             f"says why")
 
 
-@command(**EXPERIMENT)
+@command(rich_help_panel="Experiments", **EXPERIMENT)
 def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed: int = JOB_SEED_OPT,
                 heal_steps: Optional[int] = HEAL_OPT, *, data, recipe, clips: ClipOptions, jobs: Jobs, launch) -> None:
     """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
@@ -82,7 +82,7 @@ def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed
             f"wrote {run_dir}/{table_file} and {run_dir}/{ranking_file} (a ranking for `prune --ranking`)")
 
 
-@command(**EXPERIMENT, calib=CALIB)
+@command(rich_help_panel="Experiments", **EXPERIMENT, calib=CALIB)
 def sweep(
     checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT,
     criteria: str = typer.Option(",".join(registry.sweep_criteria()), "--criteria", help="Criteria to compare; "
@@ -110,7 +110,7 @@ def sweep(
             f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def agree(
     scores: Path = typer.Argument(..., help="A `gardener score --json` file (or RUN/scores.json)."),
     oracle: Path = typer.Argument(..., help="RUN/oracle.json written by `gardener sensitivity`."),
@@ -129,7 +129,7 @@ def agree(
         say(f"wrote {json_out}")
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def collect(
     run_dir: Path = typer.Argument(..., help="Run folder to complete."),
     others: Optional[list[Path]] = typer.Argument(None, help="Run folders of other shards to merge in."),
@@ -145,7 +145,7 @@ def collect(
                             f"shards (or the same command again if the sweep waited for the oracle)")
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def pool(
     runs: list[Path] = typer.Argument(..., help="Run folders of the same study on different models (2 or more)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the pooled tables as JSON."),
@@ -177,7 +177,7 @@ def pool(
         say(f"wrote {write_pooled_markdown(pooled, markdown, [str(r) for r in runs], inputs, force)}")
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def report(
     run_dir: Path = typer.Argument(..., help="Run folder of `gardener sensitivity` / `sweep`."),
     fmt: str = typer.Option("md", "--format", help="md (report.md + figures/) or html (one self-contained page)."),
@@ -188,7 +188,7 @@ def report(
     say(f"wrote {write_report(run_dir, fmt)}")
 
 
-@command(launch=LAUNCH)
+@command(rich_help_panel="Experiments", launch=LAUNCH)
 def demo(
     out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo (reused if run again)."),
     quick: bool = typer.Option(False, "--quick", help=f"Smaller settings: {RUN_TIMES['quick']} instead of "

@@ -47,7 +47,7 @@ HELP = {
     "base_lr": "Base learning rate per 256 clips (scaled by the total batch).",
     "min_lr": "Final learning rate per 256 clips.",
     "warmup_epochs": "Linear warmup length.",
-    "warmup_steps": "Warmup in steps (overrides --warmup-epochs).",
+    "warmup_steps": "Warmup in steps (overrides --warmup-epochs).",  # where there is none: _warmup_help
     "weight_decay": "AdamW weight decay (not on norms/biases).",
     "layer_decay": "Layer-wise lr decay.",
     "label_smoothing": "Label smoothing.",
@@ -185,8 +185,9 @@ def _parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def command(name: str | None = None, **groups: Group):
-    """Register a command whose arguments named in `groups` are built from those option groups."""
+def command(name: str | None = None, *, rich_help_panel: str | None = None, **groups: Group):
+    """Register a command whose arguments named in `groups` are built from those option groups; it is listed
+    under `rich_help_panel` in `gardener --help`."""
     def wrap(fn):
         hints = typing.get_type_hints(fn)
         own = [p.replace(annotation=hints.get(p.name, p.annotation))
@@ -200,8 +201,15 @@ def command(name: str | None = None, **groups: Group):
 
         run.__signature__ = inspect.Signature(params)
         run.__annotations__ = {p.name: p.annotation for p in params}
-        return app.command(name)(run)
+        return app.command(name, rich_help_panel=rich_help_panel)(run)
     return wrap
+
+
+def _warmup_help(recipe: type, source: str = "") -> str:
+    """--warmup-steps's help on a command without --warmup-epochs: the warmup it replaces is the recipe's
+    default number of epochs (help must not name an option the command does not have)."""
+    epochs = next(f.default for f in dataclasses.fields(recipe) if f.name == "warmup_epochs")
+    return f"Warmup in steps (default: {source}{epochs:g} epochs' worth)."
 
 
 def _groups():
@@ -216,9 +224,11 @@ def _groups():
                               "gradient_checkpointing", "eval_every", "save_every", "keep_last"), panel="Recipe")
     experiment = Group(Recipe, ("epochs", "max_steps", "batch_size", "grad_accum", "base_lr", "warmup_steps",
                                 "layer_decay", "drop_path", "classifier_dropout"), panel="Recipe", file_flag="--recipe",
-                       file_help="JSON of finetuning recipe fields; overrides the options.")
+                       file_help="JSON of finetuning recipe fields; overrides the options.",
+                       helps={"warmup_steps": _warmup_help(Recipe, "the --recipe file's warmup_epochs, else ")})
     pretrain = Group(PretrainRecipe, ("epochs", "max_steps", "batch_size", "grad_accum", "base_lr", "warmup_steps",
-                                      "mask_ratio", "save_every", "compile"), panel="Recipe")
+                                      "mask_ratio", "save_every", "compile"), panel="Recipe",
+                     helps={"warmup_steps": _warmup_help(PretrainRecipe)})
     return data, finetune, experiment, pretrain
 
 

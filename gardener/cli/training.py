@@ -19,7 +19,7 @@ REPORT_TO_OPT = typer.Option("none", "--report-to", help="Also log losses, lr an
                              "tracker: none, tensorboard (OUT/tensorboard/) or wandb.")
 
 
-@command(data=DATA, recipe=FINETUNE_RECIPE, clips=CLIPS)
+@command(rich_help_panel="Training", data=DATA, recipe=FINETUNE_RECIPE, clips=CLIPS)
 def finetune(
     ctx: typer.Context, data, recipe, clips: ClipOptions,
     model: Path = typer.Argument(..., help="HF VideoMAE directory (pruned or not; a pretraining one works too)."),
@@ -44,7 +44,7 @@ def finetune(
                                                  f"{out_dir}/gardener.json")
 
 
-@command(data=DATA.but("eval_data"), clips=CLIPS.but("min_crop_scale"))
+@command(rich_help_panel="Training", data=DATA.but("eval_data"), clips=CLIPS.but("min_crop_scale"))
 def evaluate(
     ctx: typer.Context, data, clips: ClipOptions,
     model: Path = typer.Argument(..., help="HF VideoMAEForVideoClassification directory."),
@@ -66,7 +66,7 @@ def evaluate(
             say(f"wrote {out_dir}")
 
 
-@command("pretrain", data=DATA.but("eval_data"), recipe=PRETRAIN_RECIPE,
+@command("pretrain", rich_help_panel="Training", data=DATA.but("eval_data"), recipe=PRETRAIN_RECIPE,
          clips=CLIPS.but("frames", "size", "test_clips", "test_crops", min_crop_scale=0.5))
 def pretrain_command(
     ctx: typer.Context, data, recipe, clips: ClipOptions,
@@ -91,7 +91,7 @@ def pretrain_command(
             err.print(line, highlight=False)
 
 
-@command("make-data")
+@command("make-data", rich_help_panel="Training")
 def make_data(
     ctx: typer.Context,
     out_dir: Path = typer.Argument(..., help="Folder for videos/<class>/*.mp4 and splits/ (UCF101 style)."),

@@ -124,6 +124,16 @@ def families() -> list[Family]:
     return list(_FAMILIES)
 
 
+def summaries() -> list[dict[str, Any]]:
+    """The registered families as plain data, in the order they are tried (for `gardener families --json`):
+    what each covers, its stacks, and the model types it knows with the input each takes."""
+    return [{"name": f.name, "description": f.description, "priority": f.priority,
+             "model_types": dict(f.model_types),
+             "stacks": [{"name": k.name, "role": k.role, "depth_field": k.depth_field, "example": k.example}
+                        for k in f.stacks]}
+            for f in _FAMILIES]
+
+
 def get(name: str) -> Family:
     """The registered family `name`, or an error listing the known ones."""
     found = [f for f in _FAMILIES if f.name == name]

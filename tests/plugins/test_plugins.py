@@ -106,6 +106,8 @@ def test_the_command_line_lists_scores_and_prunes_with_a_plugins_criterion_and_f
     assert listed.returncode == 0 and "max_abs" in listed.stdout and "Largest |w| of the block." in listed.stdout
     helped = _gardener(plugin_site, "score", "--help")
     assert helped.returncode == 0 and "--criteria" in helped.stdout
+    listed = _gardener(plugin_site, "families", "--json")
+    assert listed.returncode == 0 and "cellring" in [f["name"] for f in json.loads(listed.stdout)]
 
     scores = tmp_path / "scores.json"
     scored = _gardener(plugin_site, "score", ring, "--criteria", "max_abs,l1", "--criterion", "max_abs",
