@@ -21,37 +21,37 @@ def by_agreement(agree: dict) -> list[str]:
     return sorted(agree["criteria"], key=key)
 
 
-def _family(agree: dict, name: str) -> str:
-    from ..criteria import group_of
-
-    return agree["criteria"][name].get("family") or group_of(name)
-
-
 def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "-" if x is None or x != x else format(x, spec)
 
 
+def _verdict(name: str, c: dict) -> str:
+    if name == "random":
+        return "reference"
+    return "-" if c.get("beats_random") is None else ("yes" if c["beats_random"] else "no")
+
+
 def agreement_rows(agree: dict) -> tuple[list[str], list[list[str]]]:
-    """Every criterion ranked by Spearman rho with the oracle, with its bootstrap interval; p-values and
-    the verdict against random only where the oracle has spread beyond noise."""
+    """Every criterion ranked by Spearman rho with the oracle, with its bootstrap interval; the verdict
+    against random only where the oracle has spread beyond noise, and p-values only beside a 'yes' (a small
+    p beside 'no' would read as a finding the interval does not support; no column when no criterion wins)."""
     names = by_agreement(agree)
     ks = list(agree["criteria"][names[0]]["top_k_overlap"]) if names else []
     spread = agree.get("oracle_spread") is not False  # unknown: shown, as published results are
-    headers = ["#", "criterion", "family", "Spearman rho", "95 % interval"]
-    headers += ["p", "Kendall tau", "p", "beats random"] if spread else ["Kendall tau"]
+    with_p = spread and any(agree["criteria"][n].get("beats_random") is True for n in names if n != "random")
+    headers = ["#", "criterion", "family", "Spearman rho", "95 % interval"] + (["p (rho)"] if with_p else [])
+    headers += ["Kendall tau"] + (["p (tau)"] if with_p else []) + (["beats random"] if spread else [])
     headers += [f"top-{k} overlap" for k in ks] + ["cost beyond the weights"]
     rows = []
     for place, name in enumerate(names, start=1):
         c = agree["criteria"][name]
         interval = c.get("spearman_interval")
-        row = [str(place), name, _family(agree, name), _fmt(c["spearman"]),
+        wins = c.get("beats_random") is True and name != "random"
+        row = [str(place), name, figs.family_of(agree, name), _fmt(c["spearman"]),
                f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval and interval[0] == interval[0] else "-"]
-        if spread:
-            verdict = "-" if c.get("beats_random") is None else ("yes" if c["beats_random"] else "no")
-            row += [_fmt(c.get("spearman_p"), ".3g"), _fmt(c.get("kendall")), _fmt(c.get("kendall_p"), ".3g"),
-                    "reference" if name == "random" else verdict]
-        else:
-            row += [_fmt(c.get("kendall"))]
+        row += [_fmt(c.get("spearman_p") if wins else None, ".3g")] if with_p else []
+        row += [_fmt(c.get("kendall"))] + ([_fmt(c.get("kendall_p") if wins else None, ".3g")] if with_p else [])
+        row += [_verdict(name, c)] if spread else []
         rows.append(row + [f"{c['top_k_overlap'][k]:.2f}" for k in ks] + [_cost(c.get("cost"))])
     return headers, rows
 
@@ -80,14 +80,15 @@ def _agreement_verdict(agree: dict) -> str:
     boot = agree.get("bootstrap") or {}
     if not boot.get("resamples"):
         return ("The oracle's per-video results are not recorded, so there are no bootstrap intervals and whether a "
-                "criterion beats random orders is not tested" + band_text + ".")
+                "criterion beats random orders is not tested" + band_text + "; no p-values are given.")
     seeds = boot.get("seeds") or 1
     how = (f"Intervals: basic bootstrap, {boot['resamples']} resamples of the oracle's test videos"
            + (f" and of its {seeds} seeds per block. " if seeds > 1 else
               " (one finetuning seed: the spread between seeds is not covered). "))
     winners = agree.get("beats_random", [])
     return how + ("Criteria whose whole interval lies above where random orders fall" + band_text + ": "
-                  + (", ".join(f"**{w}**" for w in winners) if winners else "**none**") + ".")
+                  + (", ".join(f"**{w}**" for w in winners) + "; p-values are given for these alone."
+                     if winners else "**none**, so no p-values are given."))
 
 
 def agreement_parts(agree: dict, figures: Path) -> list[Part]:
@@ -109,8 +110,8 @@ def agreement_parts(agree: dict, figures: Path) -> list[Part]:
               "random orders and the range where 95 % of them fall. " + agreement_summary(agree)),
         ("table", *agreement_rows(agree)),
         ("img", figs.agreement_bars(agree, by_agreement(agree), figures / "agreement.png"),
-         "Spearman rho with the oracle per criterion with its 95 % bootstrap interval, coloured by family; "
-         "grey band: where random orders fall.")]
+         "Spearman rho with the oracle per criterion with its 95 % bootstrap interval, coloured by family "
+         "(every family in the legend); grey band: where random orders fall.")]
     if "entropy" in agree["criteria"]:
         parts.append(("img", figs.rank_scatter(agree, "entropy", figures / "entropy_vs_oracle_ranks.png"),
                       "Entropy rank against oracle rank per block (tied blocks share their average rank)."))

@@ -92,9 +92,13 @@ def versions_line(made_with: dict[str, str]) -> str:
     return text + "; numbers from trained models can move with these versions."
 
 
-def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] | None = None) -> list[Part]:
-    """The report's parts from the run folder's files; figures are written into `figures`.
-    `extra` parts (e.g. the demo's) go after the note."""
+def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] | None = None, *,
+          after_oracles: list[Part] | None = None, after_weights: list[Part] | None = None) -> list[Part]:
+    """The report's parts from the run folder's files, in the paper's order: each oracle's Table 1 and Fig. 1a,
+    how the oracles agree with each other, the criteria against the oracle (Table 2), the sweep (Table 3, Fig.
+    1b), the weights (Fig. 3). Figures are written into `figures`. `extra` parts (e.g. the demo's) go after the
+    note, `after_oracles` after the oracle sections (e.g. an agreement between oracles of two run folders),
+    `after_weights` at the end."""
     files = _files(run)
     figures.mkdir(parents=True, exist_ok=True)
     parts = _head_parts(run, files["run"], note, extra)
@@ -103,13 +107,14 @@ def build(run: Path, figures: Path, note: str | None = None, extra: list[Part] |
     parts += oracle_sections([files[kind] for kind in KINDS if files[kind]], figures, chance)
     if agree and agree.get("between_oracles"):
         parts += between_parts(agree["between_oracles"])
+    parts += after_oracles or []
     if agree and agree.get("criteria"):
         parts += agreement_parts(agree, figures)
     if sweep:
         parts += sweep_parts(sweep, figures, chance)
     if files["scores"]:
         parts += _weights_parts(files["scores"], figures)
-    return parts
+    return parts + (after_weights or [])
 
 
 def _weights_parts(scores: dict, figures: Path) -> list[Part]:
@@ -128,15 +133,17 @@ def _weights_parts(scores: dict, figures: Path) -> list[Part]:
 
 
 def write_report(run: str | Path, fmt: str = "md", out: str | Path | None = None, note: str | None = None,
-                 extra: list[Part] | None = None) -> Path:
-    """RUN/report.md with RUN/figures/*.png, or RUN/report.html with the figures inlined (or `out`)."""
+                 extra: list[Part] | None = None, *, after_oracles: list[Part] | None = None,
+                 after_weights: list[Part] | None = None) -> Path:
+    """RUN/report.md with RUN/figures/*.png, or RUN/report.html with the figures inlined (or `out`). Parts
+    from elsewhere go after the note (`extra`), after the oracle sections or at the end (see `build`)."""
     run = Path(run)
     if fmt not in ("md", "html"):
         raise GardenerError(f"--format {fmt!r}: expected md or html")
     if not run.is_dir():
         raise GardenerError(f"{run}: no such run folder")
     target = Path(out) if out is not None else run / f"report.{fmt}"
-    parts = build(run, run / "figures", note, extra)
+    parts = build(run, run / "figures", note, extra, after_oracles=after_oracles, after_weights=after_weights)
     if fmt == "md":
         return write_text(target, to_markdown(parts, target.parent), force=True)
     return write_text(target, to_html(parts), force=True)

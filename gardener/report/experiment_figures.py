@@ -1,13 +1,24 @@
 """The experiment report's figures (the paper's Fig. 1a, 1b, rank scatter, entropy profile), drawn
-from the run folder's JSON data only, with every accuracy's interval and the chance level shown."""
+from the run folder's JSON data only, with every accuracy's interval, the unpruned model and chance shown.
+
+Each figure has a builder that returns the matplotlib figure (`*_figure`, what the tests inspect) and a
+function that saves it into the run folder's figures. Legends sit outside the data; accuracy axes take
+their range from the data (accuracy_axis.py), so that differences of a few points show.
+"""
 from __future__ import annotations
 
+from math import ceil
 from pathlib import Path
 
 import numpy as np
 
 from ..fileio import atomic_file
+from .accuracy_axis import CHANCE, UNPRUNED, accuracy_range, errors, extent, mark_references
 from .style import PALETTE, figure, save
+
+ORACLE, RANDOM = "sensitivity", "random"
+ORACLE_LABEL = "oracle (sensitivity)"
+MARKERS = ["o", "s", "^", "v", "D", "P", "X", "<", ">"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -16,94 +27,175 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _errors(values: list[float], intervals: list) -> np.ndarray | None:
-    """matplotlib yerr (2, n) in percent from [lo, hi] intervals; None when any is unknown."""
-    if not intervals or any(i is None for i in intervals):
-        return None
-    lo = [100 * v - 100 * i[0] for v, i in zip(values, intervals)]
-    hi = [100 * i[1] - 100 * v for v, i in zip(values, intervals)]
-    return np.maximum(0, np.array([lo, hi]))
+def _outside_legend(fig, ax=None, handles: list | None = None, ncol: int = 4) -> None:
+    """One legend for the figure, below the axes (outside the data): the given handles, or those of `ax`."""
+    if handles is None:
+        handles, _ = ax.get_legend_handles_labels()
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(ncol, len(handles)), fontsize=8, frameon=False)
 
 
-def _chance_line(ax, chance: float | None) -> None:
-    if chance:
-        ax.axhline(100 * chance, color="grey", linestyle=(0, (1, 3)), linewidth=1, label="chance")
+# --- Fig. 1a: one block removed ------------------------------------------------------------------------
+
+VERSUS = {"lower": ("below unpruned beyond noise", PALETTE[4]), "not separable": ("within noise of unpruned", PALETTE[1]),
+          "higher": ("above unpruned beyond noise", PALETTE[0]), None: ("one block removed", PALETTE[1])}
+
+
+def single_block_figure(table: dict, chance: float | None = None):
+    """Fig. 1a: accuracy after removing each block, a point with its 95 % interval coloured by whether it is
+    below the unpruned model beyond noise; the unpruned accuracy dashed with its interval shaded; chance
+    dotted (or named on the axis when below its range). Points, not bars: the axis need not start at 0."""
+    rows, base = table["blocks"], table["baseline"]
+    fig, ax = figure(figsize=(7, 3.8), layout="constrained")
+    for verdict, (label, colour) in VERSUS.items():
+        mine = [r for r in rows if r.get("vs_unpruned") == verdict]
+        if mine:
+            ax.errorbar([r["block"] for r in mine], [100 * r["top1"] for r in mine], fmt="o", color=colour,
+                        yerr=errors([r["top1"] for r in mine], [r.get("interval") for r in mine]), capsize=3,
+                        label=label, zorder=3)
+    ax.set_ylim(*accuracy_range(extent(rows + [base]), chance))
+    mark_references(ax, base, chance)
+    ax.set_xticks([r["block"] for r in rows])
+    ax.set_xlabel("block removed")
+    ax.set_title("accuracy after removing one block and finetuning (bars: 95 % intervals)", fontsize=10)
+    _outside_legend(fig, ax)
+    return fig
 
 
 def single_block(table: dict, path: Path, chance: float | None = None) -> Path:
-    """Fig. 1a: accuracy after removing each block (with its 95 % interval), the unpruned accuracy
-    dashed with its interval shaded, and chance dotted."""
-    blocks = [r["block"] for r in table["blocks"]]
-    values = [r["top1"] for r in table["blocks"]]
-    fig, ax = figure(figsize=(7, 3.6), layout="constrained")
-    ax.bar(blocks, [100 * v for v in values], color=PALETTE[0], yerr=_errors(values, [r.get("interval") for r in
-                                                                                       table["blocks"]]),
-           ecolor="black", capsize=2)
-    base = table["baseline"]
-    ax.axhline(100 * base["top1"], color=PALETTE[4], linestyle="--", label="unpruned")
-    if base.get("interval"):
-        ax.axhspan(100 * base["interval"][0], 100 * base["interval"][1], color=PALETTE[4], alpha=0.12)
-    _chance_line(ax, chance)
-    ax.set_xticks(blocks)
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("block removed")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("accuracy after removing one block and finetuning (bars: 95 % interval)")
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    """Fig. 1a (`single_block_figure`) saved at `path`."""
+    return _save(single_block_figure(table, chance), path)
+
+
+# --- Fig. 1b: accuracy against pruning ratio, in small multiples by family ----------------------------------
+
+def _panels(names: list[str]) -> list[tuple[str, list[str]]]:
+    """The criteria by family, in the order they first appear (the oracle and random are in every panel)."""
+    from ..criteria import group_of
+
+    families: dict[str, list[str]] = {}
+    for name in names:
+        if name not in (ORACLE, RANDOM):
+            families.setdefault(group_of(name) or "other", []).append(name)
+    return list(families.items()) or [("", [])]
+
+
+def _curve(sweep: dict, name: str) -> list[dict]:
+    return sorted((r for r in sweep["rows"] if r["criterion"] == name), key=lambda r: r["ratio"])
+
+
+def _criterion_line(ax, rows: list[dict], name: str, k: int) -> None:
+    """One criterion: its line, and its 95 % intervals as light bars beneath the lines."""
+    x, y = [r["ratio"] for r in rows], [100 * r["top1"] for r in rows]
+    colour = PALETTE[k % len(PALETTE)]
+    ax.plot(x, y, color=colour, marker=MARKERS[k % len(MARKERS)], markersize=4, linewidth=1.4, label=name, zorder=2)
+    yerr = errors([r["top1"] for r in rows], [r.get("interval") for r in rows])
+    if yerr is not None:
+        ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=colour, alpha=0.35, linewidth=0.8, zorder=1.5)
+
+
+REFERENCE_STYLE = {RANDOM: {"color": "grey", "linewidth": 2.0, "marker": "s", "zorder": 3.5},
+                   ORACLE: {"color": "black", "linewidth": 2.4, "marker": "o", "zorder": 4}}
+
+
+def _reference_line(ax, rows: list[dict], name: str) -> None:
+    """The oracle or random, above every criterion (higher zorder, drawn after them), its interval shaded."""
+    style = REFERENCE_STYLE[name]
+    x = [r["ratio"] for r in rows]
+    if all(r.get("interval") for r in rows):
+        ax.fill_between(x, [100 * r["interval"][0] for r in rows], [100 * r["interval"][1] for r in rows],
+                        color=style["color"], alpha=0.12, linewidth=0, zorder=1.2)
+    runs = max((r.get("runs") or 1 for r in rows), default=1)
+    label = ORACLE_LABEL if name == ORACLE else f"random (mean of {runs} orders)" if runs > 1 else "random"
+    ax.plot(x, [100 * r["top1"] for r in rows], label=label, **style)
+
+
+def _panel(ax, sweep: dict, family: str, names: list[str], chance: float | None) -> None:
+    """One family's criteria, then random, then the oracle last; the unpruned model and chance beneath."""
+    mark_references(ax, sweep["baseline"], chance, ylabel=ax.get_subplotspec().is_first_col())
+    for k, name in enumerate(names):
+        _criterion_line(ax, _curve(sweep, name), name, k)
+    for name in (RANDOM, ORACLE):
+        if name in sweep["criteria"]:
+            _reference_line(ax, _curve(sweep, name), name)
+    if family:  # the panel's own criteria beside it; the references once, below the figure
+        handles, labels = ax.get_legend_handles_labels()
+        ax.set_title(family, fontsize=10)
+        ax.legend(handles=[h for h, label in zip(handles, labels) if label in names], fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if ax.get_subplotspec().is_last_row():
+        ax.set_xlabel("pruning ratio (% of blocks removed)")
+
+
+def ratio_figure(sweep: dict, chance: float | None = None):
+    """Fig. 1b: accuracy against pruning ratio, the criteria in small multiples by family (each panel's
+    legend beside it), the oracle and random repeated in every panel and drawn above the criteria, their
+    95 % intervals shaded; one shared accuracy axis from the data, with the unpruned model and chance."""
+    panels = _panels(sweep["criteria"])
+    cols = min(2, len(panels))
+    rows = ceil(len(panels) / cols)
+    fig, axes = figure(rows, cols, figsize=(5.6 * cols, 2.9 * rows + 1.0), sharex=True, sharey=True,
+                       layout="constrained", squeeze=False)
+    axes[0, 0].set_ylim(*accuracy_range(extent(sweep["rows"] + [sweep["baseline"]]), chance))
+    for ax, (family, names) in zip(axes.flat, panels):
+        _panel(ax, sweep, family, names, chance)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    axes[0, 0].set_xticks(sweep["ratios"])
+    fig.suptitle("accuracy after pruning and finetuning, criteria by family\n(shaded: 95 % intervals of the "
+                 "oracle and of the mean of random orders)", fontsize=10)
+    handles, labels = axes[0, 0].get_legend_handles_labels()  # the references, shared by every panel
+    shared = {UNPRUNED, CHANCE, ORACLE_LABEL}
+    _outside_legend(fig, handles=[h for h, lab in zip(handles, labels) if lab in shared or lab.startswith(RANDOM)])
+    return fig
 
 
 def ratio_curves(sweep: dict, path: Path, chance: float | None = None) -> Path:
-    """Fig. 1b: accuracy against pruning ratio, one line per criterion; the oracle's and random's
-    95 % intervals shaded. Spectral criteria are dashed, so that the two schools read apart."""
-    import matplotlib
+    """Fig. 1b (`ratio_figure`) saved at `path`."""
+    return _save(ratio_figure(sweep, chance), path)
 
+
+# --- the criteria against the oracle -------------------------------------------------------------------
+
+FAMILY_COLOURS = {"information": PALETTE[0], "magnitude": PALETTE[1], "spectral": PALETTE[2],
+                  "calibration": PALETTE[3], "baseline": "grey"}
+SPARE_COLOURS = PALETTE[5:] + [PALETTE[4]]  # for families a plugin registers
+
+
+def family_of(agree: dict, name: str) -> str:
+    """A criterion's family: the one its agreement entry records, else its registered group."""
     from ..criteria import group_of
 
-    names = sweep["criteria"]
-    colours = PALETTE if len(names) <= len(PALETTE) else [matplotlib.colormaps["tab20"](k % 20)
-                                                          for k in range(len(names))]
-    fixed = {"sensitivity": "black", "random": "grey"}  # the oracle and the floor stand out
-    colours = [fixed.get(name, colours[k]) for k, name in enumerate(names)]
-    fig, ax = figure(figsize=(8, 4.4), layout="constrained")
-    for k, name in enumerate(names):
-        rows = sorted((r for r in sweep["rows"] if r["criterion"] == name), key=lambda r: r["ratio"])
-        x, y = [r["ratio"] for r in rows], [100 * r["top1"] for r in rows]
-        style = {"linewidth": 2.4, "marker": "o"} if name in ("entropy", "sensitivity") else {"marker": "."}
-        style["linestyle"] = "--" if group_of(name) == "spectral" else "-"
-        ax.plot(x, y, label=name, color=colours[k], **style)
-        if name in fixed and all(r.get("interval") for r in rows):
-            ax.fill_between(x, [100 * r["interval"][0] for r in rows], [100 * r["interval"][1] for r in rows],
-                            color=colours[k], alpha=0.15)
-    ax.axhline(100 * sweep["baseline"]["top1"], color="grey", linestyle=":", label="unpruned")
-    _chance_line(ax, chance)
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("pruning ratio (% of blocks removed)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("accuracy after pruning and finetuning (shaded: 95 % intervals of the oracle and of the mean "
-                 "of random orders)", fontsize=10)
-    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, path)
+    return agree["criteria"][name].get("family") or group_of(name) or "other"
 
 
-FAMILY_COLOURS = {"information": PALETTE[0], "magnitude": PALETTE[1], "spectral": PALETTE[2], "baseline": "grey"}
+def family_colours(families: list[str]) -> dict[str, str]:
+    """A colour for every family present: the built-in families' own, then spare ones in turn."""
+    spare = iter(SPARE_COLOURS * (1 + len(families) // len(SPARE_COLOURS)))
+    found = [f for f in FAMILY_COLOURS if f in families] + [f for f in dict.fromkeys(families)
+                                                             if f not in FAMILY_COLOURS]
+    return {f: FAMILY_COLOURS.get(f) or next(spare) for f in found}
 
 
-def agreement_bars(agree: dict, names: list[str], path: Path) -> Path:
-    """Every criterion's Spearman rho with the oracle (bootstrap 95 % interval as error bars), best
-    first, coloured by family; the band where random orders fall is shaded."""
+def agreement_figure(agree: dict, names: list[str]):
+    """Every criterion's Spearman rho with the oracle (bootstrap 95 % interval as a segment), in the order
+    given, coloured by family; the band where random orders fall shaded; a legend, below the axes, with
+    every family present and the band."""
+    from matplotlib.patches import Patch
+
     rho = [agree["criteria"][n]["spearman"] for n in names]
-    intervals = [agree["criteria"][n].get("spearman_interval") for n in names]
-    fig, ax = figure(figsize=(7, 0.32 * len(names) + 1.4), layout="constrained")
-    family = [agree["criteria"][n].get("family") or "" for n in names]
-    colours = [FAMILY_COLOURS.get(f, PALETTE[3]) for f in family]
-    ax.barh(range(len(names)), np.nan_to_num(rho), color=colours)
-    for k, interval in enumerate(intervals):  # drawn as segments: a bootstrap interval need not hold the bar's end
+    family = [family_of(agree, n) for n in names]
+    colours = family_colours(family)
+    fig, ax = figure(figsize=(7, 0.32 * len(names) + 1.9), layout="constrained")
+    ax.barh(range(len(names)), np.nan_to_num(rho), color=[colours[f] for f in family], zorder=2)
+    for k, name in enumerate(names):  # segments: a bootstrap interval need not hold the bar's end
+        interval = agree["criteria"][name].get("spearman_interval")
         if interval is not None and not any(np.isnan(interval)):
-            ax.plot(interval, [k, k], color="black", linewidth=1.2, marker="|", markersize=7)
+            ax.plot(interval, [k, k], color="black", linewidth=1.2, marker="|", markersize=7, zorder=3)
+    handles = [Patch(color=colour, label=f) for f, colour in colours.items()]
     band = (agree.get("random_orders") or {}).get("interval")
     if band and band[0] == band[0]:
-        ax.axvspan(band[0], band[1], color="grey", alpha=0.15, label="random orders (95 %)")
+        ax.axvspan(band[0], band[1], color="grey", alpha=0.15, zorder=1)
+        handles.append(Patch(color="grey", alpha=0.15, label="random orders (95 %)"))
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)
@@ -113,11 +205,13 @@ def agreement_bars(agree: dict, names: list[str], path: Path) -> Path:
     if agree.get("oracle_spread") is False:
         title += "\n(the oracle has no spread beyond noise: these are not findings)"
     ax.set_title(title, fontsize=10)
-    for name, colour in FAMILY_COLOURS.items():
-        if name in family:
-            ax.barh([0], [0], color=colour, label=name)
-    ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    _outside_legend(fig, handles=handles, ncol=3)
+    return fig
+
+
+def agreement_bars(agree: dict, names: list[str], path: Path) -> Path:
+    """The agreement figure (`agreement_figure`) saved at `path`."""
+    return _save(agreement_figure(agree, names), path)
 
 
 def rank_scatter(agreement: dict, criterion: str, path: Path) -> Path:

@@ -89,8 +89,9 @@ def oracle_sections(tables: list[dict], figures: Path, chance: float | None) -> 
                   ("p", measurement_line(table.get("videos"), table.get("classes"))),
                   ("table", *sensitivity_rows(table)), ("p", sensitivity_summary(table)),
                   ("img", figs.single_block(table, figure, chance),
-                   f"Accuracy after removing each block ({oracle_name(oracle)}), with 95 % intervals (dashed: "
-                   f"unpruned, its interval shaded; dotted: chance).")]
+                   f"Accuracy after removing each block ({oracle_name(oracle)}), with 95 % intervals, coloured by "
+                   f"whether it is below the unpruned model beyond noise (dashed: unpruned, its interval shaded; "
+                   f"dotted: chance, or named on the axis when below it). The axis spans the data, not 0-100.")]
     return parts
 
 
@@ -118,21 +119,24 @@ def between_summary(between: dict) -> str:
                        f"agreement between the oracles is not a finding; no p-values are given"
                        + (f" ({band_text})" if band_text else "") + ".")
     verdict = {True: "lies above", False: "does not lie above", None: "is not tested against"}[between["beats_random"]]
-    return text + f"Its whole interval {verdict} where random orders fall" + (f" ({band_text})." if band_text else ".")
+    return (text + f"Its whole interval {verdict} where random orders fall" + (f" ({band_text})" if band_text else "")
+            + ("." if between["beats_random"] else "; no p-values are given."))
 
 
 def between_rows(between: dict) -> tuple[list[str], list[list[str]]]:
-    """The agreement statistics in one row; p-values and the verdict against random only where both
-    oracles are separable."""
+    """The agreement statistics in one row; the verdict against random only where both oracles are
+    separable, and p-values only where that verdict is yes (beside a 'no' they would read as a finding)."""
     ks = list(between["top_k_overlap"])
     shown = between.get("separable") is not False
-    headers = ["Spearman rho", "95 % interval", "Kendall tau"] + (["p (rho)", "p (tau)", "beats random"] if shown
-                                                                   else [])
+    verdict = between.get("beats_random") if shown else None
+    with_p = verdict is True
+    headers = ["Spearman rho", "95 % interval", "Kendall tau"] + (["p (rho)", "p (tau)"] if with_p else [])
     row = [_stat(between["spearman"]), _interval(between.get("spearman_interval")), _stat(between.get("kendall"))]
+    if with_p:
+        row += [_stat(between.get("spearman_p"), ".3g"), _stat(between.get("kendall_p"), ".3g")]
     if shown:
-        verdict = between.get("beats_random")
-        row += [_stat(between.get("spearman_p"), ".3g"), _stat(between.get("kendall_p"), ".3g"),
-                "-" if verdict is None else ("yes" if verdict else "no")]
+        headers.append("beats random")
+        row.append("-" if verdict is None else ("yes" if verdict else "no"))
     return headers + [f"top-{k} overlap" for k in ks], [row + [f"{between['top_k_overlap'][k]:.2f}" for k in ks]]
 
 

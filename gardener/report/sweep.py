@@ -89,7 +89,7 @@ def _cell_name(row: dict) -> str:
 
 def sweep_parts(sweep: dict, figures: Path, chance: float | None) -> list[Part]:
     """Table 3 with its findings, the criteria against random, the blocks removed and Fig. 1b."""
-    ratios, by, base = sweep["ratios"], cells(sweep), sweep["baseline"]
+    base = sweep["baseline"]
     parts: list[Part] = [
         ("h", 2, "Accuracy by pruning ratio (Table 3)"),
         ("p", measurement_line(sweep.get("videos") or base.get("videos"), sweep.get("classes"))
@@ -104,19 +104,51 @@ def sweep_parts(sweep: dict, figures: Path, chance: float | None) -> list[Part]:
     versus = versus_random_rows(sweep)
     if versus:
         parts += [("h", 3, "Against a random order"), ("table", *versus)]
-    parts += [("h", 3, "Blocks removed"),
-              ("table", ["criterion", *[f"{q:g} %" for q in ratios]],
-               [[name, *[_removed(by.get((name, q))) for q in ratios]] for name in sweep["criteria"]]),
-              ("img", figs.ratio_curves(sweep, figures / "accuracy_vs_ratio.png", chance),
-               "Accuracy against pruning ratio, one line per criterion (shaded: 95 % intervals of the oracle and "
-               "random; dotted: chance).")]
+    parts += removed_parts(sweep)
+    parts.append(("img", figs.ratio_curves(sweep, figures / "accuracy_vs_ratio.png", chance),
+                  "Accuracy against pruning ratio, the criteria in one panel per family with the oracle (black) "
+                  "and random (grey) drawn above them in every panel (shaded: their 95 % intervals; light bars: "
+                  "each criterion's; dashed: unpruned, its interval shaded; dotted: chance, or named on the axis "
+                  "when below it)."))
     return parts
 
 
-def _removed(row: dict | None) -> str:
+def _orders(row: dict | None) -> list[list[int]]:
+    """The blocks each run of a cell removed: one list per random order, one list for a criterion."""
     if row is None:
-        return "-"
+        return []
     removed = row["removed"]
-    if removed and isinstance(removed[0], list):
-        return " / ".join(",".join(map(str, r)) for r in removed)
-    return ",".join(map(str, removed))
+    return removed if removed and isinstance(removed[0], list) else [removed]
+
+
+def _blocks(removed: list[int]) -> str:
+    return ",".join(map(str, removed)) or "none"
+
+
+def _removed_cell(orders: list[list[int]]) -> str:
+    """One cell of 'Blocks removed': the blocks, or how many orders the table below lists."""
+    if not orders:
+        return "-"
+    return _blocks(orders[0]) if len(orders) == 1 else f"{len(orders)} orders (table below)"
+
+
+def removed_parts(sweep: dict) -> list[Part]:
+    """The blocks each criterion removed at each ratio; a criterion of several orders (random) gets a row per
+    order in a table of its own, not every order in one cell."""
+    ratios, by = sweep["ratios"], cells(sweep)
+    columns = ["criterion", *[f"{q:g} %" for q in ratios]]
+    rows, several = [], {}
+    for name in sweep["criteria"]:
+        orders = {q: _orders(by.get((name, q))) for q in ratios}
+        count = max(map(len, orders.values()), default=0)
+        if count > 1:
+            several[name] = orders
+        rows.append([name, *[_removed_cell(orders[q]) for q in ratios]])
+    parts: list[Part] = [("h", 3, "Blocks removed"), ("table", columns, rows)]
+    for name, orders in several.items():
+        count = max(map(len, orders.values()))
+        parts += [("p", f"Blocks removed by each of the {count} `{name}` orders:"),
+                  ("table", [f"{name} order", *columns[1:]],
+                   [[str(k + 1), *[_blocks(orders[q][k]) if k < len(orders[q]) else "-" for q in ratios]]
+                    for k in range(count)])]
+    return parts

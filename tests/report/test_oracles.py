@@ -64,6 +64,7 @@ def test_two_oracles_that_rank_alike_agree_beyond_random_with_an_interval_and_th
                                "healing": {"jobs": jobs, "steps": jobs * HEAL, "seconds": 2.5 * jobs}}
     stats = markdown_records(text, "Spearman rho")[0]
     assert stats["95 % interval"] == f"[{low:.2f}, {high:.2f}]" and stats["beats random"] == "yes"
+    assert stats["p (rho)"] == f"{between['spearman_p']:.3g}"  # beside a 'yes', the p-values are given
     cost = {r["oracle"]: r for r in markdown_records(text, "oracle")}
     assert cost[f"healing oracle, {HEAL} steps"]["finetuning steps (all jobs)"] == str((DEPTH + 1) * HEAL)
     assert cost["full oracle"]["wall time (s, summed over jobs)"] == f"{60.0 * (DEPTH + 1):,.1f}"
@@ -81,6 +82,10 @@ def test_a_flat_healing_oracle_makes_the_agreement_not_separable_and_without_p_v
 
 def test_every_oracle_table_of_the_report_names_its_oracle(tmp_path):
     _, text = _run(tmp_path, lambda removed: 0.9 - 0.08 * sum(removed), lambda removed: 0.8)
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[:3] == ["## Single-block removal (oracle, Table 1)",  # the agreement after what it compares
+                            f"## Single-block removal (healing oracle, {HEAL} steps; Table 1)",
+                            "## Agreement between the oracles"]
     assert "## Single-block removal (oracle, Table 1)" in text
     assert f"## Single-block removal (healing oracle, {HEAL} steps; Table 1)" in text
     assert f"Oracle: **full finetuning**: each job finetunes the pruned model with the whole recipe ({STEPS} steps" \

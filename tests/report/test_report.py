@@ -38,8 +38,9 @@ def _put(exp: Experiment, job, flags: np.ndarray) -> None:
     (folder / "result.json").write_text(json.dumps(result))
 
 
-def _run(tmp_path, accuracy_of, seeds: int = 2, entropy=None) -> str:
-    """A finished oracle and sweep whose job accuracies come from `accuracy_of(removed, seed)`."""
+def _run(tmp_path, accuracy_of, seeds: int = 2, entropy=None, **report) -> str:
+    """A finished oracle and sweep whose job accuracies come from `accuracy_of(removed, seed)`; the report's
+    text (`report`: write_report's keywords)."""
     exp = _experiment(tmp_path, seeds)
     jobs = sensitivity_jobs(exp)
     write_plan(exp.run, ORACLE, {"kind": ORACLE, "depth": DEPTH, "seeds": seeds,
@@ -67,7 +68,7 @@ def _run(tmp_path, accuracy_of, seeds: int = 2, entropy=None) -> str:
     write_plan(exp.run, "sweep", {"kind": "sweep", "baseline": exp.job([]).id, "rows": rows,
                                   "settings": asdict(exp.settings)})
     rebuild_tables(exp.run)
-    return write_report(exp.run.path).read_text()
+    return write_report(exp.run.path, **report).read_text()
 
 
 def test_a_flat_oracle_is_reported_as_not_separable_and_without_p_values(tmp_path):
@@ -76,7 +77,7 @@ def test_a_flat_oracle_is_reported_as_not_separable_and_without_p_values(tmp_pat
     assert sensitivity["spread"] is False and sensitivity["separable_from_unpruned"] == []
     assert "**The oracle is not separable**" in text and "**Not separable**" in text
     headers = next(line for line in text.splitlines() if line.startswith("| # |"))
-    assert "| p |" not in headers and "beats random" not in headers
+    assert "p (rho)" not in headers and "p (tau)" not in headers and "beats random" not in headers
     agreement = json.loads((tmp_path / "run" / "agreement.json").read_text())
     assert agreement["oracle_spread"] is False and agreement["beats_random"] == []
     assert all(c["spearman_p"] is None for c in agreement["criteria"].values())
@@ -120,6 +121,17 @@ def test_a_clear_oracle_gets_p_values_intervals_and_a_verdict_against_random(tmp
     assert rows["entropy"][8] == "yes" and rows["random"][8] == "reference"
     low = entropy_row["spearman_interval"][0]
     assert f"| 1 | entropy | information | 1.000 | [{low:.2f}, 1.00] | " in text
+
+
+def test_the_sections_come_in_the_papers_order_with_parts_from_elsewhere_where_asked(tmp_path):
+    text = _run(tmp_path, lambda removed, seed: 0.8, extra=[("p", "A note from elsewhere.")],
+                after_oracles=[("h", 2, "Agreement between the oracles")],
+                after_weights=[("h", 2, "The scored checkpoint's precision")])
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["Single-block removal (oracle, Table 1)", "Agreement between the oracles",
+                        "Block ranks (1 = most important, Table 2)", "Agreement with the oracle, all criteria ranked",
+                        "Accuracy by pruning ratio (Table 3)", "Weights", "The scored checkpoint's precision"]
+    assert text.index("A note from elsewhere.") < text.index("## Single-block removal")  # `extra`: after the note
 
 
 def test_oracle_seeds_repeat_every_oracle_job_and_share_the_first_with_the_sweep(tmp_path):
