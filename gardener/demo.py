@@ -174,7 +174,7 @@ def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, say: Call
         return None
     stages.start("report", "writing the report")
     report = write_report(out / "run", out=out / "report.md", note=note(settings, out),
-                          extra=precision_parts(precision) + between_parts(between))
+                          extra=precision_parts(precision), after_oracles=between_parts(between))
     stages.end()
     return report
 
