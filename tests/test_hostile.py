@@ -198,7 +198,8 @@ def test_04_a_prune_never_replaces_an_output_that_appeared_while_it_wrote(world,
         return written
     monkeypatch.setattr(workflows, "write_hf_weights", another_prune_finishes_first)
     with replay(4, capsys, world) as run:
-        run.fails("prune", world / "M", "-o", out, "--remove", "1", says="appeared while this command was writing it")
+        run.fails("prune", world / "M", "-o", out, "--remove", "1", "--criterion", "l2",
+                  says="appeared while this command was writing it")
     assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
     assert not [p for p in world.iterdir() if p.name.startswith(".pruned4")]  # no temporary left
 
@@ -212,7 +213,7 @@ def test_05_a_tensor_the_index_leaves_out_is_kept_as_transformers_loads_it(world
     del index["weight_map"][left_out]
     (model / "model.safetensors.index.json").write_text(json.dumps(index))
     with replay(5, capsys, world, model) as run:
-        _, err = run.works("prune", model, "-o", world / "bert5-small", "--remove", "1")
+        _, err = run.works("prune", model, "-o", world / "bert5-small", "--remove", "1", "--criterion", "l2")
     _, loading = transformers.BertModel.from_pretrained(world / "bert5-small", output_loading_info=True)
     assert not loading["missing_keys"]  # nothing initialised at random
     assert f"does not list 1 tensor(s) its shards hold (e.g. {left_out!r}" in err.replace("\n", " ")
@@ -239,12 +240,12 @@ def test_07_a_config_that_counts_other_blocks_than_the_weights_is_said_and_not_p
         out, err = run.works("info", model)
         assert said in err and "GFLOPs n/a (config.json disagrees with the weights" in " ".join(out.split())
         assert said in run.works("score", model, "--criteria", "l1", "--criterion", "l1")[1]
-        run.fails("prune", model, "-o", world / "M7-small", "--remove", "1", says=said)
+        run.fails("prune", model, "-o", world / "M7-small", "--remove", "1", "--criterion", "l2", says=said)
     assert not (world / "M7-small").exists()
     fewer = copy_model(world, "M7-fewer")  # fewer in the config than in the weights (DeepSeek-V3's extra MTP
     (fewer / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))  # layer): said, pruned
     with replay(7, capsys, world, fewer) as run:
-        _, err = run.works("prune", fewer, "-o", world / "M7-small", "--remove", "1")
+        _, err = run.works("prune", fewer, "-o", world / "M7-small", "--remove", "1", "--criterion", "l2")
     assert "transformers builds 3 blocks and ignores the other 1" in " ".join(err.split())
 
 
@@ -348,7 +349,7 @@ def test_12_a_link_inside_the_model_folder_to_a_file_elsewhere_is_not_copied(wor
     (model / "vocab.txt").write_text("a b c")
     (model / "inside.txt").symlink_to(model / "vocab.txt")  # a link inside the folder is fine
     with replay(12, capsys, world, model, secret) as run:
-        _, err = run.works("prune", model, "-o", world / "M12-small", "--remove", "1")
+        _, err = run.works("prune", model, "-o", world / "M12-small", "--remove", "1", "--criterion", "l2")
     assert f"not copied: tokenizer.json (a symbolic link to {secret}, outside the model folder)" in " ".join(
         err.split())
     out = world / "M12-small"
@@ -370,7 +371,7 @@ def test_12_a_hugging_face_cache_snapshot_still_copies_its_linked_side_files(wor
     (blobs / "blob-tok").write_text("tokens")
     (snapshot / "tokenizer.json").symlink_to("../../blobs/blob-tok")
     with replay(12, capsys, world, blobs) as run:
-        run.works("prune", snapshot, "-o", world / "hub-small", "--remove", "1")
+        run.works("prune", snapshot, "-o", world / "hub-small", "--remove", "1", "--criterion", "l2")
     assert (world / "hub-small" / "tokenizer.json").read_text() == "tokens"
 
 
@@ -418,13 +419,14 @@ def run(*args):
 FT = {ft!r}
 results = {{}}
 clear(keep=None)
-results["prune folder"] = run("prune", world / "M", "-o", DISK / "p", "--remove", "1")
+results["prune folder"] = run("prune", world / "M", "-o", DISK / "p", "--remove", "1", "--criterion", "l2")
 clear(keep=None)
-results["prune file"] = run("prune", world / "x14.safetensors", "-o", DISK / "p.safetensors", "--remove", "1")
+results["prune file"] = run("prune", world / "x14.safetensors", "-o", DISK / "p.safetensors", "--remove", "1",
+                            "--criterion", "l2")
 clear(keep=None)
-results["prune pth"] = run("prune", world / "x14.pth", "-o", DISK / "p.pth", "--remove", "1")
+results["prune pth"] = run("prune", world / "x14.pth", "-o", DISK / "p.pth", "--remove", "1", "--criterion", "l2")
 clear(keep=None)
-results["prune sharded"] = run("prune", world / "bert14", "-o", DISK / "p", "--remove", "1")
+results["prune sharded"] = run("prune", world / "bert14", "-o", DISK / "p", "--remove", "1", "--criterion", "l2")
 clear(keep=16384)
 results["finetune checkpoint"] = run("finetune", world / "M", *FT, "-o", DISK / "run", "--save-every", "1")
 clear(keep=0)
@@ -474,10 +476,11 @@ def test_14_a_full_disk_is_one_line_leaves_no_temporary_and_gives_claims_back(wo
 
 def test_15_names_too_long_for_the_file_system_are_one_line(world, capsys):
     with replay(15, capsys, world) as run:
-        run.works("prune", world / "M", "-o", world / ("n" * 250), "--remove", "1")
-        run.fails("prune", world / "M", "-o", world / ("n" * 256), "--remove", "1", says="is 256 bytes long")
+        run.works("prune", world / "M", "-o", world / ("n" * 250), "--remove", "1", "--criterion", "l2")
+        run.fails("prune", world / "M", "-o", world / ("n" * 256), "--remove", "1", "--criterion", "l2",
+                  says="is 256 bytes long")
         deep = world / ("d/" * 2100 + "x")
-        run.fails("prune", world / "M", "-o", deep, "--remove", "1", says="the system allows 4095")
+        run.fails("prune", world / "M", "-o", deep, "--remove", "1", "--criterion", "l2", says="the system allows 4095")
         run.fails("score", world / "M", "--json", world / ("j" * 300 + ".json"), says="the file system allows 255")
         run.fails("score", str(world / "M") + "/" + "x" * 5000, code=1, says="a name or path too long")
 
@@ -555,7 +558,7 @@ def test_20_links_that_lead_nowhere_pipes_and_loops_in_the_model_folder_are_skip
     os.mkfifo(model / "pipe")
     (model / "loop").symlink_to(model / "loop")
     with replay(20, capsys, world, world / "M") as run:
-        _, err = run.works("prune", model, "-o", world / "M20-small", "--remove", "1")
+        _, err = run.works("prune", model, "-o", world / "M20-small", "--remove", "1", "--criterion", "l2")
     said = " ".join(err.split())
     for name, why in (("dangling.json", "a broken symbolic link"), ("pipe", "not a regular file"),
                       ("loop", "a symbolic link loop")):

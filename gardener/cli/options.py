@@ -271,13 +271,16 @@ def _weight_groups():
     ranking = scoring.but("criteria", "params", "bins", "workers")
     ranking = dataclasses.replace(ranking, helps={**helps, "primary": "The one criterion ranking the blocks "
                                                   "(`gardener criteria` lists them)."})
-    cut = Group(Cut, ("ratio", "remove", "blocks", "zero_based", "protect", "ranking", "contiguous"), helps={
+    cut = Group(Cut, ("ratio", "remove", "blocks", "zero_based", "protect", "ranking", "contiguous", "allow_round_off"),
+                helps={
         "ratio": "Fraction of blocks to remove: round(R x depth).", "remove": "Number of blocks to remove.",
         "blocks": "Explicit blocks to remove, e.g. 3,7,9 (1-based).",
         "zero_based": "Read --blocks/--protect as 0-based indices.", "protect": "Blocks never removed, e.g. 1,12.",
         "ranking": "Use a `gardener score --json` file's ranking.",
         "contiguous": "Remove the contiguous span of blocks whose input and output are most alike (--criterion "
-                      "angular_distance, Gromov et al.)."}, parse={"blocks": _blocks("blocks"), "protect": _blocks("protect", blank=())})
+                      "angular_distance, Gromov et al.).",
+        "allow_round_off": "Prune by an exact-value criterion (entropy) even where nearly every weight value is "
+                           "distinct and round-off decides its ranking (refused otherwise)."}, parse={"blocks": _blocks("blocks"), "protect": _blocks("protect", blank=())})
     write = Group(WriteOptions, ("max_shard_size",), defaults={"max_shard_size": "5GB"},
                   helps={"max_shard_size": "Shard HF weights above this size."}, parse={"max_shard_size": (str, str)})
     spec = Group(InputSpec, ("frames", "size", "seq_len"), helps={

@@ -47,8 +47,9 @@ class Criterion:
     fn(list[BlockSummary], ctx) -> list[float] when a score depends on all blocks, or
     "calibration" for fn(CalibrationPass, ctx) -> list[float] when it runs the model on data.
     `exact_value`: it counts exact weight values, so on float32 weights its ranking can be decided
-    by round-off (a scoring run says so). `group` is the kind of criterion, by default the name of
-    the module defining it: information, magnitude, spectral, baseline, calibration.
+    by round-off (`scoring.roundoff`: a scoring run warns, prune refuses it unless allowed). `group`
+    is the kind of criterion, by default the name of the module defining it: information,
+    magnitude, spectral, baseline, calibration.
     """
 
     name: str

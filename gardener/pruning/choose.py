@@ -10,6 +10,7 @@ from ..checkpoint import Checkpoint
 from ..errors import SettingError
 from ..manifest import file_record, source_hash
 from ..scoring import ScoreResult, ScoreSettings, score
+from ..scoring import roundoff
 from ..scoring.calibration import contiguous_span
 from .plan import PrunePlan, count_for_ratio, parse_blocks, plan
 from .settings import Cut
@@ -32,6 +33,7 @@ def decide(ckpt: Checkpoint, chosen: Stack, cut: Cut, settings: ScoreSettings) -
     order, chosen_by, ranked = None, {}, None
     if explicit is None:
         order, chosen_by, ranked = _removal_order(ckpt, chosen, settings, cut)
+        _check_round_off(ranked, chosen_by["criterion"], cut)
     ratio, remove = cut.ratio, cut.remove
     if cut.contiguous:
         count = count_for_ratio(ratio, chosen.depth) if ratio is not None else remove
@@ -55,6 +57,21 @@ def _check_contiguous(cut: Cut, settings: ScoreSettings) -> None:
     if cut.contiguous and settings.primary != "angular_distance":
         raise SettingError("contiguous", f"removes the span {{primary}} angular_distance finds (with {{calib_data}}); "
                                          f"got {{primary}} {settings.primary}")
+
+
+def _check_round_off(ranked: ScoreResult, name: str, cut: Cut) -> None:
+    """Refuse a ranking decided by round-off (`ScoreResult.round_off`, the rule of scoring's warning and of
+    the precision report) unless `cut.allow_round_off`: one error naming what to give instead."""
+    share = ranked.round_off(name)
+    if share is None or cut.allow_round_off:
+        return
+    found = f"{roundoff.share_clause(share)}, so {name} barely separates blocks and its ranking is decided by round-off"
+    fix = roundoff.remedies(ranked.precisions, dtype="{dtype}", criterion="another {primary}")
+    if cut.ranking is not None:
+        raise SettingError("ranking", f"{cut.ranking}: ranks by {name}, and {found}; score again with {fix}, or "
+                                      f"give {{allow_round_off}} to prune by it anyway")
+    raise SettingError("primary", f"{{primary}} {name}: {found}; give {fix}, or {{allow_round_off}} to prune by it "
+                                  f"anyway")
 
 
 def _removal_order(ckpt: Checkpoint, chosen: Stack, settings: ScoreSettings, cut: Cut) -> tuple[list, dict, ScoreResult]:

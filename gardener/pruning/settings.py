@@ -15,7 +15,9 @@ class Cut:
     least important (`ScoreSettings.primary`, or the ranking of a scores file `ranking`), never
     the `protect`ed ones; `contiguous` takes instead the span of blocks whose input and output are
     most alike (Gromov et al.: angular_distance on calibration data). Block numbers are 1-based,
-    or 0-based indices with `zero_based`.
+    or 0-based indices with `zero_based`. A ranking by an exact-value criterion (entropy) that is
+    decided by round-off (`scoring.roundoff.entropy_meaningful`: nearly every value distinct, as
+    on float32 weights) is refused unless `allow_round_off`.
     """
 
     ratio: float | None = None
@@ -25,6 +27,7 @@ class Cut:
     ranking: Path | None = None
     contiguous: bool = False
     zero_based: bool = False
+    allow_round_off: bool = False
 
 
 @dataclass(frozen=True)

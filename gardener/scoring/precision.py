@@ -4,7 +4,8 @@ Exact-value entropy counts repeated numbers. On half-precision weights many valu
 the count separates blocks; on float32 nearly every value is distinct, the entropy is close to
 ln N for every block of equal size, and the ranking is decided by round-off. This report puts
 the distinct-value counts, the stored dtype and the entropy ranking under each `--dtype` view
-side by side, with the rank correlation between views, and says in one line which case holds.
+side by side, with the rank correlation between views, and says in one line which case holds:
+round-off by the rule scoring's warning and prune use (`roundoff.entropy_meaningful`).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 
 from ..checkpoint import Checkpoint, open_checkpoint
 from ..values import VIEW_TAGS, VIEWS
+from . import roundoff
 
-ALL_DISTINCT = 0.99  # at least this share of distinct values in every block: entropy ~ ln N
 WEAK_AGREEMENT = 0.5  # a Spearman rho below this between views: the ranking depends on the view
 
 
@@ -41,18 +42,23 @@ def precision_report(path: str | Path | Checkpoint, *, stack: str | None = None,
     sizes = [b.n_params for b in stored.blocks]
     share = [d / n for d, n in zip(views["stored"]["distinct"], sizes)]
     low_rho = min((rho["stored"][v] for v in names if v != "stored"), default=1.0)
-    all_distinct = min(share) >= ALL_DISTINCT
-    if all_distinct:
-        verdict = (f"not meaningful at the stored precision: at least {100 * min(share):.1f} % of the values in "
-                   f"every block are distinct, so entropy is about ln N and its ranking is round-off; use "
-                   f"--dtype float16 or bfloat16, or a precision-free criterion (spectral_entropy, stable_rank, alpha)")
-    elif low_rho < WEAK_AGREEMENT:
-        verdict = (f"depends on the precision view (Spearman rho down to {low_rho:.2f} between views): say "
-                   f"which --dtype a ranking used, or prefer a precision-free criterion")
-    else:
-        verdict = (f"meaningful: values repeat ({100 * min(share):.1f}-{100 * max(share):.1f} % distinct per block) "
-                   f"and the views agree (Spearman rho >= {low_rho:.2f})")
+    round_off = stored.round_off("entropy")
     return {"source": str(ckpt.path), "stack": stored.stack, "stored_dtypes": stored.stored_dtypes,
             "blocks": [b.number for b in stored.blocks], "n_params": sizes, "distinct_share": share,
-            "views": views, "spearman": rho, "meaningful": not all_distinct and low_rho >= WEAK_AGREEMENT,
-            "verdict": verdict}
+            "distinct_shown": [roundoff.percent(x) for x in share],  # as the verdict prints them
+            "views": views, "spearman": rho, "meaningful": round_off is None and low_rho >= WEAK_AGREEMENT,
+            "verdict": _verdict(round_off, share, low_rho, stored.stored_dtypes)}
+
+
+def _verdict(round_off: float | None, share: list[float], low_rho: float, stored_dtypes: list[str]) -> str:
+    """The report's one line: round-off when `ScoreResult.round_off` says so (the rule of scoring's warning
+    and of prune, `roundoff.entropy_meaningful`), else whether the views agree."""
+    if round_off is not None:
+        return (f"not meaningful at the stored precision: {roundoff.share_clause(round_off)}, so entropy is about "
+                f"ln N and its ranking is round-off; use {roundoff.remedies(stored_dtypes)}")
+    if low_rho < WEAK_AGREEMENT:
+        return (f"depends on the precision view: {roundoff.share_clause(min(share))}, but the views rank the "
+                f"blocks otherwise (Spearman rho down to {low_rho:.2f}): say which --dtype a ranking used, or prefer "
+                f"a precision-free criterion")
+    return (f"meaningful: values repeat: {roundoff.share_clause(min(share))}, {roundoff.percent(max(share))} in the "
+            f"most distinct one, and the views agree (Spearman rho >= {low_rho:.2f})")

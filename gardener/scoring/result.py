@@ -9,6 +9,7 @@ from typing import Any
 from .. import criteria as registry
 from .. import ranking
 from ..errors import GardenerError
+from . import roundoff
 
 
 @dataclass
@@ -69,13 +70,10 @@ class ScoreResult:
         """
         name = criterion or self.primary
         scores, out = self._scores(name), []
-        known = [b for b in self.blocks if b.distinct is not None]
-        if _exact_value(name) and known:
-            share = min(b.distinct / b.n_params for b in known)
-            if share > 0.5:
-                out.append(f"most weight values are distinct (at least {share:.0%} in every block), so exact-value "
-                           f"{name} is about ln N for blocks of equal size and its ranking is decided by round-off; "
-                           f"try --dtype float16 / bfloat16, or hist_entropy")
+        share = self.round_off(name)
+        if share is not None:
+            out.append(f"{roundoff.share_clause(share)}, so {name} barely separates blocks and its ranking is decided "
+                       f"by round-off; try {roundoff.remedies(self.precisions)}")
         for group in ranking.tie_groups(scores):
             numbers = [self.blocks[i].number for i in group]
             shown = ", ".join(map(str, numbers[:8])) + (f" ... ({len(numbers)} blocks)" if len(numbers) > 8 else "")
@@ -85,6 +83,18 @@ class ScoreResult:
                 out.append(f"blocks {shown} score exactly the same by {name}: block index chose which "
                            f"{len(gone)} of them {'is' if len(gone) == 1 else 'are'} removed")
         return out
+
+    @property
+    def precisions(self) -> list[str]:
+        """The precisions the scores read: the stored dtypes, or the --dtype view's (e.g. ["F16"])."""
+        return roundoff.in_use(self.dtype_view, self.stored_dtypes)
+
+    def round_off(self, criterion: str | None = None) -> float | None:
+        """The share of distinct values in the least distinct block when the criterion counts exact values
+        and `roundoff.entropy_meaningful` says that its ranking is decided by round-off; else None."""
+        name = criterion or self.primary
+        share = roundoff.least_distinct_share([b.distinct for b in self.blocks], [b.n_params for b in self.blocks])
+        return share if _exact_value(name) and share is not None and not roundoff.entropy_meaningful(share) else None
 
     def _scores(self, name: str) -> list[float]:
         if name not in self.scores:

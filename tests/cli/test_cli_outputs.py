@@ -18,7 +18,7 @@ def test_outputs_honour_the_umask(tmp_path, capsys, umask, file_mode, dir_mode):
     source = write_safetensors(build_hf("vit").state_dict(), tmp_path / "vit.safetensors")
     previous = os.umask(umask)
     try:
-        assert cli(["prune", source, "-o", tmp_path / "out", "--remove", "1"], capsys)[0] == 0
+        assert cli(["prune", source, "-o", tmp_path / "out", "--remove", "1", "--criterion", "l2"], capsys)[0] == 0
         assert cli(["score", source, "--json", tmp_path / "s.json", "--csv", tmp_path / "s.csv"], capsys)[0] == 0
     finally:
         os.umask(previous)
@@ -30,7 +30,7 @@ def test_outputs_honour_the_umask(tmp_path, capsys, umask, file_mode, dir_mode):
 
 def test_outputs_in_folders_that_do_not_exist_yet(tmp_path, video_root, tiny_model_dir, capsys):
     source = write_safetensors(build_hf("vit").state_dict(), tmp_path / "vit.safetensors")
-    assert cli(["prune", source, "-o", tmp_path / "runs" / "a" / "small", "--remove", "1"], capsys)[0] == 0
+    assert cli(["prune", source, "-o", tmp_path / "runs" / "a" / "small", "--remove", "1", "--criterion", "l2"], capsys)[0] == 0
     assert cli(["score", source, "--json", tmp_path / "runs" / "b" / "s.json"], capsys)[0] == 0
     info = finetune(tiny_model_dir, tmp_path / "runs" / "c" / "ft", DataOptions(video_root, workers=0),
                     _recipe(max_steps=1), **CLIPS)

@@ -54,7 +54,9 @@ def test_raw_state_dict_same_format_out(tmp_path, suffix):
     state = original_videomae_state(build_hf("videomae"))
     src = tmp_path / f"orig{suffix}"
     torch.save({"model": state}, src) if suffix == ".pth" else write_safetensors(state, src)
-    info = prune_checkpoint(src, tmp_path / "out", Cut(ratio=0.25), ScoreSettings(primary="entropy"))
+    # float32 weights: the entropy ranking is round-off, which a prune takes only when allowed to
+    info = prune_checkpoint(src, tmp_path / "out", Cut(ratio=0.25, allow_round_off=True),
+                            ScoreSettings(primary="entropy"))
     out_file = tmp_path / "out" / src.name
     result = gardener.score(out_file, ["l1"])
     assert result.depth == DEPTH - 1 and info["removed_blocks"] == [info["removed_blocks"][0]]
@@ -85,7 +87,7 @@ def test_existing_output_and_crash_leave_nothing_behind(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr("gardener.pruning.disk.write_hf_weights", boom)
     with pytest.raises(OSError):
-        prune_checkpoint(src, tmp_path / "crash", Cut(remove=1))
+        prune_checkpoint(src, tmp_path / "crash", Cut(remove=1), ScoreSettings(primary="l2"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "src"]
 
 
@@ -116,7 +118,8 @@ def test_a_file_in_gives_a_file_out_and_the_input_is_never_replaced(tmp_path, ca
     source = tmp_path / "x.safetensors"
     write_safetensors(build_hf("vit").state_dict(), source)
     original = source.read_bytes()
-    assert cli(["prune", source, "-o", tmp_path / "y.safetensors", "--remove", "1"], capsys)[0] == 0
+    assert cli(["prune", source, "-o", tmp_path / "y.safetensors", "--remove", "1", "--criterion", "l2"],
+               capsys)[0] == 0
     assert (tmp_path / "y.safetensors").is_file() and (tmp_path / "y.safetensors.gardener.json").is_file()
     code, out, _ = cli(["info", tmp_path / "y.safetensors"], capsys)
     assert code == 0 and gardener.info.checkpoint_info(tmp_path / "y.safetensors")["depth"] == 3
@@ -147,12 +150,13 @@ def test_prune_warns_like_score_when_ties_or_round_off_decide(tmp_path, capsys):
     assert manifest["removed_blocks"] == [3] and manifest["warnings"] == [tie]
     assert cli(["prune", source, "-o", tmp_path / "two", "--remove", "2"], capsys)[0] == 0  # the tie goes whole
     assert json.loads((tmp_path / "two" / "gardener.json").read_text())["warnings"] == []
-    # float32 weights that are all distinct: entropy is about ln N, its order is round-off; score says so too
+    # float32 weights that are all distinct: entropy is about ln N, its order is round-off; score says so too,
+    # and prune takes it only with --allow-round-off (tests/pruning/test_round_off.py: the refusal)
     dense = tmp_path / "dense.safetensors"
     write_safetensors({f"blocks.{i}.fc.weight": torch.randn(32, 32, generator=torch.Generator().manual_seed(i))
                        for i in range(4)}, dense)
     _, _, scored = cli(["score", dense, "--criteria", "entropy"], capsys)
-    code, _, pruned = cli(["prune", dense, "-o", tmp_path / "dense", "--remove", "1"], capsys)
+    code, _, pruned = cli(["prune", dense, "-o", tmp_path / "dense", "--remove", "1", "--allow-round-off"], capsys)
     warnings = json.loads((tmp_path / "dense" / "gardener.json").read_text())["warnings"]
     round_off = [w for w in warnings if "decided by round-off" in w]
     assert code == 0 and len(round_off) == 1

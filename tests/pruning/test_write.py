@@ -8,12 +8,14 @@ from safetensors.torch import load_file
 
 from gardener.pruning import Cut, WriteOptions, prune_checkpoint
 from gardener.pruning import write as export
+from gardener.scoring import ScoreSettings
 
 
 def test_sharded_output_and_side_files(tmp_path):
     src = save_hf(build_hf("bert"), tmp_path / "src")
     (src / "README.md").write_text("model card")
-    prune_checkpoint(src, tmp_path / "out", Cut(ratio=0.5), write=WriteOptions(max_shard_size="20KB"))
+    prune_checkpoint(src, tmp_path / "out", Cut(ratio=0.5), ScoreSettings(primary="l2"),
+                     write=WriteOptions(max_shard_size="20KB"))
     out = tmp_path / "out"
     assert (out / "model.safetensors.index.json").is_file() and (out / "README.md").read_text() == "model card"
     model = CONFIGS["bert"][0].from_pretrained(out)

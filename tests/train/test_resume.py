@@ -69,7 +69,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, video_roo
     assert snapshot(run) == before
     # a folder another command wrote is not a finished run
     source = write_safetensors(build_hf("vit").state_dict(), tmp_path / "vit.safetensors")
-    assert cli(["prune", source, "-o", tmp_path / "pruned", "--remove", "1"], capsys)[0] == 0
+    assert cli(["prune", source, "-o", tmp_path / "pruned", "--remove", "1", "--criterion", "l2"], capsys)[0] == 0
     code, _, err = cli(args[:5] + [tmp_path / "pruned", "--resume"] + args[6:], capsys)
     assert code == 2 and "is not a `gardener finetune` run folder" in one_line_error(err)
 
