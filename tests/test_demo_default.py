@@ -1,12 +1,17 @@
-"""The default `gardener demo` meets what issue 14 asks of it: a measurable oracle, with honest statistics.
+"""The default `gardener demo`: what holds for every trained model, not the figures of one.
 
-About 8.5 minutes on 2 CPU cores: opt-in (`pytest -m demo`), so that CI can run the whole suite
-under the current and the oldest supported versions within its time; run it after any change to
-the demo and record the result in BENCHMARKS.md.
+Each property was checked on all five replicates of `gardener demo --replicates 5` (seeds 0-4; 2026-12-06,
+torch 2.13.0, transformers 5.25.0, accelerate 1.16.0; BENCHMARKS.md) before it was chosen; what held for only
+some models (two single removals beyond noise, the oracle above random orders at 91.7 %) is not asserted.
+About 19 minutes on 2 CPU cores: opt-in (`pytest -m demo`), so that CI can run the whole suite under the current
+and the oldest supported versions within its time. GARDENER_DEMO_DIR (with GARDENER_DEMO_SEED) checks a demo
+folder made before instead, e.g. each replicate of such a run.
 """
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +21,12 @@ from gardener.stats import separable
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("default") / "demo"
+    """The default demo, run here; or, with GARDENER_DEMO_DIR (and GARDENER_DEMO_SEED), a demo folder made before,
+    e.g. one replicate of `gardener demo --replicates N` (its stages are cached: only the report is written)."""
+    given = os.environ.get("GARDENER_DEMO_DIR")
+    out = Path(given) if given else tmp_path_factory.mktemp("default") / "demo"
     with pytest.raises(SystemExit) as stop:
-        main(["demo", str(out)])
+        main(["demo", str(out), "--seed", os.environ.get("GARDENER_DEMO_SEED", "0")])
     assert stop.value.code == 0
     return out
 
@@ -36,21 +44,24 @@ def test_the_source_and_the_unpruned_target_model_are_good(demo):
 
 
 @pytest.mark.demo
-def test_at_least_two_single_removals_are_separable_from_the_unpruned_model(demo):
+def test_some_single_removal_costs_accuracy_beyond_noise(demo):
+    """Which block it is differs between models (blocks 1 and 4, 1, 2 in the first three seeds)."""
     sensitivity = _load(demo, "sensitivity")
-    lower = [r for r in sensitivity["blocks"]
-             if separable(r["interval"], sensitivity["baseline"]["interval"]) and r["top1"] < sensitivity["baseline"]["top1"]]
-    assert len(lower) >= 2 and sorted(r["block"] for r in lower) == sensitivity["separable_from_unpruned"]
+    base = sensitivity["baseline"]
+    lower = [r["block"] for r in sensitivity["blocks"]
+             if separable(r["interval"], base["interval"]) and r["top1"] < base["top1"]]
+    assert len(lower) >= 1 and sorted(lower) == sensitivity["separable_from_unpruned"]
 
 
 @pytest.mark.demo
-def test_the_oracle_beats_random_orders_at_the_two_highest_ratios_and_falls(demo):
+def test_the_oracle_beats_random_orders_at_two_ratios_or_more_and_falls(demo):
+    """Which ratios differ between models (25, 41.7, 91.7 %; 41.7, 58.3, 75 %; 41.7, 58.3 % in the first three)."""
     sweep = _load(demo, "sweep")
     by = {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
-    for ratio in sweep["ratios"][-2:]:
-        oracle, rand = by[("sensitivity", ratio)], by[("random", ratio)]
-        assert rand["runs"] == 10 and oracle["top1"] > rand["top1"]
-        assert separable(oracle["interval"], rand["interval"]), ratio
+    beyond = [ratio for ratio in sweep["ratios"] if by[("random", ratio)]["runs"] == 10
+              and by[("sensitivity", ratio)]["top1"] > by[("random", ratio)]["top1"]
+              and separable(by[("sensitivity", ratio)]["interval"], by[("random", ratio)]["interval"])]
+    assert len(beyond) >= 2, beyond
     curve = [by[("sensitivity", q)] for q in sweep["ratios"]]
     for i, earlier in enumerate(curve):  # no larger ratio above a smaller one beyond noise
         assert not any(later["top1"] > earlier["top1"] and separable(later["interval"], earlier["interval"])
