@@ -257,3 +257,12 @@ def test_a_step_run_by_submitits_local_cluster_ends_in_one_call_with_the_oracle_
     result = run_to_end(exp, step, print)  # the array ran the oracle, then the rows that waited for it
     assert [(r["criterion"], r["count"]) for r in result["table"]["rows"]] == [("sensitivity", 2)]
     _every_job_once(exp.run.path, set(plan_job_ids(exp.run)))  # each once, in the two rounds of arrays
+
+
+def test_the_demo_checks_its_launcher_before_it_writes_anything(tmp_path, capsys):
+    if os.environ.get("PATH") and any(Path(p, "sbatch").exists() for p in os.environ["PATH"].split(os.pathsep)):
+        pytest.skip("this machine has sbatch")
+    assert run_cli("demo", tmp_path / "d", "--quick", "--launcher", "slurm") == 2
+    assert "sbatch is not on this machine's PATH" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert run_cli("demo", tmp_path / "d", "--quick", "--launcher", "local", "--local-workers", "0") == 2
+    assert "--local-workers 0: expected a positive number" in capsys.readouterr().err and not (tmp_path / "d").exists()
