@@ -191,8 +191,9 @@ def report(
 @command(rich_help_panel="Experiments", launch=LAUNCH)
 def demo(
     out_dir: Path = typer.Argument(Path("gardener-demo"), help="Folder for the demo (reused if run again)."),
-    quick: bool = typer.Option(False, "--quick", help=f"Smaller settings: {RUN_TIMES['quick']} instead of "
-                               f"{RUN_TIMES['default']} on 2 CPU cores (measured {RUN_TIMES['date']})."),
+    quick: bool = typer.Option(False, "--quick", help=f"Smaller settings: {RUN_TIMES['quick']} (measured "
+                               f"{RUN_TIMES['quick_date']}) instead of {RUN_TIMES['default']} (measured "
+                               f"{RUN_TIMES['default_date']}) on 2 CPU cores."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data, the pretraining and every finetuning job."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing folder."),
     replicates: int = typer.Option(1, "--replicates", help="Run the whole study on N independently trained models "
