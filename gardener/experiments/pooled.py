@@ -100,6 +100,8 @@ def pool_agreement(agreements: list[dict], seed: int = 0) -> dict:
         rows[name] = {"group": agreements[0]["criteria"][name].get("family", ""), "per_model": rho,
                       "mean": float(np.mean(rho)), "interval": interval,
                       "beats_random": bool(interval is not None and interval[0] > band["interval"][1]),
+                      # wholly below the band: the criterion ranks blocks the wrong way round, not "no signal"
+                      "below_random": bool(interval is not None and interval[1] < band["interval"][0]),
                       "beats_random_in": sum(1 for b in alone if b), "tested_in": sum(1 for b in alone if b is not None)}
     missing = sorted({n for a in agreements for n in a["criteria"]} - set(rows) - set(NOT_POOLED))
     return {"random": band, "criteria": rows, "missing": missing,

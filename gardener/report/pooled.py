@@ -23,9 +23,16 @@ def pooled_agreement_rows(pooled: dict[str, Any]) -> tuple[list[str], list[list[
     ordered = sorted(agreement["criteria"].items(), key=lambda item: -item[1]["mean"])
     for name, row in ordered:
         rows.append([name, row["group"], " ".join(_rho(r) for r in row["per_model"]), _rho(row["mean"]),
-                     _span(row["interval"]), "yes" if row["beats_random"] else "not separable",
+                     _span(row["interval"]), _verdict(row),
                      f"{row['beats_random_in']} of {row['tested_in']}"])
     return headers, rows
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """Above the pooled random band, below it (the blocks ranked the wrong way round), or within it."""
+    if row["beats_random"]:
+        return "yes"
+    return "below random (reversed)" if row.get("below_random") else "not separable"
 
 
 def pooled_sweep_rows(pooled: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -52,6 +59,9 @@ def pooled_summary(pooled: dict[str, Any]) -> str:
         winners = pooled["agreement"]["beats_random"]
         text += (f" Beyond random over the {n} models: {', '.join(winners)}." if winners else
                  f" No criterion is beyond random over the {n} models (not separable).")
+        reversed_ = [name for name, row in pooled["agreement"]["criteria"].items() if row.get("below_random")]
+        if reversed_:
+            text += f" Below random (ranking the blocks the wrong way round): {', '.join(reversed_)}."
     if "sweep" in pooled:
         text += (" Ratio table: points of top-1 above the model's own random orders, mean over models [interval]; "
                  "* where the interval lies above 0; (k/N) where a model alone shows it.")

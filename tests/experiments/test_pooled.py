@@ -14,13 +14,14 @@ from gardener.experiments.pooled import pool, read_run
 ORACLES = [[1, 2, 3, 4, 5, 6, 7, 8], [2, 1, 3, 5, 4, 6, 8, 7], [1, 3, 2, 4, 6, 5, 7, 8]]
 STEADY = [0.80, 0.75, 0.85]  # beyond random in every model
 FLIP = [0.90, -0.60, 0.70]  # wins in two models and loses in the third
+REVERSED = [-0.80, -0.75, -0.85]  # ranks the blocks the wrong way round in every model
 
 
 def _agreement(k: int) -> dict:
     row = lambda rho, alone: {"family": "information", "spearman": rho, "beats_random": alone}  # noqa: E731
     return {"oracle_ranks": ORACLES[k], "random_orders": {"mean": 0.0, "interval": [-0.7, 0.7]},
             "criteria": {"steady": row(STEADY[k], True), "flip": row(FLIP[k], FLIP[k] > 0.5),
-                         "random": row(0.0, None)}}
+                         "reversed": row(REVERSED[k], False), "random": row(0.0, None)}}
 
 
 def _sweep(k: int) -> dict:
@@ -72,6 +73,8 @@ def test_pooled_agreement_equals_the_computation_by_hand(runs):
     # wins in two models, loses in one: its mean (0.33) is not beyond random, whatever two models say alone
     assert flip["beats_random_in"] == 2 and flip["tested_in"] == 3 and not flip["beats_random"]
     assert pooled["agreement"]["beats_random"] == ["steady"] and "random" not in pooled["agreement"]["criteria"]
+    reversed_ = pooled["agreement"]["criteria"]["reversed"]  # wholly below the band: said so, not "not separable"
+    assert reversed_["interval"][1] < band[0] and reversed_["below_random"] and not steady["below_random"]
 
 
 def test_pooled_ratio_table_equals_the_computation_by_hand(runs):
@@ -110,7 +113,8 @@ def test_the_pool_command_prints_per_model_and_pooled_tables_and_writes_them(run
     assert run_cli("pool", *runs, "--json", out) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "0.80 0.75 0.85" in printed and "2 of 3" in printed and "Pooled over 3 independently trained models" in printed
-    assert "Beyond random over the 3 models: steady." in printed
+    assert "Beyond random over the 3 models: steady." in printed and "below random (reversed)" in printed
+    assert "Below random (ranking the blocks the wrong way round): reversed." in printed
     written = json.loads(out.read_text())
     assert written["agreement"]["criteria"] == pool([read_run(r) for r in runs])["agreement"]["criteria"]
     assert written["meta"]["inputs"] and written["meta"]["arguments"]["seed"] == 0
