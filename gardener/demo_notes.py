@@ -56,16 +56,14 @@ def _cuda() -> bool:
 def precision_parts(precision: dict) -> list:
     """The precision of the scored checkpoint: exact-value entropy of the float16 export and of its
     float32 original, block by block, with each view's verdict."""
-    from .scoring.roundoff import percent  # shares printed as the verdict prints them
-
     released, master = precision["released"], precision["master"]
     rows = []
     for i, block in enumerate(released["blocks"]):
         n = released["n_params"][i]
         rows.append([str(block), f"{n:,}", f"{released['views']['stored']['entropy'][i]:.4f}",
-                     percent(released['views']['stored']['distinct'][i] / n).removesuffix(" %"),
+                     released["views"]["stored"]["distinct_shown"][i].removesuffix(" %"),
                      f"{master['views']['stored']['entropy'][i]:.4f}",
-                     percent(master['views']['stored']['distinct'][i] / n).removesuffix(" %")])
+                     master["views"]["stored"]["distinct_shown"][i].removesuffix(" %")])
     return [("h", 2, "The scored checkpoint: float16, as released VideoMAEs are"),
             ("p", f"Exact-value entropy per block of the float16 export that every criterion scores, and of the "
                   f"float32 weights it was rounded from. Float16: {released['verdict']}. Float32: "

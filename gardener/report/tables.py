@@ -203,8 +203,6 @@ def agreement_table(result: dict[str, Any]) -> Table:
 
 def precision_tables(report: dict) -> list[Table]:
     """The precision report: entropy, distinct share and rank per view, then rank agreement between views."""
-    from ..scoring.roundoff import percent
-
     views = list(report["views"])
     stored = "/".join(report["stored_dtypes"])
     blocks = Table(title=f"exact-value entropy under each precision view (stored as {stored})",
@@ -218,7 +216,7 @@ def precision_tables(report: dict) -> list[Table]:
         blocks.add_column(f"rank {view}", justify="right")
     for i, number in enumerate(report["blocks"]):
         n = report["n_params"][i]
-        cells = [percent(report["views"][v]["distinct"][i] / n) for v in views]  # as the verdict prints shares
+        cells = [report["views"][v]["distinct_shown"][i] for v in views]  # as the verdict prints shares
         for v in views:
             cells += [_fmt(report["views"][v]["entropy"][i]), str(report["views"][v]["ranks"][i])]
         blocks.add_row(str(number), f"{n:,}", *cells)

@@ -34,6 +34,9 @@ def precision_report(path: str | Path | Checkpoint, *, stack: str | None = None,
                               params=params, workers=workers)
     stored = results["stored"]
     views = {view: {"entropy": r.scores["entropy"], "distinct": [b.distinct for b in r.blocks],
+                    # each block's share as the verdict prints shares (tables show these, not their own rounding)
+                    "distinct_shown": [roundoff.percent(b.distinct / b.n_params) if b.distinct is not None else "-"
+                                       for b in r.blocks],
                     "ranks": r.ranks("entropy"), "removal_order": r.removal_order("entropy")}
              for view, r in results.items()}
     names = list(views)
