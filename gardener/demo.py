@@ -66,15 +66,31 @@ QUICK = DemoSettings(source_per_class=24, target_train=6, target_test=25, pretra
                      heal_steps=3)
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """Who hears of the demo's progress: each job of a queue, each training step, each stage by its name."""
+    job: Callable | None = None
+    step: Callable | None = None
+    stage: Callable[[str], None] | None = None
+
+
+# what each stage's progress bar says it is doing
+STAGE_LABELS = {"data": "writing videos", "pretrain": "masked pretraining", "source": "finetuning on the source task",
+                "precision": "precision views", "experiments": "oracle and sweep",
+                "healing": "finetuning on the target task", "report": "report"}
+
+
 def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed: int = 0, force: bool = False,
              replicates: int = 1, launch: Launch | None = None, say: Callable[[str], None] = print,
-             job_progress: Callable | None = None, step_progress: Callable | None = None) -> Path | None:
+             job_progress: Callable | None = None, step_progress: Callable | None = None,
+             stage_progress: Callable[[str], None] | None = None) -> Path | None:
     """Run (or finish) the demo in `out_dir`; returns the report's path, None while jobs wait in a queue.
 
     With `replicates` N > 1 the whole study runs N times on independently trained models (demo_replicates.py)
     and their verdicts are pooled into `out_dir/pooled.md`, whose path is returned. `launch` says who runs the
     oracles' and the sweep's jobs: this process (the default), local worker processes, or a SLURM array, after
-    which the same command, run again, picks up their results and writes the reports."""
+    which the same command, run again, picks up their results and writes the reports. The progress callbacks
+    hear of each job, each training step and each stage by name."""
     from .experiments.launchers import launcher_for
     from .settings import check_number
 
@@ -83,23 +99,24 @@ def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed
     launch = (launch or Launch()).check()
     launcher_for(launch).prepare(sharded=False)
     settings = QUICK if quick else DemoSettings()
+    hooks = Hooks(job_progress, step_progress, stage_progress)
     if replicates == 1:
-        return one_model(Path(out_dir), settings, quick, seed, force, launch, say, job_progress, step_progress)
+        return one_model(Path(out_dir), settings, quick, seed, force, launch, say, hooks)
     from .demo_replicates import run_replicates
 
     return run_replicates(Path(out_dir), replicates, lambda folder, k: one_model(
-        folder, settings, quick, seed + k - 1, force, launch, say, job_progress, step_progress), seed, say)
+        folder, settings, quick, seed + k - 1, force, launch, say, hooks), seed, say)
 
 
 def one_model(out: Path, settings: DemoSettings, quick: bool, seed: int, force: bool, launch: Launch,
-              say: Callable, job_progress: Callable | None, step_progress: Callable | None) -> Path | None:
+              say: Callable, hooks: Hooks = Hooks()) -> Path | None:
     """The whole study on one trained model in `out`: its report, or None while its jobs wait in a queue."""
     from .data import frame_cache
 
     _claim(out, {"quick": quick, "seed": seed, "settings": asdict(settings)}, force)
     # every stage reads the same few thousand small videos many times: decode each once
     with frame_cache(CACHE_BYTES):
-        return _run(settings, out, seed, launch, say, job_progress, step_progress)
+        return _run(settings, out, seed, launch, _Stages(out, say, 7, hooks))
 
 
 def _claim(out: Path, marker: dict, force: bool) -> None:
@@ -121,25 +138,32 @@ def _claim(out: Path, marker: dict, force: bool) -> None:
 
 
 class _Stages:
-    """Numbered stage messages, each stage's wall time in timings.json (this invocation's, for the stages
-    it ran; kept out of the report, which stays the same from run to run)."""
+    """Numbered stage messages, each stage's wall time in timings.json (the time of the invocation that ran
+    it, kept beside the other stages' times; out of the report, which stays the same from run to run)."""
 
-    def __init__(self, out: Path, say: Callable[[str], None], count: int):
-        self.out, self.say, self.count, self.number, self.times = out, say, count, 0, {}
+    def __init__(self, out: Path, say: Callable[[str], None], count: int, hooks: Hooks = Hooks()):
+        self.out, self.say, self.count, self.number, self.hooks = out, say, count, 0, hooks
 
     def start(self, name: str, what: str | None) -> None:
         self.number += 1
         self.name, self.began, self.cached = name, time.perf_counter(), what is None
         self.say(f"{self.number}/{self.count} {what}" if what else f"{self.number}/{self.count} {name}: done before")
+        self.relabel(STAGE_LABELS[name])
+
+    def relabel(self, label: str) -> None:
+        """Tell the progress bars what the stage does now."""
+        if self.hooks.stage is not None:
+            self.hooks.stage(label)
 
     def end(self) -> None:
         if not self.cached:
-            self.times[self.name] = round(time.perf_counter() - self.began, 1)
-            write_text(self.out / "timings.json", json.dumps(self.times, indent=2) + "\n", force=True)
+            path = self.out / "timings.json"
+            times = json.loads(path.read_text()) if path.is_file() else {}
+            times[self.name] = round(time.perf_counter() - self.began, 1)
+            write_text(path, json.dumps(times, indent=2) + "\n", force=True)
 
 
-def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, say: Callable, job_progress: Callable | None,
-         step_progress: Callable | None) -> Path | None:
+def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, stages: _Stages) -> Path | None:
     from . import criteria
     from .demo_notes import note, precision_of, precision_parts
     from .experiments.launchers import run_to_end
@@ -149,10 +173,9 @@ def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, say: Call
     from .report.oracles import between_parts
     from .scoring import CalibOptions, ScoreSettings
 
-    stages = _Stages(out, say, 7)
     source, target = _make_data(out / "data", settings, seed, stages)
-    encoder = _pretrain(out / "pretrain", source, settings, seed, stages, step_progress)
-    released = _source_model(out / "source", encoder, source, settings, seed, stages, step_progress)
+    encoder = _pretrain(out / "pretrain", source, settings, seed, stages)
+    released = _source_model(out / "source", encoder, source, settings, seed, stages)
     stages.start("precision", "exact-value entropy of the float16 checkpoint and of its float32 original")
     precision = precision_of(released, out / "source" / "model")
     stages.end()
@@ -165,13 +188,12 @@ def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, say: Call
     swept = run_to_end(exp, lambda: run_sweep(
         exp, criteria.sweep_criteria() + criteria.needing_data(), settings.ratios, settings.random_seeds,
         ScoreSettings(calib=CalibOptions(source.data, calib_clips=settings.calib_clips)),
-        progress=job_progress, job_progress=step_progress), say)
+        progress=stages.hooks.job, job_progress=stages.hooks.step), stages.say)
     stages.end()
-    between = _healing_oracle(out, exp.run, released, target, settings, seed, launch, stages, job_progress,
-                              step_progress)
+    between = _healing_oracle(out, exp.run, released, target, settings, seed, launch, stages)
     if swept is None or between is None:
-        say(f"{out}: jobs wait in the queue (`gardener status {out / 'run'}`, `gardener status {out / 'heal'}`); "
-            f"run the same command again once they are done to write the report")
+        stages.say(f"{out}: jobs wait in the queue (`gardener status {out / 'run'}`, `gardener status "
+                   f"{out / 'heal'}`); run the same command again once they are done to write the report")
         return None
     stages.start("report", "writing the report")
     report = write_report(out / "run", out=out / "report.md", note=note(settings, out),
@@ -181,7 +203,7 @@ def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, say: Call
 
 
 def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoSettings, seed: int, launch: Launch,
-                    stages: _Stages, job_progress, step_progress) -> dict | None:
+                    stages: _Stages) -> dict | None:
     """The cheap oracle beside the full one: the unpruned model finetuned on the target task, then each block
     removed from it and healed for a few steps; its agreement with the full oracle and what each cost (None
     while the jobs of either wait in a queue)."""
@@ -198,10 +220,11 @@ def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoS
     if not (out / "target" / "gardener.json").is_file():
         resume = (out / "target" / "checkpoints").is_dir()
         finetune(released, out / "target", target, _target_recipe(settings), seed=seed, resume=resume,
-                 force=not resume, progress=step_progress, **_CLIP)
+                 force=not resume, progress=stages.hooks.step, **_CLIP)
+    stages.relabel("healing oracle")
     exp = prepare(model, out / "heal", target, _target_recipe(settings), _CLIP, seed,
                   oracle_seeds=settings.oracle_seeds, heal_steps=settings.heal_steps, launch=launch)
-    healed = run_to_end(exp, lambda: run_sensitivity(exp, progress=job_progress, job_progress=step_progress,
+    healed = run_to_end(exp, lambda: run_sensitivity(exp, progress=stages.hooks.job, job_progress=stages.hooks.step,
                                                      heal_steps=settings.heal_steps), stages.say)
     stages.end()
     if healed is None or not (full_run.path / "sensitivity.json").is_file():
@@ -237,7 +260,7 @@ def _make_data(root: Path, settings: DemoSettings, seed: int, stages: _Stages):
     return tuple(DataOptions(root / n / "videos", split_dir=root / n / "splits", workers=0) for n in tasks)
 
 
-def _pretrain(folder: Path, data, settings: DemoSettings, seed: int, stages: _Stages, step_progress) -> Path:
+def _pretrain(folder: Path, data, settings: DemoSettings, seed: int, stages: _Stages) -> Path:
     """Masked autoencoding on the source task's training videos (short: its loss is reported honestly)."""
     from .train.pretrain import PretrainRecipe, pretrain
 
@@ -251,13 +274,13 @@ def _pretrain(folder: Path, data, settings: DemoSettings, seed: int, stages: _St
                                 warmup_steps=max(1, settings.pretrain_steps // 10),
                                 base_lr=settings.pretrain_lr * 256 / settings.source_batch, save_every=100)
         pretrain(data, folder, preset="tiny", config_overrides=settings.model, recipe=recipe, sampling_rate=1,
-                 min_crop_scale=1.0, seed=seed, resume=resume, force=not resume, progress=step_progress)
+                 min_crop_scale=1.0, seed=seed, resume=resume, force=not resume, progress=stages.hooks.step)
     stages.end()
     return encoder
 
 
 def _source_model(folder: Path, encoder: Path, data, settings: DemoSettings, seed: int, stages: _Stages,
-                  step_progress) -> Path:
+                  ) -> Path:
     """Supervised finetuning on the source task, then the float16 export the experiments score and prune."""
     from .train import Recipe, finetune
 
@@ -273,7 +296,7 @@ def _source_model(folder: Path, encoder: Path, data, settings: DemoSettings, see
         if not (folder / "gardener.json").is_file():  # trained before, only the export was interrupted
             resume = (folder / "checkpoints").is_dir()
             finetune(encoder, folder, data, recipe, seed=seed, resume=resume, force=not resume,
-                     progress=step_progress, **_CLIP)
+                     progress=stages.hooks.step, **_CLIP)
         half_precision_copy(folder / "model", released)
     stages.end()
     return released

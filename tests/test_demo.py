@@ -126,7 +126,11 @@ def test_replicates_pool_the_verdicts_of_independently_trained_models(quick_demo
     out = quick_demos[1]  # replicate 1 is this folder (seed 0): every stage cached
     capsys.readouterr()
     assert _cli("demo", out, "--quick", "--replicates", "2") == 0
-    assert capsys.readouterr().err.count("done before") == 3  # the first model's stages, reused as on a second run
+    shown = capsys.readouterr().err
+    assert shown.count("done before") == 3  # the first model's stages, reused as on a second run
+    for stage in ("masked pretraining", "finetuning on the source task", "finetuning on the target task"):
+        assert re.search(rf"^ *{stage}: step \d+/\d+ · loss .*ETA", shown, re.M), stage  # one line per tenth
+    assert re.search(r"^ *job \d+/\d+ done: removing .*\(\d+ s\), ETA", shown, re.M)
     second = json.loads((out / "replicates" / "2" / "demo.json").read_text())
     assert second["seed"] == 1 and (out / "replicates" / "2" / "report.md").is_file()
     pooled = json.loads((out / "pooled.json").read_text())

@@ -16,9 +16,22 @@ from ..oserrors import describe
 from ..plugins import load_plugins
 from ._help import App, Group
 
-# -h is --help everywhere (subcommands inherit the setting); --install-completion / --show-completion for shells.
+# Flags renamed since a release: the old spelling still works and says the new one, once.
+RENAMED = {"run": "out"}
+_RENAMED_SAID: set[str] = set()
+
+
+def _renamed(flag: str) -> str:
+    """Click's token normaliser (the name without its dashes): an old flag becomes its new name."""
+    if flag in RENAMED and flag not in _RENAMED_SAID:
+        _RENAMED_SAID.add(flag)
+        warn(f"--{flag} is now --{RENAMED[flag]}; the old name will go in a later release")
+    return RENAMED.get(flag, flag)
+
+
+# -h is --help everywhere (subcommands inherit the settings); --install-completion / --show-completion for shells.
 app = App(cls=Group, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
-          context_settings={"help_option_names": ["-h", "--help"]},
+          context_settings={"help_option_names": ["-h", "--help"], "token_normalize_func": _renamed},
           help="Find and remove the unimportant blocks of a pretrained transformer, without data.")
 # Piped output is not squeezed into 80 columns: tables are meant to be read whole.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -88,47 +101,12 @@ def progress(label: str):
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def training_progress(label: str):
-    """A Rich bar showing loss, lr and clips/s; returns (context manager, callback)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+def live_progress(label: str):
+    """The bars of a training run or an experiment on stderr (cli/progress.py): `.step`, `.job` and `.stage` are
+    its callbacks; without a terminal, one line per event; under torchrun only rank 0 shows them."""
+    from .progress import Live
 
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
-                   disable=not err.is_terminal)
-    task = bar.add_task(label, total=None, stats="")
-
-    def update(done, total, loss=None, lr=None, clips_per_s=None):
-        stats = f"loss {loss:.4f} · lr {lr:.2e} · {clips_per_s:.1f} clips/s" if loss is not None else ""
-        bar.update(task, completed=done, total=total, stats=stats)
-    return bar, update
-
-
-def experiment_progress():
-    """Rich bars for the jobs of a plan and the steps of the running job; without a terminal (a log
-    file, a batch job), one line per finished job instead."""
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=err, disable=not err.is_terminal)
-    jobs = bar.add_task("jobs", total=None, stats="")
-    steps = bar.add_task("  finetuning", total=None, stats="")
-    running: dict = {}
-
-    def on_job(done, total, job):
-        bar.update(jobs, completed=done, total=total,
-                   stats=f"removing {list(job.removed) or 'nothing'}" if job is not None else "")
-        if not err.is_terminal and running.get("job") is not None and is_main_process():
-            seconds = time.monotonic() - running["since"]
-            say(f"  job {done}/{total} done: removing {list(running['job'].removed) or 'nothing'} ({seconds:.1f} s)")
-        running.update(job=job, since=time.monotonic())
-
-    def on_step(done, total, loss=None, lr=None, clips_per_s=None):
-        bar.update(steps, completed=done, total=total,
-                   stats=f"loss {loss:.4f} · {clips_per_s:.1f} clips/s" if loss is not None else "")
-    return bar, on_job, on_step
+    return Live(err, label, show=is_main_process())
 
 
 def main(argv: list[str] | None = None) -> None:

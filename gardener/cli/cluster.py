@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import GardenerError, Terminated
-from ._app import app, experiment_progress, out, say
+from ._app import app, live_progress, out, say
 
 RUN_ARG = typer.Argument(..., help="Run folder of `gardener sweep` / `sensitivity` (its jobs are queued there).")
 RETRIES_OPT = typer.Option(1, "--retries", help="Try a failed job this many more times before it counts as failed.")
@@ -30,10 +30,10 @@ def worker(
 
     options = QueueOptions(retries=retries, stale_after=stale_after, wait=wait, max_jobs=max_jobs).check()
     previous = signal.signal(signal.SIGUSR2, _requeued)  # SLURM's warning before a time limit
-    bar, on_job, on_step = experiment_progress()
+    live = live_progress("queued jobs")
     try:
-        with bar:
-            counts = work(run_dir, options, say=say, progress=on_job, job_progress=on_step)
+        with live:
+            counts = work(run_dir, options, say=say, progress=live.job, job_progress=live.step)
     finally:
         signal.signal(signal.SIGUSR2, previous)
     say(counts_line(counts))

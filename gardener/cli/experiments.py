@@ -14,12 +14,12 @@ from ..data.clips import ClipOptions
 from ..demo import RUN_TIMES
 from ..errors import GardenerError
 from ..experiments.launch import Launch
-from ._app import app, experiment_progress, is_main_process, out, say, warn
+from ._app import app, live_progress, is_main_process, out, say, warn
 from .options import CALIB, CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, LAUNCH, Jobs, command
 from .weights import AGGREGATE_OPT, DTYPE_OPT
 
 CHECKPOINT_ARG = typer.Argument(..., help="HF VideoMAE directory (the unpruned model).")
-RUN_OPT = typer.Option(..., "-o", "--run", help="Run folder (created, or reused for the same checkpoint).")
+RUN_OPT = typer.Option(..., "-o", "--out", help="Run folder (created, or reused for the same checkpoint).")
 JOB_SEED_OPT = typer.Option(0, "--seed", help="Seed of every job's finetuning.")
 HEAL_OPT = typer.Option(None, "--heal-steps", help="The healing oracle: remove each block from CHECKPOINT (a "
                         "classifier finetuned on this data), keep its head, finetune K optimizer steps, evaluate; "
@@ -74,9 +74,8 @@ def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed
     from ..report.tables import sensitivity_table
 
     exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, heal_steps=heal_steps)
-    bar, on_job, on_step = experiment_progress()
-    with bar:
-        result = run_sensitivity(exp, part, progress=on_job, job_progress=on_step, heal_steps=heal_steps)
+    with live_progress("healing oracle" if heal_steps else "oracle") as live:
+        result = run_sensitivity(exp, part, progress=live.job, job_progress=live.step, heal_steps=heal_steps)
     table_file, ranking_file = ORACLE_FILES[result["kind"]]
     _finish(result, exp, sensitivity_table,
             f"wrote {run_dir}/{table_file} and {run_dir}/{ranking_file} (a ranking for `prune --ranking`)")
@@ -102,10 +101,9 @@ def sweep(
     if set(names) & set(registry.needing_data()):
         check_data(calib)
     exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, ratios, calib=calib)
-    bar, on_job, on_step = experiment_progress()
-    with bar:
+    with live_progress("sweep") as live:
         result = run_sweep(exp, names, None, random_seeds, ScoreSettings(dtype=dtype, aggregate=aggregate, calib=calib),
-                           part, progress=on_job, job_progress=on_step)
+                           part, progress=live.job, job_progress=live.step)
     _finish(result, exp, sweep_table,
             f"wrote {run_dir}/sweep.json" + (" and agreement.json" if result["oracle"] else ""))
 
@@ -206,9 +204,9 @@ def demo(
     a SLURM submission, run the same command again once the jobs are done to write the reports."""
     from ..demo import run_demo
 
-    bar, on_job, on_step = experiment_progress()
-    with bar:
+    with live_progress("demo") as live:
         written = run_demo(out_dir, quick=quick, seed=seed, force=force, replicates=replicates, launch=launch,
-                           say=say, job_progress=on_job, step_progress=on_step)
+                           say=say, job_progress=live.job, step_progress=live.step,
+                           stage_progress=live.stage)
     if written is not None:
         say(f"wrote {written}")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..data.clips import ClipOptions
-from ._app import err, is_main_process, out, say, training_progress
+from ._app import err, is_main_process, out, say, live_progress
 from .options import CLIPS, DATA, FINETUNE_RECIPE, PRETRAIN_RECIPE, command
 
 OUT_RUN_OPT = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, logs, best/ and model/.")
@@ -31,10 +31,9 @@ def finetune(
     from ..report.tables import eval_table
     from ..train import finetune as run
 
-    bar, tick = training_progress("finetuning")
-    with bar:
+    with live_progress("finetuning") as live:
         info = run(model, out_dir, data, recipe, **asdict(clips), seed=seed, resume=resume, force=force,
-                   progress=tick, arguments=ctx.params, report_to=report_to)
+                   progress=live.step, arguments=ctx.params, report_to=report_to)
     if is_main_process():
         if not info.get("already_finished"):
             draw_eval_figures(out_dir)
@@ -80,11 +79,10 @@ def pretrain_command(
     from ..report.console import pretrain_messages
     from ..train.pretrain import pretrain
 
-    bar, tick = training_progress("pretraining")
-    with bar:
+    with live_progress("masked pretraining") as live:
         info = pretrain(data, out_dir, preset=preset, config_overrides=config, recipe=recipe,
                         sampling_rate=clips.sampling_rate, min_crop_scale=clips.min_crop_scale, seed=seed,
-                        resume=resume, force=force, progress=tick, arguments=ctx.params,
+                        resume=resume, force=force, progress=live.step, arguments=ctx.params,
                         report_to=report_to)
     if is_main_process():
         for line in pretrain_messages(info, out_dir):

@@ -77,7 +77,7 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     data.check()
     source = Path(source)
     ckpt = open_checkpoint(source)
-    check_output(run_dir, [*ckpt.as_inputs(source), *data.inputs(), *(inputs or [])], force=True, flag="-o/--run")
+    check_output(run_dir, [*ckpt.as_inputs(source), *data.inputs(), *(inputs or [])], force=True, flag="-o/--out")
     _check_source(source, ckpt.format, ckpt.config or {}, heal_steps)
     stack = select_stack(ckpt)
     parsed = parse_ratios(ratios, stack.depth) if ratios is not None else None

@@ -118,7 +118,7 @@ def status_lines(state: dict) -> list[str]:
             note = (f"; {why}: a waiting worker takes it over once the claim is stale (start "
                     f"`gardener worker {state['run']}` if none runs)" if job["state"] == "stale" else "")
             verb = "claimed" if job["state"] == "stale" else "running"
-            lines.append(f"  {verb} {job_id} on {where} for {_duration(job['running_for'])}{note}")
+            lines.append(f"  {verb} {job_id} on {where} for {duration(job['running_for'])}{note}")
         elif job["state"] == "failed":
             lines.append(f"  failed {job_id} after {job['attempts']} attempt(s) on {job['host']}: {job['reason']}")
         elif job.get("invalid_result"):
@@ -127,15 +127,16 @@ def status_lines(state: dict) -> list[str]:
     if state["eta_seconds"] is None:
         lines.append("time left: unknown until a job is done")
     elif c["running"]:
-        lines.append(f"time left: about {_duration(state['eta_seconds'])} (mean job "
-                     f"{_duration(state['mean_job_seconds'] or 0)}, over the {c['running']} worker(s) running now)")
+        lines.append(f"time left: about {duration(state['eta_seconds'])} (mean job "
+                     f"{duration(state['mean_job_seconds'] or 0)}, over the {c['running']} worker(s) running now)")
     elif state["eta_seconds"]:
-        lines.append(f"time left: about {_duration(state['eta_seconds'])} for one worker (mean job "
-                     f"{_duration(state['mean_job_seconds'] or 0)}); no worker is running now")
+        lines.append(f"time left: about {duration(state['eta_seconds'])} for one worker (mean job "
+                     f"{duration(state['mean_job_seconds'] or 0)}); no worker is running now")
     return lines
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A time as people read it: 45 s, 3 min 12 s, 2 h 5 min."""
     seconds = int(round(seconds))
     if seconds < 120:
         return f"{seconds} s"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import types
 
 import pytest
 from conftest import QUICK_CLIPS as CLIPS
@@ -50,16 +49,3 @@ def test_readme_and_help_give_the_same_measured_demo_times(capsys):
     for figure in RUN_TIMES.values():
         assert figure in readme and figure in shown, figure
     assert code == 0
-
-
-def test_without_a_terminal_each_finished_job_gets_a_line(capsys):
-    from gardener.cli._app import experiment_progress
-
-    bar, on_job, _ = experiment_progress()
-    with bar:
-        on_job(0, 2, types.SimpleNamespace(removed=()))
-        on_job(1, 2, types.SimpleNamespace(removed=(3, 7)))
-        on_job(2, 2, None)
-    lines = [line.strip() for line in capsys.readouterr().err.splitlines() if "done" in line]
-    assert [line.split(" (")[0] for line in lines] == ["job 1/2 done: removing nothing",
-                                                      "job 2/2 done: removing [3, 7]"]

@@ -217,3 +217,19 @@ def test_help_names_only_flags_that_exist(name, wide, capsys):
     named = set(FLAG.findall(GARDENER_CODE.sub("", shown)))
     assert named, shown  # the help was read (it names its own flags at least)
     assert named <= own, f"help of {name} names flags it does not have: {sorted(named - own)}"
+
+
+def test_every_output_folder_or_file_is_dash_o_dash_dash_out():
+    for name, command in GROUP.commands.items():
+        outs = [p for p in command.params if "-o" in p.opts]
+        assert all("--out" in p.opts for p in outs), name
+        assert "--run" not in flags_of(name), name
+
+
+def test_the_old_run_flag_still_works_and_says_its_new_name(tmp_path, monkeypatch, capsys):
+    from gardener.cli import _app
+
+    monkeypatch.setattr(_app, "_RENAMED_SAID", set())
+    code, _, err = cli(["sensitivity", tmp_path / "missing", "--run", tmp_path / "r", "--data", tmp_path], capsys)
+    assert "--run is now --out" in err and "No such option" not in err
+    assert code == 2 and "missing" in err.splitlines()[-1]  # it got as far as the checkpoint
