@@ -37,7 +37,8 @@ class Checkpoint:
 
     @property
     def num_params(self) -> int:
-        return sum(i.numel for i in self._infos.values())
+        """Parameters as a model counts them: the floating-point tensors, not integer buffers."""
+        return sum(i.numel for i in self._infos.values() if i.is_parameter)
 
     def as_inputs(self, given: str | Path | None = None) -> list[tuple[str, Path]]:
         """The checkpoint as inputs an output must not touch (`fileio.check_output`): each file it reads

@@ -24,6 +24,11 @@ HF_WEIGHT_FILES = (  # in the order transformers' from_pretrained looks for them
 )
 
 
+def is_parameter_dtype(dtype: str) -> bool:
+    """A safetensors dtype tag of floating-point values (F16, BF16, F32, F64, F8_*)."""
+    return dtype.startswith(("F", "BF"))
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """Name, safetensors-style dtype tag and shape of one stored tensor."""
@@ -35,6 +40,12 @@ class TensorInfo:
     @property
     def numel(self) -> int:
         return prod(self.shape)
+
+    @property
+    def is_parameter(self) -> bool:
+        """Whether it counts as a parameter: floating point (an int64 `position_ids` buffer or a
+        `num_batches_tracked` counter is stored beside the weights but learns nothing)."""
+        return is_parameter_dtype(self.dtype)
 
     @property
     def nbytes(self) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..blocks import Stack, select_stack
 from ..checkpoint import TORCH_SUFFIXES, Checkpoint, open_checkpoint
+from ..checkpoint.tensors import is_parameter_dtype
 from ..cost import gflops_pair
 from ..errors import GardenerError, SettingError
 from ..families import depth_disagreement, shorten_config
@@ -79,7 +80,7 @@ def _tensors_record(ckpt: Checkpoint, chosen: Stack, record: dict, warnings: lis
     rename = renamer(chosen.name, record["kept_blocks"], family.carry if family else None)
     tensors = renamed_tensors(ckpt, rename)
     prefix = ckpt.torch_file.prefix if ckpt.torch_file else ""
-    info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors),
+    info = {**record, "params_before": ckpt.num_params, "params_after": sum(math.prod(t[2]) for t in tensors if is_parameter_dtype(t[1])),
             "removed_tensors": [prefix + n for n in ckpt.names() if rename(n) is None],
             "warnings": list(dict.fromkeys(ckpt.warnings + warnings))}
     if ckpt.format == "torch":

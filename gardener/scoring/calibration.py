@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GardenerError
-from .calibration_data import calibration_batches, check_data, load_model
+from .calibration_data import NEEDS_TASK_LOSS, calibration_batches, check_data, load_model
 from .settings import CalibOptions
 
 
@@ -215,8 +215,13 @@ class CalibrationPass:
             return torch.nn.functional.cross_entropy(logits.float(), batch["labels"].to(logits.device)), size
         why = ("its labels are not the calibration data's classes" if name.endswith("Classification")
                else f"a {name} has no task loss")
-        raise GardenerError(f"skip_loss on {self.path}: {why}; it needs a classifier of the data's classes, a masked "
-                            f"pretraining model (VideoMAE, ViTMAE) or a causal language model")
+        raise GardenerError(f"skip_loss on {self.path}: {why}; {NEEDS_TASK_LOSS}")
+
+    def check_task_loss(self) -> None:
+        """Before any pass: a classifier's skip loss needs labels of its own classes in the data."""
+        if type(self.model).__name__.endswith("Classification") and any(b["labels"] is None for b in self.batches):
+            raise GardenerError(f"skip_loss on {self.path}: its labels are not the calibration data's classes; "
+                                f"{NEEDS_TASK_LOSS}")
 
     def summary(self) -> dict[str, Any]:
         """What the pass read, the conventions it followed, what it cost, and the span statistics a contiguous

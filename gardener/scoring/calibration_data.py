@@ -15,6 +15,31 @@ from ..errors import GardenerError
 from .settings import LAST_OUTPUTS, TOKENS, CalibOptions
 
 
+# the model classes whose task loss skip_loss reads (by the end of the class name, or the whole name)
+TASK_LOSS_ENDINGS = ("ForCausalLM", "LMHeadModel", "Classification")
+TASK_LOSS_CLASSES = ("VideoMAEForPreTraining", "ViTMAEForPreTraining")
+NEEDS_TASK_LOSS = ("it needs a classifier of the data's classes, a masked pretraining model (VideoMAE, ViTMAE) or a "
+                   "causal language model")
+
+
+def architectures_of(path: str | Path) -> list[str]:
+    """The model classes config.json names; an error, before any work, where there is no config.json."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise GardenerError(f"{path}: calibration criteria run the model's forward pass, which needs a transformers "
+                            f"model directory with config.json (this checkpoint has none); save the model with "
+                            f"save_pretrained (or `gardener convert` an original VideoMAE) first")
+    return json.loads(config_file.read_text()).get("architectures") or []
+
+
+def task_loss_problem(path: str | Path) -> str | None:
+    """Why skip_loss cannot run on this model, from config.json alone (None: its class has a task loss)."""
+    name = next(iter(architectures_of(path)), "")
+    if name.endswith(TASK_LOSS_ENDINGS) or name in TASK_LOSS_CLASSES:
+        return None
+    return f"a {name} has no task loss" if name else "its config.json names no architecture"
+
+
 def load_model(path: str | Path):
     """The checkpoint's `transformers` model (its own architecture, float32, eval mode) on the best device."""
     import torch
@@ -22,11 +47,7 @@ def load_model(path: str | Path):
 
     path = Path(path)
     config_file = path / "config.json"
-    if not config_file.is_file():
-        raise GardenerError(f"{path}: calibration criteria run the model's forward pass, which needs a transformers "
-                            f"model directory with config.json (this checkpoint has none); save the model with "
-                            f"save_pretrained (or `gardener convert` an original VideoMAE) first")
-    architectures = json.loads(config_file.read_text()).get("architectures") or []
+    architectures = architectures_of(path)
     cls = getattr(transformers, architectures[0], None) if architectures else None
     if cls is None:
         raise GardenerError(f"{config_file}: names no transformers architecture this version has "

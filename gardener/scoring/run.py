@@ -65,6 +65,7 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
     settings = ScoreSettings.of(settings, **fields).check()
     crits = _criteria(settings)
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
+    crits, left_out = _check_calibration_model(ckpt, settings, crits)
     chosen = select_stack(ckpt, settings.stack, settings.block_pattern)
     infos = _plan(ckpt, chosen, settings.params)
     ctx = Context(bins=settings.bins, seed=settings.seed, aggregate=settings.aggregate)
@@ -80,7 +81,7 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
         if c.scope == "model":
             scores[c.name] = [float(s) for s in c.fn(summaries, ctx)]
     meta = _calibration_scores(ckpt, chosen, [c for c in crits if c.needs_calibration], settings.calib, ctx, scores)
-    warnings = checkpoint_warnings(ckpt, chosen) + meta.get("calibration", {}).get("warnings", [])
+    warnings = checkpoint_warnings(ckpt, chosen) + left_out + meta.get("calibration", {}).get("warnings", [])
     if warnings:
         meta["warnings"] = warnings
     for info, r in zip(infos, results):
@@ -122,6 +123,26 @@ def _criteria(settings: ScoreSettings) -> list:
     return [registry.get(n) for n in names]
 
 
+def _check_calibration_model(ckpt: Checkpoint, settings: ScoreSettings, crits: list) -> tuple[list, list[str]]:
+    """Before any work: calibration criteria need a model folder, and skip_loss a model with a task loss. Named
+    itself (or primary), skip_loss on a model without one is an error; brought in by 'calibration' it is left
+    out, with a warning. Returns the criteria to compute and the warnings."""
+    from .calibration_data import NEEDS_TASK_LOSS, architectures_of, task_loss_problem
+
+    if not any(c.needs_calibration for c in crits):
+        return crits, []
+    architectures_of(ckpt.path)  # no config.json: said now, not after the data-free criteria
+    why = task_loss_problem(ckpt.path) if any(c.name == "skip_loss" for c in crits) else None
+    if why is None:
+        return crits, []
+    spec = settings.criteria.split(",") if isinstance(settings.criteria, str) else list(settings.criteria or [])
+    message = f"skip_loss on {ckpt.path}: {why}; {NEEDS_TASK_LOSS}"
+    if settings.primary == "skip_loss" or "skip_loss" in [s.strip() for s in spec]:
+        raise GardenerError(f"{message}; the other calibration criteria run on any model "
+                            f"(--criteria block_influence,angular_distance)")
+    return [c for c in crits if c.name != "skip_loss"], [f"{message}: left out of 'calibration'"]
+
+
 def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: CalibOptions | None, ctx: Context,
                         scores: dict) -> dict:
     """Run the calibration criteria (one pass shared by all) into `scores`; their record for `meta`."""
@@ -137,6 +158,8 @@ def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: Cal
     if calibration.depth != chosen.depth:
         raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "
                             f"blocks, the checkpoint's {chosen.name!r} {chosen.depth}; pick one with --stack")
+    if any(c.name == "skip_loss" for c in crits):
+        calibration.check_task_loss()
     for c in crits:
         scores[c.name] = [float(v) for v in c.fn(calibration, ctx)]
     record = calibration.summary()

@@ -7,6 +7,7 @@ import re
 from importlib import metadata
 
 import pytest
+import torch
 import typer
 from conftest import build_hf, cli, one_line_error, save_hf
 
@@ -233,3 +234,26 @@ def test_the_old_run_flag_still_works_and_says_its_new_name(tmp_path, monkeypatc
     code, _, err = cli(["sensitivity", tmp_path / "missing", "--run", tmp_path / "r", "--data", tmp_path], capsys)
     assert "--run is now --out" in err and "No such option" not in err
     assert code == 2 and "missing" in err.splitlines()[-1]  # it got as far as the checkpoint
+
+
+def test_parameters_count_floating_point_tensors_not_an_int64_position_ids_buffer(tmp_path, capsys):
+    """Older BERT-style checkpoints store `position_ids` (int64) beside the weights: not a parameter."""
+    import transformers as T
+    from safetensors.torch import load_file, save_file
+
+    model = build_hf("bert")
+    folder = save_hf(model, tmp_path / "bert")
+    tensors = load_file(folder / "model.safetensors")
+    position_ids = next(name for name in tensors if "embeddings.word_embeddings" in name).replace(
+        "word_embeddings.weight", "position_ids")
+    save_file({**tensors, position_ids: torch.arange(16).unsqueeze(0)}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    parameters = sum(p.numel() for p in model.parameters())
+    code, out, _ = cli(["info", folder, "--json"], capsys)
+    assert code == 0 and json.loads(out)["params"] == parameters
+    code, _, err = cli(["prune", folder, "--blocks", "1", "-o", tmp_path / "small"], capsys)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "small" / "gardener.json").read_text())
+    small = T.AutoModel.from_pretrained(tmp_path / "small")
+    assert manifest["params_before"] == parameters
+    assert manifest["params_after"] == sum(p.numel() for p in small.parameters())

@@ -285,3 +285,30 @@ def test_sequences_the_model_cannot_take_are_one_line_errors(tmp_path):
     (tmp_path / "far.txt").write_text("w1 w39")  # w39 is id 41
     with pytest.raises(GardenerError, match=r"its tokenizer gives token ids beyond the model's vocabulary \(0\.\.29\)"):
         gardener.score(small, "block_influence", primary="block_influence", calib=CalibOptions(tmp_path / "far.txt"))
+
+
+def test_skip_loss_on_a_model_without_a_task_loss_is_said_before_any_work(padded, tmp_path, capsys, monkeypatch):
+    """A bare encoder (BertModel) has no task loss: `--criteria skip_loss` is a one-line error before any model
+    loads; `--criteria calibration` leaves skip_loss out, says so, and computes the other two."""
+    from conftest import cli, one_line_error
+
+    import gardener.scoring.calibration as calibration
+
+    bert = save_hf(build_hf("bert"), tmp_path / "bert")
+    data, _ = padded
+    loads = []
+    real_load = calibration.load_model
+    monkeypatch.setattr(calibration, "load_model", lambda path: loads.append(path) or real_load(path))
+    for named in (["--criteria", "skip_loss"], ["--criteria", "calibration", "--criterion", "skip_loss"]):
+        code, _, err = cli(["score", bert, *named, "--calib-data", data], capsys)
+        assert code == 2 and "a BertModel has no task loss; it needs a classifier" in one_line_error(err)
+        assert "--criteria block_influence,angular_distance" in err and loads == []
+    out = tmp_path / "s.json"
+    code, _, err = cli(["score", bert, "--criteria", "calibration", "--criterion", "block_influence",
+                        "--calib-data", data, "--json", out], capsys)
+    assert code == 0, err
+    scores = json.loads(out.read_text())
+    assert list(scores["criteria"]) == ["block_influence", "angular_distance"]  # skip_loss left out
+    assert any("a BertModel has no task loss" in w and "left out of 'calibration'" in w
+               for w in scores["meta"]["warnings"])
+    assert "left out of 'calibration'" in err and len(loads) == 1
