@@ -138,6 +138,19 @@ def random_rho(oracle: Sequence[float], orders: int = RANDOM_ORDERS, seed: int =
             "orders": int(np.isfinite(rho).sum())}
 
 
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], resamples: int = RESAMPLES,
+                   seed: int = 0, level: float = 0.95) -> list[float]:
+    """A bootstrap interval of sum(numerators) / sum(denominators) that draws the units with replacement: the
+    loss per token of a text, whose units are its sequences (tokens of one sequence are not independent)."""
+    num, den = np.asarray(numerators, float), np.asarray(denominators, float)
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(resamples)
+    for k in range(resamples):
+        counts = np.bincount(rng.integers(0, len(num), len(num)), minlength=len(num))
+        ratios[k] = (counts @ num) / (counts @ den)
+    return list(_central(ratios, level))
+
+
 def interval_of(accuracy: float, videos: int | None) -> list[float] | None:
     """The Wilson interval of an accuracy as a list, or None when the test-set size is unknown."""
     return list(wilson(accuracy, videos)) if videos else None

@@ -311,3 +311,17 @@ def markdown_records(text: str, first_header: str) -> list[dict[str, str]]:
         seen[cell] = seen.get(cell, 0) + 1
         headers.append(cell if seen[cell] == 1 else f"{cell}{seen[cell]}")
     return [dict(zip(headers, row)) for row in markdown_table(text, first_header)]
+
+
+WORDS = ["[UNK]", "<s>"] + [f"w{i}" for i in range(40)]  # ids 0..41: within the tiny text models' 50
+
+
+def save_word_tokenizer(path: Path) -> None:
+    """A word-level tokenizer of WORDS that starts every text with <s>, saved beside a model as transformers
+    saves one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    T.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>").save_pretrained(path)

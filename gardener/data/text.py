@@ -4,7 +4,9 @@ A `.txt` file is one document; a `.jsonl` holds one object per line, either `{"t
 document) or `{"input_ids": [...]}` with an optional `"attention_mask"` (kept: padding never
 enters a mean). Each document is tokenised once with the tokenizer saved beside the model's
 config.json (its special tokens included, as the peers tokenise), then cut into sequences of
-`seq_len` tokens (a shorter remainder of at least two tokens is kept).
+`seq_len` tokens (a shorter remainder of at least two tokens is kept). Packed (`pack=True`, the
+causal-lm task's data, as transformers' run_clm packs it), the documents' tokens are joined and cut
+into whole sequences of `seq_len`, the remainder dropped.
 """
 from __future__ import annotations
 
@@ -29,35 +31,43 @@ class Sequence:
     mask: tuple[int, ...]
 
 
-def read_sequences(path: Path, model_dir: Path, seq_len: int, vocab_size: int | None) -> list[Sequence]:
-    """Every calibration sequence the file holds (given ids first, then tokenised text); one-line errors name the
-    file and line."""
+def read_sequences(path: Path, model_dir: Path, seq_len: int, vocab_size: int | None, flag: str = "--calib-data",
+                   pack: bool = False) -> list[Sequence]:
+    """Every sequence the file holds (given ids first, then tokenised text); one-line errors name the flag, the
+    file and the line."""
     if not path.is_file() or path.suffix not in (".txt", ".jsonl"):
-        raise GardenerError(f"--calib-data {path}: a text model takes {FORMATS}")
+        raise GardenerError(f"{flag} {path}: a text model takes {FORMATS}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise GardenerError(f"--calib-data {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise GardenerError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if path.suffix == ".txt":
         documents, given = [text], []
     else:
-        documents, given = _jsonl(path, text)
-    out = [_checked(path, line, ids, mask, vocab_size) for line, ids, mask in given]
+        documents, given = _jsonl(path, text, flag)
+    out = [_checked(f"{flag} {path} line {line}", ids, mask, vocab_size) for line, ids, mask in given]
     if documents:
-        tokenizer = load_tokenizer(model_dir)
-        for document in documents:
-            ids = _encode(tokenizer, document)
+        tokenizer = load_tokenizer(model_dir, flag)
+        encoded = [_encode(tokenizer, document) for document in documents]
+        for ids in encoded:
             if vocab_size is not None and any(not 0 <= i < vocab_size for i in ids):
                 raise GardenerError(f"{model_dir}: its tokenizer gives token ids beyond the model's vocabulary "
                                     f"(0..{vocab_size - 1}) for {path}; is it this model's tokenizer?")
-            out += [Sequence(tuple(c), (1,) * len(c)) for c in _chunks(ids, seq_len) if len(c) >= 2]
+        pieces = [_chunks(ids, seq_len) for ids in encoded]
+        if pack:
+            joined = [i for ids in encoded for i in ids]
+            pieces = [[c for c in _chunks(joined, seq_len) if len(c) == seq_len]]
+            if not pieces[0]:
+                raise GardenerError(f"{flag} {path}: {len(joined)} tokens, shorter than one sequence of {seq_len} "
+                                    f"(--seq-len)")
+        out += [Sequence(tuple(c), (1,) * len(c)) for chunks in pieces for c in chunks if len(c) >= 2]
     out = [s for s in out if sum(s.mask) >= 2]
     if not out:
-        raise GardenerError(f"--calib-data {path}: no sequence of at least 2 real tokens")
+        raise GardenerError(f"{flag} {path}: no sequence of at least 2 real tokens")
     return out
 
 
-def _jsonl(path: Path, text: str) -> tuple[list[str], list[tuple[int, list, list | None]]]:
+def _jsonl(path: Path, text: str, flag: str) -> tuple[list[str], list[tuple[int, list, list | None]]]:
     documents, given = [], []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -65,19 +75,18 @@ def _jsonl(path: Path, text: str) -> tuple[list[str], list[tuple[int, list, list
         try:
             row = json.loads(line)
         except ValueError as exc:
-            raise GardenerError(f"--calib-data {path} line {number}: not JSON ({exc})") from None
+            raise GardenerError(f"{flag} {path} line {number}: not JSON ({exc})") from None
         if isinstance(row, dict) and isinstance(row.get("text"), str):
             documents.append(row["text"])
         elif isinstance(row, dict) and "input_ids" in row:
             given.append((number, row["input_ids"], row.get("attention_mask")))
         else:
-            raise GardenerError(f"--calib-data {path} line {number}: expected an object with \"text\" (a string) or "
+            raise GardenerError(f"{flag} {path} line {number}: expected an object with \"text\" (a string) or "
                                 f"\"input_ids\"")
     return documents, given
 
 
-def _checked(path: Path, line: int, ids, mask, vocab_size: int | None) -> Sequence:
-    where = f"--calib-data {path} line {line}"
+def _checked(where: str, ids, mask, vocab_size: int | None) -> Sequence:
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise GardenerError(f"{where}: input_ids must be a list of whole numbers")
     if vocab_size is not None and any(not 0 <= i < vocab_size for i in ids):
@@ -92,9 +101,9 @@ def _checked(path: Path, line: int, ids, mask, vocab_size: int | None) -> Sequen
     return Sequence(tuple(ids), tuple(int(m) for m in mask))
 
 
-def load_tokenizer(model_dir: Path):
+def load_tokenizer(model_dir: Path, flag: str = "--calib-data"):
     """The checkpoint's own tokenizer (files beside config.json), or the one-line error saying to pass ids."""
-    instead = 'pass --calib-data as a .jsonl of {"input_ids": [...]} lines instead'
+    instead = f'pass {flag} as a .jsonl of {{"input_ids": [...]}} lines instead'
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise GardenerError(f"{model_dir}: has no tokenizer beside config.json (none of {', '.join(TOKENIZER_FILES)}), "
                             f"so its text cannot be tokenised; {instead}")

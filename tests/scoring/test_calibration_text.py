@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from conftest import build_hf, run_cli, save_hf, skip_layers
+from conftest import build_hf, run_cli, save_hf, save_word_tokenizer, skip_layers
 
 import gardener
 from gardener.scoring import CalibOptions
@@ -23,7 +23,6 @@ from gardener.errors import GardenerError
 
 DEPTH = 4
 CALIB = "block_influence,angular_distance,skip_loss"
-WORDS = ["[UNK]", "<s>"] + [f"w{i}" for i in range(40)]
 
 
 @pytest.fixture(scope="module")
@@ -158,19 +157,9 @@ def test_contiguous_prune_of_a_causal_lm_removes_gromovs_span(llama, padded, tmp
     assert T.LlamaForCausalLM.from_pretrained(tmp_path / "small").config.num_hidden_layers == 2
 
 
-def _tokenizer(path):
-    """A word-level tokenizer that starts every text with <s>, saved beside the model as transformers saves one."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    T.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>").save_pretrained(path)
-
-
-def test_raw_text_is_tokenised_with_the_checkpoints_own_tokenizer(tmp_path):
+def test_raw_text_is_tokenised_with_the_checkpoints_ownsave_word_tokenizer(tmp_path):
     path = save_hf(build_hf("llama"), tmp_path / "llama")
-    _tokenizer(path)
+    save_word_tokenizer(path)
     text = " ".join(f"w{i % 37}" for i in range(50))
     (tmp_path / "book.txt").write_text(text)
     (tmp_path / "docs.jsonl").write_text(json.dumps({"text": text}) + "\n")
@@ -275,13 +264,13 @@ def test_sequences_the_model_cannot_take_are_one_line_errors(tmp_path):
     with pytest.raises(GardenerError, match="a sequence of 65 tokens is longer than the model's 64 positions"):
         gardener.score(path, "block_influence", primary="block_influence", calib=CalibOptions(long))
     fits = save_hf(build_hf("llama"), tmp_path / "fits")
-    _tokenizer(fits)  # 42 words, a vocabulary of 50
+    save_word_tokenizer(fits)  # 42 words, a vocabulary of 50
     (tmp_path / "book.txt").write_text("w1 w2 w3")
     gardener.score(fits, "block_influence", primary="block_influence", calib=CalibOptions(tmp_path / "book.txt"))
     small = tmp_path / "small"
     T.LlamaForCausalLM(T.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                                      intermediate_size=64, vocab_size=30)).save_pretrained(small)
-    _tokenizer(small)
+    save_word_tokenizer(small)
     (tmp_path / "far.txt").write_text("w1 w39")  # w39 is id 41
     with pytest.raises(GardenerError, match=r"its tokenizer gives token ids beyond the model's vocabulary \(0\.\.29\)"):
         gardener.score(small, "block_influence", primary="block_influence", calib=CalibOptions(tmp_path / "far.txt"))

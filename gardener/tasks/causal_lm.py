@@ -1,0 +1,83 @@
+"""The causal-lm task's evaluation: perplexity and next-token accuracy of a causal language model on text as
+users hold it, each with a 95 % bootstrap interval over sequences.
+
+The text is read as `gardener.data.text` reads it (a `.txt`, a `.jsonl` of `{"text"}` or `{"input_ids"}`
+lines), tokenised with the checkpoint's own tokenizer and packed into whole sequences of `seq_len` tokens
+(transformers' run_clm packing: the documents' tokens joined, the remainder dropped); given ids are taken
+as they are, padding never predicted nor predicted from. Perplexity is exp of the mean loss per predicted
+token, the mean that the model's own `loss` takes over one sequence; lower is better.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..data.text import Sequence, read_sequences
+from ..errors import GardenerError
+from ..stats import ratio_interval
+
+
+def sequences_for(model_dir: str | Path, data: str | Path, seq_len: int, config=None) -> list[Sequence]:
+    """The packed evaluation sequences of `data` for this checkpoint (one-line errors name --data)."""
+    if seq_len < 2:
+        raise GardenerError(f"--seq-len {seq_len}: a sequence needs at least 2 tokens (one to predict from)")
+    rows = read_sequences(Path(data), Path(model_dir), seq_len, getattr(config, "vocab_size", None), flag="--data",
+                          pack=True)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    longest = max(len(r.ids) for r in rows)
+    if isinstance(limit, int) and longest > limit:
+        raise GardenerError(f"--data {data}: a sequence of {longest} tokens is longer than the model's {limit} "
+                            f"positions; choose a shorter --seq-len")
+    return rows
+
+
+def evaluate_causal_lm(model_dir: str | Path, data: str | Path, *, seq_len: int = 128, batch_size: int = 8,
+                       seed: int = 0) -> dict:
+    """Perplexity and next-token accuracy over every sequence of `data`, with their bootstrap intervals."""
+    import torch
+
+    from ..scoring.calibration_data import load_model
+
+    model = load_model(Path(model_dir))
+    rows = sequences_for(model_dir, data, seq_len, model.config)
+    loss, tokens, correct = np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows))
+    with torch.no_grad():
+        for index, batch in _batches(rows, batch_size):
+            inputs = {k: v.to(model.device) for k, v in batch.items()}
+            logits = model(**inputs, use_cache=False).logits.float()[:, :-1]
+            target, mask = inputs["input_ids"][:, 1:], inputs["attention_mask"]
+            predicted = (mask[:, 1:] * mask[:, :-1]).bool()  # no pad is predicted, nor predicted from
+            lost = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+            loss[index] = (lost * predicted).sum(1).double().cpu().numpy()
+            tokens[index] = predicted.sum(1).cpu().numpy()
+            correct[index] = ((logits.argmax(-1) == target) & predicted).sum(1).cpu().numpy()
+    mean = float(loss.sum() / tokens.sum())
+    low, high = ratio_interval(loss, tokens, seed=seed)
+    return {"task": "causal-lm", "metric": "perplexity", "perplexity": math.exp(mean),
+            "perplexity_interval": [math.exp(low), math.exp(high)], "loss": mean,
+            "next_token_accuracy": float(correct.sum() / tokens.sum()),
+            "next_token_accuracy_interval": ratio_interval(correct, tokens, seed=seed),
+            "sequences": len(rows), "tokens_predicted": int(tokens.sum()), "seq_len": seq_len,
+            "per_sequence": {"loss_sum": loss.tolist(), "tokens": tokens.astype(int).tolist(),
+                             "correct": correct.astype(int).tolist()}}
+
+
+def _batches(rows: list[Sequence], size: int):
+    """(row indices, inputs) in batches of equal length, so that no padding is added; left-padded given ids
+    keep the positions their real tokens hold unpadded."""
+    import torch
+
+    by_length: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_length.setdefault(len(row.ids), []).append(i)
+    for _, group in sorted(by_length.items()):
+        for start in range(0, len(group), size):
+            index = group[start:start + size]
+            mask = torch.tensor([rows[i].mask for i in index])
+            inputs = {"input_ids": torch.tensor([rows[i].ids for i in index]), "attention_mask": mask}
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            if bool(((positions != torch.arange(mask.shape[1])) & (mask == 1)).any()):
+                inputs["position_ids"] = positions
+            yield index, inputs
