@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..data.clips import ClipOptions
+from ..errors import GardenerError
 from ._app import err, is_main_process, out, say, live_progress
 from .options import CLIPS, DATA, FINETUNE_RECIPE, PRETRAIN_RECIPE, command
 
@@ -43,16 +44,33 @@ def finetune(
                                                  f"{out_dir}/gardener.json")
 
 
-@command(rich_help_panel="Training", data=DATA.but("eval_data"), clips=CLIPS.but("min_crop_scale"))
+EVAL_DATA, EVAL_CLIPS = DATA.but("eval_data"), CLIPS.but("min_crop_scale")
+
+
+@command(rich_help_panel="Training", data=EVAL_DATA, clips=EVAL_CLIPS)
 def evaluate(
     ctx: typer.Context, data, clips: ClipOptions,
-    model: Path = typer.Argument(..., help="HF VideoMAEForVideoClassification directory."),
-    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Write eval.json, predictions.csv, "
-                                           "confusion.csv and confusion.png into this folder."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split for class folders."),
+    model: Path = typer.Argument(..., help="HF model directory: a VideoMAE classifier, or a causal language model."),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Write eval.json (and for video "
+                                           "predictions.csv, confusion.csv and confusion.png) into this folder."),
+    task: Optional[str] = typer.Option(None, "--task", help="video-classification or causal-lm (default: the one "
+                                       "that fits MODEL's class)."),
+    seq_len: int = typer.Option(128, "--seq-len", help="causal-lm: tokens per packed sequence."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split for class folders, and of the "
+                             "bootstrap intervals for text."),
     force: bool = FORCE_OPT,
 ) -> None:
-    """Multi-clip, multi-crop evaluation: top-1 (WAR), top-5, UAR, per-class recall, confusion matrix."""
+    """Evaluate a model on its task: top-1 and more for video, perplexity for a causal LM.
+
+    Video: multi-clip multi-crop top-1 (WAR), top-5, UAR, per-class recall and the confusion matrix. A causal LM:
+    perplexity and next-token accuracy on --data text (a .txt, or a .jsonl of {"text"} or {"input_ids"} lines)
+    packed into sequences of --seq-len tokens, each with its 95 % interval over sequences."""
+    from ..tasks import infer
+
+    chosen = infer(model, task)
+    if chosen.name == "causal-lm":
+        return _evaluate_text(ctx, model, data.data, out_dir, seq_len, seed, force)
+    _refuse_given(ctx, {"seq_len"}, chosen.name)
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table
     from ..train import evaluate_model
@@ -63,6 +81,27 @@ def evaluate(
         out.print(eval_table(result))
         if out_dir:
             say(f"wrote {out_dir}")
+
+
+def _evaluate_text(ctx: typer.Context, model: Path, data: Path, out_dir: Optional[Path], seq_len: int, seed: int,
+                   force: bool) -> None:
+    from ..report.tables import lm_eval_table
+    from ..tasks.causal_lm import evaluate_into
+
+    video = {p.name for group in (EVAL_DATA, EVAL_CLIPS) for p in group.parameters()} - {"data"}
+    _refuse_given(ctx, video, "causal-lm")
+    result = evaluate_into(model, data, out_dir, seq_len=seq_len, seed=seed, force=force, arguments=ctx.params)
+    out.print(lm_eval_table(result))
+    if out_dir:
+        say(f"wrote {out_dir}/eval.json")
+
+
+def _refuse_given(ctx: typer.Context, names: set[str], task: str) -> None:
+    """Options of another task, given on the command line: a one-line error naming the first."""
+    for param in ctx.command.params:  # typer may vendor its own click: the source is compared by name
+        source = ctx.get_parameter_source(param.name) if param.name in names else None
+        if source is not None and source.name == "COMMANDLINE":
+            raise GardenerError(f"{param.opts[0]}: does not apply to the {task} task")
 
 
 @command("pretrain", rich_help_panel="Training", data=DATA.but("eval_data"), recipe=PRETRAIN_RECIPE,

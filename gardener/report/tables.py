@@ -171,6 +171,18 @@ def eval_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def lm_eval_table(result: dict[str, Any]) -> Table:
+    """Perplexity and next-token accuracy, each with its 95 % interval over sequences."""
+    table = Table("metric", "value", "95 % interval (over sequences)", header_style="bold",
+                  title=f"evaluation on {result['sequences']} sequences of {result['seq_len']} tokens "
+                        f"({result['tokens_predicted']:,} predicted)")
+    low, high = result["perplexity_interval"]
+    table.add_row("perplexity (lower is better)", f"{result['perplexity']:.3f}", f"[{low:.3f}, {high:.3f}]")
+    low, high = result["next_token_accuracy_interval"]
+    table.add_row("next-token accuracy", f"{result['next_token_accuracy']:.4f}", f"[{low:.4f}, {high:.4f}]")
+    return table
+
+
 def rich_table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
     """A Rich table of text rows under a title."""
     table = Table(*headers, title=title, header_style="bold")

@@ -81,3 +81,26 @@ def _batches(rows: list[Sequence], size: int):
             if bool(((positions != torch.arange(mask.shape[1])) & (mask == 1)).any()):
                 inputs["position_ids"] = positions
             yield index, inputs
+
+
+def evaluate_into(model_dir: str | Path, data: str | Path, out: str | Path | None, *, seq_len: int = 128,
+                  batch_size: int = 8, seed: int = 0, force: bool = False, arguments: dict | None = None) -> dict:
+    """`evaluate_causal_lm`, and with `out` a folder holding eval.json (the result and its manifest), checked
+    before any work and written whole or not at all."""
+    import json
+
+    from ..checkpoint import open_checkpoint
+    from ..fileio import atomic_dir, check_output
+    from ..manifest import manifest
+
+    model_dir, data = Path(model_dir), Path(data)
+    if out is not None:
+        check_output(Path(out), [("the model", model_dir), ("the data", data)], force)
+    result = evaluate_causal_lm(model_dir, data, seq_len=seq_len, batch_size=batch_size, seed=seed)
+    plain = {k: (str(v) if isinstance(v, Path) else v) for k, v in (arguments or {}).items()}
+    result["manifest"] = {**manifest("evaluate", [*open_checkpoint(model_dir).files, data], plain),
+                          "model": str(model_dir.resolve()), "data": str(data.resolve()), "seed": seed}
+    if out is not None:
+        with atomic_dir(Path(out), force) as tmp:
+            (tmp / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

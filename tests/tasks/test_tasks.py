@@ -111,3 +111,22 @@ def test_given_token_ids_with_padding_are_evaluated_on_their_real_tokens_only(ll
         losses = [float(model(input_ids=torch.tensor([r]), labels=torch.tensor([r])).loss) for r in rows]
     assert result["tokens_predicted"] == 10
     assert result["perplexity"] == pytest.approx(math.exp(sum(losses) / 2), rel=1e-5)
+
+
+def test_evaluate_on_a_causal_lm_reports_perplexity_with_its_interval_and_writes_eval_json(llama, tmp_path, capsys):
+    from conftest import cli, one_line_error
+
+    path, _, text = llama
+    code, shown, err = cli(["evaluate", path, "--data", text, "--seq-len", SEQ_LEN, "-o", tmp_path / "ev"], capsys)
+    assert code == 0, err
+    written = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert written["perplexity"] == pytest.approx(evaluate_causal_lm(path, text, seq_len=SEQ_LEN)["perplexity"])
+    assert written["manifest"]["arguments"]["seq_len"] == SEQ_LEN and written["manifest"]["inputs"]
+    assert "perplexity (lower is better)" in shown and f"{written['perplexity']:.3f}" in shown
+    code, _, err = cli(["evaluate", path, "--data", text, "--split-dir", tmp_path], capsys)
+    assert code == 2 and one_line_error(err) == "error: --split-dir: does not apply to the causal-lm task"
+    code, _, err = cli(["evaluate", path, "--data", text, "--task", "video-classification"], capsys)
+    assert code == 2 and "--task video-classification: does not fit" in one_line_error(err)
+    before = (tmp_path / "ev" / "eval.json").read_bytes()
+    code, _, err = cli(["evaluate", path, "--data", text, "-o", tmp_path / "ev"], capsys)
+    assert code == 2 and "exists" in one_line_error(err) and (tmp_path / "ev" / "eval.json").read_bytes() == before
