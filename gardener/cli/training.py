@@ -70,7 +70,7 @@ def evaluate(
     chosen = infer(model, task)
     if chosen.name == "causal-lm":
         return _evaluate_text(ctx, model, data.data, out_dir, seq_len, seed, force)
-    _refuse_given(ctx, {"seq_len"}, chosen.name)
+    _refuse_given(ctx, {"seq_len"}, f"the {chosen.name} task")
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table
     from ..train import evaluate_model
@@ -89,19 +89,19 @@ def _evaluate_text(ctx: typer.Context, model: Path, data: Path, out_dir: Optiona
     from ..tasks.causal_lm import evaluate_into
 
     video = {p.name for group in (EVAL_DATA, EVAL_CLIPS) for p in group.parameters()} - {"data"}
-    _refuse_given(ctx, video, "causal-lm")
+    _refuse_given(ctx, video, "the causal-lm task")
     result = evaluate_into(model, data, out_dir, seq_len=seq_len, seed=seed, force=force, arguments=ctx.params)
     out.print(lm_eval_table(result))
     if out_dir:
         say(f"wrote {out_dir}/eval.json")
 
 
-def _refuse_given(ctx: typer.Context, names: set[str], task: str) -> None:
-    """Options of another task, given on the command line: a one-line error naming the first."""
+def _refuse_given(ctx: typer.Context, names: set[str], where: str) -> None:
+    """Options of another task or kind of data, given on the command line: a one-line error naming the first."""
     for param in ctx.command.params:  # typer may vendor its own click: the source is compared by name
         source = ctx.get_parameter_source(param.name) if param.name in names else None
         if source is not None and source.name == "COMMANDLINE":
-            raise GardenerError(f"{param.opts[0]}: does not apply to the {task} task")
+            raise GardenerError(f"{param.opts[0]}: does not apply to {where}")
 
 
 @command("pretrain", rich_help_panel="Training", data=DATA.but("eval_data"), recipe=PRETRAIN_RECIPE,
@@ -146,14 +146,36 @@ def make_data(
     size: int = typer.Option(64, "--size", help="Frame size in pixels (even)."),
     ucf101_like: bool = typer.Option(False, "--ucf101-like", help="Write UCF101's kind of file instead: 320x240 "
                                      ".avi, MPEG-4 Part 2 with B-frames, 25 fps (for decoding tests and benchmarks)."),
-    seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same videos."),
+    text: bool = typer.Option(False, "--text", help="Write text instead: a small formal language (verbs that agree "
+                              "with subjects across nested clauses) as train.jsonl and test.jsonl, with its "
+                              "tokenizer/, for the causal-lm task."),
+    documents: int = typer.Option(2000, "--documents", help="With --text: training documents (4-12 sentences)."),
+    test_documents: int = typer.Option(200, "--test-documents", help="With --text: test documents."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same videos (or text)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
 ) -> None:
-    """Write a deterministic synthetic action-recognition dataset of real video files."""
+    """Write a deterministic synthetic dataset: action videos as real video files, or text.
+
+    With --text, a small formal language for the causal-lm task instead of videos."""
     from ..data.synthetic import write_synthetic
+
+    if text:
+        return _make_text(ctx, out_dir, documents, test_documents, seed, force)
+    _refuse_given(ctx, {"documents", "test_documents"}, "videos (without --text)")
 
     info = write_synthetic(out_dir, classes=classes, per_class=per_class, test_per_class=test_per_class,
                            domain=domain, frames=frames, size=size, ucf101_like=ucf101_like, seed=seed, force=force,
                            arguments=ctx.params)
     say(f"wrote {info['count']} videos to {out_dir}/videos and split files to {out_dir}/splits "
         f"(use --data {out_dir}/videos --split-dir {out_dir}/splits)")
+
+
+def _make_text(ctx: typer.Context, out_dir: Path, documents: int, test_documents: int, seed: int, force: bool) -> None:
+    from ..data.synthetic_text import write_text_corpus
+
+    _refuse_given(ctx, {"classes", "per_class", "test_per_class", "domain", "frames", "size", "ucf101_like"}, "text (--text)")
+    record = write_text_corpus(out_dir, documents=documents, test_documents=test_documents, seed=seed, force=force,
+                               arguments=ctx.params)
+    say(f"wrote {documents} + {test_documents} documents ({record['words']['train']:,} + {record['words']['test']:,} "
+        f"words) to {out_dir}/train.jsonl and {out_dir}/test.jsonl, and their tokenizer to {out_dir}/tokenizer "
+        f"(unigram perplexity of the test text: {record['unigram_perplexity']:.1f})")
