@@ -20,14 +20,29 @@ REPORT_TO_OPT = typer.Option("none", "--report-to", help="Also log losses, lr an
                              "tracker: none, tensorboard (OUT/tensorboard/) or wandb.")
 
 
+TASK_OPT = typer.Option(None, "--task", help="video-classification or causal-lm (default: the one that fits MODEL's "
+                        "class).")
+
+
 @command(rich_help_panel="Training", data=DATA, recipe=FINETUNE_RECIPE, clips=CLIPS)
 def finetune(
     ctx: typer.Context, data, recipe, clips: ClipOptions,
-    model: Path = typer.Argument(..., help="HF VideoMAE directory (pruned or not; a pretraining one works too)."),
+    model: Path = typer.Argument(..., help="HF model directory: VideoMAE (pruned or not; a pretraining one works "
+                                 "too), or a causal language model."),
     out_dir: Path = OUT_RUN_OPT, seed: int = TRAIN_SEED_OPT, resume: bool = RESUME_OPT, force: bool = FORCE_OPT,
-    report_to: str = REPORT_TO_OPT,
+    report_to: str = REPORT_TO_OPT, task: Optional[str] = TASK_OPT,
+    seq_len: int = typer.Option(128, "--seq-len", help="causal-lm: tokens per packed training sequence."),
 ) -> None:
-    """Finetune a VideoMAE classifier (Step 4 of the paper); runs under `accelerate launch` / torchrun too."""
+    """Finetune (heal) a model on its task: a VideoMAE classifier (Step 4 of the paper), or a causal LM on text.
+
+    Runs under `accelerate launch` / torchrun too. A causal LM trains on --data text (a .txt, or a .jsonl of
+    {"text"} or {"input_ids"} lines) packed into --seq-len sequences, and its perplexity is measured on --eval-data
+    (or a held-out --val-fraction of the sequences); it takes the recipe options given, with its own defaults."""
+    from ..tasks import infer
+
+    if infer(model, task).name == "causal-lm":
+        return _finetune_text(ctx, model, data, out_dir, seq_len, seed, resume, force, report_to)
+    _refuse_given(ctx, {"seq_len"}, "the video-classification task")
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table
     from ..train import finetune as run
@@ -44,6 +59,34 @@ def finetune(
                                                  f"{out_dir}/gardener.json")
 
 
+# the recipe options a causal LM's finetuning takes (by parameter name; `lr` is the recipe's base_lr)
+TEXT_RECIPE = {"epochs": "epochs", "max_steps": "max_steps", "batch_size": "batch_size", "grad_accum": "grad_accum",
+               "lr": "base_lr", "min_lr": "min_lr", "warmup_epochs": "warmup_epochs", "warmup_steps": "warmup_steps",
+               "weight_decay": "weight_decay", "layer_decay": "layer_decay", "clip_grad": "clip_grad",
+               "bf16": "bf16", "compile": "compile", "save_every": "save_every", "keep_last": "keep_last"}
+
+
+def _finetune_text(ctx: typer.Context, model: Path, data, out_dir: Path, seq_len: int, seed: int, resume: bool,
+                   force: bool, report_to: str) -> None:
+    """The causal-lm task's finetuning: the recipe options given on the command line over LMRecipe's defaults."""
+    from ..report.tables import lm_eval_table
+    from ..train.lm import LMRecipe, finetune_lm
+
+    video = {p.name for group in (DATA, FINETUNE_RECIPE, CLIPS) for p in group.parameters()}
+    _refuse_given(ctx, video - set(TEXT_RECIPE) - {"data", "eval_data", "val_fraction"}, "the causal-lm task")
+    given = {field: ctx.params[name] for name, field in TEXT_RECIPE.items()
+             if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    with live_progress("finetuning") as live:
+        info = finetune_lm(model, out_dir, data.data, LMRecipe(**given), eval_data=data.eval_data, seq_len=seq_len,
+                           val_fraction=data.val_fraction, seed=seed, resume=resume, force=force, progress=live.step,
+                           arguments=ctx.params, report_to=report_to)
+    if is_main_process():
+        out.print(lm_eval_table({**info["final"], "seq_len": seq_len}))
+        say(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed"
+            if info.get("already_finished") else f"wrote {out_dir}/model (final, with its tokenizer), "
+                                                 f"{out_dir}/eval.json, {out_dir}/gardener.json")
+
+
 EVAL_DATA, EVAL_CLIPS = DATA.but("eval_data"), CLIPS.but("min_crop_scale")
 
 
@@ -53,8 +96,7 @@ def evaluate(
     model: Path = typer.Argument(..., help="HF model directory: a VideoMAE classifier, or a causal language model."),
     out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Write eval.json (and for video "
                                            "predictions.csv, confusion.csv and confusion.png) into this folder."),
-    task: Optional[str] = typer.Option(None, "--task", help="video-classification or causal-lm (default: the one "
-                                       "that fits MODEL's class)."),
+    task: Optional[str] = TASK_OPT,
     seq_len: int = typer.Option(128, "--seq-len", help="causal-lm: tokens per packed sequence."),
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out split for class folders, and of the "
                              "bootstrap intervals for text."),

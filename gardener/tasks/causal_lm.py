@@ -36,16 +36,22 @@ def sequences_for(model_dir: str | Path, data: str | Path, seq_len: int, config=
 def evaluate_causal_lm(model_dir: str | Path, data: str | Path, *, seq_len: int = 128, batch_size: int = 8,
                        seed: int = 0) -> dict:
     """Perplexity and next-token accuracy over every sequence of `data`, with their bootstrap intervals."""
-    import torch
-
     from ..scoring.calibration_data import load_model
 
     model = load_model(Path(model_dir))
-    rows = sequences_for(model_dir, data, seq_len, model.config)
+    return {**measure(model, sequences_for(model_dir, data, seq_len, model.config), batch_size, seed),
+            "seq_len": seq_len}
+
+
+def measure(model, rows: list[Sequence], batch_size: int = 8, seed: int = 0, dtype=None) -> dict:
+    """The causal-lm metrics of `model` (in eval mode, under `dtype` autocast if given) on `rows`."""
+    import torch
+
     loss, tokens, correct = np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows))
-    with torch.no_grad():
+    device = next(model.parameters()).device
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         for index, batch in _batches(rows, batch_size):
-            inputs = {k: v.to(model.device) for k, v in batch.items()}
+            inputs = {k: v.to(device) for k, v in batch.items()}
             logits = model(**inputs, use_cache=False).logits.float()[:, :-1]
             target, mask = inputs["input_ids"][:, 1:], inputs["attention_mask"]
             predicted = (mask[:, 1:] * mask[:, :-1]).bool()  # no pad is predicted, nor predicted from
@@ -59,7 +65,7 @@ def evaluate_causal_lm(model_dir: str | Path, data: str | Path, *, seq_len: int 
             "perplexity_interval": [math.exp(low), math.exp(high)], "loss": mean,
             "next_token_accuracy": float(correct.sum() / tokens.sum()),
             "next_token_accuracy_interval": ratio_interval(correct, tokens, seed=seed),
-            "sequences": len(rows), "tokens_predicted": int(tokens.sum()), "seq_len": seq_len,
+            "sequences": len(rows), "tokens_predicted": int(tokens.sum()),
             "per_sequence": {"loss_sum": loss.tolist(), "tokens": tokens.astype(int).tolist(),
                              "correct": correct.astype(int).tolist()}}
 

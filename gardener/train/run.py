@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..data import ClipSpec, EpochSampler, TrainClips
+from ..data import EpochSampler, TrainClips
 from ..fileio import check_output, write_text
 from ..locks import run_lock
 from ..settings import check_number
@@ -56,9 +56,10 @@ class TrainingJob(ABC):
     """
 
     kind: ClassVar[str]
+    collate_fn: ClassVar[Callable[[list[dict]], dict]] = staticmethod(collate)  # training items to a batch
     recipe: RecipeBase
     seed: int
-    spec: ClipSpec  # the training clips; set by `load`
+    spec: Any  # what one training item is (a dataclass: the clips' ClipSpec, a text's sequence length); set by `load`
 
     @abstractmethod
     def load(self) -> TrainClips:
@@ -144,7 +145,7 @@ def _start(job: TrainingJob, clips: TrainClips, out: Path, start: int | None, op
     step, best = restore(accelerator, out, start)
     mirror = partial(track, accelerator) if options.report_to != "none" else None
     sampler.start_batch = step * recipe.grad_accum
-    batches = iter(make_loader(clips, sampler, options.workers, job.seed, collate))
+    batches = iter(make_loader(clips, sampler, options.workers, job.seed, job.collate_fn))
     logbook = Log(out / "log.jsonl", main, start, mirror, options.guard)
     run = Run(accelerator, model, optimizer, batches, schedule, recipe, out, logbook,
               autocast_dtype(accelerator, recipe.bf16), resumes, list(options.callbacks), options.progress,
