@@ -32,6 +32,13 @@ def finetune(
     out_dir: Path = OUT_RUN_OPT, seed: int = TRAIN_SEED_OPT, resume: bool = RESUME_OPT, force: bool = FORCE_OPT,
     report_to: str = REPORT_TO_OPT, task: Optional[str] = TASK_OPT,
     seq_len: int = typer.Option(128, "--seq-len", help="causal-lm: tokens per packed training sequence."),
+    distill_from: Optional[Path] = typer.Option(None, "--distill-from", help="Heal by distillation from this "
+                                                "teacher (the unpruned model; for video a classifier of the data's "
+                                                "classes): the KL to its temperature-softened predictions."),
+    distill_temperature: float = typer.Option(2.0, "--distill-temperature", help="Temperature T of the "
+                                              "distillation (the KL is scaled by T^2)."),
+    distill_weight: float = typer.Option(1.0, "--distill-weight", help="Share of the loss that is the KL (the "
+                                         "rest is the task's loss); 1: the KL alone."),
 ) -> None:
     """Finetune (heal) a model on its task: a VideoMAE classifier (Step 4 of the paper), or a causal LM on text.
 
@@ -39,9 +46,13 @@ def finetune(
     {"text"} or {"input_ids"} lines) packed into --seq-len sequences, and its perplexity is measured on --eval-data
     (or a held-out --val-fraction of the sequences); it takes the recipe options given, with its own defaults."""
     from ..tasks import infer
+    from ..train.distill import Distill
 
+    distill = Distill(distill_from, distill_temperature, distill_weight) if distill_from else None
+    if distill is None:
+        _refuse_given(ctx, {"distill_temperature", "distill_weight"}, "finetuning without --distill-from")
     if infer(model, task).name == "causal-lm":
-        return _finetune_text(ctx, model, data, out_dir, seq_len, seed, resume, force, report_to)
+        return _finetune_text(ctx, model, data, out_dir, seq_len, seed, resume, force, report_to, distill)
     _refuse_given(ctx, {"seq_len"}, "the video-classification task")
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table
@@ -49,7 +60,7 @@ def finetune(
 
     with live_progress("finetuning") as live:
         info = run(model, out_dir, data, recipe, **asdict(clips), seed=seed, resume=resume, force=force,
-                   progress=live.step, arguments=ctx.params, report_to=report_to)
+                   progress=live.step, arguments=ctx.params, report_to=report_to, distill=distill)
     if is_main_process():
         if not info.get("already_finished"):
             draw_eval_figures(out_dir)
@@ -67,7 +78,7 @@ TEXT_RECIPE = {"epochs": "epochs", "max_steps": "max_steps", "batch_size": "batc
 
 
 def _finetune_text(ctx: typer.Context, model: Path, data, out_dir: Path, seq_len: int, seed: int, resume: bool,
-                   force: bool, report_to: str) -> None:
+                   force: bool, report_to: str, distill) -> None:
     """The causal-lm task's finetuning: the recipe options given on the command line over LMRecipe's defaults."""
     from ..report.tables import lm_eval_table
     from ..train.lm import LMRecipe, finetune_lm
@@ -79,7 +90,7 @@ def _finetune_text(ctx: typer.Context, model: Path, data, out_dir: Path, seq_len
     with live_progress("finetuning") as live:
         info = finetune_lm(model, out_dir, data.data, LMRecipe(**given), eval_data=data.eval_data, seq_len=seq_len,
                            val_fraction=data.val_fraction, seed=seed, resume=resume, force=force, progress=live.step,
-                           arguments=ctx.params, report_to=report_to)
+                           arguments=ctx.params, report_to=report_to, distill=distill)
     if is_main_process():
         out.print(lm_eval_table({**info["final"], "seq_len": seq_len}))
         say(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed"

@@ -70,6 +70,26 @@ def measure(model, rows: list[Sequence], batch_size: int = 8, seed: int = 0, dty
                              "correct": correct.astype(int).tolist()}}
 
 
+def mean_kl(student, teacher, rows: list[Sequence], batch_size: int = 8) -> float:
+    """The student's mean KL divergence from the teacher's next-token distribution (T = 1), per predicted token."""
+    import torch
+
+    from ..train.distill import kl_divergence
+
+    total, count = 0.0, 0
+    device = next(student.parameters()).device
+    teacher = teacher.to(device).eval()
+    with torch.no_grad():
+        for _, batch in _batches(rows, batch_size):
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            mask = inputs["attention_mask"]
+            predicted = (mask[:, 1:] * mask[:, :-1]).float()
+            kl = kl_divergence(student(**inputs, use_cache=False).logits[:, :-1],
+                               teacher(**inputs, use_cache=False).logits[:, :-1], 1.0, predicted)
+            total, count = total + float(kl) * float(predicted.sum()), count + int(predicted.sum())
+    return total / count
+
+
 def _batches(rows: list[Sequence], size: int):
     """(row indices, inputs) in batches of equal length, so that no padding is added; left-padded given ids
     keep the positions their real tokens hold unpadded."""

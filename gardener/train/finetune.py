@@ -18,6 +18,7 @@ from ..data import ClipSpec, EvalClips, TrainClips, VideoSplit, probe_all, read_
 from ..errors import GardenerError
 from ..fileio import atomic_dir
 from ..settings import check_number
+from .distill import Distill, Teacher
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .loop import Run
 from .recipe import Recipe
@@ -188,11 +189,17 @@ class FinetuneJob(TrainingJob):
     views: dict  # sampling_rate, test_clips, test_crops and the crop scale of ClipSpec
     arguments: dict | None = None
     keep_head: bool = False  # continue with the checkpoint's own head (its classes must be the data's)
+    distill: Distill | None = None  # heal by distillation from this teacher, a classifier of the data's classes
 
     def load(self) -> TrainClips:
+        if self.distill is not None:
+            self.distill.check()
         self.spec = clip_spec_for(videomae_config(self.model_dir), self.frames, self.size, **self.views)
         (self.train, train_infos), (self.test, self.test_infos) = load_splits(self.data, self.seed)
         require_classes(self.train)
+        if self.distill is not None:  # a teacher of the data's classes, said before the run starts
+            teacher = Path(self.distill.teacher)
+            _head_rows(videomae_config(teacher), self.train.classes, teacher)
         self.mean, self.std = normalisation(self.model_dir)
         return TrainClips(self.train, train_infos, self.spec, self.seed, self.recipe.num_sample)
 
@@ -201,16 +208,21 @@ class FinetuneJob(TrainingJob):
 
     def identity(self) -> dict:
         return {"model": model_identity(self.model_dir),
-                "data": {"train": split_digest(self.train), "test": split_digest(self.test)}}
+                "data": {"train": split_digest(self.train), "test": split_digest(self.test)},
+                **({"distill": self.distill.identity(model_identity)} if self.distill else {})}
 
     def build_model(self):
+        if self.distill is not None:  # its head's rows in the data's class order, as the student's
+            self.teacher = Teacher(load_classifier(Path(self.distill.teacher), self.train.classes, self.recipe,
+                                                   self.spec.size, keep_head=True))
         model = load_classifier(self.model_dir, self.train.classes, self.recipe, self.spec.size, self.keep_head)
         self.handles = add_drop_path(model, self.recipe.drop_path) + add_classifier_dropout(
             model, self.recipe.classifier_dropout)
         return model
 
     def loss(self, run: Run, batch: dict, step: int, micro: int) -> tuple:
-        """Cross-entropy with label smoothing, or soft-target cross-entropy on a mixup/cutmix batch."""
+        """Cross-entropy with label smoothing, or soft-target cross-entropy on a mixup/cutmix batch; with a
+        teacher, mixed with (or replaced by) the KL to its predictions of the same clips."""
         import torch
 
         pixels = to_model_input(batch["pixel_values"].to(run.device, non_blocking=True), self.mean, self.std)
@@ -219,10 +231,14 @@ class FinetuneJob(TrainingJob):
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 101 + micro)
             pixels, targets = mix_batch(pixels, labels, len(self.train.classes), self.recipe, generator)
             logits = run.model(pixel_values=pixels).logits.float()
-            return torch.sum(-targets * logits.log_softmax(-1), dim=-1).mean(), len(labels)
-        logits = run.model(pixel_values=pixels).logits.float()
-        loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=self.recipe.label_smoothing)
-        return loss, len(labels)
+            loss = torch.sum(-targets * logits.log_softmax(-1), dim=-1).mean()
+        else:
+            logits = run.model(pixel_values=pixels).logits.float()
+            loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=self.recipe.label_smoothing)
+        if self.distill is None:
+            return loss, len(labels)
+        loss, kl = self.distill.loss(loss, logits, self.teacher.logits(run.device, pixel_values=pixels))
+        return loss, len(labels), {"kl": kl}
 
     def after_step(self, run: Run) -> Callable[[int, dict | None], dict | None]:
         return partial(self._evaluate_every, run)
@@ -270,7 +286,8 @@ class FinetuneJob(TrainingJob):
                      **run_facts(run, self.seed), "total_batch": recipe.total_batch(world),
                      "clips_per_step": recipe.total_batch(world) * recipe.num_sample,
                      "peak_lr": run.schedule.peak, "final": final, "best": best, "resumes": run.resumes,
-                     "head": "kept" if self.keep_head else "fresh"})
+                     "head": "kept" if self.keep_head else "fresh",
+                     "distill": self.distill.record() if self.distill else None})
         return info
 
 
@@ -279,7 +296,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
              test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
              arguments: dict | None = None, keep_head: bool = False, report_to: str = "none", lock: bool = True,
-             guard: Callable[[], None] | None = None) -> dict:
+             guard: Callable[[], None] | None = None, distill: Distill | None = None) -> dict:
     """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest.
 
     The classifier head is fresh, unless `keep_head`: then `model_dir` must be a classifier of the
@@ -295,7 +312,8 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     """
     views = {"sampling_rate": sampling_rate, "test_clips": test_clips, "test_crops": test_crops,
              "scale": (min_crop_scale, 1.0)}
-    job = FinetuneJob(Path(model_dir), data, recipe or Recipe(), seed, frames, size, views, arguments, keep_head)
+    job = FinetuneJob(Path(model_dir), data, recipe or Recipe(), seed, frames, size, views, arguments, keep_head,
+                      distill)
     return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress,
                                                 report_to=report_to, lock=lock, guard=guard))
 

@@ -19,6 +19,7 @@ import numpy as np
 from ..data.text import TOKENIZER_FILES, Sequence
 from ..errors import GardenerError
 from ..fileio import atomic_dir, write_text
+from .distill import Distill, Teacher
 from .loop import Run
 from .recipe import RecipeBase
 from .run import RunOptions, TrainingJob, conclude, run_facts, run_manifest, train_run
@@ -91,6 +92,7 @@ class LMFinetuneJob(TrainingJob):
     seq_len: int = 128
     val_fraction: float = 0.1
     arguments: dict | None = None
+    distill: Distill | None = None  # heal by distillation from this teacher (train/distill.py)
 
     def load(self) -> TextSequences:
         from ..tasks import infer
@@ -98,6 +100,13 @@ class LMFinetuneJob(TrainingJob):
 
         infer(self.model_dir, "causal-lm")
         config = _config(self.model_dir)
+        if self.distill is not None:
+            self.distill.check()
+            infer(self.distill.teacher, "causal-lm")
+            if _config(self.distill.teacher).vocab_size != config.vocab_size:
+                raise GardenerError(f"--distill-from {self.distill.teacher}: its vocabulary "
+                                    f"({_config(self.distill.teacher).vocab_size}) is not the student's "
+                                    f"({config.vocab_size}); the teacher must read the same tokens")
         rows = sequences_for(self.model_dir, self.data, self.seq_len, config)
         if self.eval_data is not None:
             self.train, self.test = rows, sequences_for(self.model_dir, self.eval_data, self.seq_len, config)
@@ -107,34 +116,47 @@ class LMFinetuneJob(TrainingJob):
         return TextSequences(self.train)
 
     def inputs(self) -> list[tuple[str, Path | None]]:
-        return [("the model", self.model_dir), ("the data", self.data), ("the test data", self.eval_data)]
+        return [("the model", self.model_dir), ("the data", self.data), ("the test data", self.eval_data),
+                ("the teacher", self.distill.teacher if self.distill else None)]
 
     def identity(self) -> dict:
         from .finetune import model_identity
 
         return {"model": model_identity(self.model_dir),
-                "data": {"train": _digest(self.train), "test": _digest(self.test)}}
+                "data": {"train": _digest(self.train), "test": _digest(self.test)},
+                **({"distill": self.distill.identity(model_identity)} if self.distill else {})}
 
     def build_model(self):
         from ..scoring.calibration_data import load_model
 
+        if self.distill is not None:
+            self.teacher = Teacher(load_model(Path(self.distill.teacher)))
         return load_model(self.model_dir).train()
 
     def loss(self, run: Run, batch: dict, step: int, micro: int) -> tuple:
-        """The mean next-token loss over the batch's predicted tokens (no pad predicted nor predicted from)."""
+        """The mean next-token loss over the batch's predicted tokens (no pad predicted nor predicted from), or
+        its mix with the KL to the teacher's predictions of the same tokens."""
         inputs = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
         mask = inputs["attention_mask"]
         labels = inputs["input_ids"].masked_fill(mask == 0, -100)
         labels[:, 1:] = labels[:, 1:].masked_fill(mask[:, :-1] == 0, -100)
-        return run.model(**inputs, labels=labels, use_cache=False).loss, len(labels)
+        output = run.model(**inputs, labels=labels, use_cache=False)
+        if self.distill is None:
+            return output.loss, len(labels)
+        teacher = self.teacher.logits(run.device, **inputs, use_cache=False)
+        predicted = (labels[:, 1:] != -100).float()
+        loss, kl = self.distill.loss(output.loss, output.logits[:, :-1], teacher[:, :-1], predicted)
+        return loss, len(labels), {"kl": kl}
 
     def exports(self, run: Run, best: dict | None) -> dict:
         """The perplexity of the held-out text, OUT/model (with the tokenizer), eval.json, gardener.json."""
-        from ..tasks.causal_lm import measure
+        from ..tasks.causal_lm import mean_kl, measure
 
         model = run.accelerator.unwrap_model(run.model).eval()
         result = {**measure(model, self.test, self.recipe.batch_size, self.seed, run.autocast),
                   "seq_len": self.seq_len}
+        if self.distill is not None:
+            result["kl_to_teacher"] = mean_kl(model, self.teacher.model, self.test, self.recipe.batch_size)
         _save(run, model, self.model_dir)
         info = run_manifest("finetune", _files(self.model_dir), self.arguments)
         info.update({"task": "causal-lm", "model": str(self.model_dir.resolve()), "recipe": self.recipe.to_dict(),
@@ -143,7 +165,8 @@ class LMFinetuneJob(TrainingJob):
                               "train_sequences": len(self.train), "test_sequences": len(self.test),
                               "held_out": self.eval_data is None},
                      "total_batch": self.recipe.total_batch(run.world), "peak_lr": run.schedule.peak,
-                     "final": {k: v for k, v in result.items() if k != "per_sequence"}, "resumes": run.resumes})
+                     "final": {k: v for k, v in result.items() if k != "per_sequence"}, "resumes": run.resumes,
+                     "distill": self.distill.record() if self.distill else None})
         return conclude(run, info, lambda: write_text(run.out / "eval.json", json.dumps(result, indent=2) + "\n",
                                                       force=True))
 
@@ -195,10 +218,12 @@ def _save(run: Run, model, model_dir: Path) -> None:
 def finetune_lm(model_dir: str | Path, out: str | Path, data: str | Path, recipe: LMRecipe | None = None, *,
                 eval_data: str | Path | None = None, seq_len: int = 128, val_fraction: float = 0.1, seed: int = 0,
                 resume: bool = False, force: bool = False, callbacks: list | None = None, progress=None,
-                arguments: dict | None = None, report_to: str = "none", lock: bool = True, guard=None) -> dict:
+                arguments: dict | None = None, report_to: str = "none", lock: bool = True, guard=None,
+                distill: Distill | None = None) -> dict:
     """Finetune (heal) a causal LM on `data`, evaluate its perplexity on `eval_data` (or on a held-out share of
-    `data`), save it with its tokenizer; returns the run's manifest."""
+    `data`), save it with its tokenizer; returns the run's manifest. With `distill`, the loss is (or mixes in)
+    the KL to the teacher's predictions, and eval.json adds the student's mean KL to the teacher."""
     job = LMFinetuneJob(Path(model_dir), Path(data), Path(eval_data) if eval_data else None, recipe or LMRecipe(),
-                        seed, seq_len, val_fraction, arguments)
+                        seed, seq_len, val_fraction, arguments, distill)
     return train_run(job, Path(out), RunOptions(resume, force, 0, callbacks or [], progress, report_to=report_to,
                                                 lock=lock, guard=guard))
