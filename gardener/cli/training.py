@@ -39,6 +39,11 @@ def finetune(
                                               "distillation (the KL is scaled by T^2)."),
     distill_weight: float = typer.Option(1.0, "--distill-weight", help="Share of the loss that is the KL (the "
                                          "rest is the task's loss); 1: the KL alone."),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="Heal with LoRA adapters of this rank on the "
+                                            "blocks' linear layers (the head trains whole), merged back at the end "
+                                            "into a plain checkpoint; needs peft."),
+    lora_alpha: float = typer.Option(16.0, "--lora-alpha", help="LoRA's scale alpha (updates are alpha / rank x BA)."),
+    lora_dropout: float = typer.Option(0.0, "--lora-dropout", help="Dropout on the LoRA adapters' input."),
 ) -> None:
     """Finetune (heal) a model on its task: a VideoMAE classifier (Step 4 of the paper), or a causal LM on text.
 
@@ -46,13 +51,11 @@ def finetune(
     {"text"} or {"input_ids"} lines) packed into --seq-len sequences, and its perplexity is measured on --eval-data
     (or a held-out --val-fraction of the sequences); it takes the recipe options given, with its own defaults."""
     from ..tasks import infer
-    from ..train.distill import Distill
 
-    distill = Distill(distill_from, distill_temperature, distill_weight) if distill_from else None
-    if distill is None:
-        _refuse_given(ctx, {"distill_temperature", "distill_weight"}, "finetuning without --distill-from")
+    distill, lora = _healing(ctx, distill_from, distill_temperature, distill_weight, lora_rank, lora_alpha,
+                             lora_dropout)
     if infer(model, task).name == "causal-lm":
-        return _finetune_text(ctx, model, data, out_dir, seq_len, seed, resume, force, report_to, distill)
+        return _finetune_text(ctx, model, data, out_dir, seq_len, seed, resume, force, report_to, distill, lora)
     _refuse_given(ctx, {"seq_len"}, "the video-classification task")
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table
@@ -60,7 +63,8 @@ def finetune(
 
     with live_progress("finetuning") as live:
         info = run(model, out_dir, data, recipe, **asdict(clips), seed=seed, resume=resume, force=force,
-                   progress=live.step, arguments=ctx.params, report_to=report_to, distill=distill)
+                   progress=live.step, arguments=ctx.params, report_to=report_to, distill=distill,
+                   lora=lora)
     if is_main_process():
         if not info.get("already_finished"):
             draw_eval_figures(out_dir)
@@ -68,6 +72,20 @@ def finetune(
         say(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed"
             if info.get("already_finished") else f"wrote {out_dir}/model (final), {out_dir}/eval.json, "
                                                  f"{out_dir}/gardener.json")
+
+
+def _healing(ctx: typer.Context, distill_from, temperature, weight, rank, alpha, dropout) -> tuple:
+    """The distillation and LoRA settings of a finetuning, if asked for (their other options alone are refused)."""
+    from ..train.distill import Distill
+    from ..train.lora import Lora
+
+    distill = Distill(distill_from, temperature, weight) if distill_from else None
+    if distill is None:
+        _refuse_given(ctx, {"distill_temperature", "distill_weight"}, "finetuning without --distill-from")
+    lora = Lora(rank, alpha, dropout) if rank is not None else None
+    if lora is None:
+        _refuse_given(ctx, {"lora_alpha", "lora_dropout"}, "finetuning without --lora-rank")
+    return distill, lora
 
 
 # the recipe options a causal LM's finetuning takes (by parameter name; `lr` is the recipe's base_lr)
@@ -78,7 +96,7 @@ TEXT_RECIPE = {"epochs": "epochs", "max_steps": "max_steps", "batch_size": "batc
 
 
 def _finetune_text(ctx: typer.Context, model: Path, data, out_dir: Path, seq_len: int, seed: int, resume: bool,
-                   force: bool, report_to: str, distill) -> None:
+                   force: bool, report_to: str, distill, lora) -> None:
     """The causal-lm task's finetuning: the recipe options given on the command line over LMRecipe's defaults."""
     from ..report.tables import lm_eval_table
     from ..train.lm import LMRecipe, finetune_lm
@@ -90,7 +108,7 @@ def _finetune_text(ctx: typer.Context, model: Path, data, out_dir: Path, seq_len
     with live_progress("finetuning") as live:
         info = finetune_lm(model, out_dir, data.data, LMRecipe(**given), eval_data=data.eval_data, seq_len=seq_len,
                            val_fraction=data.val_fraction, seed=seed, resume=resume, force=force, progress=live.step,
-                           arguments=ctx.params, report_to=report_to, distill=distill)
+                           arguments=ctx.params, report_to=report_to, distill=distill, lora=lora)
     if is_main_process():
         out.print(lm_eval_table({**info["final"], "seq_len": seq_len}))
         say(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed"
@@ -226,7 +244,8 @@ def make_data(
 def _make_text(ctx: typer.Context, out_dir: Path, documents: int, test_documents: int, seed: int, force: bool) -> None:
     from ..data.synthetic_text import write_text_corpus
 
-    _refuse_given(ctx, {"classes", "per_class", "test_per_class", "domain", "frames", "size", "ucf101_like"}, "text (--text)")
+    video = {"classes", "per_class", "test_per_class", "domain", "frames", "size", "ucf101_like"}
+    _refuse_given(ctx, video, "text (--text)")
     record = write_text_corpus(out_dir, documents=documents, test_documents=test_documents, seed=seed, force=force,
                                arguments=ctx.params)
     say(f"wrote {documents} + {test_documents} documents ({record['words']['train']:,} + {record['words']['test']:,} "

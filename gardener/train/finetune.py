@@ -6,6 +6,7 @@ a saved classifier. run.py's `train_run` does the rest of a run, as it does for 
 """
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ..errors import GardenerError
 from ..fileio import atomic_dir
 from ..settings import check_number
 from .distill import Distill, Teacher
+from .lora import Lora, merged, trainable, unused_adapters, with_adapters
 from .evaluate import metrics, normalisation, predict, to_model_input, write_eval_outputs
 from .loop import Run
 from .recipe import Recipe
@@ -190,8 +192,11 @@ class FinetuneJob(TrainingJob):
     arguments: dict | None = None
     keep_head: bool = False  # continue with the checkpoint's own head (its classes must be the data's)
     distill: Distill | None = None  # heal by distillation from this teacher, a classifier of the data's classes
+    lora: Lora | None = None  # train LoRA adapters (and the head) only, merged back at the end
 
     def load(self) -> TrainClips:
+        if self.lora is not None:
+            self.lora.check()
         if self.distill is not None:
             self.distill.check()
         self.spec = clip_spec_for(videomae_config(self.model_dir), self.frames, self.size, **self.views)
@@ -209,7 +214,8 @@ class FinetuneJob(TrainingJob):
     def identity(self) -> dict:
         return {"model": model_identity(self.model_dir),
                 "data": {"train": split_digest(self.train), "test": split_digest(self.test)},
-                **({"distill": self.distill.identity(model_identity)} if self.distill else {})}
+                **({"distill": self.distill.identity(model_identity)} if self.distill else {}),
+                **({"lora": self.lora.settings()} if self.lora else {})}
 
     def build_model(self):
         if self.distill is not None:  # its head's rows in the data's class order, as the student's
@@ -218,6 +224,10 @@ class FinetuneJob(TrainingJob):
         model = load_classifier(self.model_dir, self.train.classes, self.recipe, self.spec.size, self.keep_head)
         self.handles = add_drop_path(model, self.recipe.drop_path) + add_classifier_dropout(
             model, self.recipe.classifier_dropout)
+        if self.lora is not None:  # the head (and a fresh pooling norm) train whole
+            model = with_adapters(model, self.lora, tuple(n for n in ("fc_norm", "classifier")
+                                                          if getattr(model, n, None) is not None))
+        self.parameters = trainable(model)
         return model
 
     def loss(self, run: Run, batch: dict, step: int, micro: int) -> tuple:
@@ -265,6 +275,9 @@ class FinetuneJob(TrainingJob):
         """The final evaluation (without drop path), OUT/model, eval.json, predictions.csv, confusion.csv."""
         for handle in self.handles:
             handle.remove()
+        if self.lora is not None:  # the adapters added into the weights: a plain model from here on
+            self.parameters["unused_adapters"] = unused_adapters(run.accelerator.unwrap_model(run.model))
+            run.model = merged(run.accelerator.unwrap_model(run.model))
         result = self._evaluate(run)
         track(run.accelerator, {"step": run.schedule.total, "eval": {k: result[k] for k in EVAL_LOGGED}})
         if best is None or result["top1"] > best["top1"] or not self.recipe.eval_every:
@@ -287,7 +300,8 @@ class FinetuneJob(TrainingJob):
                      "clips_per_step": recipe.total_batch(world) * recipe.num_sample,
                      "peak_lr": run.schedule.peak, "final": final, "best": best, "resumes": run.resumes,
                      "head": "kept" if self.keep_head else "fresh",
-                     "distill": self.distill.record() if self.distill else None})
+                     "distill": self.distill.record() if self.distill else None,
+                     "lora": {**self.lora.settings(), **self.parameters, "merged": True} if self.lora else None})
         return info
 
 
@@ -296,12 +310,15 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
              test_crops: int = 3, min_crop_scale: float = 0.08, seed: int = 0, resume: bool = False, force: bool = False,
              callbacks: list[Callable[[int, float], None]] | None = None, progress: Callable | None = None,
              arguments: dict | None = None, keep_head: bool = False, report_to: str = "none", lock: bool = True,
-             guard: Callable[[], None] | None = None, distill: Distill | None = None) -> dict:
+             guard: Callable[[], None] | None = None, distill: Distill | None = None,
+             lora: Lora | None = None) -> dict:
     """Finetune on `data`, evaluate on its test split, save the model; returns the run's manifest.
 
     The classifier head is fresh, unless `keep_head`: then `model_dir` must be a classifier of the
     data's classes, and its head is trained on (as the healing oracle needs). `report_to`
-    ("tensorboard", "wandb") also logs the run's steps and evaluations to that tracker.
+    ("tensorboard", "wandb") also logs the run's steps and evaluations to that tracker. `distill` heals by
+    distillation from a teacher (train/distill.py); `lora` trains LoRA adapters and the head only, merged back
+    into a plain checkpoint at the end (train/lora.py).
 
     The run folder is locked while the run writes it (`lock`; a queued job's claim is its lock instead);
     `guard()`, when given, is called before each step writes and stops the run by raising.
@@ -313,7 +330,7 @@ def finetune(model_dir: str | Path, out: str | Path, data: DataOptions, recipe: 
     views = {"sampling_rate": sampling_rate, "test_clips": test_clips, "test_crops": test_crops,
              "scale": (min_crop_scale, 1.0)}
     job = FinetuneJob(Path(model_dir), data, recipe or Recipe(), seed, frames, size, views, arguments, keep_head,
-                      distill)
+                      distill, lora)
     return train_run(job, Path(out), RunOptions(resume, force, data.workers, callbacks or [], progress,
                                                 report_to=report_to, lock=lock, guard=guard))
 
@@ -350,7 +367,10 @@ def _save_model(accelerator, model, path: Path, model_dir: Path, force: bool) ->
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_dir(path, force=force) as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp)
+            plain = accelerator.unwrap_model(model)
+            if hasattr(plain, "merge_and_unload"):  # LoRA mid-run (best/): a merged copy, training goes on
+                plain = copy.deepcopy(plain).merge_and_unload()
+            plain.save_pretrained(tmp)
             processor = Path(model_dir) / "preprocessor_config.json"
             if processor.is_file():
                 shutil.copy2(processor, tmp / processor.name)

@@ -20,6 +20,7 @@ from ..data.text import TOKENIZER_FILES, Sequence
 from ..errors import GardenerError
 from ..fileio import atomic_dir, write_text
 from .distill import Distill, Teacher
+from .lora import Lora
 from .loop import Run
 from .recipe import RecipeBase
 from .run import RunOptions, TrainingJob, conclude, run_facts, run_manifest, train_run
@@ -93,12 +94,15 @@ class LMFinetuneJob(TrainingJob):
     val_fraction: float = 0.1
     arguments: dict | None = None
     distill: Distill | None = None  # heal by distillation from this teacher (train/distill.py)
+    lora: Lora | None = None  # train LoRA adapters only, merged back at the end (train/lora.py)
 
     def load(self) -> TextSequences:
         from ..tasks import infer
         from ..tasks.causal_lm import sequences_for
 
         infer(self.model_dir, "causal-lm")
+        if self.lora is not None:
+            self.lora.check()
         config = _config(self.model_dir)
         if self.distill is not None:
             self.distill.check()
@@ -124,14 +128,21 @@ class LMFinetuneJob(TrainingJob):
 
         return {"model": model_identity(self.model_dir),
                 "data": {"train": _digest(self.train), "test": _digest(self.test)},
-                **({"distill": self.distill.identity(model_identity)} if self.distill else {})}
+                **({"distill": self.distill.identity(model_identity)} if self.distill else {}),
+                **({"lora": self.lora.settings()} if self.lora else {})}
 
     def build_model(self):
         from ..scoring.calibration_data import load_model
 
+        from .lora import trainable, with_adapters
+
         if self.distill is not None:
             self.teacher = Teacher(load_model(Path(self.distill.teacher)))
-        return load_model(self.model_dir).train()
+        model = load_model(self.model_dir)
+        if self.lora is not None:
+            model = with_adapters(model, self.lora)
+        self.parameters = trainable(model)
+        return model.train()
 
     def loss(self, run: Run, batch: dict, step: int, micro: int) -> tuple:
         """The mean next-token loss over the batch's predicted tokens (no pad predicted nor predicted from), or
@@ -151,8 +162,11 @@ class LMFinetuneJob(TrainingJob):
     def exports(self, run: Run, best: dict | None) -> dict:
         """The perplexity of the held-out text, OUT/model (with the tokenizer), eval.json, gardener.json."""
         from ..tasks.causal_lm import mean_kl, measure
+        from .lora import merged, unused_adapters
 
-        model = run.accelerator.unwrap_model(run.model).eval()
+        if self.lora is not None:
+            self.parameters["unused_adapters"] = unused_adapters(run.accelerator.unwrap_model(run.model))
+        model = merged(run.accelerator.unwrap_model(run.model)).eval()  # LoRA's adapters added into the weights
         result = {**measure(model, self.test, self.recipe.batch_size, self.seed, run.autocast),
                   "seq_len": self.seq_len}
         if self.distill is not None:
@@ -166,7 +180,9 @@ class LMFinetuneJob(TrainingJob):
                               "held_out": self.eval_data is None},
                      "total_batch": self.recipe.total_batch(run.world), "peak_lr": run.schedule.peak,
                      "final": {k: v for k, v in result.items() if k != "per_sequence"}, "resumes": run.resumes,
-                     "distill": self.distill.record() if self.distill else None})
+                     "distill": self.distill.record() if self.distill else None,
+                     "lora": {**self.lora.settings(), **self.parameters, "merged": True} if self.lora else None,
+                     "parameters": self.parameters})
         return conclude(run, info, lambda: write_text(run.out / "eval.json", json.dumps(result, indent=2) + "\n",
                                                       force=True))
 
@@ -219,11 +235,11 @@ def finetune_lm(model_dir: str | Path, out: str | Path, data: str | Path, recipe
                 eval_data: str | Path | None = None, seq_len: int = 128, val_fraction: float = 0.1, seed: int = 0,
                 resume: bool = False, force: bool = False, callbacks: list | None = None, progress=None,
                 arguments: dict | None = None, report_to: str = "none", lock: bool = True, guard=None,
-                distill: Distill | None = None) -> dict:
+                distill: Distill | None = None, lora: Lora | None = None) -> dict:
     """Finetune (heal) a causal LM on `data`, evaluate its perplexity on `eval_data` (or on a held-out share of
     `data`), save it with its tokenizer; returns the run's manifest. With `distill`, the loss is (or mixes in)
     the KL to the teacher's predictions, and eval.json adds the student's mean KL to the teacher."""
     job = LMFinetuneJob(Path(model_dir), Path(data), Path(eval_data) if eval_data else None, recipe or LMRecipe(),
-                        seed, seq_len, val_fraction, arguments, distill)
+                        seed, seq_len, val_fraction, arguments, distill, lora)
     return train_run(job, Path(out), RunOptions(resume, force, 0, callbacks or [], progress, report_to=report_to,
                                                 lock=lock, guard=guard))

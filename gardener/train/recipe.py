@@ -171,7 +171,7 @@ def param_groups(model, recipe: RecipeBase, peak_lr: float) -> list[dict]:
         if not param.requires_grad:
             continue
         decay = not (param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in _NO_DECAY))
-        layer = layer_id(name, depth)
+        layer = layer_id(name.removeprefix("base_model.model."), depth)  # a LoRA-wrapped model's names too
         key = (layer, decay)
         if key not in groups:
             scale = recipe.layer_decay ** (depth + 1 - layer)

@@ -155,3 +155,63 @@ def test_finetune_distills_from_the_teacher_the_command_line_names(lm, tmp_path,
     code, _, err = cli([*args, "--distill-weight", "0.5", "-o", tmp_path / "no"], capsys)
     assert code == 2 and one_line_error(err) == ("error: --distill-weight: does not apply to finetuning without "
                                                  "--distill-from")
+
+
+def test_lora_trains_adapters_only_and_merges_them_into_a_plain_checkpoint(lm, tmp_path):
+    from safetensors import safe_open
+
+    from gardener.train.lora import Lora
+
+    model_dir, corpus = lm
+    test = corpus / "test.jsonl"
+    before = evaluate_causal_lm(model_dir, test, seq_len=SEQ_LEN)
+    info = finetune_lm(model_dir, tmp_path / "run", corpus / "train.jsonl", recipe(base_lr=1.0), eval_data=test,
+                       seq_len=SEQ_LEN, lora=Lora(rank=4, alpha=8))
+    assert info["lora"]["trainable"] < info["lora"]["total"] / 5 and info["lora"]["merged"]
+    with safe_open(str(tmp_path / "run" / "model" / "model.safetensors"), "pt") as saved, \
+            safe_open(str(model_dir / "model.safetensors"), "pt") as original:
+        assert set(saved.keys()) == set(original.keys())  # no adapter left: a plain checkpoint
+        for name in original.keys():
+            same = torch.equal(saved.get_tensor(name), original.get_tensor(name))
+            adapted = any(k in name for k in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj"))
+            assert same != adapted, name  # only the blocks' linear layers moved, by their merged adapters
+    healed = T.AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    assert type(healed).__name__ == "LlamaForCausalLM"
+    again = evaluate_causal_lm(tmp_path / "run" / "model", test, seq_len=SEQ_LEN)
+    assert again["perplexity"] == pytest.approx(info["final"]["perplexity"], rel=1e-4)
+    assert again["perplexity"] < before["perplexity"]
+
+
+def test_a_lora_run_resumes_on_the_same_trajectory(lm, tmp_path):
+    from gardener.train.lora import Lora
+
+    model_dir, corpus = lm
+    kwargs = dict(seq_len=SEQ_LEN, val_fraction=0.2, seed=2, lora=Lora(rank=2))
+    whole: list[float] = []
+    finetune_lm(model_dir, tmp_path / "a", corpus / "train.jsonl", recipe(max_steps=6, save_every=2),
+                callbacks=[lambda step, loss: whole.append(loss)], **kwargs)
+
+    def crash(step, loss):
+        if step == 3:
+            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError, match="killed"):
+        finetune_lm(model_dir, tmp_path / "b", corpus / "train.jsonl", recipe(max_steps=6, save_every=2),
+                    callbacks=[crash], **kwargs)
+    resumed: list[float] = []
+    finetune_lm(model_dir, tmp_path / "b", corpus / "train.jsonl", recipe(max_steps=6, save_every=2), resume=True,
+                callbacks=[lambda step, loss: resumed.append(loss)], **kwargs)
+    assert resumed == pytest.approx(whole[2:], abs=1e-6)
+
+
+def test_finetune_heals_with_lora_from_the_command_line(lm, tmp_path, capsys):
+    from conftest import cli, one_line_error
+
+    model_dir, corpus = lm
+    args = ["finetune", model_dir, "--data", corpus / "train.jsonl", "--seq-len", SEQ_LEN, "--max-steps", "2"]
+    code, _, err = cli([*args, "--lora-rank", "2", "--lora-alpha", "4", "-o", tmp_path / "run"], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "gardener.json").read_text())["lora"]
+    assert record["rank"] == 2 and record["alpha"] == 4 and record["merged"]
+    code, _, err = cli([*args, "--lora-alpha", "4", "-o", tmp_path / "no"], capsys)
+    assert code == 2 and one_line_error(err) == "error: --lora-alpha: does not apply to finetuning without --lora-rank"
