@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 
 from ..data.clips import ClipOptions
-from ..errors import GardenerError
 from ._app import err, is_main_process, out, say, live_progress
 from .options import CLIPS, DATA, FINETUNE_RECIPE, PRETRAIN_RECIPE, command
+from .task_runs import (EVAL_CLIPS, EVAL_DATA, evaluate_image, evaluate_text, finetune_image, finetune_text, healing,
+                        make_text, refuse_given)
 
 OUT_RUN_OPT = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, logs, best/ and model/.")
 RESUME_OPT = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
@@ -20,8 +21,8 @@ REPORT_TO_OPT = typer.Option("none", "--report-to", help="Also log losses, lr an
                              "tracker: none, tensorboard (OUT/tensorboard/) or wandb.")
 
 
-TASK_OPT = typer.Option(None, "--task", help="video-classification or causal-lm (default: the one that fits MODEL's "
-                        "class).")
+TASK_OPT = typer.Option(None, "--task", help="video-classification, image-classification or causal-lm (default: the "
+                        "one that fits MODEL's class).")
 
 
 @command(rich_help_panel="Training", data=DATA, recipe=FINETUNE_RECIPE, clips=CLIPS)
@@ -52,11 +53,14 @@ def finetune(
     (or a held-out --val-fraction of the sequences); it takes the recipe options given, with its own defaults."""
     from ..tasks import infer
 
-    distill, lora = _healing(ctx, distill_from, distill_temperature, distill_weight, lora_rank, lora_alpha,
+    distill, lora = healing(ctx, distill_from, distill_temperature, distill_weight, lora_rank, lora_alpha,
                              lora_dropout)
-    if infer(model, task).name == "causal-lm":
-        return _finetune_text(ctx, model, data, out_dir, seq_len, seed, resume, force, report_to, distill, lora)
-    _refuse_given(ctx, {"seq_len"}, "the video-classification task")
+    chosen = infer(model, task).name
+    if chosen == "causal-lm":
+        return finetune_text(ctx, model, data, out_dir, seq_len, seed, resume, force, report_to, distill, lora)
+    if chosen == "image-classification":
+        return finetune_image(ctx, model, data, clips.size, out_dir, seed, resume, force, report_to, distill, lora)
+    refuse_given(ctx, {"seq_len"}, "the video-classification task")
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table
     from ..train import finetune as run
@@ -74,49 +78,6 @@ def finetune(
                                                  f"{out_dir}/gardener.json")
 
 
-def _healing(ctx: typer.Context, distill_from, temperature, weight, rank, alpha, dropout) -> tuple:
-    """The distillation and LoRA settings of a finetuning, if asked for (their other options alone are refused)."""
-    from ..train.distill import Distill
-    from ..train.lora import Lora
-
-    distill = Distill(distill_from, temperature, weight) if distill_from else None
-    if distill is None:
-        _refuse_given(ctx, {"distill_temperature", "distill_weight"}, "finetuning without --distill-from")
-    lora = Lora(rank, alpha, dropout) if rank is not None else None
-    if lora is None:
-        _refuse_given(ctx, {"lora_alpha", "lora_dropout"}, "finetuning without --lora-rank")
-    return distill, lora
-
-
-# the recipe options a causal LM's finetuning takes (by parameter name; `lr` is the recipe's base_lr)
-TEXT_RECIPE = {"epochs": "epochs", "max_steps": "max_steps", "batch_size": "batch_size", "grad_accum": "grad_accum",
-               "lr": "base_lr", "min_lr": "min_lr", "warmup_epochs": "warmup_epochs", "warmup_steps": "warmup_steps",
-               "weight_decay": "weight_decay", "layer_decay": "layer_decay", "clip_grad": "clip_grad",
-               "bf16": "bf16", "compile": "compile", "save_every": "save_every", "keep_last": "keep_last"}
-
-
-def _finetune_text(ctx: typer.Context, model: Path, data, out_dir: Path, seq_len: int, seed: int, resume: bool,
-                   force: bool, report_to: str, distill, lora) -> None:
-    """The causal-lm task's finetuning: the recipe options given on the command line over LMRecipe's defaults."""
-    from ..report.tables import lm_eval_table
-    from ..train.lm import LMRecipe, finetune_lm
-
-    video = {p.name for group in (DATA, FINETUNE_RECIPE, CLIPS) for p in group.parameters()}
-    _refuse_given(ctx, video - set(TEXT_RECIPE) - {"data", "eval_data", "val_fraction"}, "the causal-lm task")
-    given = {field: ctx.params[name] for name, field in TEXT_RECIPE.items()
-             if ctx.get_parameter_source(name).name == "COMMANDLINE"}
-    with live_progress("finetuning") as live:
-        info = finetune_lm(model, out_dir, data.data, LMRecipe(**given), eval_data=data.eval_data, seq_len=seq_len,
-                           val_fraction=data.val_fraction, seed=seed, resume=resume, force=force, progress=live.step,
-                           arguments=ctx.params, report_to=report_to, distill=distill, lora=lora)
-    if is_main_process():
-        out.print(lm_eval_table({**info["final"], "seq_len": seq_len}))
-        say(f"{out_dir}: this run finished ({info['steps']} steps); nothing was changed"
-            if info.get("already_finished") else f"wrote {out_dir}/model (final, with its tokenizer), "
-                                                 f"{out_dir}/eval.json, {out_dir}/gardener.json")
-
-
-EVAL_DATA, EVAL_CLIPS = DATA.but("eval_data"), CLIPS.but("min_crop_scale")
 
 
 @command(rich_help_panel="Training", data=EVAL_DATA, clips=EVAL_CLIPS)
@@ -140,8 +101,10 @@ def evaluate(
 
     chosen = infer(model, task)
     if chosen.name == "causal-lm":
-        return _evaluate_text(ctx, model, data.data, out_dir, seq_len, seed, force)
-    _refuse_given(ctx, {"seq_len"}, f"the {chosen.name} task")
+        return evaluate_text(ctx, model, data.data, out_dir, seq_len, seed, force)
+    if chosen.name == "image-classification":
+        return evaluate_image(ctx, model, data, clips.size, out_dir, seed, force)
+    refuse_given(ctx, {"seq_len"}, f"the {chosen.name} task")
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table
     from ..train import evaluate_model
@@ -152,27 +115,6 @@ def evaluate(
         out.print(eval_table(result))
         if out_dir:
             say(f"wrote {out_dir}")
-
-
-def _evaluate_text(ctx: typer.Context, model: Path, data: Path, out_dir: Optional[Path], seq_len: int, seed: int,
-                   force: bool) -> None:
-    from ..report.tables import lm_eval_table
-    from ..tasks.causal_lm import evaluate_into
-
-    video = {p.name for group in (EVAL_DATA, EVAL_CLIPS) for p in group.parameters()} - {"data"}
-    _refuse_given(ctx, video, "the causal-lm task")
-    result = evaluate_into(model, data, out_dir, seq_len=seq_len, seed=seed, force=force, arguments=ctx.params)
-    out.print(lm_eval_table(result))
-    if out_dir:
-        say(f"wrote {out_dir}/eval.json")
-
-
-def _refuse_given(ctx: typer.Context, names: set[str], where: str) -> None:
-    """Options of another task or kind of data, given on the command line: a one-line error naming the first."""
-    for param in ctx.command.params:  # typer may vendor its own click: the source is compared by name
-        source = ctx.get_parameter_source(param.name) if param.name in names else None
-        if source is not None and source.name == "COMMANDLINE":
-            raise GardenerError(f"{param.opts[0]}: does not apply to {where}")
 
 
 @command("pretrain", rich_help_panel="Training", data=DATA.but("eval_data"), recipe=PRETRAIN_RECIPE,
@@ -231,23 +173,11 @@ def make_data(
     from ..data.synthetic import write_synthetic
 
     if text:
-        return _make_text(ctx, out_dir, documents, test_documents, seed, force)
-    _refuse_given(ctx, {"documents", "test_documents"}, "videos (without --text)")
+        return make_text(ctx, out_dir, documents, test_documents, seed, force)
+    refuse_given(ctx, {"documents", "test_documents"}, "videos (without --text)")
 
     info = write_synthetic(out_dir, classes=classes, per_class=per_class, test_per_class=test_per_class,
                            domain=domain, frames=frames, size=size, ucf101_like=ucf101_like, seed=seed, force=force,
                            arguments=ctx.params)
     say(f"wrote {info['count']} videos to {out_dir}/videos and split files to {out_dir}/splits "
         f"(use --data {out_dir}/videos --split-dir {out_dir}/splits)")
-
-
-def _make_text(ctx: typer.Context, out_dir: Path, documents: int, test_documents: int, seed: int, force: bool) -> None:
-    from ..data.synthetic_text import write_text_corpus
-
-    video = {"classes", "per_class", "test_per_class", "domain", "frames", "size", "ucf101_like"}
-    _refuse_given(ctx, video, "text (--text)")
-    record = write_text_corpus(out_dir, documents=documents, test_documents=test_documents, seed=seed, force=force,
-                               arguments=ctx.params)
-    say(f"wrote {documents} + {test_documents} documents ({record['words']['train']:,} + {record['words']['test']:,} "
-        f"words) to {out_dir}/train.jsonl and {out_dir}/test.jsonl, and their tokenizer to {out_dir}/tokenizer "
-        f"(unigram perplexity of the test text: {record['unigram_perplexity']:.1f})")

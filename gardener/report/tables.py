@@ -155,19 +155,23 @@ def info_table(info: dict[str, Any]) -> Table:
     return table
 
 
-def eval_table(result: dict[str, Any]) -> Table:
-    """Top-1 (WAR), top-5, UAR and throughput, then the recall of each class."""
-    table = Table("metric", "value", title=f"evaluation on {result['videos']} videos", header_style="bold")
-    table.add_row("top-1 accuracy (WAR)", f"{result['top1']:.4f}")
-    table.add_row("top-5 accuracy", f"{result['top5']:.4f}")
-    table.add_row("UAR (mean class recall)", f"{result['uar']:.4f}")
+def eval_table(result: dict[str, Any], unit: str = "videos") -> Table:
+    """Top-1 (WAR) and top-5 with their 95 % Wilson intervals, UAR and throughput, then the recall of each class."""
+    from ..stats import interval_of
+
+    n = result["videos"]
+    table = Table("metric", "value", "95 % interval", title=f"evaluation on {n} {unit}", header_style="bold")
+    for name, key in (("top-1 accuracy (WAR)", "top1"), ("top-5 accuracy", "top5")):
+        low, high = interval_of(result[key], n)
+        table.add_row(name, f"{result[key]:.4f}", f"[{low:.4f}, {high:.4f}]")
+    table.add_row("UAR (mean class recall)", f"{result['uar']:.4f}", "")
     if result.get("clips_per_s"):
-        table.add_row("views evaluated", str(result["views"]))
-        table.add_row("evaluation clips/s", f"{result['clips_per_s']:.1f}")
+        table.add_row("views evaluated", str(result["views"]), "")
+        table.add_row("evaluation clips/s", f"{result['clips_per_s']:.1f}", "")
     recalls = result.get("per_class_recall", {})
     if recalls and len(recalls) <= 30:
         for name, value in recalls.items():
-            table.add_row(f"  recall {name}", "-" if value is None else f"{value:.3f}")
+            table.add_row(f"  recall {name}", "-" if value is None else f"{value:.3f}", "")
     return table
 
 

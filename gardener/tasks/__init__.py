@@ -98,6 +98,12 @@ def _fitting(architecture: str) -> list[str]:
 register(Task("video-classification", "video clips to classes (VideoMAE; the paper's Step 4)",
               Metric("top1", "top-1 accuracy", "higher"),
               lambda cls: cls.startswith("VideoMAE"), "gardener.train.evaluation:evaluate_model"))
+# bare image encoders AutoModelForImageClassification puts a head on
+IMAGE_ENCODERS = ("ViTModel", "DeiTModel", "Dinov2Model", "SwinModel", "Swinv2Model", "BeitModel")
+register(Task("image-classification", "images to classes (ViT, DeiT, DINOv2, Swin, BEiT; a classifier or an encoder)",
+              Metric("top1", "top-1 accuracy", "higher"),
+              lambda cls: cls.endswith("ForImageClassification") or cls in IMAGE_ENCODERS,
+              "gardener.train.image:evaluate_image_model"))
 register(Task("causal-lm", "next-token prediction on text packed into sequences (LLaMA- and GPT-2-style)",
               Metric("perplexity", "perplexity", "lower"),
               lambda cls: cls.endswith(("ForCausalLM", "LMHeadModel")), "gardener.tasks.causal_lm:evaluate_causal_lm"))

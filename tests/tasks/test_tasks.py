@@ -38,12 +38,13 @@ def test_the_task_of_a_checkpoint_is_the_one_that_fits_its_model_class(llama, tm
     assert tasks.infer(video).name == "video-classification" and tasks.infer(video).metric.better == "higher"
     bert = save_hf(build_hf("bert"), tmp_path / "bert")
     with pytest.raises(GardenerError, match=r"a BertModel fits no registered task; name one with --task \(known: "
-                                            r"video-classification, causal-lm"):
+                                            r"video-classification, image-classification, causal-lm"):
         tasks.infer(bert)
     with pytest.raises(GardenerError, match="--task causal-lm: does not fit .* tasks that fit it: "
                                             "video-classification"):
         tasks.infer(video, "causal-lm")
-    with pytest.raises(GardenerError, match="unknown task 'image'; known: video-classification, causal-lm"):
+    with pytest.raises(GardenerError, match="unknown task 'image'; known: video-classification, "
+                                            "image-classification, causal-lm"):
         tasks.infer(video, "image")
 
 
