@@ -121,6 +121,19 @@ def refuse_given(ctx: typer.Context, names: set[str], where: str) -> None:
             raise GardenerError(f"{param.opts[0]}: does not apply to {where}")
 
 
+def make_images(ctx: typer.Context, out_dir: Path, classes: str, per_class: int, test_per_class: Optional[int],
+                size: int, seed: int, force: bool) -> None:
+    from ..data.synthetic_images import TEXTURES, write_images
+
+    refuse_given(ctx, {"domain", "frames", "ucf101_like", "documents", "test_documents"}, "images (--images)")
+    given = {name for name in ("classes", "size") if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if "classes" in given else TEXTURES
+    record = write_images(out_dir, classes=names, per_class=per_class, test_per_class=test_per_class or 20,
+                          size=size if "size" in given else 32, seed=seed, force=force, arguments=ctx.params)
+    say(f"wrote {record['train']} + {record['val']} images of {len(names)} classes to {out_dir}/train and "
+        f"{out_dir}/val (use --data {out_dir})")
+
+
 def make_text(ctx: typer.Context, out_dir: Path, documents: int, test_documents: int, seed: int, force: bool) -> None:
     from ..data.synthetic_text import write_text_corpus
 

@@ -11,7 +11,7 @@ from ..data.clips import ClipOptions
 from ._app import err, is_main_process, out, say, live_progress
 from .options import CLIPS, DATA, FINETUNE_RECIPE, PRETRAIN_RECIPE, command
 from .task_runs import (EVAL_CLIPS, EVAL_DATA, evaluate_image, evaluate_text, finetune_image, finetune_text, healing,
-                        make_text, refuse_given)
+                        make_images, make_text, refuse_given)
 
 OUT_RUN_OPT = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, logs, best/ and model/.")
 RESUME_OPT = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
@@ -162,6 +162,9 @@ def make_data(
     text: bool = typer.Option(False, "--text", help="Write text instead: a small formal language (verbs that agree "
                               "with subjects across nested clauses) as train.jsonl and test.jsonl, with its "
                               "tokenizer/, for the causal-lm task."),
+    images: bool = typer.Option(False, "--images", help="Write images instead: textures (stripes, dots, checkers, "
+                                "rings) as PNG files in train/ and val/ class folders, for the image-classification "
+                                "task (--classes, --per-class, --test-per-class, --size apply; default 32 px)."),
     documents: int = typer.Option(2000, "--documents", help="With --text: training documents (4-12 sentences)."),
     test_documents: int = typer.Option(200, "--test-documents", help="With --text: test documents."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same videos (or text)."),
@@ -169,11 +172,16 @@ def make_data(
 ) -> None:
     """Write a deterministic synthetic dataset: action videos as real video files, or text.
 
-    With --text, a small formal language for the causal-lm task instead of videos."""
+    With --text, a small formal language for the causal-lm task instead; with --images, textures for the
+    image-classification task."""
     from ..data.synthetic import write_synthetic
 
+    if text and images:
+        raise typer.BadParameter("give one of --text and --images", param_hint="'--images'")
     if text:
         return make_text(ctx, out_dir, documents, test_documents, seed, force)
+    if images:
+        return make_images(ctx, out_dir, classes, per_class, test_per_class, size, seed, force)
     refuse_given(ctx, {"documents", "test_documents"}, "videos (without --text)")
 
     info = write_synthetic(out_dir, classes=classes, per_class=per_class, test_per_class=test_per_class,

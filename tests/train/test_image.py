@@ -10,21 +10,11 @@ import pytest
 import transformers as T
 
 from gardener import tasks
+from gardener.data.synthetic_images import texture, write_images
 from gardener.errors import GardenerError
 from gardener.train.image import ImageRecipe, evaluate_image_model, finetune_images
 
 CLASSES = ("horizontal", "vertical", "dots")
-
-
-def draw(kind: str, rng: np.random.Generator, size: int = 40) -> np.ndarray:
-    """A noisy image of stripes one way or the other, or dots, in a random colour and phase."""
-    y, x = np.mgrid[:size, :size]
-    period, phase = rng.integers(4, 8), rng.integers(0, 8)
-    pattern = {"horizontal": (y + phase) % period < period // 2, "vertical": (x + phase) % period < period // 2,
-               "dots": ((x + phase) % period < 2) & ((y + phase) % period < 2)}[kind]
-    colour = rng.integers(80, 255, 3)
-    image = pattern[..., None] * colour + rng.normal(0, 20, (size, size, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +25,8 @@ def images(tmp_path_factory):
     rng = np.random.default_rng(0)
     for kind in CLASSES:
         (root / kind).mkdir(parents=True)
-        for k in range(16):
-            Image.fromarray(draw(kind, rng)).save(root / kind / f"{k}.png")
+        for k in range(40):
+            Image.fromarray(texture(kind, rng, 40)).save(root / kind / f"{k}.png")
     return root
 
 
@@ -50,7 +40,7 @@ def vit(path, seed: int = 0):
 
 
 def recipe(**changes) -> ImageRecipe:
-    return ImageRecipe(**{"batch_size": 8, "max_steps": 40, "warmup_steps": 3, "base_lr": 0.05, "layer_decay": 1.0,
+    return ImageRecipe(**{"batch_size": 8, "max_steps": 80, "warmup_steps": 3, "base_lr": 0.02, "layer_decay": 1.0,
                           "save_every": 1000, **changes})
 
 
@@ -59,7 +49,7 @@ def test_a_vit_encoder_learns_the_images_and_its_classifier_reloads_and_reproduc
     assert tasks.infer(model).name == "image-classification"
     info = finetune_images(model, tmp_path / "run", images, recipe(), val_fraction=0.25, workers=0)
     final = info["final"]
-    assert final["images"] == 12 and final["top1_interval"][0] > 1 / 3  # above chance beyond noise
+    assert final["images"] == 30 and final["top1_interval"][0] > 1 / 3  # above chance beyond noise
     saved = T.AutoModelForImageClassification.from_pretrained(tmp_path / "run" / "model")
     assert type(saved).__name__ == "ViTForImageClassification" and saved.config.id2label[0] == "dots"
     again = evaluate_image_model(tmp_path / "run" / "model", images, val_fraction=0.25)
@@ -124,7 +114,7 @@ def test_the_commands_finetune_and_evaluate_an_image_model_with_intervals(images
     used = json.loads((tmp_path / "run" / "gardener.json").read_text())
     assert used["task"] == "image-classification"
     assert used["recipe"] == {**ImageRecipe().to_dict(), "max_steps": 4, "base_lr": 0.05, "betas": [0.9, 0.999]}
-    assert "evaluation on 12 images" in shown and "95 % interval" in shown
+    assert "evaluation on 30 images" in shown and "95 % interval" in shown
     code, shown, err = cli(["evaluate", tmp_path / "run" / "model", "--data", images, "--val-fraction", "0.25",
                             "-o", tmp_path / "test"], capsys)
     assert code == 0, err
@@ -135,3 +125,23 @@ def test_the_commands_finetune_and_evaluate_an_image_model_with_intervals(images
                            capsys)
         assert code == 2 and one_line_error(err) == f"error: {other[0]}: does not apply to the image-classification task"
     assert not (tmp_path / "no").exists()
+
+
+def test_make_data_images_writes_texture_classes_that_read_as_train_and_val_splits(tmp_path, capsys):
+    from conftest import cli, one_line_error
+
+    from gardener.data.images import read_image_splits
+
+    code, _, err = cli(["make-data", tmp_path / "a", "--images", "--classes", "dots,rings", "--per-class", "3",
+                        "--test-per-class", "2", "--size", "16"], capsys)
+    assert code == 0, err
+    train, test = read_image_splits(tmp_path / "a")
+    assert train.classes == ["dots", "rings"] and len(train) == 6 and len(test) == 4
+    write_images(tmp_path / "b", classes=("dots", "rings"), per_class=3, test_per_class=2, size=16, seed=0)
+    assert [p.read_bytes() for p in sorted((tmp_path / "a").rglob("*.png"))] == \
+        [p.read_bytes() for p in sorted((tmp_path / "b").rglob("*.png"))]  # the same seed, the same files
+    code, _, err = cli(["make-data", tmp_path / "c", "--images", "--frames", "8"], capsys)
+    assert code == 2 and one_line_error(err) == "error: --frames: does not apply to images (--images)"
+    code, _, err = cli(["make-data", tmp_path / "c", "--images", "--classes", "dots,stars"], capsys)
+    assert code == 2 and "'stars' is not a texture" in one_line_error(err)
+    assert not (tmp_path / "c").exists()
