@@ -32,11 +32,11 @@ def sha256(path: Path) -> str:
 
 def update(run: Path, docs: Path = DOCS, section: str = SECTION) -> dict:
     """Copy the figures of `run` into `docs` and write docs/figures.json; returns what it wrote."""
-    demo = json.loads((run / "demo.json").read_text())
-    pooled = json.loads((run / "pooled.json").read_text())
-    missing = [source for source in FIGURES.values() if not (run / source).is_file()]
+    missing = [source for source in ("demo.json", "pooled.json", *FIGURES.values()) if not (run / source).is_file()]
     if missing:
         raise SystemExit(f"{run}: not a finished `gardener demo --replicates N` folder (missing {', '.join(missing)})")
+    demo = json.loads((run / "demo.json").read_text())
+    pooled = json.loads((run / "pooled.json").read_text())
     record = {
         "run": {"command": f"gardener demo OUT --replicates {pooled['models']} --seed {demo['seed']}"
                            + (" --quick" if demo["quick"] else ""),

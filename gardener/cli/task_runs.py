@@ -113,6 +113,15 @@ def evaluate_text(ctx: typer.Context, model: Path, data: Path, out_dir: Optional
         say(f"wrote {out_dir}/eval.json")
 
 
+RUNNABLE = ("video-classification", "image-classification", "causal-lm")
+
+
+def runnable(task: str) -> None:
+    """A registered task these commands have no path for (one a plugin added): a one-line error."""
+    if task not in RUNNABLE:
+        raise GardenerError(f"--task {task}: finetune and evaluate run {', '.join(RUNNABLE)}")
+
+
 def refuse_given(ctx: typer.Context, names: set[str], where: str) -> None:
     """Options of another task or kind of data, given on the command line: a one-line error naming the first."""
     for param in ctx.command.params:  # typer may vendor its own click: the source is compared by name

@@ -11,7 +11,7 @@ from ..data.clips import ClipOptions
 from ._app import err, is_main_process, out, say, live_progress
 from .options import CLIPS, DATA, FINETUNE_RECIPE, PRETRAIN_RECIPE, command
 from .task_runs import (EVAL_CLIPS, EVAL_DATA, evaluate_image, evaluate_text, finetune_image, finetune_text, healing,
-                        make_images, make_text, refuse_given)
+                        make_images, make_text, refuse_given, runnable)
 
 OUT_RUN_OPT = typer.Option(..., "-o", "--out", help="Run folder: checkpoints, logs, best/ and model/.")
 RESUME_OPT = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
@@ -53,13 +53,13 @@ def finetune(
     (or a held-out --val-fraction of the sequences); it takes the recipe options given, with its own defaults."""
     from ..tasks import infer
 
-    distill, lora = healing(ctx, distill_from, distill_temperature, distill_weight, lora_rank, lora_alpha,
-                             lora_dropout)
+    distill, lora = healing(ctx, distill_from, distill_temperature, distill_weight, lora_rank, lora_alpha, lora_dropout)
     chosen = infer(model, task).name
     if chosen == "causal-lm":
         return finetune_text(ctx, model, data, out_dir, seq_len, seed, resume, force, report_to, distill, lora)
     if chosen == "image-classification":
         return finetune_image(ctx, model, data, clips.size, out_dir, seed, resume, force, report_to, distill, lora)
+    runnable(chosen)
     refuse_given(ctx, {"seq_len"}, "the video-classification task")
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table
@@ -67,8 +67,7 @@ def finetune(
 
     with live_progress("finetuning") as live:
         info = run(model, out_dir, data, recipe, **asdict(clips), seed=seed, resume=resume, force=force,
-                   progress=live.step, arguments=ctx.params, report_to=report_to, distill=distill,
-                   lora=lora)
+                   progress=live.step, arguments=ctx.params, report_to=report_to, distill=distill, lora=lora)
     if is_main_process():
         if not info.get("already_finished"):
             draw_eval_figures(out_dir)
@@ -104,6 +103,7 @@ def evaluate(
         return evaluate_text(ctx, model, data.data, out_dir, seq_len, seed, force)
     if chosen.name == "image-classification":
         return evaluate_image(ctx, model, data, clips.size, out_dir, seed, force)
+    runnable(chosen.name)
     refuse_given(ctx, {"seq_len"}, f"the {chosen.name} task")
     from ..report.figures import draw_eval_figures
     from ..report.tables import eval_table

@@ -61,7 +61,11 @@ def read_image_splits(root: Path, eval_data: Path | None = None, val_fraction: f
                       seed: int = 0) -> tuple[ImageSplit, ImageSplit]:
     """(train, test) splits of an image dataset, in any of the layouts above; one-line errors name the folder."""
     root = Path(root)
-    if eval_data is None and (root / "train").is_dir():
+    if not 0 < val_fraction < 1:
+        raise GardenerError(f"--val-fraction {val_fraction}: expected a share between 0 and 1")
+    if (root / "train").is_dir() and eval_data is not None:
+        root = root / "train"  # the train/ folder of a split layout; --eval-data replaces its val/
+    elif eval_data is None and (root / "train").is_dir():
         test_root = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
         if test_root is None:
             raise GardenerError(f"--data {root}: has train/ but no val/ or test/ beside it")
@@ -90,6 +94,21 @@ def _split(found: dict[str, list[Path]], source: str) -> ImageSplit:
     classes = sorted(found)
     pairs = [(path, k) for k, name in enumerate(classes) for path in found[name]]
     return ImageSplit([p for p, _ in pairs], [k for _, k in pairs], classes, source)
+
+
+def check_readable(*splits: ImageSplit) -> None:
+    """Every image's header reads (before a run starts, not hours into it): a one-line error names the first that
+    does not."""
+    from PIL import Image, UnidentifiedImageError
+
+    for split in splits:
+        for path in split.paths:
+            try:
+                with Image.open(path) as image:
+                    image.size  # noqa: B018 - the header alone
+            except (UnidentifiedImageError, OSError) as exc:
+                raise GardenerError(f"{path}: not an image PIL can read ({type(exc).__name__}); remove it from "
+                                    f"the data") from None
 
 
 def open_rgb(path: Path):

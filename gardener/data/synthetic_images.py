@@ -45,6 +45,9 @@ def write_images(out: str | Path, *, classes: tuple[str, ...] = TEXTURES, per_cl
     from ..settings import check_number
 
     unknown = [c for c in classes if c not in TEXTURES]
+    repeated = sorted({c for c in classes if list(classes).count(c) > 1})
+    if repeated:
+        raise GardenerError(f"--classes: {repeated[0]!r} is given twice; name each texture once")
     if unknown or len(set(classes)) < 2:
         raise GardenerError(f"--classes: {unknown[0]!r} is not a texture ({', '.join(TEXTURES)})" if unknown else
                             f"--classes: give at least two textures of {', '.join(TEXTURES)}")

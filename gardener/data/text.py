@@ -46,6 +46,10 @@ def read_sequences(path: Path, model_dir: Path, seq_len: int, vocab_size: int | 
     else:
         documents, given = _jsonl(path, text, flag)
     out = [_checked(f"{flag} {path} line {line}", ids, mask, vocab_size) for line, ids, mask in given]
+    long = next((line for (line, ids, _), row in zip(given, out) if pack and len(row.ids) > seq_len), None)
+    if long is not None:
+        raise GardenerError(f"{flag} {path} line {long}: longer than --seq-len {seq_len}; give token ids of at most "
+                            f"{seq_len} per line, or text to be packed")
     if documents:
         tokenizer = load_tokenizer(model_dir, flag)
         encoded = [_encode(tokenizer, document) for document in documents]

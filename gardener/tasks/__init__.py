@@ -81,7 +81,7 @@ def infer(model_dir: str | Path, name: str | None = None) -> Task:
     fitting = _fitting(architecture)
     if name is not None:
         task = get(name)
-        if not task.fits(architecture):
+        if architecture and not task.fits(architecture):  # a config.json naming no class: the user's word
             raise GardenerError(f"--task {name}: does not fit {model_dir} ({what}); tasks that fit it: "
                                 f"{', '.join(fitting) or 'none'}")
         return task

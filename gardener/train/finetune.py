@@ -209,7 +209,8 @@ class FinetuneJob(TrainingJob):
         return TrainClips(self.train, train_infos, self.spec, self.seed, self.recipe.num_sample)
 
     def inputs(self) -> list[tuple[str, Path | None]]:
-        return [("the model", self.model_dir), *self.data.inputs()]
+        return [("the model", self.model_dir), *self.data.inputs(),
+                ("the teacher", self.distill.teacher if self.distill else None)]
 
     def identity(self) -> dict:
         return {"model": model_identity(self.model_dir),

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..data.images import ImageSpec, ImageSplit, TrainImages, eval_view, read_image_splits
+from ..data.images import ImageSpec, ImageSplit, TrainImages, check_readable, eval_view, read_image_splits
 from ..errors import GardenerError
 from ..fileio import atomic_dir
 from ..stats import interval_of
@@ -80,7 +80,7 @@ def load_image_classifier(model_dir: Path, classes: list[str], keep_head: bool =
                 raise GardenerError(f"{model_dir}: its head classifies {', '.join(own[:3])} ...; the data's classes "
                                     f"are {', '.join(classes[:3])} ... (in this order); give a classifier finetuned "
                                     f"on this data")
-            return model.float()
+            return _frozen_mask_token(model.float())
         model = AutoModelForImageClassification.from_pretrained(model_dir, ignore_mismatched_sizes=True, **labels)
     except ValueError as exc:  # a class AutoModelForImageClassification has no classifier for
         raise GardenerError(f"{model_dir}: transformers builds no image classifier from it "
@@ -93,7 +93,16 @@ def load_image_classifier(model_dir: Path, classes: list[str], keep_head: bool =
         with torch.no_grad():
             torch.nn.init.trunc_normal_(head.weight, std=2e-5)  # a small fresh head (MAE's finetuning)
             head.bias.zero_()
-    return model.float()
+    return _frozen_mask_token(model.float())
+
+
+def _frozen_mask_token(model):
+    """A masked-image-modelling token (DINOv2's, BEiT's) takes no part in classification: frozen, so that every
+    trainable parameter gets a gradient (DDP requires it)."""
+    for name, param in model.named_parameters():
+        if name.endswith("mask_token"):
+            param.requires_grad_(False)
+    return model
 
 
 def evaluate_images(model, split: ImageSplit, spec: ImageSpec, mean, std, batch: int = 64, dtype=None) -> dict:
@@ -142,8 +151,15 @@ class ImageFinetuneJob(TrainingJob):
         for extra in (self.distill, self.lora):
             if extra is not None:
                 extra.check()
-        self.spec = ImageSpec(self.size or image_size_of(self.model_dir))
+        native = image_size_of(self.model_dir)
+        if self.size is not None and self.size != native:
+            raise GardenerError(f"--size {self.size}: {self.model_dir} takes images of {native} px (its position "
+                                f"embeddings are made for them); leave --size out")
+        self.spec = ImageSpec(native)
         self.train, self.test = read_image_splits(self.data, self.eval_data, self.val_fraction, self.seed)
+        check_readable(self.train, self.test)
+        if self.distill is not None:  # a teacher of the data's classes, said before the run starts
+            _teacher_classes(Path(self.distill.teacher), self.train.classes)
         self.mean, self.std = normalisation(self.model_dir)
         return TrainImages(self.train, self.spec, self.seed)
 
@@ -201,6 +217,15 @@ class ImageFinetuneJob(TrainingJob):
                      "lora": {**self.lora.settings(), **self.parameters, "merged": True} if self.lora else None})
         return conclude(run, info, lambda: write_eval_outputs(run.out, result, self.test.paths,
                                                               {"model": str(run.out / "model")}))
+
+
+def _teacher_classes(teacher: Path, classes: list[str]) -> None:
+    config = json.loads((teacher / "config.json").read_text())
+    own = [config.get("id2label", {}).get(str(i)) for i in range(len(config.get("id2label", {})))]
+    if own != list(classes):
+        raise GardenerError(f"--distill-from {teacher}: its head classifies {', '.join(map(str, own[:3])) or 'nothing'}"
+                            f" ...; the data's classes are {', '.join(classes[:3])} ... (in this order); give a "
+                            f"classifier finetuned on this data")
 
 
 def _files(model_dir: Path) -> list[Path]:

@@ -91,7 +91,7 @@ class LMFinetuneJob(TrainingJob):
     recipe: LMRecipe
     seed: int
     seq_len: int = 128
-    val_fraction: float = 0.1
+    val_fraction: float = 0.2
     arguments: dict | None = None
     distill: Distill | None = None  # heal by distillation from this teacher (train/distill.py)
     lora: Lora | None = None  # train LoRA adapters only, merged back at the end (train/lora.py)
@@ -232,7 +232,7 @@ def _save(run: Run, model, model_dir: Path) -> None:
 
 
 def finetune_lm(model_dir: str | Path, out: str | Path, data: str | Path, recipe: LMRecipe | None = None, *,
-                eval_data: str | Path | None = None, seq_len: int = 128, val_fraction: float = 0.1, seed: int = 0,
+                eval_data: str | Path | None = None, seq_len: int = 128, val_fraction: float = 0.2, seed: int = 0,
                 resume: bool = False, force: bool = False, callbacks: list | None = None, progress=None,
                 arguments: dict | None = None, report_to: str = "none", lock: bool = True, guard=None,
                 distill: Distill | None = None, lora: Lora | None = None) -> dict:

@@ -18,12 +18,13 @@ from .state import Log, save_checkpoint
 from .tracking import accelerator_options
 
 
-def make_accelerator(report_to: str = "none", out: Path | None = None):
+def make_accelerator(report_to: str = "none", out: Path | None = None, find_unused: bool = False):
     """The process's Accelerator: a GPU each, or CPU processes (gloo) without GPUs or when processes
     outnumber them. Its mixed precision is always "no": each job autocasts itself (`autocast_dtype`),
     so that finetuning, evaluation, pretraining and sweep jobs with any precision share one process.
     A state another library left at another precision is reset (the processes stay as they are).
-    With `report_to` a tracker ("tensorboard", "wandb"), it logs under the run folder `out`."""
+    With `report_to` a tracker ("tensorboard", "wandb"), it logs under the run folder `out`. `find_unused` tells
+    DDP that some trainable parameters may get no gradient (LoRA adapters a model's forward bypasses)."""
     import os
 
     import torch
@@ -35,7 +36,13 @@ def make_accelerator(report_to: str = "none", out: Path | None = None):
     shared = getattr(AcceleratorState, "_shared_state", {})
     if shared.get("_mixed_precision", "no") != "no":
         AcceleratorState._reset_state()
-    return Accelerator(cpu=not gpu, mixed_precision="no", **accelerator_options(report_to, out))
+    handlers = []
+    if find_unused:
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    return Accelerator(cpu=not gpu, mixed_precision="no", kwargs_handlers=handlers,
+                       **accelerator_options(report_to, out))
 
 
 def make_optimizer(model, groups: list[dict], lr: float, betas: tuple[float, float], accelerator):

@@ -37,13 +37,14 @@ class Lora:
 
 
 def block_linears(model) -> list[str]:
-    """The full names of the linear layers inside the model's block stack (its encoder, or a decoder's layers):
-    attention and MLP projections, not embeddings nor heads."""
+    """The full names of the linear layers inside the model's blocks (every stage of a staged model such as Swin;
+    a pretraining decoder left out): attention and MLP projections, not embeddings nor heads."""
     import torch
 
-    from ..blocks import choose_stack
+    from ..blocks import find_stacks
 
-    stack = choose_stack([name for name, _ in model.named_parameters()], where="the model").name
+    stacks = tuple(f"{s.name}." for s in find_stacks([name for name, _ in model.named_parameters()])
+                   if s.kind.role != "decoder")
     kinds = (torch.nn.Linear,)
     try:
         from transformers.pytorch_utils import Conv1D  # GPT-2's projections
@@ -52,7 +53,7 @@ def block_linears(model) -> list[str]:
     except ImportError:  # pragma: no cover - every supported transformers has it
         pass
     return [name for name, module in model.named_modules()
-            if name.startswith(f"{stack}.") and isinstance(module, kinds)]
+            if stacks and name.startswith(stacks) and isinstance(module, kinds)]
 
 
 def with_adapters(model, lora: Lora, trained: tuple[str, ...] = ()):

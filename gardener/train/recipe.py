@@ -152,26 +152,40 @@ class Recipe(RecipeBase):
 
 
 _NO_DECAY = ("position_embeddings", "cls_token", "mask_token")
-def layer_id(name: str, depth: int) -> int:
-    """0 for the embeddings, i + 1 for encoder block i, depth + 1 for what follows them (norm, head,
-    a pretraining decoder)."""
-    from ..families import kind_of, split_key
+def block_numbers(names: list[str]) -> tuple[dict[str, int], int]:
+    """Where each block stack's blocks start in one numbering of the model's blocks from its input (a staged model
+    such as Swin counts its stages one after another), and how many blocks there are; decoders are left out."""
+    from ..blocks import find_stacks
+
+    offsets, total = {}, 0
+    for stack in find_stacks(names):
+        if stack.kind.role != "decoder":
+            offsets[stack.name], total = total, total + stack.depth
+    return offsets, total
+
+
+def layer_id(name: str, offsets: dict[str, int], depth: int) -> int:
+    """0 for the embeddings, k for the k-th block from the input (1-based), depth + 1 for what follows the blocks
+    (norm, head, a pretraining decoder)."""
+    from ..families import split_key
 
     if ".embeddings." in f".{name}" or name.startswith("embeddings."):
         return 0
     found = split_key(name)
-    return found[1] + 1 if found and kind_of(found[0]).role != "decoder" else depth + 1
+    return offsets[found[0]] + found[1] + 1 if found and found[0] in offsets else depth + 1
 
 
 def param_groups(model, recipe: RecipeBase, peak_lr: float) -> list[dict]:
-    """AdamW groups: layer-wise lr decay, and no weight decay on norms, biases and embeddings."""
-    depth = model.config.num_hidden_layers
+    """AdamW groups: layer-wise lr decay over the blocks from the input (every block of every stage), and no
+    weight decay on norms, biases and embeddings. A LoRA-wrapped model's names are read as the model's."""
+    named = [(name.removeprefix("base_model.model."), param) for name, param in model.named_parameters()]
+    offsets, depth = block_numbers([name for name, _ in named])
     groups: dict[tuple[int, bool], dict] = {}
-    for name, param in model.named_parameters():
+    for name, param in named:
         if not param.requires_grad:
             continue
         decay = not (param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in _NO_DECAY))
-        layer = layer_id(name.removeprefix("base_model.model."), depth)  # a LoRA-wrapped model's names too
+        layer = layer_id(name, offsets, depth)
         key = (layer, decay)
         if key not in groups:
             scale = recipe.layer_decay ** (depth + 1 - layer)

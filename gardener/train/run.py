@@ -81,6 +81,10 @@ class TrainingJob(ABC):
     def loss(self, run: Run, batch: dict, step: int, micro: int) -> tuple:
         """(loss, clips) or (loss, clips, extras) of one micro-batch."""
 
+    def finds_unused(self) -> bool:
+        """Whether some trainable parameters may get no gradient (DDP must then look for them): LoRA runs."""
+        return getattr(self, "lora", None) is not None
+
     def after_step(self, run: Run) -> Callable[[int, dict | None], dict | None] | None:
         """A hook called after each optimizer step with (step, best) that returns the best metric; None for none."""
         return None
@@ -110,7 +114,7 @@ def train_run(job: TrainingJob, out: Path, options: RunOptions) -> dict:
             return {**done, "already_finished": True}
         start = check_out(out, options.resume, options.force)
         clips = job.load()
-        accelerator = make_accelerator(options.report_to, out)
+        accelerator = make_accelerator(options.report_to, out, job.finds_unused())
         try:
             run, step, best = _start(job, clips, out, start, options, accelerator)
             best = run_steps(run, step, best, partial(job.loss, run), job.after_step(run))

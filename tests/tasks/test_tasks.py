@@ -131,3 +131,19 @@ def test_evaluate_on_a_causal_lm_reports_perplexity_with_its_interval_and_writes
     before = (tmp_path / "ev" / "eval.json").read_bytes()
     code, _, err = cli(["evaluate", path, "--data", text, "-o", tmp_path / "ev"], capsys)
     assert code == 2 and "exists" in one_line_error(err) and (tmp_path / "ev" / "eval.json").read_bytes() == before
+
+
+def test_token_ids_longer_than_a_sequence_are_refused_and_a_config_without_a_class_takes_the_named_task(llama,
+                                                                                                       tmp_path):
+    path, _, _ = llama
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text(json.dumps({"input_ids": [5] * 4}) + "\n" + json.dumps({"input_ids": [5] * (SEQ_LEN + 1)}) + "\n")
+    with pytest.raises(GardenerError, match=rf"line 2: longer than --seq-len {SEQ_LEN}"):
+        evaluate_causal_lm(path, ids, seq_len=SEQ_LEN)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    config = json.loads((path / "config.json").read_text())
+    (bare / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "architectures"}))
+    assert tasks.infer(bare, "causal-lm").name == "causal-lm"
+    with pytest.raises(GardenerError, match="a model of no named class fits no registered task"):
+        tasks.infer(bare)

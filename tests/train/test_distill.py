@@ -74,3 +74,7 @@ def test_a_resume_keeps_its_teacher_and_bad_distillation_settings_are_refused(tm
         with pytest.raises(GardenerError, match=message):
             finetune(tiny_model_dir, tmp_path / "bad", data, recipe, seed=0, distill=bad, **CLIPS)
     assert not (tmp_path / "bad").exists()
+    before = (teachers[0] / "model.safetensors").read_bytes()
+    with pytest.raises(GardenerError, match="the teacher"):  # an output over the teacher, even with --force
+        finetune(tiny_model_dir, teachers[0], data, recipe, seed=0, force=True, distill=Distill(teachers[0]), **CLIPS)
+    assert (teachers[0] / "model.safetensors").read_bytes() == before

@@ -101,7 +101,19 @@ def test_folders_that_cannot_make_the_task_are_one_line_errors_before_any_run(im
                                      num_key_value_heads=1, vocab_size=20)).save_pretrained(tmp_path / "llama")
     with pytest.raises(GardenerError, match="--task image-classification: does not fit .* tasks that fit it: causal-lm"):
         finetune_images(tmp_path / "llama", tmp_path / "r3", images, recipe(), workers=0)
-    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3"))
+    broken = tmp_path / "broken"
+    for kind in ("a", "b"):
+        (broken / kind).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(broken / kind / f"ok{k}.png")
+    (broken / "b" / "._ok0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    with pytest.raises(GardenerError, match=r"\._ok0\.png: not an image PIL can read"):
+        finetune_images(model, tmp_path / "r4", broken, recipe(), workers=0)
+    with pytest.raises(GardenerError, match="--size 64: .* takes images of 32 px"):
+        finetune_images(model, tmp_path / "r5", images, recipe(), size=64, workers=0)
+    with pytest.raises(GardenerError, match="--val-fraction 0: expected a share between 0 and 1"):
+        finetune_images(model, tmp_path / "r6", images, recipe(), val_fraction=0, workers=0)
+    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3", "r4", "r5", "r6"))
 
 
 def test_the_commands_finetune_and_evaluate_an_image_model_with_intervals(images, tmp_path, capsys):
@@ -145,3 +157,21 @@ def test_make_data_images_writes_texture_classes_that_read_as_train_and_val_spli
     code, _, err = cli(["make-data", tmp_path / "c", "--images", "--classes", "dots,stars"], capsys)
     assert code == 2 and "'stars' is not a texture" in one_line_error(err)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_swin_counts_its_blocks_over_every_stage_for_layer_decay_and_lora(tmp_path):
+    """Swin's blocks are numbered within their stage: the lr decay and LoRA take every stage's blocks, in order."""
+    from gardener.train.lora import Lora, block_linears, with_adapters
+    from gardener.train.recipe import param_groups
+
+    model = T.SwinForImageClassification(T.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[2, 1, 3],
+                                                      num_heads=[2, 2, 4], window_size=2, num_labels=3))
+    groups = [g for g in param_groups(model, recipe(layer_decay=0.5), 1.0) if g["weight_decay"]]
+    scales = [g["lr_scale"] for g in groups]
+    assert max(scales) == 1.0 and scales == sorted(scales) and len(set(scales)) == 2 + 6  # embeddings, 6 blocks, top
+    stages = {name.split(".blocks.")[0] for name in block_linears(model)}
+    assert stages == {f"swin.encoder.layers.{k}" for k in range(3)}
+    wrapped = with_adapters(model, Lora(rank=2), ("classifier",))
+    adapted = {name.removeprefix("base_model.model.").split(".blocks.")[0] for name, _ in wrapped.named_parameters()
+               if "lora_A" in name}
+    assert adapted == stages
