@@ -264,7 +264,10 @@ def evaluate_image_model(model_dir: str | Path, data: str | Path, *, eval_data: 
 
     model_dir = Path(model_dir)
     _, test = read_image_splits(Path(data), Path(eval_data) if eval_data else None, val_fraction, seed)
+    import torch
+
     model = AutoModelForImageClassification.from_pretrained(model_dir).float()
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     unknown = [c for c in test.classes if c not in names]
     if unknown:
