@@ -215,8 +215,7 @@ class FinetuneJob(TrainingJob):
     def identity(self) -> dict:
         return {"model": model_identity(self.model_dir),
                 "data": {"train": split_digest(self.train), "test": split_digest(self.test)},
-                **({"distill": self.distill.identity(model_identity)} if self.distill else {}),
-                **({"lora": self.lora.settings()} if self.lora else {})}
+                **self.healing_identity(model_identity)}
 
     def build_model(self):
         if self.distill is not None:  # its head's rows in the data's class order, as the student's
@@ -301,8 +300,7 @@ class FinetuneJob(TrainingJob):
                      "clips_per_step": recipe.total_batch(world) * recipe.num_sample,
                      "peak_lr": run.schedule.peak, "final": final, "best": best, "resumes": run.resumes,
                      "head": "kept" if self.keep_head else "fresh",
-                     "distill": self.distill.record() if self.distill else None,
-                     "lora": {**self.lora.settings(), **self.parameters, "merged": True} if self.lora else None})
+                     **self.healing_record()})
         return info
 
 

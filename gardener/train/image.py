@@ -172,9 +172,7 @@ class ImageFinetuneJob(TrainingJob):
 
         digest = {name: {"images": [str(p) for p in s.paths], "labels": s.labels, "classes": s.classes}
                   for name, s in (("train", self.train), ("test", self.test))}
-        return {"model": model_identity(self.model_dir), "data": digest,
-                **({"distill": self.distill.identity(model_identity)} if self.distill else {}),
-                **({"lora": self.lora.settings()} if self.lora else {})}
+        return {"model": model_identity(self.model_dir), "data": digest, **self.healing_identity(model_identity)}
 
     def build_model(self):
         if self.distill is not None:
@@ -213,8 +211,7 @@ class ImageFinetuneJob(TrainingJob):
                      "data": {"train": self.train.source, "test": self.test.source, "train_images": len(self.train),
                               "test_images": len(self.test), "classes": self.train.classes},
                      "final": public, "resumes": run.resumes, "head": "kept" if self.keep_head else "fresh",
-                     "distill": self.distill.record() if self.distill else None,
-                     "lora": {**self.lora.settings(), **self.parameters, "merged": True} if self.lora else None})
+                     **self.healing_record()})
         return conclude(run, info, lambda: write_eval_outputs(run.out, result, self.test.paths,
                                                               {"model": str(run.out / "model")}))
 

@@ -128,8 +128,7 @@ class LMFinetuneJob(TrainingJob):
 
         return {"model": model_identity(self.model_dir),
                 "data": {"train": _digest(self.train), "test": _digest(self.test)},
-                **({"distill": self.distill.identity(model_identity)} if self.distill else {}),
-                **({"lora": self.lora.settings()} if self.lora else {})}
+                **self.healing_identity(model_identity)}
 
     def build_model(self):
         from ..scoring.calibration_data import load_model
@@ -180,8 +179,7 @@ class LMFinetuneJob(TrainingJob):
                               "held_out": self.eval_data is None},
                      "total_batch": self.recipe.total_batch(run.world), "peak_lr": run.schedule.peak,
                      "final": {k: v for k, v in result.items() if k != "per_sequence"}, "resumes": run.resumes,
-                     "distill": self.distill.record() if self.distill else None,
-                     "lora": {**self.lora.settings(), **self.parameters, "merged": True} if self.lora else None,
+                     **self.healing_record(),
                      "parameters": self.parameters})
         return conclude(run, info, lambda: write_text(run.out / "eval.json", json.dumps(result, indent=2) + "\n",
                                                       force=True))

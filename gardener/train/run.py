@@ -81,6 +81,18 @@ class TrainingJob(ABC):
     def loss(self, run: Run, batch: dict, step: int, micro: int) -> tuple:
         """(loss, clips) or (loss, clips, extras) of one micro-batch."""
 
+    def healing_identity(self, identity_of: Callable[[Path], dict]) -> dict:
+        """What start.json records of a distillation teacher and LoRA settings (nothing where unused)."""
+        distill, lora = getattr(self, "distill", None), getattr(self, "lora", None)
+        return {**({"distill": distill.identity(identity_of)} if distill else {}),
+                **({"lora": lora.settings()} if lora else {})}
+
+    def healing_record(self) -> dict:
+        """What the manifest says of distillation and LoRA (None where unused)."""
+        distill, lora = getattr(self, "distill", None), getattr(self, "lora", None)
+        return {"distill": distill.record() if distill else None,
+                "lora": {**lora.settings(), **self.parameters, "merged": True} if lora else None}
+
     def finds_unused(self) -> bool:
         """Whether some trainable parameters may get no gradient (DDP must then look for them): LoRA runs."""
         return getattr(self, "lora", None) is not None
