@@ -77,22 +77,25 @@ def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (rx * ry).sum(-1) / np.where(denom > 0, denom, 1), np.nan)
 
 
-def oracle_resamples(correct: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+def oracle_resamples(correct: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
+                     weights: np.ndarray | None = None) -> np.ndarray:
     """Bootstrap accuracies of each oracle job: (resamples, blocks).
 
     `correct` is (blocks, seeds, videos) of 0/1: whether each finetuning seed of each
     single-block removal got each test video right. Each resample draws the test videos with
     replacement (the same draw for every block, as they share the test split) and, per block,
     the seeds with replacement, so the interval covers both the test set and the training noise.
+    With `weights` (the same shape), a resample's value is the ratio sum(correct) / sum(weights) of the
+    drawn samples instead of their mean: a text's loss per token, from each sequence's summed loss and tokens.
     """
-    correct = np.asarray(correct, dtype=np.float32)
+    correct = np.asarray(correct, dtype=np.float64 if weights is not None else np.float32)
     blocks, seeds, videos = correct.shape
     rng = np.random.default_rng(seed)
     out = np.empty((resamples, blocks))
     for k in range(resamples):
         pick = rng.integers(0, videos, videos)
         counts = np.bincount(pick, minlength=videos).astype(np.float32) / videos  # weights of each video
-        accuracy = correct @ counts  # (blocks, seeds)
+        accuracy = correct @ counts if weights is None else (correct @ counts) / (np.asarray(weights) @ counts)
         chosen = rng.integers(0, seeds, (blocks, seeds))
         out[k] = np.take_along_axis(accuracy, chosen, axis=1).mean(1)
     return out
@@ -108,17 +111,19 @@ def _central(values: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def rho_interval(criterion: Sequence[float], oracle: Sequence[float], resampled: np.ndarray,
-                 level: float = 0.95) -> tuple[float, float]:
+                 level: float = 0.95, removes: str = "highest") -> tuple[float, float]:
     """Basic bootstrap interval of Spearman rho between a criterion's importance and the oracle.
 
     `oracle` holds the oracle's accuracies after removal (lower = more important) and `resampled`
     the same per resample. The basic interval (2 rho - the upper and lower percentiles) corrects
     the shift of the resampled rhos: resampling reorders blocks whose accuracies are within noise
-    of each other, which moves rho away from its estimate in one direction.
+    of each other, which moves rho away from its estimate in one direction. `removes` "lowest" is an oracle
+    whose higher values after removal mark more important blocks (a perplexity: `resampled` may then hold
+    any increasing function of it, e.g. the loss per token).
     """
-    crit = np.asarray(criterion, float)
-    estimate = spearman(crit, -np.asarray(oracle, float))
-    low, high = _central(_row_spearman(np.broadcast_to(crit, resampled.shape), -resampled), level)
+    crit, sign = np.asarray(criterion, float), (-1.0 if removes == "highest" else 1.0)
+    estimate = spearman(crit, sign * np.asarray(oracle, float))
+    low, high = _central(_row_spearman(np.broadcast_to(crit, resampled.shape), sign * resampled), level)
     if math.isnan(estimate) or math.isnan(low):
         return (math.nan, math.nan)
     return (max(-1.0, 2 * estimate - high), min(1.0, 2 * estimate - low))
@@ -127,12 +132,13 @@ def rho_interval(criterion: Sequence[float], oracle: Sequence[float], resampled:
 RANDOM_ORDERS = 20000
 
 
-def random_rho(oracle: Sequence[float], orders: int = RANDOM_ORDERS, seed: int = 0, level: float = 0.95) -> dict:
+def random_rho(oracle: Sequence[float], orders: int = RANDOM_ORDERS, seed: int = 0, level: float = 0.95,
+               removes: str = "highest") -> dict:
     """Where the Spearman rho of a uniformly random block order with the oracle falls: its mean and the
     central `level` range over `orders` random orders (ties in the oracle as ties)."""
-    oracle = np.asarray(oracle, float)
+    oracle = importance(oracle, removes)
     rng = np.random.default_rng(seed + 1)
-    rho = _row_spearman(rng.random((orders, len(oracle))), np.broadcast_to(-oracle, (orders, len(oracle))))
+    rho = _row_spearman(rng.random((orders, len(oracle))), np.broadcast_to(oracle, (orders, len(oracle))))
     low, high = _central(rho, level)
     return {"mean": float(np.nanmean(rho)) if np.isfinite(rho).any() else math.nan, "interval": [low, high],
             "orders": int(np.isfinite(rho).sum())}
@@ -160,17 +166,38 @@ def runs_interval(accuracies: Sequence[float], videos: int | None, level: float 
     """An interval for the mean accuracy of several runs (e.g. random orders): the wider, on each side,
     of the t-interval over the runs and the Wilson interval from the test-set size, so that it
     covers both how much the runs differ and the test-set sampling."""
+    values = np.asarray(accuracies, float)
+    return spread_interval(values, interval_of(float(values.mean()), videos), (0.0, 1.0), level)
+
+
+def spread_interval(values: Sequence[float], test: list[float] | None, bounds: tuple[float, float],
+                    level: float = 0.95) -> list[float] | None:
+    """The interval of the mean of several runs' values: the wider, on each side, of the t-interval over the
+    runs and `test` (the mean's interval from the test-set sampling), within `bounds`."""
     from scipy import stats
 
-    values = np.asarray(accuracies, float)
-    test = interval_of(float(values.mean()), videos)
+    values = np.asarray(values, float)
     if len(values) < 2:
         return test
     half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
     low, high = values.mean() - half, values.mean() + half
     if test is None:
-        return [max(0.0, low), min(1.0, high)]
-    return [max(0.0, min(low, test[0])), min(1.0, max(high, test[1]))]
+        return [max(bounds[0], low), min(bounds[1], high)]
+    return [max(bounds[0], min(low, test[0])), min(bounds[1], max(high, test[1]))]
+
+
+def perplexity_interval(nll: np.ndarray, tokens: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
+                        level: float = 0.95) -> list[float]:
+    """A bootstrap interval of the mean over runs of each run's perplexity exp(sum nll / sum tokens), where
+    `nll` and `tokens` are (runs, sequences): each resample draws the test sequences with replacement, one
+    draw shared by the runs (they share the test text; tokens of one sequence are not independent)."""
+    nll, tokens = np.atleast_2d(np.asarray(nll, float)), np.atleast_2d(np.asarray(tokens, float))
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for k in range(resamples):
+        counts = np.bincount(rng.integers(0, nll.shape[1], nll.shape[1]), minlength=nll.shape[1])
+        means[k] = np.exp((nll @ counts) / (tokens @ counts)).mean()
+    return list(_central(means, level))
 
 
 def pack_correct(flags: Sequence[bool | int]) -> str:

@@ -1,7 +1,6 @@
 """Commands that run and read experiments: sensitivity, sweep, agree, collect, report, demo."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -15,10 +14,15 @@ from ..demo import RUN_TIMES
 from ..errors import GardenerError
 from ..experiments.launch import Launch
 from ._app import app, live_progress, is_main_process, out, say, warn
+from .task_runs import experiment_task
 from .options import CALIB, CLIPS, DATA, EXPERIMENT_RECIPE, JOBS, LAUNCH, Jobs, command
 from .weights import AGGREGATE_OPT, DTYPE_OPT
 
-CHECKPOINT_ARG = typer.Argument(..., help="HF VideoMAE directory (the unpruned model).")
+CHECKPOINT_ARG = typer.Argument(..., help="transformers model folder (the unpruned model): VideoMAE, an image "
+                                "classifier (ViT, DeiT, DINOv2, Swin, BEiT) or a causal LM.")
+TASK_OPT = typer.Option(None, "--task", help="video-classification, image-classification or causal-lm (default: the "
+                        "one that fits CHECKPOINT's class).")
+SEQ_LEN_OPT = typer.Option(128, "--seq-len", help="causal-lm: tokens per packed sequence.")
 RUN_OPT = typer.Option(..., "-o", "--out", help="Run folder (created, or reused for the same checkpoint).")
 JOB_SEED_OPT = typer.Option(0, "--seed", help="Seed of every job's finetuning.")
 HEAL_OPT = typer.Option(None, "--heal-steps", help="The healing oracle: remove each block from CHECKPOINT (a "
@@ -27,22 +31,24 @@ HEAL_OPT = typer.Option(None, "--heal-steps", help="The healing oracle: remove e
 EXPERIMENT = dict(data=DATA, recipe=EXPERIMENT_RECIPE, clips=CLIPS, jobs=JOBS, launch=LAUNCH)
 
 
-def _prepare(checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs, launch: Launch,
-             seed: int, ratios: str | None = None, heal_steps: int | None = None, calib=None):
-    """The experiment and the shard of its jobs to run here (ratios, heal steps and the launcher are
-    checked before the run folder is made; the launch is recorded in RUN/launch.json)."""
+def _prepare(ctx: typer.Context, checkpoint: Path, run_dir: Path, data, recipe, clips: ClipOptions, jobs: Jobs,
+             launch: Launch, seed: int, task: str | None, seq_len: int, ratios: str | None = None,
+             heal_steps: int | None = None, calib=None):
+    """The experiment and the shard of its jobs to run here (the task and its options, ratios, heal steps and the
+    launcher are checked before the run folder is made; the launch is recorded in RUN/launch.json)."""
     from ..experiments.launchers import launcher_for
     from ..experiments.protocol import prepare
     from ..experiments.queue import QueueOptions
     from ..experiments.runs import parse_shard
 
+    task, recipe, clip = experiment_task(ctx, Path(checkpoint), task, recipe, clips, seq_len)
     shard = parse_shard(jobs.shard)
     launcher = launcher_for(launch)
     launch.check()
     launcher.prepare(sharded=jobs.shard is not None)
     queue = QueueOptions(retries=jobs.retries, stale_after=jobs.stale_after).check()
-    return prepare(checkpoint, run_dir, data, recipe, asdict(clips), seed, jobs.keep_models, jobs.oracle_seeds,
-                   ratios, heal_steps, queue, launch, calib.inputs() if calib is not None else []), shard
+    return prepare(checkpoint, run_dir, data, recipe, clip, seed, jobs.keep_models, jobs.oracle_seeds,
+                   ratios, heal_steps, queue, launch, calib.inputs() if calib is not None else [], task), shard
 
 
 def _finish(result: dict, exp, table, wrote: str) -> None:
@@ -66,15 +72,20 @@ def _finish(result: dict, exp, table, wrote: str) -> None:
 
 
 @command(rich_help_panel="Experiments", **EXPERIMENT)
-def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed: int = JOB_SEED_OPT,
-                heal_steps: Optional[int] = HEAL_OPT, *, data, recipe, clips: ClipOptions, jobs: Jobs, launch) -> None:
-    """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a)."""
+def sensitivity(ctx: typer.Context, checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT,
+                seed: int = JOB_SEED_OPT, heal_steps: Optional[int] = HEAL_OPT, task: Optional[str] = TASK_OPT,
+                seq_len: int = SEQ_LEN_OPT, *, data, recipe, clips: ClipOptions, jobs: Jobs, launch) -> None:
+    """The oracle: remove each block in turn, finetune, evaluate (the paper's Table 1 and Fig. 1a).
+
+    Video, image and text (causal-lm) models: each task's metric (top-1, or perplexity: lower is better) ranks the
+    blocks. A language model's --heal-steps 0 measures each removal without training."""
     from ..experiments.oracle import run_sensitivity
     from ..experiments.results import ORACLE_FILES
     from ..report.tables import sensitivity_table
 
-    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, heal_steps=heal_steps)
-    with live_progress("healing oracle" if heal_steps else "oracle") as live:
+    exp, part = _prepare(ctx, checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, task, seq_len,
+                         heal_steps=heal_steps)
+    with live_progress("healing oracle" if heal_steps is not None else "oracle") as live:
         result = run_sensitivity(exp, part, progress=live.job, job_progress=live.step, heal_steps=heal_steps)
     table_file, ranking_file = ORACLE_FILES[result["kind"]]
     _finish(result, exp, sensitivity_table,
@@ -83,16 +94,17 @@ def sensitivity(checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT, seed
 
 @command(rich_help_panel="Experiments", **EXPERIMENT, calib=CALIB)
 def sweep(
-    checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT,
+    ctx: typer.Context, checkpoint: Path = CHECKPOINT_ARG, run_dir: Path = RUN_OPT,
     criteria: str = typer.Option(",".join(registry.sweep_criteria()), "--criteria", help="Criteria to compare; "
                                  "'sensitivity' is the oracle, 'calibration' the peers' criteria (with --calib-data). Default: the "
                                  "paper's criteria and the spectral ones."),
     ratios: str = typer.Option("8.3,25,41.7,58.3,75,91.7", "--ratios", help="Pruning ratios in % (or fractions)."),
     random_seeds: int = typer.Option(3, "--random-seeds", help="Random rankings averaged for 'random'."),
-    dtype: str = DTYPE_OPT, aggregate: str = AGGREGATE_OPT, seed: int = JOB_SEED_OPT, *,
+    dtype: str = DTYPE_OPT, aggregate: str = AGGREGATE_OPT, seed: int = JOB_SEED_OPT,
+    task: Optional[str] = TASK_OPT, seq_len: int = SEQ_LEN_OPT, *,
     data, recipe, clips: ClipOptions, jobs: Jobs, launch, calib,
 ) -> None:
-    """Accuracy by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
+    """The task's metric by pruning ratio for each criterion (the paper's Tables 3, 7-12 and Fig. 1b)."""
     from ..experiments.sweep import parse_sweep_criteria, run_sweep
     from ..report.tables import sweep_table
 
@@ -100,7 +112,8 @@ def sweep(
     registry.check_aggregate(aggregate)  # before the run folder is made
     if set(names) & set(registry.needing_data()):
         check_data(calib)
-    exp, part = _prepare(checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, ratios, calib=calib)
+    exp, part = _prepare(ctx, checkpoint, run_dir, data, recipe, clips, jobs, launch, seed, task, seq_len, ratios,
+                         calib=calib)
     with live_progress("sweep") as live:
         result = run_sweep(exp, names, None, random_seeds, ScoreSettings(dtype=dtype, aggregate=aggregate, calib=calib),
                            part, progress=live.job, job_progress=live.step)

@@ -113,7 +113,40 @@ def evaluate_text(ctx: typer.Context, model: Path, data: Path, out_dir: Optional
         say(f"wrote {out_dir}/eval.json")
 
 
-RUNNABLE = ("video-classification", "image-classification", "causal-lm")
+# the experiment recipe options the image and text experiments take (the rest are video's)
+EXPERIMENT_FIELDS = {"epochs": "epochs", "max_steps": "max_steps", "batch_size": "batch_size",
+                     "grad_accum": "grad_accum", "lr": "base_lr", "warmup_steps": "warmup_steps",
+                     "layer_decay": "layer_decay"}
+
+
+def experiment_task(ctx: typer.Context, checkpoint: Path, task: Optional[str], recipe, clips, seq_len: int) -> tuple:
+    """An experiment's task (the named one, else the one the checkpoint fits), its recipe and what its inputs are
+    (video: the clip options; images: the size; text: the sequence length); another task's options are refused."""
+    from dataclasses import asdict
+
+    from .. import tasks
+    from ..train.image import ImageRecipe
+    from ..train.lm import LMRecipe
+
+    name = tasks.infer(checkpoint, task).name if (checkpoint / "config.json").is_file() else (task or VIDEO)
+    if name == VIDEO:
+        refuse_given(ctx, {"seq_len"}, "video experiments")
+        return name, recipe, asdict(clips)
+    video = {p.name for group in (DATA, CLIPS) for p in group.parameters()} | {"recipe_file", "drop_path",
+                                                                               "classifier_dropout"}
+    given = set(EXPERIMENT_FIELDS) | {"data", "eval_data", "val_fraction", "workers"}
+    if name == "image-classification":
+        refuse_given(ctx, (video | {"seq_len"}) - given - {"size"}, "image experiments")
+        return name, ImageRecipe(**given_recipe(ctx, EXPERIMENT_FIELDS)).check(), {"size": clips.size}
+    refuse_given(ctx, video - given, "text experiments")
+    from ..settings import check_number
+
+    check_number("--seq-len", seq_len, 2)
+    return name, LMRecipe(**given_recipe(ctx, EXPERIMENT_FIELDS)).check(), {"seq_len": seq_len}
+
+
+VIDEO = "video-classification"
+RUNNABLE = (VIDEO, "image-classification", "causal-lm")
 
 
 def runnable(task: str) -> None:

@@ -41,25 +41,42 @@ def overlap(rank_a: list[int], rank_b: list[int]) -> dict[str, float]:
     return {str(k): len(removed_first(rank_a, k) & removed_first(rank_b, k)) / k for k in TOP_K if k <= depth}
 
 
-def _correct_matrix(oracle: dict) -> np.ndarray | None:
-    """(blocks, seeds, videos) of 0/1 from a sensitivity table or oracle meta, if it holds them all."""
+def _correct_matrix(oracle: dict) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(blocks, seeds, samples) of what the bootstrap resamples, from a sensitivity table or oracle meta, if it
+    holds them all: 0/1 per test video or image, or per test sequence its summed loss with its token counts
+    (the second array; None for 0/1)."""
+    if oracle.get("nll") or any(b.get("nll") for b in oracle.get("blocks", [])):
+        rows = oracle.get("nll") or [b.get("nll") for b in oracle["blocks"]]
+        weights = oracle.get("tokens") or [b.get("tokens") for b in oracle["blocks"]]
+        if any(not r for r in rows):
+            return None
+        _same_shapes(rows)
+        return np.array(rows, float), np.array(weights, float)
     rows = oracle.get("correct") or [b.get("correct") for b in oracle.get("blocks", [])]
     if not rows or any(not r for r in rows):
         return None
+    _same_shapes(rows)
+    return np.stack([np.stack([unpack_correct(s) for s in seeds]) for seeds in rows]), None
+
+
+def _same_shapes(rows: list) -> None:
     shapes = {(len(seeds), len(s)) for seeds in rows for s in seeds}
     if len(shapes) != 1:
         raise GardenerError(f"the oracle's jobs were evaluated on different test splits or seed counts "
-                            f"({sorted(shapes)} seeds x videos); rerun them in a fresh run folder")
-    return np.stack([np.stack([unpack_correct(s) for s in seeds]) for seeds in rows])
+                            f"({sorted(shapes)} seeds x samples); rerun them in a fresh run folder")
+
+
+def _resampled(samples: tuple[np.ndarray, np.ndarray | None] | None, resamples: int, seed: int) -> np.ndarray | None:
+    return None if samples is None else oracle_resamples(samples[0], resamples, seed, samples[1])
 
 
 def _criterion_row(values: np.ndarray, removes: str, oracle_scores: list[float], resampled: np.ndarray | None,
-                   spread: bool | None, band: list[float]) -> dict:
+                   spread: bool | None, band: list[float], oracle_removes: str = "highest") -> dict:
     """Rho, tau and (where the oracle has spread) p-values of one criterion, its bootstrap interval and
     whether that interval lies above the random band (None: not tested, no per-video results)."""
     from scipy import stats
 
-    mine, theirs = importance(values, removes), importance(oracle_scores, "highest")
+    mine, theirs = importance(values, removes), importance(oracle_scores, oracle_removes)
     rho = spearman(mine, theirs)
     defined = not math.isnan(rho)
     row = {"spearman": rho, "kendall": float(stats.kendalltau(mine, theirs).statistic) if defined else math.nan,
@@ -68,7 +85,7 @@ def _criterion_row(values: np.ndarray, removes: str, oracle_scores: list[float],
         row["spearman_p"] = float(stats.spearmanr(mine, theirs).pvalue)
         row["kendall_p"] = float(stats.kendalltau(mine, theirs).pvalue)
     if resampled is not None:
-        row["spearman_interval"] = list(rho_interval(mine, oracle_scores, resampled))
+        row["spearman_interval"] = list(rho_interval(mine, oracle_scores, resampled, removes=oracle_removes))
         low = row["spearman_interval"][0]
         row["beats_random"] = bool(spread and not math.isnan(low) and low > band[1])
     return row
@@ -91,21 +108,21 @@ def agreement(scores: ScoreResult, oracle: dict, resamples: int = RESAMPLES, see
     if scores.depth != len(oracle_scores):
         raise GardenerError(f"the scores cover {scores.depth} blocks but the oracle {len(oracle_scores)}")
     correct = _correct_matrix(oracle)
-    resampled = oracle_resamples(correct, resamples, seed) if correct is not None else None
-    spread = oracle.get("spread")
-    null = random_rho(oracle_scores, seed=seed)
-    oracle_order = tie_broken_ranks(oracle_scores, "highest")
+    resampled = _resampled(correct, resamples, seed)
+    spread, direction = oracle.get("spread"), oracle.get("removes", "highest")
+    null = random_rho(oracle_scores, seed=seed, removes=direction)
+    oracle_order = tie_broken_ranks(oracle_scores, direction)
     rows = {name: {"family": group_of(name), "ranks": average_ranks(values, scores.removes[name]),
                    "top_k_overlap": overlap(scores.ranks(name), oracle_order),
                    **_criterion_row(np.asarray(values, float), scores.removes[name], oracle_scores, resampled,
-                                    spread, null["interval"])}
+                                    spread, null["interval"], direction)}
             for name, values in scores.scores.items() if name != "random"}
     rows["random"] = _random_row(null, scores.scores.get("random"), len(oracle_scores))
     cost = scores.meta.get("calibration", {}).get("cost", {})
     for name, row in rows.items():  # what a criterion needs beyond the weights: calibration clips and seconds
         row["cost"] = cost.get(name)
-    seeds = correct.shape[1] if correct is not None else None
-    return {"oracle": oracle.get("oracle"), "oracle_ranks": average_ranks(oracle_scores, "highest"),
+    seeds = correct[0].shape[1] if correct is not None else None
+    return {"oracle": oracle.get("oracle"), "oracle_ranks": average_ranks(oracle_scores, direction),
             "oracle_spread": spread, "random_orders": null,
             "bootstrap": {"resamples": resamples if correct is not None else 0, "seeds": seeds, "method": "basic"},
             "criteria": rows, "beats_random": [n for n, r in rows.items() if r["beats_random"]]}
@@ -121,7 +138,8 @@ def agree_files(scores_path, oracle_path, json_out: Path | None = None, force: b
         raise GardenerError(f"{oracle_path}: holds no 'sensitivity' scores (expected RUN/oracle.json or "
                             f"RUN/healing_oracle.json from `gardener sensitivity`)")
     meta = (oracle.meta or {}).get("oracle") or {}
-    result = agreement(scores, {**meta, "scores": oracle.scores["sensitivity"]})
+    result = agreement(scores, {**meta, "scores": oracle.scores["sensitivity"],
+                                "removes": oracle.removes.get("sensitivity", "highest")})
     if json_out is not None:
         write_text(json_out, json.dumps(result, indent=2) + "\n", force)
     return result
@@ -143,11 +161,13 @@ def _joint_interval(full: dict, healing: dict, resamples: int, seed: int) -> tup
     on the two stacked)."""
     first, second = _correct_matrix(full), _correct_matrix(healing)
     if first is None or second is None:
-        return None, "no interval: an oracle's per-video results are not recorded"
-    if first.shape != second.shape:
-        return None, (f"no interval: the oracles differ in seeds or test videos ({first.shape[1]} x {first.shape[2]} "
-                      f"vs {second.shape[1]} x {second.shape[2]})")
-    resampled = oracle_resamples(np.concatenate([first, second]), resamples, seed)
+        return None, "no interval: an oracle's per-sample results are not recorded"
+    if first[0].shape != second[0].shape:
+        return None, (f"no interval: the oracles differ in seeds or test samples ({first[0].shape[1]} x "
+                      f"{first[0].shape[2]} vs {second[0].shape[1]} x {second[0].shape[2]})")
+    weights = None if first[1] is None else np.concatenate([first[1], second[1]])
+    resampled = oracle_resamples(np.concatenate([first[0], second[0]]), resamples, seed, weights)
+    first = first[0]
     depth = len(first)
     rhos = np.array([spearman(r[:depth], r[depth:]) for r in resampled])
     estimate = spearman(full["scores"], healing["scores"])
@@ -169,17 +189,18 @@ def oracle_agreement(full: dict, healing: dict, resamples: int = RESAMPLES, seed
         raise GardenerError(f"the full oracle covers {len(full['scores'])} blocks but the healing oracle "
                             f"{len(healing['scores'])}")
     separable = _separable(full, healing)
-    null = random_rho(full["scores"], seed=seed)
-    row = _criterion_row(np.asarray(healing["scores"], float), "highest", full["scores"], None, separable,
-                         null["interval"])
+    direction = full.get("removes", "highest")  # both oracles measure the same metric
+    null = random_rho(full["scores"], seed=seed, removes=direction)
+    row = _criterion_row(np.asarray(healing["scores"], float), direction, full["scores"], None, separable,
+                         null["interval"], direction)
     interval, how = _joint_interval(full, healing, resamples, seed)
     row["spearman_interval"] = interval
     if interval is not None:
         row["beats_random"] = bool(separable and not math.isnan(interval[0]) and interval[0] > null["interval"][1])
-    ranked = [tie_broken_ranks(t["scores"], "highest") for t in (healing, full)]
+    ranked = [tie_broken_ranks(t["scores"], direction) for t in (healing, full)]
     return {"oracles": {"full": full.get("oracle"), "healing": healing.get("oracle")},
-            "ranks": {"full": average_ranks(full["scores"], "highest"),
-                      "healing": average_ranks(healing["scores"], "highest")},
+            "ranks": {"full": average_ranks(full["scores"], direction),
+                      "healing": average_ranks(healing["scores"], direction)},
             "spread": {"full": full.get("spread"), "healing": healing.get("spread")}, "separable": separable,
             **row, "top_k_overlap": overlap(*ranked), "random_orders": null,
             "bootstrap": {"resamples": resamples if interval is not None else 0, "method": "basic", "how": how}}

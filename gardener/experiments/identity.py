@@ -1,7 +1,7 @@
 """What a job is: the settings every job of an experiment shares, and the blocks one job removes.
 
-A job's identity is a hash of (source checkpoint hash, removed blocks, recipe, data, clips, seed, and
-whether it keeps the checkpoint's classifier head: the healing oracle's jobs do), so a result file can
+A job's identity is a hash of (source checkpoint hash, removed blocks, recipe, data, clips, seed,
+whether it keeps the checkpoint's classifier head: the healing oracle's jobs do, and its task), so a result file can
 be checked against the job it claims to be (`validation.py`).
 """
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+
+VIDEO = "video-classification"  # the task of every run folder made before there were others
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Settings:
     clip: dict
     seed: int = 0
     keep_head: bool = False  # the healing oracle's jobs train on the checkpoint's own classifier head
+    task: str = VIDEO  # the task its jobs are trained and judged on (tasks registry)
 
     def job(self, removed: list[int] | tuple[int, ...], seed: int | None = None) -> Job:
         """The job removing `removed`; `seed` repeats it with another finetuning seed (the oracle's seeds)."""
@@ -47,12 +50,14 @@ class Job:
                "clip": s.clip, "seed": self.finetune_seed}
         if s.keep_head:  # only then, so that the ids of every other job stay what they were
             key["head"] = "kept"
+        if s.task != VIDEO:  # likewise: a video job's id is what it was before there were other tasks
+            key["task"] = s.task
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def decisive(settings: dict) -> dict:
     """The recorded settings (a plan's) that enter every job's id, as `Job.id` uses them: the checkpoint's
-    hash (not its path), data, recipe, clips, seed, and whether the head is kept (unset: not)."""
-    return {"source_hash": settings.get("source_hash"), "data": settings.get("data"),
+    hash (not its path), data, recipe, clips, seed, whether the head is kept (unset: not) and the task."""
+    return {"task": settings.get("task") or VIDEO, "source_hash": settings.get("source_hash"), "data": settings.get("data"),
             "recipe": settings.get("recipe"), "clip": settings.get("clip"), "seed": settings.get("seed"),
             "keep_head": bool(settings.get("keep_head"))}

@@ -27,7 +27,7 @@ def healing(exp: Experiment, heal_steps: int) -> Experiment:
     """The experiment of the healing oracle: its jobs keep the checkpoint's classifier head and train
     exactly `heal_steps` optimizer steps, with a warmup of at most that many (the given warmup steps,
     else none: a warmup in epochs would span the whole run); every other setting is the experiment's."""
-    check_heal_steps(heal_steps)
+    check_heal_steps(heal_steps, exp.settings.task)
     recipe = replace(exp.recipe, max_steps=heal_steps, epochs=None,
                      warmup_steps=min(exp.recipe.warmup_steps or 0, heal_steps))
     return replace(exp, recipe=recipe, settings=replace(exp.settings, recipe=recipe.to_dict(), keep_head=True))

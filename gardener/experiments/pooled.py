@@ -9,9 +9,9 @@ that interval lies above the pooled random band: where the mean rho over the N m
 model's ranking is a random order (simulated against each model's own oracle). "In k of N" says in how
 many models it was beyond random on its own.
 
-The pruning-ratio table is pooled the same way: per model and ratio, a criterion's top-1 minus the
-mean top-1 of that model's random orders; the t-interval of the mean difference over the models;
-above random only where it lies above 0.
+The pruning-ratio table is pooled the same way: per model and ratio, how much better a criterion's metric
+is than the mean of that model's random orders (top-1 minus theirs; for a perplexity, theirs minus its);
+the t-interval of the mean difference over the models; above random only where it lies above 0.
 """
 from __future__ import annotations
 
@@ -113,6 +113,13 @@ def pool_sweep(sweeps: list[dict]) -> dict:
     ratios = [tuple(s["ratios"]) for s in sweeps]
     if len(set(ratios)) != 1:
         raise GardenerError(f"the runs' sweeps use different ratios ({sorted(set(ratios))}): not one study")
+    from .results import table_metric
+
+    tasks = {s.get("task") for s in sweeps}
+    if len(tasks) != 1:
+        raise GardenerError(f"the runs' sweeps were judged on different tasks ({sorted(map(str, tasks))}): not one study")
+    metric = table_metric(sweeps[0])
+    key = metric.name
     tables = [_by_cell(s) for s in sweeps]
     if any("random" not in {c for c, _ in t} for t in tables):
         raise GardenerError("a run's sweep has no random orders to compare with; sweep with --criteria ...,random")
@@ -123,18 +130,19 @@ def pool_sweep(sweeps: list[dict]) -> dict:
         for ratio in sweeps[0]["ratios"]:
             if not all((name, ratio) in t for t in tables):
                 continue
-            diff = [t[(name, ratio)]["top1"] - t[("random", ratio)]["top1"] for t in tables]
+            diff = [metric.worse_by(t[("random", ratio)][key], t[(name, ratio)][key]) for t in tables]  # > 0: better
             interval = pooled_interval(diff, [float(np.hypot(_half(t[(name, ratio)].get("interval")),
                                                              _half(t[("random", ratio)].get("interval"))))
                                               for t in tables])
-            alone = [_above(t[(name, ratio)], t[("random", ratio)]) for t in tables]
-            cells[str(ratio)] = {"top1": [t[(name, ratio)]["top1"] for t in tables], "vs_random": diff,
+            alone = [_above(t[(name, ratio)], t[("random", ratio)], metric.better) for t in tables]
+            cells[str(ratio)] = {key: [t[(name, ratio)][key] for t in tables], "vs_random": diff,
                                  "mean_vs_random": float(np.mean(diff)), "interval": interval,
                                  "above_random": bool(interval is not None and interval[0] > 0),
                                  "above_random_in": sum(alone)}
         if cells:
             rows[name] = cells
-    return {"ratios": list(sweeps[0]["ratios"]), "criteria": rows}
+    return {"ratios": list(sweeps[0]["ratios"]), "criteria": rows,
+            **({"task": sweeps[0]["task"], "metric": sweeps[0].get("metric")} if sweeps[0].get("task") else {})}
 
 
 def _half(interval: list | None) -> float:
@@ -146,7 +154,10 @@ def _by_cell(sweep: dict) -> dict:
     return {(r["criterion"], r["ratio"]): r for r in sweep["rows"]}
 
 
-def _above(row: dict, random: dict) -> bool:
-    """One model's own verdict: the criterion's interval lies above its random orders' interval."""
+def _above(row: dict, random: dict, better: str = "higher") -> bool:
+    """One model's own verdict: the criterion's interval lies beyond its random orders' interval, on the better
+    side (above for an accuracy, below for a perplexity)."""
     mine, theirs = row.get("interval"), random.get("interval")
+    if better == "lower":
+        return bool(mine and theirs and mine[1] < theirs[0])
     return bool(mine and theirs and mine[0] > theirs[1])

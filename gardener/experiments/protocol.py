@@ -25,12 +25,12 @@ from ..errors import GardenerError
 from ..fileio import check_output
 from ..settings import check_number
 from ..scoring import ScoreResult, score
-from ..stats import pack_correct
-from ..train import DataOptions, Recipe, finetune
+from ..train import DataOptions, Recipe
 from .launch import Launch, write_launch
 from .queue import QueueOptions, Task, read_specs, write_spec
 from .ratios import parse_ratios
 from .results import ORACLE, write_json
+from .identity import VIDEO
 from .runs import Job, RunDir, Settings, open_run, process_rank, source_hash, unique, wait_for
 
 
@@ -63,13 +63,15 @@ class Experiment:
 def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: Recipe, clip: dict,
             seed: int = 0, keep_models: bool = False, oracle_seeds: int = 1, ratios: str | None = None,
             heal_steps: int | None = None, queue: QueueOptions = QueueOptions(), launch: Launch = Launch(),
-            inputs: list[tuple[str, Path | None]] | None = None) -> Experiment:
+            inputs: list[tuple[str, Path | None]] | None = None, task: str | None = None) -> Experiment:
     """Open the checkpoint and its run folder (which must belong to the same checkpoint, and must not be,
     hold or lie inside the checkpoint, the data or any of the other `inputs`); record the launch in
     RUN/launch.json.
 
-    Everything that can be checked (a sweep's `ratios`, a healing oracle's `heal_steps` too) is checked
-    before the folder is made."""
+    `task` names the task its jobs are trained and judged on (None: the one the checkpoint fits; `recipe` and
+    `clip` are that task's: `Recipe` and frames/size for video, `ImageRecipe` and size for images, `LMRecipe` and
+    seq_len for text). Everything that can be checked (a sweep's `ratios`, a healing oracle's `heal_steps`
+    too) is checked before the folder is made."""
     if oracle_seeds < 1:
         raise GardenerError(f"--oracle-seeds {oracle_seeds}: expected at least 1")
     check_number("--seed", seed, 0)
@@ -78,19 +80,17 @@ def prepare(source: str | Path, run_dir: str | Path, data: DataOptions, recipe: 
     source = Path(source)
     ckpt = open_checkpoint(source)
     check_output(run_dir, [*ckpt.as_inputs(source), *data.inputs(), *(inputs or [])], force=True, flag="-o/--out")
-    _check_source(source, ckpt.format, ckpt.config or {}, heal_steps)
+    task = _check_source(source, ckpt.format, ckpt.config or {}, heal_steps, task)
     stack = select_stack(ckpt)
     parsed = parse_ratios(ratios, stack.depth) if ratios is not None else None
-    frames = clip.get("frames") or ckpt.config["num_frames"]
-    size = clip.get("size") or ckpt.config["image_size"]
-    total, per_stack = flop_breakdown(ckpt.config, InputSpec(frames, size))
+    total, per_stack = flop_breakdown(ckpt.config, input_spec(task, clip, ckpt.config))
     blocks = next((v for v in per_stack.values() if len(v) == stack.depth), None)
     if blocks is None:
         raise GardenerError(f"{source}: cannot attribute FLOPs to the {stack.depth} blocks of {stack.name}")
     run = open_run(run_dir, source, source_hash(ckpt.files))
     data_key = {k: (str(Path(v).resolve()) if isinstance(v, Path) else v) for k, v in asdict(data).items()
                 if k not in ("workers", "strict")}
-    settings = Settings(str(source.resolve()), run.source_hash, data_key, recipe.to_dict(), clip, seed)
+    settings = Settings(str(source.resolve()), run.source_hash, data_key, recipe.to_dict(), clip, seed, task=task)
     exp = Experiment(source, run, settings, data, recipe, clip, stack.depth, total, blocks, keep_models, oracle_seeds,
                      queue.check(), launch, parsed)
     if process_rank() == 0:
@@ -110,8 +110,9 @@ def experiment_from_spec(spec: dict, run: RunDir) -> Experiment:
     """The experiment a queued job belongs to, as the command that queued it had it."""
     data = DataOptions(**{k: Path(v) if k in ("data", "split_dir", "eval_data") and v is not None else v
                           for k, v in spec["data"].items()})
-    recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["recipe"].items()})
     settings = Settings(**spec["settings"])
+    recipe = recipe_class(settings.task)(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in spec["recipe"].items()})
     return Experiment(Path(spec["source"]), run, settings, data, recipe, spec["clip"], spec["depth"], spec["gflops"],
                       spec["block_gflops"], spec["keep_models"])
 
@@ -153,26 +154,61 @@ def task(job: Job, runner: Callable[..., dict]) -> Task:
     return Task(job.id, job.removed, job.finetune_seed, run)
 
 
-def _check_source(source: Path, fmt: str, config: dict, heal_steps: int | None) -> None:
-    """An HF VideoMAE directory; for the healing oracle, a classifier (whose head its jobs keep)."""
-    if fmt != "hf-dir" or config.get("model_type") != "videomae":
-        raise GardenerError(f"{source}: experiments take an HF VideoMAE directory (convert original checkpoints "
+def _check_source(source: Path, fmt: str, config: dict, heal_steps: int | None, task: str | None) -> str:
+    """A transformers model folder of a task the experiments run (the named one, else the one it fits); for the
+    healing oracle, a model with its task's head (which its jobs keep). Returns the task's name."""
+    from .. import tasks
+
+    if fmt != "hf-dir":
+        raise GardenerError(f"{source}: experiments take a transformers model folder (convert original checkpoints "
                             f"with `gardener convert`)")
-    check_heal_steps(heal_steps)
-    if heal_steps is not None and "VideoMAEForVideoClassification" not in (config.get("architectures") or []):
-        raise GardenerError(f"--heal-steps: {source} is not a classifier; healing starts from a checkpoint "
-                            f"finetuned on the task being evaluated (or leave out --heal-steps for the full oracle)")
+    found = tasks.infer(source, task)
+    found.job_runner()  # a task the experiments have no path for: a one-line error now
+    check_heal_steps(heal_steps, found.name)
+    architecture = next(iter(config.get("architectures") or []), "")
+    if heal_steps is not None and not architecture.endswith(HEADS[found.name]):
+        raise GardenerError(f"--heal-steps: {source} is not a model with its task's head ({architecture or 'none'}); "
+                            f"healing starts from a checkpoint trained on the task being evaluated (or leave out "
+                            f"--heal-steps for the full oracle)")
+    return found.name
 
 
-def check_heal_steps(heal_steps: int | None) -> None:
-    """A healing oracle trains at least one step (None: the full oracle)."""
-    if heal_steps is not None and heal_steps < 1:
-        raise GardenerError(f"--heal-steps {heal_steps}: expected at least 1 optimizer step")
+HEADS = {VIDEO: "ForVideoClassification", "image-classification": "ForImageClassification",
+         "causal-lm": ("ForCausalLM", "LMHeadModel")}  # what a healing oracle's checkpoint must be
+
+
+def recipe_class(task: str) -> type:
+    """The recipe dataclass of a task's finetuning."""
+    from ..train.image import ImageRecipe
+    from ..train.lm import LMRecipe
+
+    return {"image-classification": ImageRecipe, "causal-lm": LMRecipe}.get(task, Recipe)
+
+
+def input_spec(task: str, clip: dict, config: dict) -> InputSpec:
+    """The one input each job's FLOPs are counted for: a clip, an image or a sequence of the experiment's sizes."""
+    if task == "causal-lm":
+        return InputSpec(seq_len=clip["seq_len"])
+    return InputSpec(clip.get("frames") or config.get("num_frames") or 16, clip.get("size") or config["image_size"])
+
+
+def check_heal_steps(heal_steps: int | None, task: str = VIDEO) -> None:
+    """A healing oracle trains at least one step (None: the full oracle); a language model's may train none
+    (0: the plain remove-one-block perplexity)."""
+    least = 0 if task == "causal-lm" else 1
+    if heal_steps is not None and heal_steps < least:
+        raise GardenerError(f"--heal-steps {heal_steps}: expected at least {least} optimizer step"
+                            + ("s (0: measure without training)" if least == 0 else ""))
 
 
 def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callable | None = None):
-    """prune -> finetune (resuming an interrupted one) -> evaluate, for one job in its folder."""
+    """prune -> finetune (resuming an interrupted one) -> evaluate, for one job in its folder; the training and
+    evaluation are the task's own (`task_jobs`)."""
+    from .. import tasks
     from ..pruning import Cut, WriteOptions, prune_checkpoint
+    from .task_jobs import JobRun
+
+    train_and_judge = tasks.get(exp.settings.task).job_runner()
 
     def run(job: Job, folder: Path, guard: Callable[[], None] | None = None) -> dict:
         """`guard()` raises once the job's claim is no longer this worker's: checked before every write."""
@@ -186,34 +222,19 @@ def job_runner(exp: Experiment, callbacks: list | None = None, progress: Callabl
                 prune_checkpoint(exp.source, model, Cut(blocks=tuple(job.removed)), write=WriteOptions(force=True))
         train = folder / "train"
         resume = (train / "checkpoints").is_dir() and any((train / "checkpoints").glob("step-*/state.json"))
-        info = finetune(model, train, exp.data, exp.recipe, seed=job.finetune_seed, resume=resume,
-                        force=not resume, callbacks=callbacks, progress=progress,
-                        keep_head=exp.settings.keep_head, lock=False, guard=guard, **exp.clip)
+        measured = train_and_judge(exp, JobRun(model, train, job.finetune_seed, resume, callbacks, progress, guard))
         if process_rank() != 0:  # rank 0 records the result (run_jobs makes the others wait for it)
             return {}
         if guard is not None:
             guard()
-        params = open_checkpoint(train / "model").num_params
-        final = info["final"]
-        correct = read_correct(train / "predictions.csv")
+        params = open_checkpoint(measured.pop("model")).num_params
         if not exp.keep_models:
             for name in ("pruned", "train/model", "train/best", "train/checkpoints"):
                 shutil.rmtree(folder / name, ignore_errors=True)
         return {"kept": [b for b in range(1, exp.depth + 1) if b not in job.removed], "params": params,
-                "gflops": exp.gflops_without(job.removed), "top1": final["top1"], "top5": final["top5"],
-                "uar": final["uar"], "videos": final["videos"], "classes": len(final["classes"]),
-                "correct": correct, "steps": info["steps"], "warmup_steps": info["warmup_steps"],
+                "gflops": exp.gflops_without(job.removed), **measured,
                 "seconds": round(time.perf_counter() - began, 3)}  # this invocation's wall time (a resume's part)
     return run
-
-
-def read_correct(predictions: Path) -> str:
-    """Which test videos a finetuned model got right, in test-split order, as a string of 0 and 1."""
-    import csv
-
-    with open(predictions, newline="") as handle:
-        rows = list(csv.reader(handle))[1:]
-    return pack_correct(row[1] == row[2] for row in rows)
 
 
 # --- the experiment's scoring pass -------------------------------------------------------------------

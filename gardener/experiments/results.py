@@ -18,8 +18,9 @@ import numpy as np
 
 from ..fileio import write_text
 from ..scoring import ScoreResult
-from ..stats import average_ranks, interval_of, runs_interval, separable
+from ..stats import average_ranks, interval_of, perplexity_interval, runs_interval, separable, spread_interval
 from ..settings import read_json
+from .identity import VIDEO
 from .runs import RunDir, read_plan
 
 ORACLE = "sensitivity"  # the full oracle's plan kind, and the score name of both oracles' ranking files
@@ -38,35 +39,69 @@ def write_json(path: Path, data) -> Path:
 def sensitivity_table(exp_or_plan: dict, run: RunDir) -> dict | None:
     """Table 1 and the oracle scores from a sensitivity plan; None while a job has no result.
 
-    Each accuracy is the mean over the oracle's seeds, with its 95 % Wilson interval from the
-    number of test videos. Ranks treat equal accuracies as ties (average ranks); `separable_from`
-    names the blocks whose accuracy intervals do not overlap this block's, and `spread` says
-    whether any two single-block removals are separable at all.
+    Each value of the task's metric (top-1 accuracy, perplexity) is the mean over the oracle's seeds,
+    with its 95 % interval from the test set (Wilson from the number of test videos or images; for a
+    perplexity, a bootstrap over the test sequences). Ranks treat equal values as ties (average ranks),
+    the metric's direction deciding which end is removed first; `separable_from` names the blocks whose
+    intervals do not overlap this block's, and `spread` says whether any two single-block removals are
+    separable at all.
     """
     results = [run.result(j["id"]) for j in exp_or_plan["jobs"]]
     if any(r is None for r in results):
         return None
+    metric = metric_of(exp_or_plan.get("settings"))
     groups: dict[tuple, list[dict]] = {}
     for job, result in zip(exp_or_plan["jobs"], results):
         groups.setdefault(tuple(job["removed"]), []).append(result)
     depth = exp_or_plan.get("depth") or len(groups) - 1
-    baseline = _summary(groups[()])
-    blocks = [{"block": b, **_summary(groups[(b,)])} for b in range(1, depth + 1)]
-    scores = [r["top1"] for r in blocks]
-    order = average_ranks(scores, "highest")  # lower accuracy after removal = more important
+    baseline = _summary(groups[()], metric)
+    blocks = [{"block": b, **_summary(groups[(b,)], metric)} for b in range(1, depth + 1)]
+    scores = [r[metric.name] for r in blocks]
+    order = average_ranks(scores, metric.removes)  # the removal that hurts most = the most important block
     for row, rank in zip(blocks, order):
         row["rank"] = rank
-        row["vs_unpruned"] = _versus(row, baseline)
+        row["vs_unpruned"] = _versus(row, baseline, metric.name)
     known = all(r["interval"] for r in blocks)  # not when the test-set size is unknown
     for row in blocks:
         row["separable_from"] = [other["block"] for other in blocks if other is not row
                                  and separable(row["interval"], other["interval"])] if known else None
     spread = any(r["separable_from"] for r in blocks) if known else None
     first = groups[()][0]
-    return {"oracle": oracle_of(exp_or_plan), "baseline": baseline, "blocks": blocks, "scores": scores,
-            "ranks": order, "removes": "highest", "seeds": len(groups[()]), "videos": first.get("videos"),
-            "classes": first.get("classes"),
-            "spread": spread, "separable_from_unpruned": [r["block"] for r in blocks if r["vs_unpruned"] == "lower"]}
+    worse = "lower" if metric.better == "higher" else "higher"
+    return {"oracle": oracle_of(exp_or_plan), **_task_keys(exp_or_plan), "baseline": baseline, "blocks": blocks,
+            "scores": scores, "ranks": order, "removes": metric.removes, "seeds": len(groups[()]),
+            _count_key(first): count_of(first), "classes": first.get("classes"),
+            "spread": spread, "separable_from_unpruned": [r["block"] for r in blocks if r["vs_unpruned"] == worse]}
+
+
+def metric_of(settings: dict | None):
+    """The metric of the task a plan's (or a table's) jobs were judged on: video classification's top-1 for
+    run folders made before there were other tasks."""
+    from .. import tasks
+
+    return tasks.get((settings or {}).get("task") or VIDEO).metric
+
+
+def table_metric(table: dict):
+    """The metric a table (sensitivity.json, sweep.json) reports (top-1 for tables that do not say)."""
+    from .. import tasks
+
+    return tasks.get(table.get("task") or VIDEO).metric
+
+
+def _task_keys(plan: dict) -> dict:
+    """What a table says of its task and metric; nothing for a video run (its tables stay as they were)."""
+    task = (plan.get("settings") or {}).get("task") or VIDEO
+    return {} if task == VIDEO else {"task": task, "metric": metric_of(plan.get("settings")).to_dict()}
+
+
+def count_of(result: dict) -> int | None:
+    """How many test samples a result or table row was measured on (videos, images, sequences)."""
+    return result.get("videos", result.get("samples"))
+
+
+def _count_key(result: dict) -> str:
+    return "videos" if "videos" in result else "samples"
 
 
 def oracle_of(plan: dict) -> dict:
@@ -89,16 +124,31 @@ def oracle_cost(run: RunDir, kind: str) -> dict | None:
     return {"jobs": len(results), "steps": total("steps"), "seconds": total("seconds")}
 
 
-def _summary(results: list[dict]) -> dict:
-    """One oracle job over its seeds: mean accuracies, the per-seed top-1, the Wilson interval."""
+def _summary(results: list[dict], metric) -> dict:
+    """One oracle job over its seeds: the mean metric, its per-seed values, its interval (and per-sample records)."""
+    if metric.name == "perplexity":
+        return _text_summary(results)
     top1 = [r["top1"] for r in results]
-    videos = results[0].get("videos")
+    videos = count_of(results[0])
     mean = float(np.mean(top1))
     row = {"params": results[0]["params"], "gflops": results[0]["gflops"], "top1": mean,
            "top5": _mean(r.get("top5") for r in results), "uar": _mean(r.get("uar") for r in results),
-           "top1_seeds": top1, "videos": videos, "interval": interval_of(mean, videos)}
+           "top1_seeds": top1, _count_key(results[0]): videos, "interval": interval_of(mean, videos)}
     if all(r.get("correct") for r in results):
         row["correct"] = [r["correct"] for r in results]
+    return row
+
+
+def _text_summary(results: list[dict]) -> dict:
+    """A causal LM's oracle job over its seeds: mean perplexity, its bootstrap interval over the test sequences,
+    the per-seed values, and each seed's per-sequence losses and tokens (what the agreement resamples)."""
+    values = [r["perplexity"] for r in results]
+    row = {"params": results[0]["params"], "gflops": results[0]["gflops"], "perplexity": float(np.mean(values)),
+           "next_token_accuracy": _mean(r.get("next_token_accuracy") for r in results), "perplexity_seeds": values,
+           "samples": results[0].get("samples"), "interval": None}
+    if all(r.get("nll") for r in results):
+        row["nll"], row["tokens"] = [r["nll"] for r in results], [r["tokens"] for r in results]
+        row["interval"] = perplexity_interval(np.array(row["nll"]), np.array(row["tokens"]))
     return row
 
 
@@ -107,19 +157,25 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _versus(row: dict, baseline: dict) -> str | None:
+def _versus(row: dict, baseline: dict, key: str = "top1") -> str | None:
     """'lower' or 'higher' than the unpruned model beyond both intervals, else 'not separable'."""
     if not row["interval"] or not baseline["interval"]:
         return None
     if not separable(row["interval"], baseline["interval"]):
         return "not separable"
-    return "lower" if row["top1"] < baseline["top1"] else "higher"
+    return "lower" if row[key] < baseline[key] else "higher"
 
 
 def oracle_meta(table: dict) -> dict:
     """The parts of a sensitivity table the agreement statistics need."""
-    return {"videos": table.get("videos"), "seeds": table.get("seeds"), "spread": table.get("spread"),
+    meta = {"videos": table.get("videos"), "seeds": table.get("seeds"), "spread": table.get("spread"),
             "correct": [r.get("correct") for r in table["blocks"]], "oracle": table.get("oracle")}
+    if "task" in table:  # not video: the task, its metric, and per-sequence records where it has them
+        meta = {**meta, "videos": None, "samples": table.get("samples"), "task": table["task"],
+                "metric": table.get("metric"), "removes": table.get("removes")}
+        if all(r.get("nll") for r in table["blocks"]):
+            meta.update(nll=[r["nll"] for r in table["blocks"]], tokens=[r["tokens"] for r in table["blocks"]])
+    return meta
 
 
 def oracle_result(layout: ScoreResult, table: dict, source_hash: str | None = None) -> ScoreResult:
@@ -132,44 +188,69 @@ def oracle_result(layout: ScoreResult, table: dict, source_hash: str | None = No
     """
     oracle = table.get("oracle") or {}
     note = HEALING_NOTE.format(steps=oracle.get("heal_steps")) if oracle.get("kind") == "healing" else ORACLE_NOTE
+    if "task" in table:
+        note = note.replace("accuracy (top-1)", table_metric(table).label)
     return replace(layout, dtype_view="stored", primary=ORACLE, aggregate="mean", histograms=None,
                    blocks=[replace(b, distinct=None) for b in layout.blocks], scores={ORACLE: list(table["scores"])},
-                   removes={ORACLE: "highest"}, meta={"note": note, "oracle": oracle_meta(table),
+                   removes={ORACLE: table.get("removes", "highest")}, meta={"note": note, "oracle": oracle_meta(table),
                                                       **({"source_hash": source_hash} if source_hash else {})})
 
 
 # --- Table 3: the sweep ------------------------------------------------------------------------------
 
-def _row(result: dict) -> dict:
-    return {k: result.get(k) for k in ("params", "gflops", "top1", "top5", "uar", "videos")}
+ROW_KEYS = {"top1": ("params", "gflops", "top1", "top5", "uar", "videos", "samples", "correct"),
+            "perplexity": ("params", "gflops", "perplexity", "next_token_accuracy", "samples", "nll", "tokens")}
+
+
+def _row(result: dict, metric) -> dict:
+    return {k: result.get(k) for k in ROW_KEYS[metric.name] if k in result or k in ("top5", "uar")}
 
 
 def sweep_table(plan: dict, run: RunDir) -> dict | None:
-    """Table 3 from a sweep plan: accuracy per criterion and ratio (random: mean and std over seeds)."""
+    """Table 3 from a sweep plan: the task's metric per criterion and ratio (random: mean and std over seeds)."""
     baseline = run.result(plan["baseline"])
     results = {r["id"]: run.result(r["id"]) for r in plan["rows"]}
     if baseline is None or any(v is None for v in results.values()) or plan.get("waiting_for_oracle"):
         return None
-    base = _row(baseline)
-    base["interval"] = interval_of(base["top1"], base.get("videos"))
+    metric = metric_of(plan.get("settings"))
+    base = _row(baseline, metric)
+    base["interval"] = _mean_interval([base], metric)
     cells: dict[tuple[str, float], list[dict]] = {}
     for row in plan["rows"]:
-        cells.setdefault((row["criterion"], row["ratio"]), []).append({**row, **_row(results[row["id"]])})
-    table = [_cell(name, ratio, members, base["top1"]) for (name, ratio), members in cells.items()]
-    return {"baseline": base, "rows": table, "ratios": sorted({r["ratio"] for r in table}),
+        cells.setdefault((row["criterion"], row["ratio"]), []).append({**row, **_row(results[row["id"]], metric)})
+    table = [_cell(name, ratio, members, base, metric) for (name, ratio), members in cells.items()]
+    for row in [base, *table]:  # per-sample records stay in the job results
+        for key in ("correct", "nll", "tokens"):
+            row.pop(key, None)
+    return {**_task_keys(plan), "baseline": base, "rows": table, "ratios": sorted({r["ratio"] for r in table}),
             "criteria": list(dict.fromkeys(r["criterion"] for r in table)), "classes": baseline.get("classes"),
-            "videos": base.get("videos")}
+            _count_key(base): count_of(base)}
 
 
-def _cell(name: str, ratio: float, members: list[dict], base_top1: float) -> dict:
-    """One (criterion, ratio) cell over its runs (several for random: one per seed)."""
-    top1 = np.array([m["top1"] for m in members])
-    videos = members[0].get("videos")
+def _mean_interval(members: list[dict], metric) -> list[float] | None:
+    """The interval of the members' mean metric: from the test set alone (Wilson from the number of test samples
+    for an accuracy; a bootstrap over the test sequences for a perplexity), and, over several runs, widened to
+    the t-interval of their spread."""
+    values = np.array([m[metric.name] for m in members])
+    if metric.name != "perplexity":
+        return runs_interval(values, count_of(members[0]))
+    if not all(m.get("nll") for m in members):
+        return spread_interval(values, None, (1.0, np.inf)) if len(members) > 1 else None
+    test = perplexity_interval(np.array([m["nll"] for m in members]), np.array([m["tokens"] for m in members]))
+    return spread_interval(values, test, (1.0, float("inf")))
+
+
+def _cell(name: str, ratio: float, members: list[dict], base: dict, metric) -> dict:
+    """One (criterion, ratio) cell over its runs (several for random: one per seed); `drop` is how much worse
+    than the unpruned model it is, in the metric's units (points of accuracy, or of perplexity)."""
+    key = metric.name
+    values = np.array([m[key] for m in members])
     return {"criterion": name, "ratio": ratio, "count": members[0]["count"],
             "removed": [m["removed"] for m in members] if len(members) > 1 else members[0]["removed"],
-            "gflops": float(np.mean([m["gflops"] for m in members])), "top1": float(top1.mean()),
-            "top1_std": float(top1.std(ddof=1)) if len(members) > 1 else None, "runs": len(members),
-            "drop": float(base_top1 - top1.mean()), "videos": videos, "interval": runs_interval(top1, videos)}
+            "gflops": float(np.mean([m["gflops"] for m in members])), key: float(values.mean()),
+            f"{key}_std": float(values.std(ddof=1)) if len(members) > 1 else None, "runs": len(members),
+            "drop": float(metric.worse_by(values.mean(), base[key])), _count_key(members[0]): count_of(members[0]),
+            "interval": _mean_interval(members, metric)}
 
 
 # --- the tail every experiment shares -----------------------------------------------------------------

@@ -28,7 +28,8 @@ def job_state(folder: Path, retries: int, stale_after: float) -> dict:
     try:
         result = read_result(folder, run_hash(folder.parent))
         if result is not None:
-            return {"state": "done", "seconds": result.get("seconds"), "top1": result.get("top1")}
+            return {"state": "done", "seconds": result.get("seconds"), "top1": result.get("top1"),
+                    **({"perplexity": result["perplexity"]} if "perplexity" in result else {})}
     except InvalidResult as exc:  # not counted as done: the next worker sets it aside and runs the job again
         invalid = str(exc)
     claim = read_claim(folder)

@@ -48,24 +48,57 @@ def result_problem(result: object, job_id: str, source_hash: str | None = None) 
     if source_hash is not None and settings.source_hash != source_hash:
         return (f"it was made from another checkpoint (hash {settings.source_hash[:12]}), not this run's "
                 f"({source_hash[:12]})")
+    why = _metric_problem(result, settings.task)
+    if why:
+        return why
+    for key in _COUNTS + _AMOUNTS:
+        if result.get(key) is not None and not _number(result[key], whole=key in _COUNTS):
+            return f"its {key} {result[key]!r} is not a {'whole ' if key in _COUNTS else ''}number of 0 or more"
+    count_key = "videos" if "videos" in result else "samples"
+    count = result.get(count_key)
+    if count is not None and (not _number(count, whole=True) or count < 1):
+        return f"its {count_key} {count!r} is not a count of test {'videos' if count_key == 'videos' else 'samples'}"
+    return _per_sample_problem(result, count, "video" if count_key == "videos" else "sample")
+
+
+def _metric_problem(result: dict, task: str) -> str | None:
+    """What is wrong with the result's metrics for its task: accuracies in [0, 1], a perplexity of 1 or more."""
+    if task == "causal-lm":
+        value = result.get("perplexity")
+        if not _number(value) or value < 1:
+            return f"its perplexity {value!r} is not a perplexity (a number of 1 or more)"
+        accuracy = result.get("next_token_accuracy")
+        if accuracy is not None and (not _number(accuracy) or accuracy > 1):
+            return f"its next_token_accuracy {accuracy!r} is not an accuracy between 0 and 1"
+        return None
     if not _number(result.get("top1")) or result["top1"] > 1:
         return f"its top1 {result.get('top1')!r} is not an accuracy between 0 and 1"
     for key in _FRACTIONS[1:]:
         if result.get(key) is not None and (not _number(result[key]) or result[key] > 1):
             return f"its {key} {result[key]!r} is not an accuracy between 0 and 1"
-    for key in _COUNTS + _AMOUNTS:
-        if result.get(key) is not None and not _number(result[key], whole=key in _COUNTS):
-            return f"its {key} {result[key]!r} is not a {'whole ' if key in _COUNTS else ''}number of 0 or more"
-    videos, correct = result.get("videos"), result.get("correct")
-    if videos is not None and (not _number(videos, whole=True) or videos < 1):
-        return f"its videos {videos!r} is not a count of test videos"
+    return None
+
+
+def _per_sample_problem(result: dict, count: int | None, unit: str) -> str | None:
+    """Per-sample records that do not match the test-set size or the metric they are the parts of."""
+    correct = result.get("correct")
     if correct is not None:
         if not isinstance(correct, str) or set(correct) - {"0", "1"}:
-            return "its per-video results are not a string of 0 and 1"
-        if videos is not None and len(correct) != videos:
-            return f"it records {len(correct)} per-video results for {videos} test videos"
-        if videos and abs(correct.count("1") / videos - result["top1"]) > 0.5 / videos + 1e-9:
-            return f"its top1 {result['top1']} disagrees with its per-video results ({correct.count('1')} of {videos})"
+            return f"its per-{unit} results are not a string of 0 and 1"
+        if count is not None and len(correct) != count:
+            return f"it records {len(correct)} per-{unit} results for {count} test {unit}s"
+        if count and abs(correct.count("1") / count - result["top1"]) > 0.5 / count + 1e-9:
+            return f"its top1 {result['top1']} disagrees with its per-{unit} results ({correct.count('1')} of {count})"
+    nll, tokens = result.get("nll"), result.get("tokens")
+    if nll is None and tokens is None:
+        return None
+    if not (isinstance(nll, list) and isinstance(tokens, list) and all(_number(x) for x in nll)
+            and all(_number(t, whole=True) and t > 0 for t in tokens)):
+        return "its per-sequence losses and token counts are not lists of numbers of 0 or more"
+    if len(nll) != len(tokens) or (count is not None and len(nll) != count):
+        return f"it records {len(nll)} per-sequence losses and {len(tokens)} token counts for {count} test sequences"
+    if abs(math.log(result["perplexity"]) - sum(nll) / sum(tokens)) > 1e-4:
+        return f"its perplexity {result['perplexity']} disagrees with its per-sequence losses"
     return None
 
 

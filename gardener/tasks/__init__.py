@@ -22,6 +22,22 @@ class Metric:
     name: str  # the key of the evaluation's result: "top1", "perplexity"
     label: str  # as tables and figures name it
     better: str  # "higher" or "lower"
+    unit: str = "samples"  # what the test set counts: "videos", "images", "sequences"
+    percent: bool = False  # shown in percent (an accuracy), else as it is (a perplexity)
+
+    @property
+    def removes(self) -> str:
+        """Which end of an oracle's scores (this metric after removing a block) is removed first: the block
+        whose removal leaves the best value."""
+        return "highest" if self.better == "higher" else "lowest"
+
+    def worse_by(self, value: float, reference: float) -> float:
+        """How much worse `value` is than `reference` (negative: better), in the metric's own units."""
+        return reference - value if self.better == "higher" else value - reference
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "label": self.label, "better": self.better, "unit": self.unit,
+                "percent": self.percent}
 
     def __post_init__(self):
         if self.better not in ("higher", "lower"):
@@ -38,9 +54,18 @@ class Task:
     metric: Metric
     fits: Callable[[str], bool]
     evaluate: str
+    job: str = ""  # "module:function" that finetunes and evaluates one experiment job (experiments/task_jobs.py)
 
     def evaluator(self) -> Callable[..., dict]:
         module, function = self.evaluate.split(":")
+        return getattr(importlib.import_module(module), function)
+
+    def job_runner(self) -> Callable[..., dict]:
+        """The function that trains and evaluates one pruned model of an experiment (sensitivity, sweep)."""
+        if not self.job:
+            raise GardenerError(f"task {self.name}: the experiments have no path for it (sensitivity and sweep run "
+                                f"{', '.join(n for n, t in _REGISTRY.items() if t.job)})")
+        module, function = self.job.split(":")
         return getattr(importlib.import_module(module), function)
 
 
@@ -96,14 +121,16 @@ def _fitting(architecture: str) -> list[str]:
 
 
 register(Task("video-classification", "video clips to classes (VideoMAE; the paper's Step 4)",
-              Metric("top1", "top-1 accuracy", "higher"),
-              lambda cls: cls.startswith("VideoMAE"), "gardener.train.evaluation:evaluate_model"))
+              Metric("top1", "top-1 accuracy", "higher", "videos", True),
+              lambda cls: cls.startswith("VideoMAE"), "gardener.train.evaluation:evaluate_model",
+              "gardener.experiments.task_jobs:video_job"))
 # bare image encoders AutoModelForImageClassification puts a head on
 IMAGE_ENCODERS = ("ViTModel", "DeiTModel", "Dinov2Model", "SwinModel", "Swinv2Model", "BeitModel")
 register(Task("image-classification", "images to classes (ViT, DeiT, DINOv2, Swin, BEiT; a classifier or an encoder)",
-              Metric("top1", "top-1 accuracy", "higher"),
+              Metric("top1", "top-1 accuracy", "higher", "images", True),
               lambda cls: cls.endswith("ForImageClassification") or cls in IMAGE_ENCODERS,
-              "gardener.train.image:evaluate_image_model"))
+              "gardener.train.image:evaluate_image_model", "gardener.experiments.task_jobs:image_job"))
 register(Task("causal-lm", "next-token prediction on text packed into sequences (LLaMA- and GPT-2-style)",
-              Metric("perplexity", "perplexity", "lower"),
-              lambda cls: cls.endswith(("ForCausalLM", "LMHeadModel")), "gardener.tasks.causal_lm:evaluate_causal_lm"))
+              Metric("perplexity", "perplexity", "lower", "sequences"),
+              lambda cls: cls.endswith(("ForCausalLM", "LMHeadModel")), "gardener.tasks.causal_lm:evaluate_causal_lm",
+              "gardener.experiments.task_jobs:text_job"))

@@ -143,6 +143,7 @@ class ImageFinetuneJob(TrainingJob):
     keep_head: bool = False
     distill: Distill | None = None
     lora: Lora | None = None
+    split_seed: int | None = None  # the held-out share's seed (None: `seed`); an experiment's jobs share one
 
     def load(self) -> TrainImages:
         from ..tasks import infer
@@ -156,7 +157,8 @@ class ImageFinetuneJob(TrainingJob):
             raise GardenerError(f"--size {self.size}: {self.model_dir} takes images of {native} px (its position "
                                 f"embeddings are made for them); leave --size out")
         self.spec = ImageSpec(native)
-        self.train, self.test = read_image_splits(self.data, self.eval_data, self.val_fraction, self.seed)
+        self.train, self.test = read_image_splits(self.data, self.eval_data, self.val_fraction,
+                                                  self.seed if self.split_seed is None else self.split_seed)
         check_readable(self.train, self.test)
         if self.distill is not None:  # a teacher of the data's classes, said before the run starts
             _teacher_classes(Path(self.distill.teacher), self.train.classes)
@@ -246,10 +248,11 @@ def finetune_images(model_dir: str | Path, out: str | Path, data: str | Path, re
                     seed: int = 0, resume: bool = False, force: bool = False, callbacks: list | None = None,
                     progress=None, arguments: dict | None = None, keep_head: bool = False, workers: int = 2,
                     report_to: str = "none", lock: bool = True, guard=None, distill: Distill | None = None,
-                    lora: Lora | None = None) -> dict:
+                    lora: Lora | None = None, split_seed: int | None = None) -> dict:
     """Finetune (heal) an image classifier on `data`, evaluate it on the test split, save it; the run's manifest."""
     job = ImageFinetuneJob(Path(model_dir), Path(data), Path(eval_data) if eval_data else None,
-                           recipe or ImageRecipe(), seed, size, val_fraction, arguments, keep_head, distill, lora)
+                           recipe or ImageRecipe(), seed, size, val_fraction, arguments, keep_head, distill, lora,
+                           split_seed)
     return train_run(job, Path(out), RunOptions(resume, force, workers, callbacks or [], progress,
                                                 report_to=report_to, lock=lock, guard=guard))
 

@@ -95,10 +95,10 @@ class LMFinetuneJob(TrainingJob):
     arguments: dict | None = None
     distill: Distill | None = None  # heal by distillation from this teacher (train/distill.py)
     lora: Lora | None = None  # train LoRA adapters only, merged back at the end (train/lora.py)
+    split_seed: int | None = None  # the held-out share's seed (None: `seed`); an experiment's jobs share one
 
     def load(self) -> TextSequences:
         from ..tasks import infer
-        from ..tasks.causal_lm import sequences_for
 
         infer(self.model_dir, "causal-lm")
         if self.lora is not None:
@@ -111,11 +111,8 @@ class LMFinetuneJob(TrainingJob):
                 raise GardenerError(f"--distill-from {self.distill.teacher}: its vocabulary "
                                     f"({_config(self.distill.teacher).vocab_size}) is not the student's "
                                     f"({config.vocab_size}); the teacher must read the same tokens")
-        rows = sequences_for(self.model_dir, self.data, self.seq_len, config)
-        if self.eval_data is not None:
-            self.train, self.test = rows, sequences_for(self.model_dir, self.eval_data, self.seq_len, config)
-        else:
-            self.train, self.test = _held_out(rows, self.val_fraction, self.seed, self.data)
+        self.train, self.test = text_splits(self.model_dir, self.data, self.eval_data, self.seq_len, self.val_fraction,
+                                            self.seed if self.split_seed is None else self.split_seed, config)
         self.spec = TextSpec(self.seq_len)
         return TextSequences(self.train)
 
@@ -191,6 +188,29 @@ def _config(model_dir: Path):
     return AutoConfig.from_pretrained(model_dir, local_files_only=True)
 
 
+def text_splits(model_dir: Path, data: Path, eval_data: Path | None, seq_len: int, val_fraction: float, seed: int,
+                config=None) -> tuple[list[Sequence], list[Sequence]]:
+    """The training and test sequences: `data` and `eval_data`, or a seeded held-out share of `data`."""
+    from ..tasks.causal_lm import sequences_for
+
+    rows = sequences_for(model_dir, data, seq_len, config)
+    if eval_data is not None:
+        return rows, sequences_for(model_dir, eval_data, seq_len, config)
+    return _held_out(rows, val_fraction, seed, data)
+
+
+def held_out_perplexity(model_dir: Path, data, seq_len: int, seed: int) -> dict:
+    """A model's causal-lm metrics on the test sequences a finetuning with `data` (DataOptions) and split seed
+    `seed` would hold out: the measure of a model that is not trained (`sensitivity --heal-steps 0`)."""
+    from ..scoring.calibration_data import load_model
+    from ..tasks.causal_lm import measure
+
+    model = load_model(Path(model_dir)).eval()
+    _, test = text_splits(Path(model_dir), Path(data.data), data.eval_data, seq_len, data.val_fraction, seed,
+                          model.config)
+    return measure(model, test, seed=seed)
+
+
 def _held_out(rows: list[Sequence], fraction: float, seed: int, data: Path) -> tuple[list, list]:
     """A seeded share of the sequences for testing (at least one), the rest for training (at least one)."""
     if not 0 < fraction < 1:
@@ -233,11 +253,11 @@ def finetune_lm(model_dir: str | Path, out: str | Path, data: str | Path, recipe
                 eval_data: str | Path | None = None, seq_len: int = 128, val_fraction: float = 0.2, seed: int = 0,
                 resume: bool = False, force: bool = False, callbacks: list | None = None, progress=None,
                 arguments: dict | None = None, report_to: str = "none", lock: bool = True, guard=None,
-                distill: Distill | None = None, lora: Lora | None = None) -> dict:
+                distill: Distill | None = None, lora: Lora | None = None, split_seed: int | None = None) -> dict:
     """Finetune (heal) a causal LM on `data`, evaluate its perplexity on `eval_data` (or on a held-out share of
     `data`), save it with its tokenizer; returns the run's manifest. With `distill`, the loss is (or mixes in)
     the KL to the teacher's predictions, and eval.json adds the student's mean KL to the teacher."""
     job = LMFinetuneJob(Path(model_dir), Path(data), Path(eval_data) if eval_data else None, recipe or LMRecipe(),
-                        seed, seq_len, val_fraction, arguments, distill, lora)
+                        seed, seq_len, val_fraction, arguments, distill, lora, split_seed)
     return train_run(job, Path(out), RunOptions(resume, force, 0, callbacks or [], progress, report_to=report_to,
                                                 lock=lock, guard=guard))
