@@ -167,7 +167,7 @@ def pool(
 ) -> None:
     """Pool the agreement and ratio tables of several models: per-model values, mean, interval over models."""
     from ..experiments.pooled import write_pooled
-    from ..report.pooled import pooled_agreement_rows, pooled_summary, pooled_sweep_rows
+    from ..report.pooled import gain, pooled_agreement_rows, pooled_summary, pooled_sweep_rows
     from ..report.pooled import check_pooled_markdown, write_pooled_markdown
     from ..report.tables import rich_table
 
@@ -180,7 +180,7 @@ def pool(
     if "agreement" in pooled:
         out.print(rich_table("agreement with the oracle, pooled over models", *pooled_agreement_rows(pooled)))
     if "sweep" in pooled:
-        out.print(rich_table("top-1 above random orders (points), pooled over models", *pooled_sweep_rows(pooled)))
+        out.print(rich_table(f"{gain(pooled['sweep'])[0]}, pooled over models", *pooled_sweep_rows(pooled)))
     out.print(pooled_summary(pooled), highlight=False, markup=False)
     if json_out:
         say(f"wrote {json_out}")

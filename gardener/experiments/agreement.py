@@ -122,7 +122,8 @@ def agreement(scores: ScoreResult, oracle: dict, resamples: int = RESAMPLES, see
     for name, row in rows.items():  # what a criterion needs beyond the weights: calibration clips and seconds
         row["cost"] = cost.get(name)
     seeds = correct[0].shape[1] if correct is not None else None
-    return {"oracle": oracle.get("oracle"), "oracle_ranks": average_ranks(oracle_scores, direction),
+    return {"oracle": oracle.get("oracle"), **({"metric": oracle["metric"]} if oracle.get("metric") else {}),
+            "oracle_ranks": average_ranks(oracle_scores, direction),
             "oracle_spread": spread, "random_orders": null,
             "bootstrap": {"resamples": resamples if correct is not None else 0, "seeds": seeds, "method": "basic"},
             "criteria": rows, "beats_random": [n for n, r in rows.items() if r["beats_random"]]}

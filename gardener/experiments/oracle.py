@@ -36,7 +36,8 @@ def healing(exp: Experiment, heal_steps: int) -> Experiment:
 def oracle_plan(exp: Experiment, kind: str, jobs: list[Job]) -> dict:
     """The plan of an oracle: its jobs, settings, and which oracle it is ("full" finetuning with the
     experiment's recipe, or "healing" of the given checkpoint for K steps)."""
-    oracle = {"kind": "full", "head": "fresh"} if kind == ORACLE else {
+    head = "kept" if exp.settings.task == "causal-lm" else "fresh"  # a language model's head is its own
+    oracle = {"kind": "full", "head": head} if kind == ORACLE else {
         "kind": "healing", "heal_steps": exp.recipe.max_steps, "warmup_steps": exp.recipe.warmup_steps, "head": "kept"}
     return {"kind": kind, "oracle": oracle, "depth": exp.depth, "seeds": exp.oracle_seeds,
             "jobs": [{"id": j.id, "removed": list(j.removed), "seed": j.finetune_seed} for j in jobs],

@@ -55,7 +55,8 @@ def criterion_orders(name: str, scores: ScoreResult, oracle: dict | None, random
                      ) -> dict[int | None, list[int]]:
     """One sweep criterion's removal orders by random seed (None: not random); none while the oracle is not known."""
     if name == ORACLE:
-        return {} if oracle is None else {None: [i + 1 for i in removal_order(oracle["scores"], "highest")]}
+        return {} if oracle is None else {None: [i + 1 for i in removal_order(oracle["scores"],
+                                                                              oracle.get("removes", "highest"))]}
     if name == "random":
         return random_orders(scores, random_seeds)
     return {None: scores.removal_order(name)}

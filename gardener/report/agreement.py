@@ -64,11 +64,18 @@ def _cost(cost: dict | None) -> str:
 def agreement_summary(agree: dict) -> str:
     """Which oracle the criteria are judged against, and which criteria, if any, agree with it beyond what
     a random order does."""
-    return (oracle_text(agree["oracle"]) + " " if agree.get("oracle") else "") + _agreement_verdict(agree) + SCOPE
+    unit = _unit(agree)
+    return ((oracle_text(agree["oracle"]) + " " if agree.get("oracle") else "") + _agreement_verdict(agree)
+            + SCOPE.replace("test videos", f"test {unit}"))
 
 
 SCOPE = (" These verdicts concern one trained model: the intervals cover its test videos and finetuning seeds, not "
          "the model itself; run the same study on other trained models and pool them (`gardener pool RUN1 RUN2 ...`).")
+
+
+def _unit(agree: dict) -> str:
+    """What the oracle's test set counts (videos for agreements that do not say)."""
+    return (agree.get("metric") or {}).get("unit") or "videos"
 
 
 def _agreement_verdict(agree: dict) -> str:
@@ -79,10 +86,10 @@ def _agreement_verdict(agree: dict) -> str:
                 "finding; no p-values are given" + band_text + ".")
     boot = agree.get("bootstrap") or {}
     if not boot.get("resamples"):
-        return ("The oracle's per-video results are not recorded, so there are no bootstrap intervals and whether a "
-                "criterion beats random orders is not tested" + band_text + "; no p-values are given.")
+        return (f"The oracle's per-{_unit(agree)[:-1]} results are not recorded, so there are no bootstrap intervals "
+                "and whether a criterion beats random orders is not tested" + band_text + "; no p-values are given.")
     seeds = boot.get("seeds") or 1
-    how = (f"Intervals: basic bootstrap, {boot['resamples']} resamples of the oracle's test videos"
+    how = (f"Intervals: basic bootstrap, {boot['resamples']} resamples of the oracle's test {_unit(agree)}"
            + (f" and of its {seeds} seeds per block. " if seeds > 1 else
               " (one finetuning seed: the spread between seeds is not covered). "))
     winners = agree.get("beats_random", [])

@@ -62,14 +62,20 @@ def _files(run: Path) -> dict[str, Any]:
 
 def _head_parts(run: Path, info: dict, note: str | None, extra: list[Part] | None) -> list[Part]:
     """The title, the checkpoint, the note and extra parts, and the recipe the run's jobs share."""
+    plan = _load(run, "sensitivity.plan.json") or _load(run, "sweep.plan.json") or _load(run, "healing.plan.json")
+    task = ((plan or {}).get("settings") or {}).get("task") or "video-classification"
+    measured = {"video-classification": "Accuracies are top-1 on the test split in percent (the paper's WAR).",
+                "image-classification": "Task: image classification; accuracies are top-1 on the test images in "
+                                        "percent.",
+                "causal-lm": "Task: causal language modelling; the metric is the perplexity of the held-out text "
+                             "(lower is better)."}.get(task, f"Task: {task}.")
     parts: list[Part] = [("h", 1, "Gardener report"),
                          ("p", f"Checkpoint: `{info['source']}` (sha256 of its weights {info['source_hash'][:16]}). "
-                               f"Accuracies are top-1 on the test split in percent (the paper's WAR).")]
+                               + measured)]
     parts.append(("p", versions_line(info.get("versions") or {})))
     if note:
         parts.append(("p", note))
     parts += extra or []
-    plan = _load(run, "sensitivity.plan.json") or _load(run, "sweep.plan.json") or _load(run, "healing.plan.json")
     if plan:
         s = plan["settings"]
         parts.append(("p", f"Finetuning recipe: {recipe_line(s['recipe'])}; data: `{s['data']['data']}`; "

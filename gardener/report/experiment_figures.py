@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_file
-from .accuracy_axis import CHANCE, UNPRUNED, accuracy_range, errors, extent, mark_references
+from .accuracy_axis import CHANCE, UNPRUNED, Axis, accuracy_range, axis_for, errors, extent, mark_references
 from .style import PALETTE, figure, save
 
 ORACLE, RANDOM = "sensitivity", "random"
@@ -44,21 +44,30 @@ def single_block_figure(table: dict, chance: float | None = None):
     """Fig. 1a: accuracy after removing each block, a point with its 95 % interval coloured by whether it is
     below the unpruned model beyond noise; the unpruned accuracy dashed with its interval shaded; chance
     dotted (or named on the axis when below its range). Points, not bars: the axis need not start at 0."""
-    rows, base = table["blocks"], table["baseline"]
+    rows, base, axis = table["blocks"], table["baseline"], axis_for(table)
     fig, ax = figure(figsize=(7, 3.8), layout="constrained")
-    for verdict, (label, colour) in VERSUS.items():
+    for verdict, (label, colour) in _versus(axis).items():
         mine = [r for r in rows if r.get("vs_unpruned") == verdict]
         if mine:
-            ax.errorbar([r["block"] for r in mine], [100 * r["top1"] for r in mine], fmt="o", color=colour,
-                        yerr=errors([r["top1"] for r in mine], [r.get("interval") for r in mine]), capsize=3,
-                        label=label, zorder=3)
-    ax.set_ylim(*accuracy_range(extent(rows + [base]), chance))
-    mark_references(ax, base, chance)
+            ax.errorbar([r["block"] for r in mine], [axis.scale * r[axis.key] for r in mine], fmt="o", color=colour,
+                        yerr=errors([r[axis.key] for r in mine], [r.get("interval") for r in mine], axis.scale),
+                        capsize=3, label=label, zorder=3)
+    ax.set_ylim(*accuracy_range(extent(rows + [base], axis), chance, axis.bounds))
+    mark_references(ax, base, chance, axis=axis)
     ax.set_xticks([r["block"] for r in rows])
     ax.set_xlabel("block removed")
-    ax.set_title("accuracy after removing one block and finetuning (bars: 95 % intervals)", fontsize=10)
+    trained = "" if (table.get("oracle") or {}).get("heal_steps") == 0 else " and finetuning"
+    ax.set_title(f"{axis.noun} after removing one block{trained} (bars: 95 % intervals)", fontsize=10)
     _outside_legend(fig, ax)
     return fig
+
+
+def _versus(axis: Axis) -> dict:
+    """The colours of Fig. 1a's verdicts: worse than unpruned is red whichever way the metric points."""
+    if axis.key == "top1":
+        return VERSUS
+    return {"higher": ("worse than unpruned beyond noise", PALETTE[4]), "not separable": VERSUS["not separable"],
+            "lower": ("better than unpruned beyond noise", PALETTE[0]), None: VERSUS[None]}
 
 
 def single_block(table: dict, path: Path, chance: float | None = None) -> Path:
@@ -83,12 +92,12 @@ def _curve(sweep: dict, name: str) -> list[dict]:
     return sorted((r for r in sweep["rows"] if r["criterion"] == name), key=lambda r: r["ratio"])
 
 
-def _criterion_line(ax, rows: list[dict], name: str, k: int) -> None:
+def _criterion_line(ax, rows: list[dict], name: str, k: int, axis: Axis) -> None:
     """One criterion: its line, and its 95 % intervals as light bars beneath the lines."""
-    x, y = [r["ratio"] for r in rows], [100 * r["top1"] for r in rows]
+    x, y = [r["ratio"] for r in rows], [axis.scale * r[axis.key] for r in rows]
     colour = PALETTE[k % len(PALETTE)]
     ax.plot(x, y, color=colour, marker=MARKERS[k % len(MARKERS)], markersize=4, linewidth=1.4, label=name, zorder=2)
-    yerr = errors([r["top1"] for r in rows], [r.get("interval") for r in rows])
+    yerr = errors([r[axis.key] for r in rows], [r.get("interval") for r in rows], axis.scale)
     if yerr is not None:
         ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=colour, alpha=0.35, linewidth=0.8, zorder=1.5)
 
@@ -97,26 +106,27 @@ REFERENCE_STYLE = {RANDOM: {"color": "grey", "linewidth": 2.0, "marker": "s", "z
                    ORACLE: {"color": "black", "linewidth": 2.4, "marker": "o", "zorder": 4}}
 
 
-def _reference_line(ax, rows: list[dict], name: str) -> None:
+def _reference_line(ax, rows: list[dict], name: str, axis: Axis) -> None:
     """The oracle or random, above every criterion (higher zorder, drawn after them), its interval shaded."""
     style = REFERENCE_STYLE[name]
     x = [r["ratio"] for r in rows]
     if all(r.get("interval") for r in rows):
-        ax.fill_between(x, [100 * r["interval"][0] for r in rows], [100 * r["interval"][1] for r in rows],
+        ax.fill_between(x, [axis.scale * r["interval"][0] for r in rows], [axis.scale * r["interval"][1] for r in rows],
                         color=style["color"], alpha=0.12, linewidth=0, zorder=1.2)
     runs = max((r.get("runs") or 1 for r in rows), default=1)
     label = ORACLE_LABEL if name == ORACLE else f"random (mean of {runs} orders)" if runs > 1 else "random"
-    ax.plot(x, [100 * r["top1"] for r in rows], label=label, **style)
+    ax.plot(x, [axis.scale * r[axis.key] for r in rows], label=label, **style)
 
 
 def _panel(ax, sweep: dict, family: str, names: list[str], chance: float | None) -> None:
     """One family's criteria, then random, then the oracle last; the unpruned model and chance beneath."""
-    mark_references(ax, sweep["baseline"], chance, ylabel=ax.get_subplotspec().is_first_col())
+    axis = axis_for(sweep)
+    mark_references(ax, sweep["baseline"], chance, ylabel=ax.get_subplotspec().is_first_col(), axis=axis)
     for k, name in enumerate(names):
-        _criterion_line(ax, _curve(sweep, name), name, k)
+        _criterion_line(ax, _curve(sweep, name), name, k, axis)
     for name in (RANDOM, ORACLE):
         if name in sweep["criteria"]:
-            _reference_line(ax, _curve(sweep, name), name)
+            _reference_line(ax, _curve(sweep, name), name, axis)
     if family:  # the panel's own criteria beside it; the references once, below the figure
         handles, labels = ax.get_legend_handles_labels()
         ax.set_title(family, fontsize=10)
@@ -135,13 +145,14 @@ def ratio_figure(sweep: dict, chance: float | None = None):
     rows = ceil(len(panels) / cols)
     fig, axes = figure(rows, cols, figsize=(5.6 * cols, 2.9 * rows + 1.0), sharex=True, sharey=True,
                        layout="constrained", squeeze=False)
-    axes[0, 0].set_ylim(*accuracy_range(extent(sweep["rows"] + [sweep["baseline"]]), chance))
+    axis = axis_for(sweep)
+    axes[0, 0].set_ylim(*accuracy_range(extent(sweep["rows"] + [sweep["baseline"]], axis), chance, axis.bounds))
     for ax, (family, names) in zip(axes.flat, panels):
         _panel(ax, sweep, family, names, chance)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     axes[0, 0].set_xticks(sweep["ratios"])
-    fig.suptitle("accuracy after pruning and finetuning, criteria by family\n(shaded: 95 % intervals of the "
+    fig.suptitle(f"{axis.noun} after pruning and finetuning, criteria by family\n(shaded: 95 % intervals of the "
                  "oracle and of the mean of random orders)", fontsize=10)
     handles, labels = axes[0, 0].get_legend_handles_labels()  # the references, shared by every panel
     shared = {UNPRUNED, CHANCE, ORACLE_LABEL}

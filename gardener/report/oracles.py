@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import experiment_figures as figs
 from .render import Part
-from .text import interval_text, measurement_line, num, pct, rank_text, recipe_line
+from .text import (count_in, interval_text, measurement_line, metric_header, metric_of, num, pct, rank_text, recipe_line,
+                   value_text)
 
 KINDS = ("sensitivity", "healing")  # the oracles' table names, in report order: the full oracle first
 
@@ -20,14 +21,17 @@ KINDS = ("sensitivity", "healing")  # the oracles' table names, in report order:
 
 def sensitivity_rows(table: dict) -> tuple[list[str], list[list[str]]]:
     """Table 1: the unpruned model and each single-block removal, with interval, rank and separability."""
-    seeds = table.get("seeds") or 1
-    headers = ["model state", "params (M)", "GFLOPs", "top-1 (%)", "95 % interval", "top-5 (%)", "UAR (%)", "rank",
-               "vs unpruned", "separable from blocks"] + (["top-1 per seed (%)"] if seeds > 1 else [])
+    seeds, metric = table.get("seeds") or 1, metric_of(table)
+    key, header = metric["name"], metric_header(metric)
+    others_head = ["top-5 (%)", "UAR (%)"] if key == "top1" else ["next-token accuracy (%)"]
+    headers = ["model state", "params (M)", "GFLOPs", header, "95 % interval", *others_head, "rank",
+               "vs unpruned", "separable from blocks"] + ([f"{header} per seed"] if seeds > 1 else [])
 
     def row(name: str, r: dict, rank: str, versus: str, others: str) -> list[str]:
-        cells = [name, num(r["params"] / 1e6), num(r["gflops"]), pct(r["top1"]), interval_text(r.get("interval")),
-                 pct(r.get("top5")), pct(r.get("uar")), rank, versus, others]
-        return cells + ([", ".join(pct(x) for x in r.get("top1_seeds", []))] if seeds > 1 else [])
+        more = [pct(r.get("top5")), pct(r.get("uar"))] if key == "top1" else [pct(r.get("next_token_accuracy"))]
+        cells = [name, num(r["params"] / 1e6), num(r["gflops"]), value_text(r[key], metric),
+                 interval_text(r.get("interval"), metric), *more, rank, versus, others]
+        return cells + ([", ".join(value_text(x, metric) for x in r.get(f"{key}_seeds", []))] if seeds > 1 else [])
     rows = [row("unpruned", table["baseline"], "", "", "")]
     for r in table["blocks"]:
         others = r.get("separable_from")
@@ -41,9 +45,12 @@ def sensitivity_summary(table: dict) -> str:
     if table.get("spread") is None:
         return "The test-set size of these results is not recorded, so their noise cannot be judged."
     lower = table.get("separable_from_unpruned", [])
-    seeds = table.get("seeds") or 1
-    text = (f"Each accuracy is the mean of {seeds} finetuning seed{'s' if seeds > 1 else ''}. "
-            f"{len(lower)} of {len(table['blocks'])} single-block removals are below the unpruned model beyond "
+    seeds, metric = table.get("seeds") or 1, metric_of(table)
+    noun, worse = ("accuracy", "below") if metric["name"] == "top1" else (metric["label"], "worse than")
+    untrained = (table.get("oracle") or {}).get("heal_steps") == 0
+    text = ((f"Each {noun} is measured once, without training. " if untrained else
+             f"Each {noun} is the mean of {seeds} finetuning seed{'s' if seeds > 1 else ''}. ")
+            + f"{len(lower)} of {len(table['blocks'])} single-block removals are {worse} the unpruned model beyond "
             f"noise" + (f" (block{'s' if len(lower) > 1 else ''} {', '.join(map(str, lower))})" if lower else "")
             + ". ")
     if not table["spread"]:
@@ -51,7 +58,7 @@ def sensitivity_summary(table: dict) -> str:
                        "intervals, so its ranking is noise at this budget and test-set size.")
     return text + ("Ranks are only ordered between blocks that are separable from each other (column "
                    "'separable from blocks'); among the others the oracle's order is within noise, and equal "
-                   "accuracies share a rank.")
+                   f"{'accuracies' if noun == 'accuracy' else 'values'} share a rank.")
 
 
 def _healing(oracle: dict | None) -> bool:
@@ -60,6 +67,8 @@ def _healing(oracle: dict | None) -> bool:
 
 def oracle_name(oracle: dict | None) -> str:
     """'full oracle' or 'healing oracle, K steps', from a table's "oracle" description."""
+    if _healing(oracle) and oracle.get("heal_steps") == 0:
+        return "removal alone, no training"
     return f"healing oracle, {oracle.get('heal_steps')} steps" if _healing(oracle) else "full oracle"
 
 
@@ -68,8 +77,12 @@ def oracle_text(oracle: dict | None) -> str:
     recipe = (oracle or {}).get("recipe")
     if not _healing(oracle):
         return (f"Oracle: **full finetuning**: each job finetunes the pruned model with the whole recipe"
-                f"{f' ({recipe_line(recipe)})' if recipe else ''} and a fresh classifier head, then evaluates it.")
+                f"{f' ({recipe_line(recipe)})' if recipe else ''}"
+                f"{' and a fresh classifier head' if (oracle or {}).get('head') != 'kept' else ''}, then evaluates it.")
     steps = oracle.get("heal_steps")
+    if steps == 0:
+        return ("Oracle: **removal alone**: each job removes the block from the given checkpoint and measures it as it "
+                "is, without any training (the plain remove-one-block measure of the layer-pruning literature).")
     return (f"Oracle: **healing, {steps} steps**: each job removes the block from the given checkpoint (finetuned on "
             f"this task), keeps its classifier head, finetunes only {steps} optimizer steps with a warmup of "
             f"{oracle.get('warmup_steps') or 0}, then evaluates it: far cheaper than the full recipe, whose ranking "
@@ -86,13 +99,21 @@ def oracle_sections(tables: list[dict], figures: Path, chance: float | None) -> 
         parts += [("h", 2, f"Single-block removal ({oracle_name(oracle)}; Table 1)" if healing else
                    "Single-block removal (oracle, Table 1)"),
                   ("p", oracle_text(oracle)),
-                  ("p", measurement_line(table.get("videos"), table.get("classes"))),
+                  ("p", measurement_line(count_in(table), table.get("classes"), metric_of(table))),
                   ("table", *sensitivity_rows(table)), ("p", sensitivity_summary(table)),
-                  ("img", figs.single_block(table, figure, chance),
-                   f"Accuracy after removing each block ({oracle_name(oracle)}), with 95 % intervals, coloured by "
-                   f"whether it is below the unpruned model beyond noise (dashed: unpruned, its interval shaded; "
-                   f"dotted: chance, or named on the axis when below it). The axis spans the data, not 0-100.")]
+                  ("img", figs.single_block(table, figure, chance), _figure_caption(table, oracle))]
     return parts
+
+
+def _figure_caption(table: dict, oracle: dict | None) -> str:
+    metric = metric_of(table)
+    if metric["name"] == "top1":
+        return (f"Accuracy after removing each block ({oracle_name(oracle)}), with 95 % intervals, coloured by "
+                f"whether it is below the unpruned model beyond noise (dashed: unpruned, its interval shaded; "
+                f"dotted: chance, or named on the axis when below it). The axis spans the data, not 0-100.")
+    return (f"{metric['label'].capitalize()} after removing each block ({oracle_name(oracle)}; lower is better), with "
+            f"95 % intervals, coloured by whether it is worse than the unpruned model beyond noise (dashed: unpruned, "
+            f"its interval shaded). The axis spans the data.")
 
 
 # --- the two oracles against each other ---------------------------------------------------------------

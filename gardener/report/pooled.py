@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .text import gain
+
 
 def _rho(value: float) -> str:
     return f"{value:.2f}"
@@ -36,15 +38,17 @@ def _verdict(row: dict[str, Any]) -> str:
 
 
 def pooled_sweep_rows(pooled: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Per criterion and ratio: the mean top-1 gain over random orders (points), its interval, and in how many models."""
+    """Per criterion and ratio: the mean gain over random orders (points of top-1, or perplexity below theirs), its
+    interval, and in how many models."""
     sweep, n = pooled["sweep"], pooled["models"]
+    scale = gain(sweep)[1]
     headers = ["criterion", *[f"{ratio:g} %" for ratio in sweep["ratios"]]]
     rows = []
     for name, cells in sweep["criteria"].items():
         row = [name]
         for ratio in sweep["ratios"]:
             cell = cells.get(str(ratio))
-            row.append("" if cell is None else f"{100 * cell['mean_vs_random']:+.1f} {_span(cell['interval'], 100)}"
+            row.append("" if cell is None else f"{scale * cell['mean_vs_random']:+.1f} {_span(cell['interval'], scale)}"
                                                f"{' *' if cell['above_random'] else ''} ({cell['above_random_in']}/{n})")
         rows.append(row)
     return headers, rows
@@ -63,7 +67,9 @@ def pooled_summary(pooled: dict[str, Any]) -> str:
         if reversed_:
             text += f" Below random (ranking the blocks the wrong way round): {', '.join(reversed_)}."
     if "sweep" in pooled:
-        text += (" Ratio table: points of top-1 above the model's own random orders, mean over models [interval]; "
+        what = ("points of top-1 above the model's own random orders" if gain(pooled["sweep"])[1] == 100.0 else
+                f"{gain(pooled['sweep'])[0].replace('random orders', 'the model’s own random orders')}")
+        text += (f" Ratio table: {what}, mean over models [interval]; "
                  "* where the interval lies above 0; (k/N) where a model alone shows it.")
     return text
 

@@ -41,7 +41,10 @@ def pooled_agreement_figure(pooled: dict, path: Path) -> Path:
 def pooled_sweep_figure(pooled: dict, path: Path) -> Path:
     """One panel per criterion: points of top-1 above each model's own random orders at every ratio (a point per
     model), the mean over the models with its interval, and the zero line (no better than random)."""
+    from .text import gain
+
     sweep, n = pooled["sweep"], pooled["models"]
+    label, scale = gain(sweep)
     names = list(sweep["criteria"])
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
@@ -51,11 +54,12 @@ def pooled_sweep_figure(pooled: dict, path: Path) -> Path:
         cells = sweep["criteria"][name]
         ratios = [r for r in sweep["ratios"] if str(r) in cells]
         for ratio in ratios:
-            ax.scatter([ratio] * n, [100 * d for d in cells[str(ratio)]["vs_random"]], s=12, color=PALETTE[1],
+            ax.scatter([ratio] * n, [scale * d for d in cells[str(ratio)]["vs_random"]], s=12, color=PALETTE[1],
                        alpha=0.6, linewidths=0)
-        means = [100 * cells[str(r)]["mean_vs_random"] for r in ratios]
+        means = [scale * cells[str(r)]["mean_vs_random"] for r in ratios]
         spans = [cells[str(r)]["interval"] for r in ratios]
-        errors = np.array([[m - 100 * s[0] for m, s in zip(means, spans)], [100 * s[1] - m for m, s in zip(means, spans)]])
+        errors = np.array([[m - scale * s[0] for m, s in zip(means, spans)],
+                           [scale * s[1] - m for m, s in zip(means, spans)]])
         ax.errorbar(ratios, means, yerr=np.maximum(0, errors), color="black", marker="o", markersize=3,
                     linewidth=1, capsize=2)
         ax.axhline(0, color="grey", linewidth=0.8)
@@ -63,7 +67,7 @@ def pooled_sweep_figure(pooled: dict, path: Path) -> Path:
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     fig.supxlabel("removed (% of blocks)", fontsize=9)
-    fig.supylabel("top-1 above random orders (points)", fontsize=9)
+    fig.supylabel(label, fontsize=9)
     fig.suptitle(f"pruning-ratio sweep against random orders: each model a point, mean over {n} models "
                  f"with its interval", fontsize=9)
     return _save(fig, path)

@@ -205,9 +205,11 @@ def sensitivity_table(table: dict[str, Any]) -> Table:
 def sweep_table(table: dict[str, Any]) -> Table:
     """Table 3 in the terminal (the same rows as the report)."""
     from .sweep import sweep_rows
-    from .text import pct
+    from .text import metric_header, metric_of, value_text
 
-    return rich_table(f"top-1 (%) by pruning ratio; unpruned {pct(table['baseline']['top1'])}", *sweep_rows(table))
+    metric = metric_of(table)
+    return rich_table(f"{metric_header(metric)} by pruning ratio; unpruned "
+                      f"{value_text(table['baseline'][metric['name']], metric)}", *sweep_rows(table))
 
 
 def agreement_table(result: dict[str, Any]) -> Table:
