@@ -25,7 +25,8 @@ from .fileio import atomic_dir, check_writable, write_text
 PAPER_RATIOS = "8.3,25,41.7,58.3,75,91.7"
 # Wall times on a quiet 2-core VM, each with the date it was measured; README's quickstart gives the same
 # figures (a test checks). The default's is that of 2026-12-06 (BENCHMARKS.md); the quick one's is older.
-RUN_TIMES = {"default": "18 min 39 s", "default_date": "2026-12-06", "quick": "2 min 19 s", "quick_date": "2026-12-07"}
+RUN_TIMES = {"default": "18 min 39 s", "default_date": "2026-12-06", "quick": "2 min 19 s", "quick_date": "2026-12-07",
+             "image": "? min", "text": "? min", "tasks_date": "2026-12-07"}
 CACHE_BYTES = 1 << 30  # decoded videos kept in memory (the default demo's are about 100 MB)
 ACTIONS = ("move_up", "move_down", "grow", "shrink", "fade_in", "fade_out", "bounce", "pass")
 # 12 blocks of width 32 on 8 frames of 32 px (64 tokens): a few hundred clips/s on 2 CPU cores
@@ -83,14 +84,15 @@ STAGE_LABELS = {"data": "writing videos", "pretrain": "masked pretraining", "sou
 def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed: int = 0, force: bool = False,
              replicates: int = 1, launch: Launch | None = None, say: Callable[[str], None] = print,
              job_progress: Callable | None = None, step_progress: Callable | None = None,
-             stage_progress: Callable[[str], None] | None = None) -> Path | None:
+             stage_progress: Callable[[str], None] | None = None, task: str = "video") -> Path | None:
     """Run (or finish) the demo in `out_dir`; returns the report's path, None while jobs wait in a queue.
 
     With `replicates` N > 1 the whole study runs N times on independently trained models (demo_replicates.py)
     and their verdicts are pooled into `out_dir/pooled.md`, whose path is returned. `launch` says who runs the
     oracles' and the sweep's jobs: this process (the default), local worker processes, or a SLURM array, after
     which the same command, run again, picks up their results and writes the reports. The progress callbacks
-    hear of each job, each training step and each stage by name."""
+    hear of each job, each training step and each stage by name. `task` "image" or "text" runs the same study on
+    a tiny image classifier or language model instead (demo_tasks.py)."""
     from .experiments.launchers import launcher_for
     from .settings import check_number
 
@@ -98,14 +100,25 @@ def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed
     check_number("--replicates", replicates, 1)
     launch = (launch or Launch()).check()
     launcher_for(launch).prepare(sharded=False)
+    if task not in DEMO_TASKS:
+        raise GardenerError(f"--task {task!r}: expected one of {', '.join(DEMO_TASKS)}")
     settings = QUICK if quick else DemoSettings()
     hooks = Hooks(job_progress, step_progress, stage_progress)
+
+    def one(folder: Path, k: int) -> Path | None:
+        if task != "video":
+            from .demo_tasks import run_task_demo
+
+            return run_task_demo(folder, task, quick, seed + k - 1, force, launch, say, hooks)
+        return one_model(folder, settings, quick, seed + k - 1, force, launch, say, hooks)
     if replicates == 1:
-        return one_model(Path(out_dir), settings, quick, seed, force, launch, say, hooks)
+        return one(Path(out_dir), 1)
     from .demo_replicates import run_replicates
 
-    return run_replicates(Path(out_dir), replicates, lambda folder, k: one_model(
-        folder, settings, quick, seed + k - 1, force, launch, say, hooks), seed, say)
+    return run_replicates(Path(out_dir), replicates, one, seed, say)
+
+
+DEMO_TASKS = ("video", "image", "text")
 
 
 def one_model(out: Path, settings: DemoSettings, quick: bool, seed: int, force: bool, launch: Launch,
@@ -141,14 +154,16 @@ class _Stages:
     """Numbered stage messages, each stage's wall time in timings.json (the time of the invocation that ran
     it, kept beside the other stages' times; out of the report, which stays the same from run to run)."""
 
-    def __init__(self, out: Path, say: Callable[[str], None], count: int, hooks: Hooks = Hooks()):
+    def __init__(self, out: Path, say: Callable[[str], None], count: int, hooks: Hooks = Hooks(),
+                 labels: dict[str, str] | None = None):
         self.out, self.say, self.count, self.number, self.hooks = out, say, count, 0, hooks
+        self.labels = labels or STAGE_LABELS
 
     def start(self, name: str, what: str | None) -> None:
         self.number += 1
         self.name, self.began, self.cached = name, time.perf_counter(), what is None
         self.say(f"{self.number}/{self.count} {what}" if what else f"{self.number}/{self.count} {name}: done before")
-        self.relabel(STAGE_LABELS[name])
+        self.relabel(self.labels[name])
 
     def relabel(self, label: str) -> None:
         """Tell the progress bars what the stage does now."""

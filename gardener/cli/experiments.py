@@ -209,6 +209,9 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Start over in an existing folder."),
     replicates: int = typer.Option(1, "--replicates", help="Run the whole study on N independently trained models "
                                    "(seeds seed..seed+N-1; OUT/replicates/K) and pool their verdicts (pooled.md)."),
+    task: str = typer.Option("video", "--task", help="video (the paper's VideoMAE), image (a ViT on synthetic "
+                             f"textures: {RUN_TIMES['image']}) or text (a LLaMA on a synthetic formal language: "
+                             f"{RUN_TIMES['text']}); each measured {RUN_TIMES['tasks_date']} on 2 CPU cores."),
     *, launch: Launch,
 ) -> None:
     """The paper in miniature: synthetic videos, masked pretraining, scores, oracle, sweep and report.
@@ -220,6 +223,6 @@ def demo(
     with live_progress("demo") as live:
         written = run_demo(out_dir, quick=quick, seed=seed, force=force, replicates=replicates, launch=launch,
                            say=say, job_progress=live.job, step_progress=live.step,
-                           stage_progress=live.stage)
+                           stage_progress=live.stage, task=task)
     if written is not None:
         say(f"wrote {written}")

@@ -175,7 +175,8 @@ def _joint_interval(full: dict, healing: dict, resamples: int, seed: int) -> tup
     if math.isnan(estimate) or np.isnan(rhos).all():
         return [math.nan, math.nan], "undefined: an oracle ranks every block the same"
     low, high = np.nanpercentile(rhos, [(100 - BASIC_LEVEL) / 2, (100 + BASIC_LEVEL) / 2])
-    how = (f"basic bootstrap: {resamples} resamples of the test videos, each draw shared by both oracles, and of "
+    unit = (full.get("metric") or {}).get("unit") or "videos"
+    how = (f"basic bootstrap: {resamples} resamples of the test {unit}, each draw shared by both oracles, and of "
            f"each oracle's {first.shape[1]} seed(s) per block")
     return [max(-1.0, 2 * estimate - float(high)), min(1.0, 2 * estimate - float(low))], how
 

@@ -129,7 +129,8 @@ def _interval(interval: list | None) -> str:
 def between_summary(between: dict) -> str:
     """In words: rho with its interval, whether it is a finding, and how the interval was resampled."""
     steps = (between["oracles"].get("healing") or {}).get("heal_steps")
-    text = (f"The healing oracle ({steps} steps) against the full oracle: Spearman rho {_stat(between['spearman'])}, "
+    second = "The removal-alone oracle (no training)" if steps == 0 else f"The healing oracle ({steps} steps)"
+    text = (f"{second} against the full oracle: Spearman rho {_stat(between['spearman'])}, "
             f"95 % interval {_interval(between.get('spearman_interval'))} ({between['bootstrap']['how']}). ")
     band = between["random_orders"]["interval"]
     band_text = f"95 % of random block orders fall in [{band[0]:.2f}, {band[1]:.2f}]" if band[0] == band[0] else ""

@@ -96,7 +96,38 @@ def calibration_batches(model, path: Path, options: CalibOptions, seed: int, not
     kind = input_kind(getattr(model.config, "model_type", ""))
     if kind == "tokens":
         return _token_batches(model.config, path, options, seed, notes)
+    if kind == "image" and _holds_images(Path(options.calib_data)):
+        return _image_batches(model.config, path, options, seed)
     return _video_batches(model.config, path, kind, options, seed)
+
+
+def _holds_images(root: Path) -> bool:
+    """Whether a calibration folder holds class folders of images (else it is read as videos)."""
+    from ..data.images import IMAGE_SUFFIXES
+
+    return root.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.rglob("*") if p.is_file())
+
+
+def _image_batches(config, path: Path, options: CalibOptions, seed: int) -> list[dict]:
+    """An image model's calibration set from class folders of images (their training split): one centre crop
+    each, at the model's size and normalisation."""
+    import torch
+
+    from ..data.images import ImageSpec, eval_view, read_image_splits
+    from ..train.evaluate import normalisation, to_model_input
+
+    try:
+        split, _ = read_image_splits(Path(options.calib_data), None, 0.2, seed)
+    except GardenerError as exc:
+        raise GardenerError(str(exc).replace("--data", "--calib-data")) from None
+    chosen = np.random.default_rng([seed, 11]).permutation(len(split))[:options.calib_clips].tolist()
+    views = torch.from_numpy(np.stack([eval_view(split.paths[i], ImageSpec(config.image_size)) for i in chosen]))
+    mean, std = normalisation(path)
+    pixels = to_model_input(views, mean, std)
+    label_ids = _model_labels(config, split.classes, [split.labels[i] for i in chosen])
+    return [{"inputs": {"pixel_values": pixels[i:i + options.calib_batch]}, "mask": None, "items": len(chosen),
+             "labels": None if label_ids is None else label_ids[i:i + options.calib_batch]}
+            for i in range(0, len(pixels), options.calib_batch)]
 
 
 def _video_batches(config, path: Path, kind: str, options: CalibOptions, seed: int) -> list[dict]:
