@@ -325,3 +325,22 @@ def save_word_tokenizer(path: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     T.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>").save_pretrained(path)
+
+
+def tiny_llama_with_text(root: Path, documents: int, test_documents: int) -> tuple[Path, Path]:
+    """A tiny LLaMA of 3 blocks over the formal language's words (its tokenizer beside it) in ROOT/llama, and the
+    language's text in ROOT/corpus (make-data --text)."""
+    import shutil
+
+    from gardener.data.synthetic_text import VOCABULARY, write_text_corpus
+
+    corpus = root / "corpus"
+    write_text_corpus(corpus, documents=documents, test_documents=test_documents, seed=0)
+    torch.manual_seed(0)
+    config = T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                           num_key_value_heads=1, vocab_size=len(VOCABULARY), max_position_embeddings=64)
+    model_dir = root / "llama"
+    T.LlamaForCausalLM(config).save_pretrained(model_dir)
+    for tokenizer_file in (corpus / "tokenizer").iterdir():
+        shutil.copy2(tokenizer_file, model_dir / tokenizer_file.name)
+    return model_dir, corpus

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 import torch
 import transformers as T
-from conftest import cli, job_result, one_line_error
+from conftest import cli, job_result, one_line_error, tiny_llama_with_text
 
-from gardener.data.synthetic_text import VOCABULARY, write_text_corpus
 from gardener.experiments.agreement import agreement
 from gardener.experiments.identity import Settings
-from gardener.experiments.results import sensitivity_table
-from gardener.experiments.runs import open_existing
 from gardener.experiments.validation import result_problem
 from gardener.pruning import Cut, prune_checkpoint
 from gardener.scoring import ScoreResult
@@ -31,18 +27,8 @@ IMAGE_FAST = ["--max-steps", "2", "--batch-size", "8", "--lr", "0.01", "--warmup
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    """A tiny LLaMA of 3 blocks over the formal language's words (its tokenizer beside it) and the language's text."""
-    root = tmp_path_factory.mktemp("lm")
-    corpus = root / "corpus"
-    write_text_corpus(corpus, documents=30, test_documents=6, seed=0)
-    torch.manual_seed(0)
-    config = T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                           num_key_value_heads=1, vocab_size=len(VOCABULARY), max_position_embeddings=64)
-    model_dir = root / "llama"
-    T.LlamaForCausalLM(config).save_pretrained(model_dir)
-    for tokenizer_file in (corpus / "tokenizer").iterdir():
-        shutil.copy2(tokenizer_file, model_dir / tokenizer_file.name)
-    return model_dir, corpus
+    """A tiny LLaMA over the formal language's words, its tokenizer beside it, and the language's text."""
+    return tiny_llama_with_text(tmp_path_factory.mktemp("lm"), documents=30, test_documents=6)
 
 
 @pytest.fixture(scope="module")

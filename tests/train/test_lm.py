@@ -7,10 +7,11 @@ import json
 import shutil
 
 import pytest
+from conftest import tiny_llama_with_text
 import torch
 import transformers as T
 
-from gardener.data.synthetic_text import VOCABULARY, write_text_corpus
+from gardener.data.synthetic_text import VOCABULARY
 from gardener.errors import GardenerError
 from gardener.tasks.causal_lm import evaluate_causal_lm
 from gardener.train.lm import LMRecipe, finetune_lm
@@ -21,17 +22,7 @@ SEQ_LEN = 24
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     """A tiny LLaMA over the formal language's words, its tokenizer beside it, and the language's text."""
-    root = tmp_path_factory.mktemp("lm")
-    corpus = root / "corpus"
-    write_text_corpus(corpus, documents=60, test_documents=10, seed=0)
-    torch.manual_seed(0)
-    config = T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                           num_key_value_heads=1, vocab_size=len(VOCABULARY), max_position_embeddings=64)
-    model_dir = root / "llama"
-    T.LlamaForCausalLM(config).save_pretrained(model_dir)
-    for tokenizer_file in (corpus / "tokenizer").iterdir():
-        shutil.copy2(tokenizer_file, model_dir / tokenizer_file.name)
-    return model_dir, corpus
+    return tiny_llama_with_text(tmp_path_factory.mktemp("lm"), documents=60, test_documents=10)
 
 
 def recipe(**changes) -> LMRecipe:
