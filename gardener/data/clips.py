@@ -225,7 +225,7 @@ class EpochSampler:
         self.size, self.batch_size, self.seed, self.start_batch = size, batch_size, seed, start_batch
         self.rank, self.world = rank, world
         if self.batches_per_epoch == 0:
-            raise GardenerError(f"{size} training videos make no batch of {batch_size * world}; "
+            raise GardenerError(f"{size} training samples make no batch of {batch_size * world}; "
                                 f"lower --batch-size")
 
     @property

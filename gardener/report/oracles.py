@@ -35,9 +35,18 @@ def sensitivity_rows(table: dict) -> tuple[list[str], list[list[str]]]:
     rows = [row("unpruned", table["baseline"], "", "", "")]
     for r in table["blocks"]:
         others = r.get("separable_from")
-        rows.append(row(f"block {r['block']} removed", r, rank_text(r["rank"]), r.get("vs_unpruned") or "-",
+        versus = _versus_text(r.get("vs_unpruned"), metric)
+        rows.append(row(f"block {r['block']} removed", r, rank_text(r["rank"]), versus,
                         "-" if others is None else ", ".join(map(str, others)) or "none"))
     return headers, rows
+
+
+def _versus_text(verdict: str | None, metric: dict) -> str:
+    """A removal against the unpruned model: 'lower' / 'higher' beyond noise, which for a metric where lower is
+    better (a perplexity) also says 'better' or 'worse'."""
+    if metric["better"] == "higher" or verdict not in ("higher", "lower"):
+        return verdict or "-"
+    return f"{verdict} ({'better' if verdict == metric['better'] else 'worse'})"
 
 
 def sensitivity_summary(table: dict) -> str:

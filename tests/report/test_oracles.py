@@ -104,3 +104,22 @@ def test_a_run_folder_with_the_healing_oracle_alone_judges_criteria_against_it_a
     text = write_report(exp.run.path).read_text()
     assert f"Oracle: **healing, {HEAL} steps**" in text and "Oracle: **full finetuning**" not in text
     assert "Agreement between the oracles" not in text and not (exp.run.path / "agreement.json").exists()
+
+
+def test_a_removal_against_the_unpruned_model_says_better_or_worse_where_lower_is_better():
+    from gardener import tasks
+    from gardener.report.oracles import sensitivity_rows
+
+    def table(metric, name):
+        row = {name: 9.0, "interval": [8.5, 9.5], "params": 1e6, "gflops": 1.0, "rank": 1}
+        return {"metric": metric, "baseline": {**row, name: 8.0, "interval": [7.8, 8.2]},
+                "blocks": [{**row, "block": 1, "vs_unpruned": "higher", "separable_from": []},
+                           {**row, "block": 2, "vs_unpruned": "lower", "separable_from": []},
+                           {**row, "block": 3, "vs_unpruned": "not separable", "separable_from": []}]}
+    perplexity = tasks.get("causal-lm").metric.to_dict()
+    headers, rows = sensitivity_rows(table(perplexity, "perplexity"))
+    column = headers.index("vs unpruned")
+    assert [r[column] for r in rows[1:]] == ["higher (worse)", "lower (better)", "not separable"]
+    top1 = tasks.get("video-classification").metric.to_dict()
+    headers, rows = sensitivity_rows(table(top1, "top1"))  # an accuracy's table reads as it always did
+    assert [r[headers.index("vs unpruned")] for r in rows[1:]] == ["higher", "lower", "not separable"]

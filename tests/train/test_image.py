@@ -113,7 +113,9 @@ def test_folders_that_cannot_make_the_task_are_one_line_errors_before_any_run(im
         finetune_images(model, tmp_path / "r5", images, recipe(), size=64, workers=0)
     with pytest.raises(GardenerError, match="--val-fraction 0: expected a share between 0 and 1"):
         finetune_images(model, tmp_path / "r6", images, recipe(), val_fraction=0, workers=0)
-    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3", "r4", "r5", "r6"))
+    with pytest.raises(GardenerError, match="^96 training samples make no batch of 200; lower --batch-size$"):
+        finetune_images(model, tmp_path / "r7", images, recipe(batch_size=200), workers=0)
+    assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3", "r4", "r5", "r6", "r7"))
 
 
 def test_the_commands_finetune_and_evaluate_an_image_model_with_intervals(images, tmp_path, capsys):
