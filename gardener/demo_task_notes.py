@@ -20,8 +20,9 @@ def _image_note(settings, final: dict) -> str:
     classes = len(final["classes"])
     return (f"**What these numbers are.** The study in miniature on an image classifier: a {settings.depth}-block ViT "
             f"({settings.hidden} wide; 32 px images in 4 px patches, 64 tokens) is trained from scratch for "
-            f"{settings.train_steps} steps on {classes} synthetic textures ({settings.samples} training images "
-            f"each); its test top-1 is **{100 * final['top1']:.1f} %** [{100 * low:.1f}, {100 * high:.1f}] on "
+            f"{settings.train_steps} steps on {classes} synthetic textures under pixel noise (standard deviation "
+            f"{settings.noise:g} of 255; {settings.samples} training images each); its test top-1 is "
+            f"**{100 * final['top1']:.1f} %** [{100 * low:.1f}, {100 * high:.1f}] on "
             f"{final['images']} test images (chance {100 / classes:.1f} %). That classifier is scored and pruned. "
             f"Every oracle and sweep job gives the pruned copy a fresh head and finetunes it for {settings.job_steps} "
             f"steps on the same training images, then evaluates it on the test images; the calibration criteria read "

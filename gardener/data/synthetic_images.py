@@ -17,8 +17,9 @@ from ..errors import GardenerError
 TEXTURES = ("horizontal", "vertical", "diagonal", "dots", "checker", "rings")
 
 
-def texture(kind: str, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """uint8 (size, size, 3): the named texture in a random colour, period and phase, with noise."""
+def texture(kind: str, rng: np.random.Generator, size: int = 32, noise: float = 18.0) -> np.ndarray:
+    """uint8 (size, size, 3): the named texture in a random colour, period and phase, with Gaussian noise of
+    standard deviation `noise` (in 0-255 pixel values)."""
     y, x = np.mgrid[:size, :size]
     period, phase = int(rng.integers(4, 9)), int(rng.integers(0, 8))
     half = period // 2
@@ -30,13 +31,13 @@ def texture(kind: str, rng: np.random.Generator, size: int = 32) -> np.ndarray:
                "checker": (((x + phase) // half) + ((y + phase) // half)) % 2 == 0,
                "rings": np.hypot(x - centre[0], y - centre[1]).astype(int) % period < half}[kind]
     colour, background = rng.integers(90, 256, 3), rng.integers(0, 60, 3)
-    image = np.where(pattern[..., None], colour, background) + rng.normal(0, 18, (size, size, 3))
+    image = np.where(pattern[..., None], colour, background) + rng.normal(0, noise, (size, size, 3))
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def write_images(out: str | Path, *, classes: tuple[str, ...] = TEXTURES, per_class: int = 40,
                  test_per_class: int = 20, size: int = 32, seed: int = 0, force: bool = False,
-                 arguments: dict | None = None) -> dict:
+                 arguments: dict | None = None, noise: float = 18.0) -> dict:
     """`make-data --images`: train/ and val/ class folders of PNG images and gardener.json, written whole."""
     from PIL import Image
 
@@ -62,10 +63,10 @@ def write_images(out: str | Path, *, classes: tuple[str, ...] = TEXTURES, per_cl
             for kind in classes:
                 (tmp / split / kind).mkdir(parents=True)
                 for k in range(count):
-                    Image.fromarray(texture(kind, rng, size)).save(tmp / split / kind / f"{kind}_{k:04d}.png")
+                    Image.fromarray(texture(kind, rng, size, noise)).save(tmp / split / kind / f"{kind}_{k:04d}.png")
         record = manifest("make-data", [], {k: str(v) if isinstance(v, Path) else v
                                             for k, v in (arguments or {}).items()})
         record.update({"classes": list(classes), "train": per_class * len(classes),
-                       "val": test_per_class * len(classes), "size": size})
+                       "val": test_per_class * len(classes), "size": size, "noise": noise})
         write_text(tmp / "gardener.json", json.dumps(record, indent=2) + "\n")
     return record

@@ -144,6 +144,8 @@ def test_the_commands_finetune_and_evaluate_an_image_model_with_intervals(images
 def test_make_data_images_writes_texture_classes_that_read_as_train_and_val_splits(tmp_path, capsys):
     from conftest import cli, one_line_error
 
+    from PIL import Image
+
     from gardener.data.images import read_image_splits
 
     code, _, err = cli(["make-data", tmp_path / "a", "--images", "--classes", "dots,rings", "--per-class", "3",
@@ -154,6 +156,10 @@ def test_make_data_images_writes_texture_classes_that_read_as_train_and_val_spli
     write_images(tmp_path / "b", classes=("dots", "rings"), per_class=3, test_per_class=2, size=16, seed=0)
     assert [p.read_bytes() for p in sorted((tmp_path / "a").rglob("*.png"))] == \
         [p.read_bytes() for p in sorted((tmp_path / "b").rglob("*.png"))]  # the same seed, the same files
+    noisy = write_images(tmp_path / "n", classes=("dots", "rings"), per_class=3, test_per_class=2, size=16, noise=80)
+    spread = [np.asarray(Image.open(p)).std() for p in sorted((tmp_path / "n").rglob("*.png"))]
+    plain = [np.asarray(Image.open(p)).std() for p in sorted((tmp_path / "b").rglob("*.png"))]
+    assert noisy["noise"] == 80 and np.mean(spread) > np.mean(plain)  # the demo's harder textures, recorded
     code, _, err = cli(["make-data", tmp_path / "c", "--images", "--frames", "8"], capsys)
     assert code == 2 and one_line_error(err) == "error: --frames: does not apply to images (--images)"
     code, _, err = cli(["make-data", tmp_path / "c", "--images", "--classes", "dots,stars"], capsys)
