@@ -26,7 +26,7 @@ PAPER_RATIOS = "8.3,25,41.7,58.3,75,91.7"
 # Wall times on a quiet 2-core VM, each with the date it was measured; README's quickstart gives the same
 # figures (a test checks). The default's is that of 2026-12-06 (BENCHMARKS.md); the quick one's is older.
 RUN_TIMES = {"default": "18 min 39 s", "default_date": "2026-12-06", "quick": "2 min 19 s", "quick_date": "2026-12-07",
-             "image": "5 min 22 s", "text": "2 min 35 s", "tasks_date": "2026-12-07"}
+             "image": "5 min 19 s", "text": "2 min 35 s", "tasks_date": "2026-12-07"}
 CACHE_BYTES = 1 << 30  # decoded videos kept in memory (the default demo's are about 100 MB)
 ACTIONS = ("move_up", "move_down", "grow", "shrink", "fade_in", "fade_out", "bounce", "pass")
 # 12 blocks of width 32 on 8 frames of 32 px (64 tokens): a few hundred clips/s on 2 CPU cores
