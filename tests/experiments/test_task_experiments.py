@@ -119,10 +119,11 @@ def out_of(run, capsys) -> str:
     return (run / "report.md").read_text()
 
 
-def test_the_image_oracle_runs_through_workers_and_reports_top1_over_test_images(vit, tmp_path, capsys):
+def test_the_image_oracle_and_sweep_run_through_workers_and_report_top1_over_test_images(vit, tmp_path, capsys):
     model, images = vit
     run = tmp_path / "run"
-    code, _, err = cli(["sensitivity", model, "-o", run, "--data", images, *IMAGE_FAST, "--launcher", "local",
+    code, _, err = cli(["sweep", model, "-o", run, "--data", images, "--criteria", "sensitivity,entropy,random",
+                        "--ratios", "34,67", "--random-seeds", "2", *IMAGE_FAST, "--launcher", "local",
                         "--local-workers", "2"], capsys)
     assert code == 0, err
     table = json.loads((run / "sensitivity.json").read_text())
@@ -131,8 +132,20 @@ def test_the_image_oracle_runs_through_workers_and_reports_top1_over_test_images
     for row in table["blocks"]:
         assert len(row["correct"][0]) == 15 and 0 <= row["interval"][0] <= row["top1"] <= row["interval"][1]
     results = [json.loads(p.read_text()) for p in run.glob("jobs/*/result.json")]
-    assert len(results) == 4 and all(r["settings"]["task"] == "image-classification" for r in results)
+    assert len(results) >= 4 and all(r["settings"]["task"] == "image-classification" for r in results)
     assert all(r["steps"] == 2 for r in results)
+    sweep = json.loads((run / "sweep.json").read_text())
+    assert sweep["metric"]["name"] == "top1" and sweep["metric"]["unit"] == "images"
+    base = sweep["baseline"]["top1"]
+    for row in sweep["rows"]:
+        assert row["drop"] == pytest.approx(base - row["top1"])  # worse = a lower top-1
+        assert row["interval"][0] <= row["top1"] <= row["interval"][1]
+        removals = row["removed"] if row["criterion"] == "random" else [row["removed"]]  # random: one per order
+        assert {len(r) for r in removals} == {{34.0: 1, 67.0: 2}[row["ratio"]]}
+    # the oracle's rows remove first the blocks whose removal left the highest top-1
+    kept_best = max(table["scores"])
+    first = [r["removed"] for r in sweep["rows"] if r["criterion"] == "sensitivity" and r["ratio"] == 34.0][0]
+    assert table["scores"][first[0] - 1] == kept_best
     assert "images" in out_of(run, capsys)
 
 
