@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -71,9 +72,15 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                          help="Print the versions of gardener, torch and transformers and exit.")
-             ) -> None:
+                                          help="Print the versions of gardener, torch and transformers and exit."),
+             threads: Optional[int] = typer.Option(
+                 None, "--threads", min=1, help="Threads for torch and the OpenMP/BLAS libraries in each process "
+                 "(default: GARDENER_THREADS, else OMP_NUM_THREADS, else the cores this process may use, shared "
+                 "among local workers).")) -> None:
     """The options of `gardener` itself (before any command)."""
+    from ..threads import set_threads
+
+    set_threads(threads)
 
 
 def say(message: str) -> None:

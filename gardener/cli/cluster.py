@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -28,7 +29,10 @@ def worker(
     from ..experiments.queue import QueueOptions
     from ..report.console import counts_line
 
+    from ..threads import current
+
     options = QueueOptions(retries=retries, stale_after=stale_after, wait=wait, max_jobs=max_jobs).check()
+    say(f"worker {os.getpid()}: {current()} thread(s) for torch and OpenMP/BLAS")
     previous = signal.signal(signal.SIGUSR2, _requeued)  # SLURM's warning before a time limit
     live = live_progress("queued jobs")
     try:

@@ -53,9 +53,13 @@ def run_local_workers(run: RunDir, jobs: list[Job], workers: int, options: Queue
 
 def _start(run: RunDir, workers: int, options: QueueOptions) -> list[subprocess.Popen]:
     """The worker processes, each writing to its log in RUN/workers/ (appended: a rerun keeps the last one's)."""
-    gpus, procs = visible_gpus(), []
+    from ..threads import ENV, chosen, per_worker
+
+    gpus, procs, share = visible_gpus(), [], chosen() is None  # the machine's cores shared, unless the user chose
     for k in range(workers):
         env = {key: v for key, v in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        if share:
+            env[ENV] = str(per_worker(workers))
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
         with open(run.path / "workers" / f"worker-{k + 1}.log", "a") as log:

@@ -8,6 +8,7 @@ hand (`sbatch RUN/slurm/submit.sbatch` adds workers).
 """
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 from collections.abc import Callable
@@ -34,8 +35,11 @@ class Worker:
 
     def __call__(self, index: int) -> dict[str, int]:
         from ..plugins import load_plugins
+        from ..threads import set_threads
 
         load_plugins()  # submitit starts the task here, not through the `gardener` command
+        threads = set_threads()  # the task's CPUs (its affinity: --sbatch cpus-per-task), not the node's
+        print(f"worker {os.getpid()}: {threads} thread(s) for torch and OpenMP/BLAS", flush=True)
         return work(Path(self.run_dir), QueueOptions(**self.options), say=lambda line: print(line, flush=True))
 
     def checkpoint(self, *args, **kwargs):

@@ -21,7 +21,7 @@ from gardener.train.pretrain import PretrainRecipe
 
 GROUP = typer.main.get_command(app)
 COMMANDS = sorted(GROUP.commands)
-GLOBAL_FLAGS = {"--help", "--version", "--install-completion", "--show-completion"}
+GLOBAL_FLAGS = {"--help", "--version", "--threads", "--install-completion", "--show-completion"}
 PANELS = {"weights": "Weights", "training": "Training", "experiments": "Experiments", "cluster": "Cluster"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 GARDENER_CODE = re.compile(r"`gardener ([a-z-]+)([^`]*)`")  # `gardener score --json`: a flag of another command

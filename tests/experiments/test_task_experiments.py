@@ -18,6 +18,7 @@ from gardener.experiments.validation import result_problem
 from gardener.pruning import Cut, prune_checkpoint
 from gardener.scoring import ScoreResult
 from gardener.tasks.causal_lm import evaluate_causal_lm
+from gardener.threads import per_worker
 
 SEQ_LEN = 24
 TEXT_FAST = ["--max-steps", "2", "--batch-size", "8", "--lr", "0.01", "--warmup-steps", "1", "--seq-len", str(SEQ_LEN)]
@@ -147,6 +148,8 @@ def test_the_image_oracle_and_sweep_run_through_workers_and_report_top1_over_tes
     first = [r["removed"] for r in sweep["rows"] if r["criterion"] == "sensitivity" and r["ratio"] == 34.0][0]
     assert table["scores"][first[0] - 1] == kept_best
     assert "images" in out_of(run, capsys)
+    # the two workers shared this machine's cores
+    assert f": {per_worker(2)} thread(s) for torch" in (run / "workers" / "worker-1.log").read_text()
 
 
 def test_a_job_of_another_task_has_another_id():

@@ -18,6 +18,7 @@ from gardener.experiments.oracle import oracle_plan, sensitivity_jobs
 from gardener.experiments.plans import write_plan
 from gardener.experiments.protocol import prepare, queue_jobs
 from gardener.train import DataOptions, Recipe
+from gardener.threads import usable_cores
 
 CLIP = {"frames": None, "size": None, "sampling_rate": 2, "test_clips": 1, "test_crops": 1, "min_crop_scale": 0.3}
 FAST = dict(batch_size=8, max_steps=3, warmup_steps=1, base_lr=0.06, layer_decay=1.0, drop_path=0.0,
@@ -181,6 +182,8 @@ def test_slurm_array_through_submitits_local_cluster_and_its_sbatch_script(tmp_p
     plan = json.loads((run / "sensitivity.plan.json").read_text())
     _every_job_once(run, {j["id"] for j in plan["jobs"]})
     assert (run / "sensitivity.json").is_file() and "submitted 3 worker task(s) (local)" in out
+    logs = [p.read_text() for p in (run / "slurm").rglob("*_log.out")]  # each task took its own CPUs' threads
+    assert logs and all(f": {usable_cores()} thread(s) for torch" in log for log in logs)
     script = (run / "slurm" / "submit.sbatch").read_text()
     for line in ("#SBATCH --array=0-2%2", "#SBATCH --gpus-per-node=2", "#SBATCH --time=30",
                  "#SBATCH --partition=gpu", "#SBATCH --account=vision", "#SBATCH --mem=64G"):
