@@ -53,7 +53,6 @@ def write_score_outputs(result: ScoreResult, outputs: ScoreOutputs, arguments: d
 
     `inputs` (files or (file, label) pairs to hash) defaults to the scored checkpoint's files.
     """
-    from ..report.figures import weight_histograms
     from ..report.tables import csv_metadata, to_csv, to_json
 
     if not outputs.paths():
@@ -65,7 +64,9 @@ def write_score_outputs(result: ScoreResult, outputs: ScoreOutputs, arguments: d
     if outputs.csv:
         written.append(write_text(outputs.csv, to_csv(result), force))
         written.append(write_text(csv_sidecar(outputs.csv), csv_metadata(result, meta), force))
-    if outputs.plot:
+    if outputs.plot:  # matplotlib is imported only here: scoring without a figure does not pay for it
+        from ..report.figures import weight_histograms
+
         written.append(weight_histograms(result.to_dict(), outputs.plot, force=force))
     return written
 

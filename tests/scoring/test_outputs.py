@@ -29,3 +29,18 @@ def test_a_deep_stack_gets_a_compact_rank_table(tmp_path, capsys):
     assert max(len(line) for line in out.splitlines() if "│" in line) <= 120
     l1 = gardener.score(path, "l1", primary="l1").removal_order("l1")
     assert ", ".join(map(str, l1[:8])) in out
+
+
+def test_scoring_imports_a_plotting_library_only_when_a_figure_is_asked_for(videomae_dir, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom gardener.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\nprint('matplotlib' in sys.modules)")
+
+    def plotted(*outputs) -> str:
+        run = subprocess.run([sys.executable, "-c", code, "score", str(videomae_dir), *map(str, outputs)],
+                             capture_output=True, text=True, check=True)
+        return run.stdout.strip().splitlines()[-1]
+    assert plotted("--json", tmp_path / "s.json") == "False" and (tmp_path / "s.json").is_file()
+    assert plotted("--plot", tmp_path / "h.png") == "True" and (tmp_path / "h.png").is_file()
