@@ -19,7 +19,7 @@ from .errors import GardenerError
 ENV = "GARDENER_THREADS"
 LIBRARIES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _ours: dict[str, str] = {}  # the library variables this process set itself (not the user's)
-_applied: list[int] = []  # the threads set_threads gave, last
+_applied: int | None = None  # the threads set_threads gave, last
 
 
 def usable_cores(quota_file: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -69,10 +69,16 @@ def set_threads(count: int | None = None) -> int:
             os.environ[name] = _ours[name] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    _applied[:] = [threads]
+    global _applied
+    _applied = threads
     return threads
 
 
 def current() -> int | None:
     """The threads this process was given by `set_threads` (None before)."""
-    return _applied[0] if _applied else None
+    return _applied
+
+
+def worker_line(pid: int) -> str:
+    """What a worker says of its threads when it starts (the CLI's and a SLURM task's alike)."""
+    return f"worker {pid}: {current()} thread(s) for torch and OpenMP/BLAS"

@@ -29,10 +29,10 @@ def worker(
     from ..experiments.queue import QueueOptions
     from ..report.console import counts_line
 
-    from ..threads import current
+    from ..threads import worker_line
 
     options = QueueOptions(retries=retries, stale_after=stale_after, wait=wait, max_jobs=max_jobs).check()
-    say(f"worker {os.getpid()}: {current()} thread(s) for torch and OpenMP/BLAS")
+    say(worker_line(os.getpid()))
     previous = signal.signal(signal.SIGUSR2, _requeued)  # SLURM's warning before a time limit
     live = live_progress("queued jobs")
     try:

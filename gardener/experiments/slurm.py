@@ -35,11 +35,11 @@ class Worker:
 
     def __call__(self, index: int) -> dict[str, int]:
         from ..plugins import load_plugins
-        from ..threads import set_threads
+        from ..threads import set_threads, worker_line
 
         load_plugins()  # submitit starts the task here, not through the `gardener` command
-        threads = set_threads()  # the task's CPUs (its affinity: --sbatch cpus-per-task), not the node's
-        print(f"worker {os.getpid()}: {threads} thread(s) for torch and OpenMP/BLAS", flush=True)
+        set_threads()  # the task's CPUs (its affinity: --sbatch cpus-per-task), not the node's
+        print(worker_line(os.getpid()), flush=True)
         return work(Path(self.run_dir), QueueOptions(**self.options), say=lambda line: print(line, flush=True))
 
     def checkpoint(self, *args, **kwargs):
