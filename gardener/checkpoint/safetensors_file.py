@@ -47,7 +47,6 @@ class SafetensorsFile:
         for name, entry in header.items():
             self._add_entry(name, entry)
         self._check_spans(size - self.data_start)
-        self._map: np.memmap | None = None
 
     def _bad(self, why: str) -> GardenerError:
         return GardenerError(f"{self.path}: not a valid safetensors file: {why}")
@@ -91,12 +90,31 @@ class SafetensorsFile:
                             f"data)")
 
     def read(self, name: str) -> np.ndarray:
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        """The tensor's values, read into memory of their own (read-only).
+
+        Not a view of a mapping of the file: mapped pages stay resident until the file is unmapped, so scoring
+        a 70B checkpoint block by block would end up holding it all (file-backed pages count against a
+        container's or SLURM's memory limit). Read this way, a block's memory goes when its arrays do.
+        """
         start, end = self.spans[name]
         info = self.infos[name]
-        raw = self._map[self.data_start + start:self.data_start + end]
-        return raw.view(ST_DTYPES[info.dtype]).reshape(info.shape)
+        out = np.empty(end - start, dtype=np.uint8)
+        with open(self.path, "rb", buffering=0) as handle:
+            _read_exactly(handle, self.data_start + start, memoryview(out))
+        out.flags.writeable = False
+        return out.view(ST_DTYPES[info.dtype]).reshape(info.shape)
+
+
+def _read_exactly(handle, offset: int, into: memoryview) -> None:
+    """Fill `into` from the file at `offset` (a read may return less than asked: go on until full)."""
+    handle.seek(offset)
+    done = 0
+    while done < len(into):
+        got = handle.readinto(into[done:])
+        if not got:
+            raise GardenerError(f"{handle.name}: the file ended at byte {offset + done} while reading a tensor "
+                                f"(was it changed while gardener read it?)")
+        done += got
 
 
 class _Object(dict):

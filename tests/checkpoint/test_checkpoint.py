@@ -33,10 +33,40 @@ def test_tensors_read_bit_exact(tmp_path, dtype, fmt):
     assert np.array_equal(arr.view(t.view(bits).numpy().dtype), t.view(bits).numpy())
 
 
-def test_safetensors_are_memory_mapped(tmp_path):
-    path = write_safetensors({"blocks.0.fc.weight": torch.ones(64, 64)}, tmp_path / "m.safetensors")
+def test_a_safetensors_tensor_is_read_into_memory_of_its_own(tmp_path):
+    """Not a view of a file mapping: mapped pages would stay resident after the block is scored."""
+    path = write_safetensors({"blocks.0.fc.weight": torch.arange(4096.0).reshape(64, 64)}, tmp_path / "m.safetensors")
     arr = open_checkpoint(path).read("blocks.0.fc.weight")
-    assert isinstance(arr.base, np.memmap) or isinstance(getattr(arr.base, "base", None), np.memmap)
+    assert not any(isinstance(base, np.memmap) for base in (arr, arr.base, getattr(arr.base, "base", None)))
+    assert not arr.flags.writeable and np.array_equal(arr, np.arange(4096.0, dtype=np.float32).reshape(64, 64))
+
+
+def test_a_file_cut_short_after_it_was_opened_is_said(tmp_path):
+    path = write_safetensors({"blocks.0.fc.weight": torch.ones(64, 64)}, tmp_path / "m.safetensors")
+    ckpt = open_checkpoint(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(GardenerError, match=r"m\.safetensors: the file ended at byte \d+ while reading a tensor"):
+        ckpt.read("blocks.0.fc.weight")
+
+
+def _rss_file_kb() -> int:
+    """The file-backed resident memory of this process (kB), from /proc (Linux)."""
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    return int(fields["RssFile"].split()[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc/self/status (Linux)")
+def test_scoring_keeps_no_block_resident_once_scored(tmp_path):
+    """48 MB of blocks: scored one by one, the file-backed memory of the process does not grow with them."""
+    rng = np.random.default_rng(0)
+    state = {f"blocks.{i}.fc{j}.weight": torch.from_numpy(rng.standard_normal((512, 512), dtype=np.float32))
+             for i in range(12) for j in range(4)}
+    path = write_safetensors(state, tmp_path / "m.safetensors")
+    gardener.score(path, ["l1"])  # imports and first-touch costs outside the measurement
+    before, seen = _rss_file_kb(), []
+    gardener.score(path, ["entropy", "l1"], progress=lambda done, blocks: seen.append(_rss_file_kb()))
+    assert len(seen) == 12 and max(seen) - before < 4 * 1024  # one block is 4 MB; all twelve would be 48 MB
 
 
 def test_truncated_safetensors(tmp_path):
