@@ -83,78 +83,13 @@ class ValueCounts:
 _CLOGC_TABLE = np.arange(1 << 16, dtype=np.float64) * np.log(np.maximum(np.arange(1 << 16), 1))
 
 
-def _clogc(c: np.ndarray) -> np.ndarray:
+def clogc(c: np.ndarray) -> np.ndarray:
     """c ln c elementwise (0 for c <= 1), by table lookup for the common small counts."""
     c = np.asarray(c)
     if c.size and c.max() < _CLOGC_TABLE.size:
         return _CLOGC_TABLE[c.astype(np.intp)]
     c = c.astype(np.float64)
     return np.where(c > 1, c * np.log(np.maximum(c, 1)), 0.0)
-
-
-def joint_sum_clogc(a: ValueCounts, b: ValueCounts) -> float:
-    """sum c ln c of the concatenation of two blocks, from their count tables alone."""
-    if a.dense and b.dense:
-        return float(np.sum(_clogc(a.counts + b.counts)))
-    if a.keys is None or b.keys is None:
-        raise ValueError("joint counts need tables built with keys (full=True)")
-    small, large = (a, b) if a.keys.size <= b.keys.size else (b, a)
-    pos = np.minimum(np.searchsorted(large.keys, small.keys), large.keys.size - 1)
-    shared = large.keys[pos] == small.keys
-    ca, cb = small.counts[shared], large.counts[pos[shared]]
-    correction = np.sum(_clogc(ca + cb) - _clogc(ca) - _clogc(cb))
-    return float(a.sum_clogc + b.sum_clogc + correction)
-
-
-def _order_codes(keys: np.ndarray) -> np.ndarray:
-    """uint32 codes that sort like the float32 keys (+0.0 and -0.0 share one code)."""
-    bits = np.where(keys == 0, np.float32(0), keys).astype(np.float32).view(np.uint32)
-    return np.where(bits >> 31 == 1, ~bits, bits | np.uint32(1 << 31))
-
-
-def joint_sum_clogc_matrix(tables: list[ValueCounts]) -> np.ndarray:
-    """sum c ln c of every pairwise concatenation of blocks, as a symmetric matrix.
-
-    16-bit tables are added densely. float32 tables are packed as (value code, block, count)
-    into one uint64 array and sorted once, so values shared between blocks sit side by side
-    (one sort instead of a join per pair). Anything else falls back to pairwise joins.
-    """
-    n = len(tables)
-    base = np.array([t.sum_clogc for t in tables])
-    joint = base[:, None] + base[None, :]
-    if all(t.dense for t in tables):
-        for i in range(n):
-            for j in range(i + 1, n):
-                joint[i, j] = joint[j, i] = np.sum(_clogc(tables[i].counts + tables[j].counts))
-        return joint
-    packable = n < 256 and all(t.keys is not None and t.keys.dtype == np.float32 and t.counts.max() < 1 << 24
-                               for t in tables)
-    if not packable:
-        for i in range(n):
-            for j in range(i + 1, n):
-                joint[i, j] = joint[j, i] = joint_sum_clogc(tables[i], tables[j])
-        return joint
-    return joint + _shared_corrections(tables)
-
-
-def _shared_corrections(tables: list[ValueCounts]) -> np.ndarray:
-    n = len(tables)
-    packed = np.concatenate([(_order_codes(t.keys).astype(np.uint64) << np.uint64(32))
-                             | np.uint64(i << 24) | t.counts.astype(np.uint64) for i, t in enumerate(tables)])
-    packed.sort()
-    code = (packed >> np.uint64(32)).astype(np.uint32)
-    corr = np.zeros(n * n)
-    for gap in range(1, n):  # a value held by k blocks forms a run of k equal codes
-        first = np.flatnonzero(code[:-gap] == code[gap:])
-        if first.size == 0:
-            break
-        a, b = packed[first], packed[first + gap]
-        ca, cb = a & np.uint64(0xFFFFFF), b & np.uint64(0xFFFFFF)
-        pair = ((a >> np.uint64(24)) & np.uint64(0xFF)) * n + ((b >> np.uint64(24)) & np.uint64(0xFF))
-        corr += np.bincount(pair.astype(np.int64), weights=_clogc(ca + cb) - _clogc(ca) - _clogc(cb),
-                            minlength=n * n)
-    corr = corr.reshape(n, n)
-    return corr + corr.T
 
 
 @dataclass(frozen=True)
@@ -221,12 +156,21 @@ class BlockValues:
         table[0x8000] = 0
         return ValueCounts(self.n, table, None, int(np.count_nonzero(table)), dense=True)
 
-    def _sorted_counts(self, full: bool) -> ValueCounts:
+    def remember(self, counts: ValueCounts) -> None:
+        """Keep a count table made elsewhere from `sorted_values` (the spilled tables of `joint_counts`)."""
+        self._counts = counts
+
+    def sorted_values(self) -> np.ndarray:
+        """The block's values as one sorted float32 array (float64 if wider); a NaN or Inf is an error."""
         dtype = np.float64 if self.width == 64 else np.float32
         flat = np.concatenate([to_float(arr, tag, dtype) for _, arr, tag in self.parts])
         flat.sort()  # float order puts -0.0 beside 0.0 and == treats them as equal
         if not (np.isfinite(flat[0]) and np.isfinite(flat[-1])):
             self._raise_nonfinite()
+        return flat
+
+    def _sorted_counts(self, full: bool) -> ValueCounts:
+        flat = self.sorted_values()
         same = flat[1:] == flat[:-1]
         if full:
             starts = np.flatnonzero(np.concatenate(([True], ~same)))

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..values import BlockValues, joint_sum_clogc_matrix
+from ..joint_counts import joint_sum_clogc_matrix
+from ..values import BlockValues
 from ._registry import BlockSummary, Context, register
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from .. import criteria as registry
@@ -11,6 +13,7 @@ from ..blocks import Stack, block_tensors, select_stack
 from ..checkpoint import Checkpoint, open_checkpoint
 from ..criteria import BlockSummary, Context
 from ..errors import GardenerError, SettingError
+from ..joint_counts import Spill
 from ..values import BlockValues, in_view
 from .result import BlockInfo, ScoreResult
 from .settings import CalibOptions, ScoreSettings
@@ -19,10 +22,10 @@ PLOT_BINS = 128
 
 
 def _score_block(ckpt: Checkpoint, names: list[str], view: str, crits: list, ctx: Context,
-                 keep_counts: bool, histograms: bool) -> tuple[dict, object, int | None, dict | None]:
+                 spill: Spill | None, histograms: bool) -> tuple[dict, object, int | None, dict | None]:
     parts = [(n, *in_view(ckpt.read(n), ckpt.info(n).dtype, view)) for n in names]
     values = BlockValues(parts)
-    counts = values.counts(full=True) if keep_counts else None  # before entropy builds a lighter table
+    counts = spill.keep(values) if spill else None  # before entropy builds a lighter table
     scores = {c.name: float(c.fn(values, ctx)) for c in crits}
     distinct = values.distinct
     hist = None
@@ -69,17 +72,7 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
     chosen = select_stack(ckpt, settings.stack, settings.block_pattern)
     infos = _plan(ckpt, chosen, settings.params)
     ctx = Context(bins=settings.bins, seed=settings.seed, aggregate=settings.aggregate)
-    block_crits = [c for c in crits if c.scope == "block"]
-    keep_counts = any(c.needs_counts for c in crits)
-    if block_crits or keep_counts or histograms:
-        results = _run_blocks(ckpt, infos, settings, block_crits, ctx, keep_counts, histograms, progress)
-    else:  # a layout alone: no weight is read
-        results = [({}, None, None, None) for _ in infos]
-    scores = {c.name: [r[0][c.name] for r in results] for c in block_crits}
-    summaries = [BlockSummary(b.number, b.n_params, r[1]) for b, r in zip(infos, results)]
-    for c in crits:
-        if c.scope == "model":
-            scores[c.name] = [float(s) for s in c.fn(summaries, ctx)]
+    scores, results = _weight_scores(ckpt, infos, settings, crits, ctx, histograms, progress)
     meta = _calibration_scores(ckpt, chosen, [c for c in crits if c.needs_calibration], settings.calib, ctx, scores)
     warnings = checkpoint_warnings(ckpt, chosen) + left_out + meta.get("calibration", {}).get("warnings", [])
     if warnings:
@@ -89,6 +82,27 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
     return _result(ckpt, chosen, settings, infos, scores={c.name: scores[c.name] for c in crits},
                    removes={c.name: c.removes for c in crits},
                    histograms=[r[3] for r in results] if histograms else None, meta=meta)
+
+
+def _weight_scores(ckpt: Checkpoint, infos: list[BlockInfo], settings: ScoreSettings, crits: list, ctx: Context,
+                   histograms: bool, progress: Callable | None) -> tuple[dict, list]:
+    """The scores of the block- and model-scope criteria, and what each block's pass gave (`_score_block`). Count
+    tables a model-scope criterion joins are kept on disk for float32 blocks (`joint_counts.Spill`), in a
+    temporary folder removed when they are joined."""
+    block_crits = [c for c in crits if c.scope == "block"]
+    keep_counts = any(c.needs_counts for c in crits)
+    with tempfile.TemporaryDirectory(prefix="gardener-counts-") if keep_counts else nullcontext() as folder:
+        spill = Spill(Path(folder)) if folder else None
+        if block_crits or keep_counts or histograms:
+            results = _run_blocks(ckpt, infos, settings, block_crits, ctx, spill, histograms, progress)
+        else:  # a layout alone: no weight is read
+            results = [({}, None, None, None) for _ in infos]
+        scores = {c.name: [r[0][c.name] for r in results] for c in block_crits}
+        summaries = [BlockSummary(b.number, b.n_params, r[1]) for b, r in zip(infos, results)]
+        for c in crits:
+            if c.scope == "model":
+                scores[c.name] = [float(s) for s in c.fn(summaries, ctx)]
+    return scores, results
 
 
 def layout(path: str | Path | Checkpoint, settings: ScoreSettings | None = None) -> ScoreResult:
@@ -169,12 +183,12 @@ def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: Cal
     return {"calibration": record}
 
 
-def _run_blocks(ckpt, infos, settings: ScoreSettings, crits, ctx, keep_counts, histograms, progress) -> list:
+def _run_blocks(ckpt, infos, settings: ScoreSettings, crits, ctx, spill, histograms, progress) -> list:
     workers = settings.workers or min(2, os.cpu_count() or 1)
 
     def one(info: BlockInfo):
         try:
-            return _score_block(ckpt, info.tensors, settings.dtype, crits, ctx, keep_counts, histograms)
+            return _score_block(ckpt, info.tensors, settings.dtype, crits, ctx, spill, histograms)
         except GardenerError as exc:
             raise GardenerError(f"{ckpt.path}: block {info.number}: {exc}") from None
 
