@@ -34,3 +34,29 @@ def test_pruned_gflops_from_per_block_counts_equal_a_recount(name):
     assert pair["gflops_before"] == pytest.approx(gflops(config, spec), rel=1e-12)
     assert pair["gflops_after"] == pytest.approx(gflops(short, spec), rel=1e-9)
     assert pair["gflops_after"] < pair["gflops_before"]
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("shape", [dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, seq_len=16),
+                                   dict(hidden_size=48, num_attention_heads=6, num_key_value_heads=6, head_dim=12,
+                                        seq_len=37)])
+def test_a_decoder_counted_from_its_config_numbers_equals_the_counted_forward(model_type, shape):
+    """LLaMA-style decoders are counted by arithmetic (no model built): the figures FlopCounterMode gives."""
+    from gardener.cost import counted_breakdown, decoder_arithmetic, flop_breakdown
+
+    shape = dict(shape)
+    spec = InputSpec(seq_len=shape.pop("seq_len"))
+    config = {"model_type": model_type, "intermediate_size": 96, "num_hidden_layers": 3, "vocab_size": 100, **shape}
+    total, lists = decoder_arithmetic(config, spec)
+    counted_total, counted_lists = counted_breakdown(config, spec)
+    assert total == pytest.approx(counted_total, rel=1e-3)  # transformers 4.45 also counts the rotary product
+    assert list(lists) == list(counted_lists) and lists == {k: pytest.approx(v, rel=1e-12) for k, v in
+                                                            counted_lists.items()}
+    assert flop_breakdown(config, spec) == (total, lists)
+
+
+def test_other_models_and_incomplete_configs_are_counted_not_computed():
+    from gardener.cost import decoder_arithmetic
+
+    assert decoder_arithmetic({"model_type": "bert", "hidden_size": 64}, InputSpec()) is None
+    assert decoder_arithmetic({"model_type": "llama", "hidden_size": 64}, InputSpec()) is None

@@ -35,6 +35,12 @@ class Checkpoint:
     def read(self, name: str) -> np.ndarray:
         return self._readers[name].read(name)  # type: ignore[attr-defined]
 
+    def byte_span(self, name: str) -> tuple[Path, int, int] | None:
+        """(file, offset, bytes) of a tensor stored as its raw bytes (safetensors), that a copy can take as they
+        are; None where it is not (a PyTorch file)."""
+        reader = self._readers[name]
+        return reader.byte_span(name) if isinstance(reader, SafetensorsFile) else None
+
     @property
     def num_params(self) -> int:
         """Parameters as a model counts them: the floating-point tensors, not integer buffers."""

@@ -89,6 +89,11 @@ class SafetensorsFile:
             raise self._bad(f"{data_bytes - reached} bytes follow the last tensor (the header does not cover the "
                             f"data)")
 
+    def byte_span(self, name: str) -> tuple[Path, int, int]:
+        """Where the tensor's bytes lie: the file, the offset of its first byte, and how many there are."""
+        start, end = self.spans[name]
+        return self.path, self.data_start + start, end - start
+
     def read(self, name: str) -> np.ndarray:
         """The tensor's values, read into memory of their own (read-only).
 

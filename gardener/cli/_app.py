@@ -98,14 +98,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def progress(label: str):
-    """A Rich progress bar on stderr; returns (context manager, callback(done, total))."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def progress(label: str, unit: str = "block", quiet_for: float = 3.0):
+    """A bar with an ETA on stderr for work counted in `unit`s (without a terminal, one line per tenth of it once
+    it has run `quiet_for` seconds: a short run says nothing); returns (context manager, callback(done, total))."""
+    from .progress import Live
 
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err, transient=True, disable=not err.is_terminal)
-    task = bar.add_task(label, total=None)
-    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+    live = Live(err, label, show=is_main_process(), unit=unit, quiet_for=quiet_for)
+    return live, live.step
 
 
 def live_progress(label: str):

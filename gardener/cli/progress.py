@@ -43,8 +43,9 @@ class Live:
     `stage` names the next stage (a new bar, its own clock)."""
 
     def __init__(self, console: Console, label: str, show: bool = True,
-                 clock: Callable[[], float] = time.monotonic):
-        self.console, self.label, self.show, self.clock = console, label, show, clock
+                 clock: Callable[[], float] = time.monotonic, unit: str = "step", quiet_for: float = 0.0):
+        self.console, self.label, self.show, self.clock, self.unit = console, label, show, clock, unit
+        self.quiet_for, self.began = quiet_for, clock()  # no line before quiet_for seconds: short work says nothing
         self.terminal = console.is_terminal
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
@@ -97,14 +98,15 @@ class Live:
 
     def step(self, done: int, total: int | None, loss: float | None = None, lr: float | None = None,
              clips_per_s: float | None = None) -> None:
-        """`done` of `total` optimizer steps of the run going on now (a new run gets a new bar and clock)."""
+        """`done` of `total` units (optimizer steps, or scored blocks) of the run going on now (a new run gets a new
+        bar and clock)."""
         if self.last_step is None or done < self.last_step or self.steps is None:
             if self.steps is not None:
                 self.bar.remove_task(self.steps)
             name = (f"  job: removing {list(self.running[0].removed) or 'nothing'}" if self.running is not None
                     else self.label)
             self.steps = self.bar.add_task(name, total=total, stats="", eta="")
-            self.step_rate, self.lines_said = Rate(self.clock), 0
+            self.step_rate, self.lines_said, self.began = Rate(self.clock), 0, self.clock()
         self.last_step = done
         eta = eta_text(self.step_rate.eta(done, total), done, total)
         stats = " · ".join(s for s in (f"loss {loss:.4f}" if loss is not None else "",
@@ -113,5 +115,6 @@ class Live:
         self.bar.update(self.steps, completed=done, total=total, stats=stats, eta=eta)
         if self.running is None and total and done * 10 >= (self.lines_said + 1) * total:
             self.lines_said = done * 10 // total  # one line per tenth of the run, without a terminal
-            self._say(f"  {self.label}: step {done}/{total}{' · ' + stats if stats else ''}"
-                      f"{', ' + eta if eta else ''}")
+            if self.clock() - self.began >= self.quiet_for:
+                    self._say(f"  {self.label}: {self.unit} {done}/{total}{' · ' + stats if stats else ''}"
+                          f"{', ' + eta if eta else ''}")

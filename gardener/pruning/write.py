@@ -1,8 +1,10 @@
 """Write a pruned checkpoint in its own format, tensor by tensor, without building the model."""
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -10,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import HF_WEIGHT_FILES, Checkpoint
-from ..errors import SettingError
+from ..checkpoint.tensors import TensorInfo
+from ..errors import GardenerError, SettingError
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 _SKIP = set(HF_WEIGHT_FILES) | {"gardener.json"}
@@ -39,21 +42,69 @@ def _size_of(text: str) -> int | None:
         return None
 
 
+class Source:
+    """How a kept tensor's bytes are had: `read()` gives its values; `span` (file, offset, bytes), where set,
+    lets the kernel copy them file to file (a pruned 1B checkpoint is written at the speed of `cp`, no byte
+    passing through Python)."""
+
+    def __init__(self, read: Callable[[], np.ndarray], span: tuple[Path, int, int] | None = None):
+        self.read, self.span = read, span
+
+    def __call__(self) -> np.ndarray:
+        return self.read()
+
+
 def write_safetensors(path: Path, tensors: list[tuple[str, str, tuple, Callable[[], np.ndarray]]]) -> int:
     """Stream (name, dtype tag, shape, read) tensors into one safetensors file; returns data bytes."""
     header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for name, tag, shape, read in tensors:
-        nbytes = read().nbytes
+    for name, tag, shape, _ in tensors:
+        nbytes = TensorInfo(name, tag, tuple(shape)).nbytes
         header[name] = {"dtype": tag, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as handle:
-        handle.write(len(blob).to_bytes(8, "little"))
-        handle.write(blob)
-        for _, _, _, read in tensors:
-            handle.write(np.ascontiguousarray(read()).tobytes(order="C"))
+    with open(path, "wb", buffering=0) as handle:  # unbuffered: kernel copies and writes share one position
+        _write_all(handle, len(blob).to_bytes(8, "little") + blob)
+        for name, tag, shape, read in tensors:
+            span = getattr(read, "span", None)
+            if span is not None:
+                _copy_span(handle, *span)
+            else:
+                _write_all(handle, np.ascontiguousarray(read()).reshape(-1).view(np.uint8))
     return offset
+
+
+def _write_all(handle, data) -> None:
+    """Write every byte of `data` (an unbuffered write may take only part of it)."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        view = view[handle.write(view):]
+
+
+def _copy_span(handle, source: Path, offset: int, length: int) -> None:
+    """Append `length` bytes of `source` from `offset`: by the kernel (copy_file_range) where it can, else in
+    chunks of 64 MB."""
+    with open(source, "rb", buffering=0) as src:
+        done = 0
+        while done < length and hasattr(os, "copy_file_range"):
+            try:
+                moved = os.copy_file_range(src.fileno(), handle.fileno(), length - done, offset + done)
+            except OSError as exc:
+                if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    break  # not between these files: copy in chunks
+                raise
+            if not moved:
+                raise GardenerError(f"{source}: the file ended at byte {offset + done} while copying a tensor "
+                                    f"(was it changed while gardener read it?)")
+            done += moved
+        src.seek(offset + done)
+        while done < length:
+            chunk = src.read(min(length - done, 64 << 20))
+            if not chunk:
+                raise GardenerError(f"{source}: the file ended at byte {offset + done} while copying a tensor "
+                                    f"(was it changed while gardener read it?)")
+            _write_all(handle, chunk)
+            done += len(chunk)
 
 
 def _shards(items: list, max_bytes: int) -> list[list]:
@@ -75,7 +126,8 @@ def renamed_tensors(ckpt: Checkpoint, rename: Callable[[str], str | None]) -> li
         new = rename(name)
         if new is not None:
             info = ckpt.info(name)
-            out.append((new, info.dtype, info.shape, (lambda n=name: ckpt.read(n)), info.nbytes))
+            out.append((new, info.dtype, info.shape, Source(lambda n=name: ckpt.read(n), ckpt.byte_span(name)),
+                        info.nbytes))
     return out
 
 

@@ -126,3 +126,28 @@ def test_on_a_terminal_each_job_starts_a_new_step_bar_whose_clock_moves():
         assert second is not first and not second.finished  # ... so the next job gets a new one
         assert second.description == "  job: removing [2]" and second.completed == 1
         assert bar.bar.tasks[0].fields["eta"].startswith("ETA")
+
+
+def test_scoring_says_which_block_it_reached_and_when_it_will_end_once_it_takes_a_while():
+    """Without a terminal: a line per tenth of the blocks once 3 s have passed, each with an ETA but the last."""
+    text = io.StringIO()
+    clock = Clock()
+    bar = Live(Console(file=text, force_terminal=False, width=200), "scoring blocks", clock=clock, unit="block",
+               quiet_for=3.0)
+    with bar:
+        for block in range(1, 21):
+            clock.now += 1
+            bar.step(block, 20)
+    lines = lines_of(text)
+    assert [line.split(",")[0] for line in lines] == [f"scoring blocks: block {b}/20" for b in range(4, 21, 2)]
+    assert lines[0] == "scoring blocks: block 4/20, ETA 16 s" and lines[-1] == "scoring blocks: block 20/20"
+
+
+def test_a_scoring_run_of_a_moment_prints_no_progress_line(tmp_path, capsys):
+    import numpy as np
+    import torch
+    from conftest import cli, write_safetensors
+
+    state = {f"blocks.{i}.fc.weight": torch.from_numpy(np.eye(16, dtype=np.float32) * (i + 1)) for i in range(20)}
+    code, _, err = cli(["score", write_safetensors(state, tmp_path / "m.safetensors"), "--criteria", "l2"], capsys)
+    assert code == 0 and "scoring blocks" not in err
