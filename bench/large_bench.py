@@ -8,7 +8,7 @@ blocks). Every measurement is a separate process whose peak RSS a wrapper reads 
   (c) `gardener prune DIR --ratio 0.5 -o OUT`, against (d) `cp -r DIR` (the copy a prune cannot beat).
 The page cache is warmed first (a second run on a laptop); the best of --repeat runs is kept, and the largest RSS.
 
-    python bench/large_bench.py [--workdir bench/_work] [--depths 22,44,88] [--repeat 2]
+    python bench/large_bench.py [--workdir bench/_work] [--depths 22,44,88] [--repeat 2] [--all-criteria]
 """
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ for shard in sorted(Path(sys.argv[1]).glob("*.safetensors")):
             if ".layers." in name:
                 total += float(f.get_tensor(name).sum(dtype=torch.float32))
 print(total)
+"""
+
+SVD_FLOOR = """
+import sys, torch
+from safetensors import safe_open
+from pathlib import Path
+for shard in sorted(Path(sys.argv[1]).glob("*.safetensors")):
+    with safe_open(str(shard), "pt") as f:
+        for name in f.keys():
+            if ".layers." in name and name.endswith("proj.weight"):
+                torch.linalg.svdvals(f.get_tensor(name).float())
 """
 
 
@@ -126,9 +137,19 @@ def bench(depth: int, workdir: Path, repeat: int) -> dict:
     cp = best(["cp", "-r", str(src), str(copy)], repeat, before=lambda: shutil.rmtree(copy, ignore_errors=True))
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(copy, ignore_errors=True)
-    return {"depth": depth, "checkpoint_gb": round(size_gb, 2), "floor_s": floor[0], "floor_rss_mb": floor[1],
+    hashing = best([sys.executable, "-c", "import hashlib, sys, pathlib; [hashlib.file_digest(open(f, 'rb'), "
+                    "'sha256') for f in sorted(pathlib.Path(sys.argv[1]).glob('*.safetensors'))]", str(src)], repeat)
+    return {"sha256_s": hashing[0], "depth": depth, "checkpoint_gb": round(size_gb, 2), "floor_s": floor[0], "floor_rss_mb": floor[1],
             "score_s": score[0], "score_rss_mb": score[1], "prune_s": prune[0], "prune_rss_mb": prune[1],
             "copy_s": cp[0]}
+
+
+def all_criteria(depth: int, workdir: Path) -> dict:
+    """`score --criteria all` with 2 and with 1 block at a time, and one float32 SVD of every block matrix."""
+    src = build(workdir / f"llama_{depth}", depth)
+    gardener = [sys.executable, "-m", "gardener", "score", str(src), "--criteria", "all"]
+    return {"depth": depth, "all_s": measured(gardener), "all_one_block_s": measured([*gardener, "--workers", "1"]),
+            "svd_floor_s": measured([sys.executable, "-c", SVD_FLOOR, str(src)])}
 
 
 def main() -> None:
@@ -141,6 +162,7 @@ def main() -> None:
     parser.add_argument("--depths", default="22,44,88")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--all-criteria", action="store_true", help="also time every criterion on the first depth")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -157,6 +179,16 @@ def main() -> None:
         print(f"| {r['depth']} | {r['checkpoint_gb']} | {r['floor_s']:.2f} | {r['score_s']:.2f} | "
               f"{r['score_s'] / r['floor_s']:.2f} | {r['floor_rss_mb']:.0f} | {r['score_rss_mb']:.0f} | "
               f"{r['prune_s']:.2f} | {r['copy_s']:.2f} | {r['prune_s'] / r['copy_s']:.1f} | {r['prune_rss_mb']:.0f} |")
+    print("| blocks | sha256 of the input (s) |\n|---|---|")
+    for r in rows:
+        print(f"| {r['depth']} | {r['sha256_s']:.2f} |")
+    if args.all_criteria:
+        first = all_criteria(rows[0]["depth"], args.workdir)
+        print("| blocks | score --criteria all (s, RSS MB) | --workers 1 (s, RSS MB) | one SVD per matrix (s) |")
+        print("|---|---|---|---|")
+        print(f"| {first['depth']} | {first['all_s'][0]:.0f}, {first['all_s'][1]:.0f} | "
+              f"{first['all_one_block_s'][0]:.0f}, {first['all_one_block_s'][1]:.0f} | {first['svd_floor_s'][0]:.0f} |")
+        rows.append(first)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

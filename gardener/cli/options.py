@@ -89,6 +89,8 @@ HELP = {
                    "of LLaMA- and GPT-2-style decoders, as ShortGPT and PruneMe read it) or the block's own output "
                    "(block).",
     "calib_clips": "Clips (or sequences) the calibration pass reads.",
+    "sequential": "Run the calibration pass block by block, one block's weights in memory at a time (a model larger "
+                  "than memory): the same figures; block_influence and angular_distance only.",
     "span": "Blocks per span for angular_distance (Gromov et al.: the distance from a block's input to the input "
             "n blocks on).",
     "calib_batch": "Clips per batch of the calibration pass.",
@@ -237,7 +239,8 @@ CLIPS = Group(ClipOptions, tuple(f.name for f in dataclasses.fields(ClipOptions)
 JOBS = Group(Jobs, ("shard", "keep_models", "oracle_seeds", "retries", "stale_after"), panel="Jobs")
 LAUNCH = Group(Launch, tuple(f.name for f in dataclasses.fields(Launch)), panel="Cluster")
 CALIB = Group(CalibOptions, ("calib_data", "calib_clips", "span", "calib_batch", "calib_seq_len", "tokens",
-                             "last_output"), panel="Calibration")
+                             "last_output", "sequential"), panel="Calibration",
+              flags={"sequential": "--calib-sequential"})
 
 
 def _blocks(flag: str, blank: tuple | None = None):

@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import open_checkpoint
 from ..errors import GardenerError
-from .calibration_data import NEEDS_TASK_LOSS, calibration_batches, check_data, load_model
+from .calibration_data import NEEDS_TASK_LOSS, calibration_batches, check_data, load_model, model_class
+from .sequential import hidden_of as _hidden_of
+from .sequential import load_rest, skeleton
 from .settings import CalibOptions
 
 
@@ -27,10 +30,6 @@ def _first(output):
 
 def _with_first(output, value):
     return (value, *output[1:]) if isinstance(output, tuple) else value
-
-
-def _hidden_of(args, kwargs):
-    return args[0] if args else kwargs["hidden_states"]
 
 
 class CalibrationPass:
@@ -52,11 +51,15 @@ class CalibrationPass:
         torch.manual_seed(seed)
         check_data(options)
         self.path, self.options, self.seed = Path(path), options, seed
-        self.model = load_model(self.path)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(self.path) if not options.sequential else skeleton(self.path, model_class(self.path))
         names = [name for name, _ in self.model.named_parameters()]
         named = stack is not None and any(n.startswith(f"{stack}.") for n in names)
         self.stack = choose_stack(names, stack if named else None, where=str(self.path))  # else the default
         self.blocks = self.model.get_submodule(self.stack.name)
+        if options.sequential:
+            self.checkpoint = open_checkpoint(self.path)
+            load_rest(self.model, self.checkpoint, self.stack.name, self.device)
         self.tokens = self._token_choice(names)
         self.notes: list[str] = []
         self.batches = calibration_batches(self.model, self.path, options, seed, self.notes)
@@ -82,29 +85,56 @@ class CalibrationPass:
     @cached_property
     def _pairs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """{token choice: (mean angle, mean 1 - cos)} for every pair of positions, for "mean" and `tokens`."""
-        import torch
-
         start, depth = time.monotonic(), self.depth
         choices = list(dict.fromkeys(["mean", self.tokens]))
-        sums = {c: (np.zeros((depth + 1, depth + 1)), np.zeros((depth + 1, depth + 1)), 0.0) for c in choices}
-        for batch in self.batches:
+        sums = {c: [np.zeros((depth + 1, depth + 1)), np.zeros((depth + 1, depth + 1)), 0.0] for c in choices}
+        if self.options.sequential:
+            self._sequential_sums(sums)
+        for batch in self.batches if not self.options.sequential else []:
             hidden = self._hidden_states(batch)
-            mask = batch["mask"]
-            if mask is None:
-                mask = torch.ones(hidden[0].shape[:2])
-            mask = mask.to(hidden[0].device, torch.float32)
+            mask = self._mask(batch, hidden[0])
             for choice in choices:
                 picked, weight = _pick(hidden, mask, choice)
-                angle_sum, cos_sum, count = sums[choice]
                 for i in range(depth):
                     for j in range(i + 1, depth + 1):
-                        cos = torch.nn.functional.cosine_similarity(picked[i], picked[j], dim=-1).clamp(-1, 1)
-                        angle_sum[i, j] += float(((torch.arccos(cos) / math.pi) * weight).sum())
-                        cos_sum[i, j] += float(((1 - cos) * weight).sum())
-                sums[choice] = (angle_sum, cos_sum, count + float(weight.sum()))
+                        _add_pair(sums[choice], i, j, picked[i], picked[j], weight)
+                sums[choice][2] += float(weight.sum())
         self.seconds["hidden_states"] = time.monotonic() - start
         self.token_counts = {c: int(n) for c, (_, _, n) in sums.items()}
         return {c: (a / n, o / n) for c, (a, o, n) in sums.items()}
+
+    def _sequential_sums(self, sums: dict) -> None:
+        """`_pairs`' sums, block by block (`sequential`): every pair of depths for the tokens a choice picks from
+        each sequence (kept at every depth: a few per sequence); pairs up to the span apart for every token."""
+        from .sequential import SequentialPass
+
+        window = max(self.options.span, 1) if self.tokens == "mean" else 1
+        picked: dict = {c: {} for c in sums if c != "mean"}  # {choice: {(depth, batch): (states, weight)}}
+
+        def visit(j: int, b: int, hidden, earlier: list) -> None:
+            hidden = hidden.reshape(hidden.shape[0], -1, hidden.shape[-1])
+            mask = self._mask(self.batches[b], hidden)
+            for i, before in earlier:
+                _add_pair(sums["mean"], i, j, before.reshape(hidden.shape), hidden, mask)
+            for choice, kept in picked.items():
+                states, weight = _pick([hidden], mask, choice)
+                for i in range(j):
+                    _add_pair(sums[choice], i, j, kept[i, b][0], states[0], weight)
+                kept[j, b] = (states[0], weight)
+            if j == 0:
+                for choice in sums:
+                    sums[choice][2] += float(_pick([hidden], mask, choice)[1].sum())
+
+        SequentialPass(self, self.checkpoint).walk(window, visit)
+        far = np.triu(np.ones((self.depth + 1,) * 2, dtype=bool), k=window + 1)
+        sums["mean"][0][far] = sums["mean"][1][far] = np.nan  # every token, further apart than read: not computed
+
+    @staticmethod
+    def _mask(batch: dict, hidden):
+        import torch
+
+        mask = batch["mask"] if batch["mask"] is not None else torch.ones(hidden.shape[:2])
+        return mask.to(hidden.device, torch.float32)
 
     @property
     def angles(self) -> np.ndarray:
@@ -150,7 +180,7 @@ class CalibrationPass:
     def _base_forward(self, batch: dict, hidden_states: bool = False):
         """The forward that reaches every block on every patch: the base model (no head, no masking)."""
         base = getattr(self.model, "base_model", self.model)
-        inputs = {k: v.to(self.model.device) for k, v in batch["inputs"].items()}
+        inputs = {k: v.to(self.device) for k, v in batch["inputs"].items()}
         if hidden_states:
             inputs["output_hidden_states"] = True
         if getattr(base.config, "model_type", "") != "vit_mae":
@@ -158,13 +188,15 @@ class CalibrationPass:
         ratio, base.config.mask_ratio = base.config.mask_ratio, 0.0  # every patch, as at finetuning time
         try:
             return base(**inputs, noise=torch_noise(base.config, len(inputs["pixel_values"]), self.seed,
-                                                      self.model.device))
+                                                      self.device))
         finally:
             base.config.mask_ratio = ratio
 
     @cached_property
     def skip_losses(self) -> list[float]:
         """The task loss with each block bypassed (its output replaced by its input), minus the full model's."""
+        if self.options.sequential:
+            raise GardenerError("skip_loss needs the whole model: not in a sequential pass")
         start = time.monotonic()
         full = self._mean_loss(None)
         out = [self._mean_loss(block) - full for block in self.blocks]
@@ -229,7 +261,8 @@ class CalibrationPass:
         token_models = any(b["mask"] is not None for b in self.batches)
         out = {"data": str(self.options.calib_data), "clips": self.clips, "requested": self.options.calib_clips,
                ("sequences" if token_models else "videos"): self.items, "span": self.options.span,
-               "stack": self.stack.name, "device": str(self.model.device), "seed": self.seed,
+               "stack": self.stack.name, "device": str(self.device), "seed": self.seed,
+               "sequential": self.options.sequential,
                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
         if token_models:
             out["seq_len"] = self.options.calib_seq_len
@@ -238,7 +271,7 @@ class CalibrationPass:
                 "last_block_output": self.last_source,
                 "block_influence": {"tokens": "mean", "tokens_used": self.token_counts["mean"]},
                 "angular_distance": {"tokens": self.tokens, "tokens_used": self.token_counts[self.tokens]}}
-            out["angles"] = self.angles.round(6).tolist()
+            out["angles"] = [[None if math.isnan(a) else a for a in row] for row in self.angles.round(6).tolist()]
         if self.notes:
             out["warnings"] = list(self.notes)
         return out
@@ -253,6 +286,15 @@ def _input_kind(model) -> str:
     from ..families import input_kind
 
     return input_kind(getattr(model.config, "model_type", ""))
+
+
+def _add_pair(sums: list, i: int, j: int, a, b, weight) -> None:
+    """Add the (weighted) arccos(cos)/pi and 1 - cos between hidden states `a` (depth i) and `b` (depth j)."""
+    import torch
+
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1, 1)
+    sums[0][i, j] += float(((torch.arccos(cos) / math.pi) * weight).sum())
+    sums[1][i, j] += float(((1 - cos) * weight).sum())
 
 
 def _pick(hidden: list, mask, choice: str) -> tuple[list, Any]:

@@ -43,15 +43,9 @@ def task_loss_problem(path: str | Path) -> str | None:
 def load_model(path: str | Path):
     """The checkpoint's `transformers` model (its own architecture, float32, eval mode) on the best device."""
     import torch
-    import transformers
 
     path = Path(path)
-    config_file = path / "config.json"
-    architectures = architectures_of(path)
-    cls = getattr(transformers, architectures[0], None) if architectures else None
-    if cls is None:
-        raise GardenerError(f"{config_file}: names no transformers architecture this version has "
-                            f"({architectures or 'none'}); cannot run its forward pass")
+    cls = model_class(path)
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -64,6 +58,18 @@ def load_model(path: str | Path):
         if bars:
             hf_logging.enable_progress_bar()
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_class(path: Path):
+    """The transformers class config.json's `architectures` names, or the one-line error."""
+    import transformers
+
+    architectures = architectures_of(path)
+    cls = getattr(transformers, architectures[0], None) if architectures else None
+    if cls is None:
+        raise GardenerError(f"{path / 'config.json'}: names no transformers architecture this version has "
+                            f"({architectures or 'none'}); cannot run its forward pass")
+    return cls
 
 
 def check_data(options: CalibOptions) -> Path:

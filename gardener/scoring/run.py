@@ -168,6 +168,9 @@ def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: Cal
     if span >= chosen.depth and any(c.name == "angular_distance" for c in crits):  # before the forward pass
         raise SettingError("span", f"{span}: {chosen.name} has {chosen.depth} blocks; a span is at most "
                                    f"{chosen.depth - 1} of them (one must remain)")
+    if (calib or CalibOptions()).sequential and any(c.name == "skip_loss" for c in crits):
+        raise GardenerError("skip_loss runs the whole model once per block: the sequential calibration pass "
+                            "(--calib-sequential) computes block_influence and angular_distance only")
     calibration = CalibrationPass(ckpt.path, calib or CalibOptions(), stack=chosen.name, seed=ctx.seed)
     if calibration.depth != chosen.depth:
         raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "

@@ -25,6 +25,7 @@ class CalibOptions:
     calib_seq_len: int = 128  # tokens per sequence cut from raw text
     tokens: str | None = None  # angular_distance reads: last, mean or cls; None: the model family's choice
     last_output: str = "hidden_states"  # the last block's output: as output_hidden_states returns it, or "block"
+    sequential: bool = False  # block by block, one block's weights in memory (a model larger than memory)
 
     def inputs(self) -> list[tuple[str, Path]]:
         """The paths an output must not touch."""

@@ -1,0 +1,218 @@
+"""Calibration block by block, for a model larger than memory (`--calib-sequential`).
+
+The model is built with the parameters of its blocks on the meta device (no memory); the rest (embeddings, final
+norm, head) is read from the checkpoint. The model's own forward, with each block replaced by a stand-in that
+passes its input on, records what every block receives (hidden states, attention masks, position embeddings), so
+the model's code, not gardener's, builds them. Then block by block: its weights are read from the checkpoint,
+every batch goes through it (no key/value cache, SDPA attention), the statistics the criteria need are taken from
+its input and output, and it goes back to the meta device before the next one is read. Peak memory: one block's
+weights and the calibration set's hidden states at two depths (span + 1 of them when a span is read over every
+token). The figures are the whole-model pass's (tested).
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import Checkpoint
+from ..errors import GardenerError
+
+
+def skeleton(path: Path, cls):
+    """The model of `cls` from the checkpoint's config, every parameter on the meta device (buffers real)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    with init_empty_weights(include_buffers=False):
+        model = cls._from_config(config, attn_implementation="sdpa")
+    return model.eval()
+
+
+def _as_torch(ckpt: Checkpoint, name: str):
+    """A stored tensor as float32 torch (bfloat16 arrives as raw bits)."""
+    import torch
+
+    t = torch.from_numpy(np.array(ckpt.read(name)))
+    return (t.view(torch.bfloat16) if ckpt.info(name).dtype == "BF16" else t).float()
+
+
+def load_weights(model, ckpt: Checkpoint, names: list[str], device) -> None:
+    """The named parameters of `model` from the checkpoint, onto `device`; an error naming one it lacks."""
+    from accelerate.utils import set_module_tensor_to_device
+
+    stored = set(ckpt.names())
+    lacking = [n for n in names if n not in stored]
+    if lacking:
+        raise GardenerError(f"{ckpt.path}: holds no {lacking[0]}{f' (nor {len(lacking) - 1} more)' if lacking[1:] else ''}"
+                            f", which the sequential calibration pass reads")
+    for name in names:
+        set_module_tensor_to_device(model, name, device, value=_as_torch(ckpt, name))
+
+
+def load_rest(model, ckpt: Checkpoint, stack: str, device) -> None:
+    """Every parameter the base model's forward reads outside the blocks (embeddings, final norm); a head (an LM's
+    vocabulary-wide projection: as large as a block, unread by these criteria) stays on the meta device."""
+    base = getattr(model, "base_model", model)
+    prefix = "" if base is model else f"{model.base_model_prefix}."
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)
+             if n.startswith(prefix) and not n.startswith(f"{stack}.")]
+    stored = set(ckpt.names())
+    load_weights(model, ckpt, [n for n in names if n in stored], device)
+    model.tie_weights()
+    load_weights(model, ckpt, [n for n, p in model.named_parameters() if n in names and p.device.type == "meta"],
+                 device)  # none left, or the error naming it
+
+
+class _Reached(Exception):
+    """The first block was reached and what it receives recorded: the rest of the forward is not run."""
+
+
+def _stand_in(original):
+    """A module to take a block's place in the model's forward. Its `role` says what it does there: "pass" its
+    input on, "stop" the forward once it has recorded what it receives (in `seen`), or give `value`. It is a
+    subclass of the block's class and keeps its plain attributes, so a model that records its blocks' outputs by
+    class (transformers 5 hooks them once per model) or reads e.g. `attention_type` treats it as the block; one
+    stand-in serves a block for the whole pass, so hooks put on it stay."""
+    import torch
+
+    def forward(self, *args, **kwargs):
+        if self.role == "stop":
+            self.seen.append((args, kwargs))
+            raise _Reached
+        hidden = self.value if self.role == "value" else hidden_of(args, kwargs)
+        return (hidden,) if self.as_tuple else hidden
+
+    kind = type(original)
+    module = object.__new__(type(f"StandIn{kind.__name__}", (kind,), {"forward": forward}))
+    torch.nn.Module.__init__(module)
+    for key, value in vars(original).items():
+        if not key.startswith("_") and isinstance(value, (str, int, float, bool)):
+            setattr(module, key, value)
+    module.role, module.as_tuple, module.seen, module.value = "pass", False, [], None
+    return module
+
+
+def _replaced(blocks, stand_ins: list, run: Callable[[], None]) -> None:
+    """Run `run` (without gradients) with the blocks' places taken by `stand_ins`, and put the blocks back."""
+    import torch
+
+    originals = list(blocks)
+    try:
+        for k, module in enumerate(stand_ins):
+            blocks[k] = module
+        with torch.no_grad():
+            run()
+    finally:
+        for k, module in enumerate(originals):
+            blocks[k] = module
+
+
+class _Store:
+    """Hidden states by (depth, batch) in a folder: one batch's in memory at a time, whatever the set's size."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def _path(self, depth: int, batch: int) -> Path:
+        return self.folder / f"{depth}-{batch}.pt"
+
+    def put(self, depth: int, batch: int, hidden) -> None:
+        import torch
+
+        torch.save(hidden, self._path(depth, batch))
+
+    def get(self, depth: int, batch: int):
+        import torch
+
+        return torch.load(self._path(depth, batch), weights_only=True)
+
+    def drop(self, depth: int) -> None:
+        for path in self.folder.glob(f"{depth}-*.pt"):
+            path.unlink()
+
+
+class SequentialPass:
+    """A calibration pass depth by depth, one block's weights in memory at a time (see the module's docstring)."""
+
+    def __init__(self, calib, ckpt: Checkpoint):
+        self.calib, self.ckpt, self.blocks = calib, ckpt, calib.blocks
+        self.stack, self.device = calib.stack.name, calib.device
+        self.stand_ins = [_stand_in(b) for b in self.blocks]
+
+    def _cast(self, as_tuple: bool, roles: dict[int, str]) -> None:
+        """Give every stand-in its role for the next forward ("pass" where `roles` names none)."""
+        for k, module in enumerate(self.stand_ins):
+            module.role, module.as_tuple, module.seen = roles.get(k, "pass"), as_tuple, []
+
+    def _entry(self, index: int, batch: dict, as_tuple: bool) -> tuple[tuple, dict]:
+        """What block `index` receives for `batch`: the model's forward with stand-ins passing the input on up to
+        it (its masks and position embeddings are the model's own, whatever they are per block)."""
+        def run():
+            try:
+                self.calib._base_forward(batch)
+            except _Reached:
+                return
+            raise GardenerError(f"{self.ckpt.path}: the model's forward never reached block {index + 1} of its "
+                                f"stack {self.stack!r}")
+        self._cast(as_tuple, {index: "stop"})
+        _replaced(self.blocks, self.stand_ins, run)
+        return self.stand_ins[index].seen[0]
+
+    def _reported_last(self, batch: dict, last, as_tuple: bool):
+        """The last entry of `output_hidden_states` made from the last block's output (e.g. after a final norm),
+        where the model reports this stack; else None."""
+        self._cast(as_tuple, {len(self.blocks) - 1: "value"})
+        self.stand_ins[-1].value = last
+        reported: list = []
+        _replaced(self.blocks, self.stand_ins, lambda: reported.append(
+            getattr(self.calib._base_forward(batch, hidden_states=True), "hidden_states", None)))
+        states = reported[0]
+        return states[-1].float() if states is not None and len(states) == len(self.blocks) + 1 else None
+
+    def _through(self, index: int, batch: dict, hidden, as_tuple: bool) -> tuple[object, bool]:
+        """Block `index` (its weights loaded) on one batch: its output (float32), and whether it returns a tuple."""
+        import torch
+
+        args, kwargs = self._entry(index, batch, as_tuple)
+        block = self.blocks[index]
+        with torch.no_grad():
+            raw = block(hidden, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": hidden})
+        as_tuple = isinstance(raw, (tuple, list))
+        out = (raw[0] if as_tuple else raw).float()
+        if index == len(self.blocks) - 1 and self.calib.options.last_output == "hidden_states":
+            reported = self._reported_last(batch, out, as_tuple)
+            self.calib.last_source = ("hidden_states" if reported is not None
+                                      else "block (output_hidden_states does not report this stack)")
+            out = out if reported is None else reported
+        return out, as_tuple
+
+    def walk(self, window: int, visit: Callable) -> None:
+        """visit(depth, batch number, hidden states, earlier) from depth 0 (the first block's input) to the
+        stack's depth (its output, as `last_output` asks), every batch at one depth before the next; `earlier`
+        holds the same batch's (depth, hidden states) at the `window` depths before. Hidden states wait on disk."""
+        batches = self.calib.batches
+        with tempfile.TemporaryDirectory(prefix="gardener-hidden-") as folder:
+            store, as_tuple = _Store(Path(folder)), False
+            for b, batch in enumerate(batches):
+                hidden = hidden_of(*self._entry(0, batch, as_tuple)).float()
+                store.put(0, b, hidden)
+                visit(0, b, hidden, [])
+            for index, block in enumerate(self.blocks):
+                names = [f"{self.stack}.{index}.{n}" for n, _ in block.named_parameters()]
+                load_weights(self.calib.model, self.ckpt, names, self.device)
+                for b, batch in enumerate(batches):
+                    out, as_tuple = self._through(index, batch, store.get(index, b), as_tuple)
+                    earlier = [(i, store.get(i, b)) for i in range(max(index + 1 - window, 0), index + 1)]
+                    store.put(index + 1, b, out)
+                    visit(index + 1, b, out, earlier)
+                block.to("meta")  # its memory goes before the next block is read
+                store.drop(index + 1 - window)
+
+
+def hidden_of(args: tuple, kwargs: dict):
+    """The hidden states a block is called with (its first argument, or the `hidden_states` keyword)."""
+    return args[0] if args else kwargs["hidden_states"]

@@ -1,0 +1,96 @@
+"""Calibration block by block (`--calib-sequential`): a model larger than memory is run one block at a time, with
+the figures of the whole-model pass."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_hf, save_hf
+
+import gardener
+from gardener.errors import GardenerError
+from gardener.scoring import CalibOptions
+
+CRITERIA = ["block_influence", "angular_distance"]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """A tiny LLaMA (4 blocks) with norm weights far from one, and token sequences of different lengths."""
+    model = build_hf("llama")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(len(name))) * 3)
+    folder = tmp_path_factory.mktemp("llama")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(10):
+        ids = rng.integers(2, 50, int(rng.integers(4, 10))).tolist()
+        lines.append({"input_ids": ids + [0] * (9 - len(ids)), "attention_mask": [1] * len(ids) + [0] * (9 - len(ids))})
+    (folder / "tokens.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return save_hf(model, folder / "llama"), folder / "tokens.jsonl"
+
+
+def _scores(path, data, **options):
+    calib = CalibOptions(calib_data=data, calib_clips=10, calib_batch=4, **options)
+    return gardener.score(path, CRITERIA, primary=None, calib=calib)
+
+
+@pytest.mark.parametrize("options", [{}, {"span": 2}, {"tokens": "mean", "span": 2}, {"last_output": "block"}],
+                         ids=["defaults", "span-2", "every-token-span-2", "block-output"])
+def test_block_by_block_gives_the_whole_model_figures(llama, options):
+    path, data = llama
+    whole, sequential = _scores(path, data, **options), _scores(path, data, sequential=True, **options)
+    for name in CRITERIA:
+        np.testing.assert_allclose(sequential.scores[name], whole.scores[name], rtol=1e-5, atol=1e-7)
+    record = sequential.meta["calibration"]
+    assert record["sequential"] is True and record["convention"] == whole.meta["calibration"]["convention"]
+
+
+def test_only_one_block_is_in_memory_at_a_time(llama, monkeypatch):
+    """Whenever a block runs on a batch, it is the only block holding real weights (the others are on meta)."""
+    from gardener.scoring import sequential
+
+    path, data = llama
+    seen, original, passes = [], sequential.SequentialPass._through, []
+
+    def watched(self, index, batch, hidden, as_tuple):
+        passes.append(self)
+        seen.append((index, [k for k, b in enumerate(self.blocks) if any(p.device.type != "meta"
+                                                                          for p in b.parameters())]))
+        return original(self, index, batch, hidden, as_tuple)
+
+    monkeypatch.setattr(sequential.SequentialPass, "_through", watched)
+    _scores(path, data, sequential=True)
+    assert seen == [(k, [k]) for k in range(4) for _ in range(3)]  # 4 blocks, 3 batches each
+    assert all(p.device.type == "meta" for b in passes[0].blocks for p in b.parameters())  # and none at the end
+
+
+def test_skip_loss_is_refused_before_any_pass(llama, monkeypatch):
+    path, data = llama
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a calibration pass began")
+
+    monkeypatch.setattr("gardener.scoring.calibration.CalibrationPass.__init__", no_pass)
+    with pytest.raises(GardenerError, match=r"skip_loss runs the whole model once per block: the sequential "
+                                            r"calibration pass \(--calib-sequential\) computes block_influence"):
+        gardener.score(path, ["skip_loss"], primary=None,
+                       calib=CalibOptions(calib_data=data, calib_clips=4, sequential=True))
+
+
+def test_the_command_line_runs_it_and_the_json_says_so(llama, tmp_path, capsys):
+    from conftest import cli
+
+    path, data = llama
+    code, _, err = cli(["score", path, "--criteria", "block_influence", "--criterion", "block_influence",
+                        "--calib-data", data, "--calib-clips", 10, "--calib-sequential", "--json", tmp_path / "s.json"],
+                       capsys)
+    record = json.loads((tmp_path / "s.json").read_text())
+    assert code == 0, err
+    assert record["meta"]["calibration"]["sequential"] is True
+    np.testing.assert_allclose(record["criteria"]["block_influence"]["scores"],
+                               _scores(path, data).scores["block_influence"], rtol=1e-5)
