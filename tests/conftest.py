@@ -79,6 +79,16 @@ def build_hf(name: str, seed: int = 0) -> torch.nn.Module:
     return cls(make_config()).eval()
 
 
+def llama_with_trained_norms() -> torch.nn.Module:
+    """A tiny LLaMA whose norm weights are far from one (a trained model's final norm rescales each feature)."""
+    model = build_hf("llama")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(len(name))) * 3)
+    return model
+
+
 # where each family keeps its block list in memory (transformers 5 moved ViT's to `vit.layers`)
 _VIT_LAYERS = "vit.layers" if int(T.__version__.split(".")[0]) >= 5 else "vit.encoder.layer"
 IN_MEMORY_STACK = {"videomae": "videomae.encoder.layer", "vit": _VIT_LAYERS, "vitmae": _VIT_LAYERS,

@@ -326,5 +326,8 @@ def contiguous_span(angles: list[list[float]], count: int) -> list[int]:
     depth = len(angles) - 1
     if not 1 <= count < depth:
         raise GardenerError(f"cannot remove {count} contiguous blocks of {depth}")
+    if any(angles[i][i + count] is None for i in range(depth - count + 1)):
+        raise GardenerError(f"the calibration pass measured no angles {count} blocks apart (a sequential pass over "
+                            f"every token measures them up to --span apart): give --span {count}")
     start = min(range(depth - count + 1), key=lambda i: (angles[i][i + count], i))
     return list(range(start + 1, start + count + 1))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from conftest import build_hf, run_cli, save_hf, save_word_tokenizer, skip_layers
+from conftest import build_hf, llama_with_trained_norms, run_cli, save_hf, save_word_tokenizer, skip_layers
 
 import gardener
 from gardener.scoring import CalibOptions
@@ -28,12 +28,7 @@ CALIB = "block_influence,angular_distance,skip_loss"
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     """A tiny LLaMA with norm weights far from one (a trained model's final norm rescales each feature)."""
-    model = build_hf("llama")
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(len(name))) * 3)
-    return save_hf(model, tmp_path_factory.mktemp("llama") / "llama")
+    return save_hf(llama_with_trained_norms(), tmp_path_factory.mktemp("llama") / "llama")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_hf, save_hf
+from conftest import llama_with_trained_norms, save_hf
 
 import gardener
 from gardener.errors import GardenerError
@@ -19,11 +19,7 @@ CRITERIA = ["block_influence", "angular_distance"]
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     """A tiny LLaMA (4 blocks) with norm weights far from one, and token sequences of different lengths."""
-    model = build_hf("llama")
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(len(name))) * 3)
+    model = llama_with_trained_norms()
     folder = tmp_path_factory.mktemp("llama")
     rng = np.random.default_rng(0)
     lines = []
@@ -94,3 +90,26 @@ def test_the_command_line_runs_it_and_the_json_says_so(llama, tmp_path, capsys):
     assert record["meta"]["calibration"]["sequential"] is True
     np.testing.assert_allclose(record["criteria"]["block_influence"]["scores"],
                                _scores(path, data).scores["block_influence"], rtol=1e-5)
+
+
+def test_a_bfloat16_checkpoint_runs_in_float32_as_the_whole_model_does(llama, tmp_path):
+    import transformers as T
+
+    path, data = llama
+    T.LlamaForCausalLM.from_pretrained(path).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    whole, sequential = _scores(tmp_path / "bf16", data), _scores(tmp_path / "bf16", data, sequential=True)
+    for name in CRITERIA:
+        np.testing.assert_allclose(sequential.scores[name], whole.scores[name], rtol=1e-5, atol=1e-7)
+
+
+def test_a_contiguous_span_longer_than_the_angles_measured_asks_for_that_span(llama, tmp_path):
+    path, data = llama
+    calib = CalibOptions(calib_data=data, calib_clips=10, tokens="mean", sequential=True)
+    with pytest.raises(GardenerError, match="measured no angles 2 blocks apart .* give --span 2"):
+        gardener.prune_checkpoint(path, tmp_path / "out", gardener.Cut(remove=2, contiguous=True),
+                                  gardener.ScoreSettings(primary="angular_distance", calib=calib))
+    assert not (tmp_path / "out").exists()
+    calib = CalibOptions(calib_data=data, calib_clips=10, tokens="mean", sequential=True, span=2)
+    info = gardener.prune_checkpoint(path, tmp_path / "out", gardener.Cut(remove=2, contiguous=True),
+                                     gardener.ScoreSettings(primary="angular_distance", calib=calib))
+    assert len(info["removed_blocks"]) == 2
