@@ -36,10 +36,11 @@ def test_pruned_gflops_from_per_block_counts_equal_a_recount(name):
     assert pair["gflops_after"] < pair["gflops_before"]
 
 
-@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2"])
-@pytest.mark.parametrize("shape", [dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, seq_len=16),
-                                   dict(hidden_size=48, num_attention_heads=6, num_key_value_heads=6, head_dim=12,
-                                        seq_len=37)])
+@pytest.mark.parametrize("model_type, shape", [
+    (kind, shape) for kind in ("llama", "qwen2")
+    for shape in (dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, seq_len=16),
+                  dict(hidden_size=48, num_attention_heads=6, num_key_value_heads=6, seq_len=37))
+] + [("llama", dict(hidden_size=48, num_attention_heads=6, num_key_value_heads=3, head_dim=12, seq_len=37))])
 def test_a_decoder_counted_from_its_config_numbers_equals_the_counted_forward(model_type, shape):
     """LLaMA-style decoders are counted by arithmetic (no model built): the figures FlopCounterMode gives."""
     from gardener.cost import counted_breakdown, decoder_arithmetic, flop_breakdown

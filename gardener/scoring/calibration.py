@@ -183,6 +183,8 @@ class CalibrationPass:
         inputs = {k: v.to(self.device) for k, v in batch["inputs"].items()}
         if hidden_states:
             inputs["output_hidden_states"] = True
+        if getattr(base.config, "use_cache", None) is not None:
+            inputs["use_cache"] = False  # a decoder would fill a key/value cache nothing reads
         if getattr(base.config, "model_type", "") != "vit_mae":
             return base(**inputs)
         ratio, base.config.mask_ratio = base.config.mask_ratio, 0.0  # every patch, as at finetuning time

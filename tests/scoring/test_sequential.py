@@ -113,3 +113,22 @@ def test_a_contiguous_span_longer_than_the_angles_measured_asks_for_that_span(ll
     info = gardener.prune_checkpoint(path, tmp_path / "out", gardener.Cut(remove=2, contiguous=True),
                                      gardener.ScoreSettings(primary="angular_distance", calib=calib))
     assert len(info["removed_blocks"]) == 2
+
+
+def test_no_key_value_cache_is_kept(llama, monkeypatch):
+    """The blocks receive no cache to fill (a decoder's forward would keep one by default: nothing reads it)."""
+    import transformers as T
+
+    from gardener.scoring import sequential
+
+    path, data = llama
+    received, original = [], sequential.SequentialPass._entry
+
+    def watched(self, index, batch, as_tuple):
+        args, kwargs = original(self, index, batch, as_tuple)
+        received.extend([*args, *kwargs.values()])
+        return args, kwargs
+
+    monkeypatch.setattr(sequential.SequentialPass, "_entry", watched)
+    _scores(path, data, sequential=True)
+    assert received and not any(isinstance(value, T.Cache) for value in received)
