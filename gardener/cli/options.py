@@ -90,7 +90,7 @@ HELP = {
                    "(block).",
     "calib_clips": "Clips (or sequences) the calibration pass reads.",
     "sequential": "Run the calibration pass block by block, one block's weights in memory at a time (a model larger "
-                  "than memory): the same figures; block_influence and angular_distance only.",
+                  "than memory): the same figures; skip_loss for causal language models only.",
     "span": "Blocks per span for angular_distance (Gromov et al.: the distance from a block's input to the input "
             "n blocks on).",
     "calib_batch": "Clips per batch of the calibration pass.",

@@ -197,9 +197,13 @@ class CalibrationPass:
     @cached_property
     def skip_losses(self) -> list[float]:
         """The task loss with each block bypassed (its output replaced by its input), minus the full model's."""
-        if self.options.sequential:
-            raise GardenerError("skip_loss needs the whole model: not in a sequential pass")
         start = time.monotonic()
+        if self.options.sequential:
+            from .sequential import SequentialPass
+
+            out = SequentialPass(self, self.checkpoint).skip_losses()
+            self.seconds["skip_loss"] = time.monotonic() - start
+            return out
         full = self._mean_loss(None)
         out = [self._mean_loss(block) - full for block in self.blocks]
         self.seconds["skip_loss"] = time.monotonic() - start
@@ -229,7 +233,7 @@ class CalibrationPass:
 
         import torch
 
-        inputs = {k: v.to(self.model.device) for k, v in batch["inputs"].items()}
+        inputs = {k: v.to(self.device) for k, v in batch["inputs"].items()}
         name = type(self.model).__name__
         size = len(next(iter(inputs.values())))
         if _causal(self.model):
@@ -240,9 +244,9 @@ class CalibrationPass:
         if name == "VideoMAEForPreTraining":
             generator = torch.Generator().manual_seed(self.seed)
             mask = tube_mask(size, self.model.config, 0.9, generator)
-            return self.model(**inputs, bool_masked_pos=mask.to(self.model.device)).loss, size
+            return self.model(**inputs, bool_masked_pos=mask.to(self.device)).loss, size
         if name == "ViTMAEForPreTraining":
-            noise = torch_noise(self.model.config, size, self.seed, self.model.device)
+            noise = torch_noise(self.model.config, size, self.seed, self.device)
             return self.model(**inputs, noise=noise).loss, size
         if name.endswith("Classification") and batch["labels"] is not None:
             logits = self.model(**inputs).logits

@@ -169,8 +169,13 @@ def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: Cal
         raise SettingError("span", f"{span}: {chosen.name} has {chosen.depth} blocks; a span is at most "
                                    f"{chosen.depth - 1} of them (one must remain)")
     if (calib or CalibOptions()).sequential and any(c.name == "skip_loss" for c in crits):
-        raise GardenerError("skip_loss runs the whole model once per block: the sequential calibration pass "
-                            "(--calib-sequential) computes block_influence and angular_distance only")
+        from .calibration_data import architectures_of
+
+        kinds = architectures_of(ckpt.path) or ["model that names no architecture"]
+        if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in kinds):
+            raise GardenerError(f"skip_loss on {ckpt.path}: the sequential calibration pass (--calib-sequential) "
+                                f"computes it for causal language models only, not a {kinds[0]}; block_influence "
+                                f"and angular_distance run on any model")
     calibration = CalibrationPass(ckpt.path, calib or CalibOptions(), stack=chosen.name, seed=ctx.seed)
     if calibration.depth != chosen.depth:
         raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "

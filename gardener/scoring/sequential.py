@@ -55,15 +55,16 @@ def load_weights(model, ckpt: Checkpoint, names: list[str], device) -> None:
         set_module_tensor_to_device(model, name, device, value=_as_torch(ckpt, name), dtype=torch.float32)
 
 
-def load_rest(model, ckpt: Checkpoint, stack: str, device) -> None:
+def load_rest(model, ckpt: Checkpoint, stack: str, device, head: bool = False) -> None:
     """Every parameter the base model's forward reads outside the blocks (embeddings, final norm); a head (an LM's
-    vocabulary-wide projection: as large as a block, unread by these criteria) stays on the meta device."""
+    vocabulary-wide projection: as large as a block, read by skip_loss alone) too where `head`, else it stays on
+    the meta device."""
     base = getattr(model, "base_model", model)
-    prefix = "" if base is model else f"{model.base_model_prefix}."
+    prefix = "" if base is model or head else f"{model.base_model_prefix}."
     names = [n for n, _ in model.named_parameters(remove_duplicate=False)
              if n.startswith(prefix) and not n.startswith(f"{stack}.")]
-    stored = set(ckpt.names())
-    load_weights(model, ckpt, [n for n in names if n in stored], device)
+    stored, params = set(ckpt.names()), dict(model.named_parameters(remove_duplicate=False))
+    load_weights(model, ckpt, [n for n in names if n in stored and params[n].device.type == "meta"], device)
     model.tie_weights()
     load_weights(model, ckpt, [n for n, p in model.named_parameters() if n in names and p.device.type == "meta"],
                  device)  # none left, or the error naming it
@@ -114,20 +115,21 @@ def _replaced(blocks, stand_ins: list, run: Callable[[], None]) -> None:
 
 
 class _Store:
-    """Hidden states by (depth, batch) in a folder: one batch's in memory at a time, whatever the set's size."""
+    """Hidden states by (depth or stream, batch) in a folder: one batch's in memory at a time, whatever the set's
+    size."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def _path(self, depth: int, batch: int) -> Path:
+    def _path(self, depth: int | str, batch: int) -> Path:
         return self.folder / f"{depth}-{batch}.pt"
 
-    def put(self, depth: int, batch: int, hidden) -> None:
+    def put(self, depth: int | str, batch: int, hidden) -> None:
         import torch
 
         torch.save(hidden, self._path(depth, batch))
 
-    def get(self, depth: int, batch: int):
+    def get(self, depth: int | str, batch: int):
         import torch
 
         return torch.load(self._path(depth, batch), weights_only=True)
@@ -175,8 +177,9 @@ class SequentialPass:
         states = reported[0]
         return states[-1].float() if states is not None and len(states) == len(self.blocks) + 1 else None
 
-    def _through(self, index: int, batch: dict, hidden, as_tuple: bool) -> tuple[object, bool]:
-        """Block `index` (its weights loaded) on one batch: its output (float32), and whether it returns a tuple."""
+    def _through(self, index: int, batch: dict, hidden, as_tuple: bool, report: bool = True) -> tuple[object, bool]:
+        """Block `index` (its weights loaded) on one batch: its output (float32; the last block's as `last_output`
+        asks, where `report`), and whether it returns a tuple."""
         import torch
 
         args, kwargs = self._entry(index, batch, as_tuple)
@@ -185,7 +188,7 @@ class SequentialPass:
             raw = block(hidden, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": hidden})
         as_tuple = isinstance(raw, (tuple, list))
         out = (raw[0] if as_tuple else raw).float()
-        if index == len(self.blocks) - 1 and self.calib.options.last_output == "hidden_states":
+        if report and index == len(self.blocks) - 1 and self.calib.options.last_output == "hidden_states":
             reported = self._reported_last(batch, out, as_tuple)
             self.calib.last_source = ("hidden_states" if reported is not None
                                       else "block (output_hidden_states does not report this stack)")
@@ -214,6 +217,44 @@ class SequentialPass:
                 block.to("meta")  # its memory goes before the next block is read
                 store.drop(index + 1 - window)
                 _give_back_freed_memory()
+
+
+    def skip_losses(self) -> list[float]:
+        """SLEB's skip loss block by block: beside the full model's hidden states, one stream per block already
+        passed in which that block was skipped (its input went on); each block runs on every stream, and the
+        model's own head and loss end each stream. Streams wait on disk, one batch's in memory at a time."""
+        batches, depth = self.calib.batches, len(self.blocks)
+        load_rest(self.calib.model, self.ckpt, self.stack, self.device, head=True)
+        with tempfile.TemporaryDirectory(prefix="gardener-streams-") as folder:
+            store, as_tuple = _Store(Path(folder)), False
+            for b, batch in enumerate(batches):
+                store.put("full", b, hidden_of(*self._entry(0, batch, as_tuple)).float())
+            for index, block in enumerate(self.blocks):
+                names = [f"{self.stack}.{index}.{n}" for n, _ in block.named_parameters()]
+                load_weights(self.calib.model, self.ckpt, names, self.device)
+                for b, batch in enumerate(batches):
+                    full = store.get("full", b)
+                    for k in range(index):
+                        store.put(k, b, self._through(index, batch, store.get(k, b), as_tuple, report=False)[0])
+                    store.put(index, b, full)  # block `index` skipped: its input goes on
+                    out, as_tuple = self._through(index, batch, full, as_tuple, report=False)
+                    store.put("full", b, out)
+                block.to("meta")
+                _give_back_freed_memory()
+            losses = [self._mean_loss(store, stream, as_tuple) for stream in ["full", *range(depth)]]
+        return [loss - losses[0] for loss in losses[1:]]
+
+    def _mean_loss(self, store: _Store, stream: int | str, as_tuple: bool) -> float:
+        """The task loss over the calibration set with `stream`'s last hidden states as the stack's output."""
+        total, weight = 0.0, 0
+        for b, batch in enumerate(self.calib.batches):
+            self._cast(as_tuple, {len(self.blocks) - 1: "value"})
+            self.stand_ins[-1].value = store.get(stream, b)
+            measured: list = []
+            _replaced(self.blocks, self.stand_ins, lambda: measured.append(self.calib._loss(batch)))
+            loss, count = measured[0]
+            total, weight = total + float(loss) * count, weight + count
+        return total / weight
 
 
 def _give_back_freed_memory() -> None:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import llama_with_trained_norms, save_hf
+from conftest import build_hf, llama_with_trained_norms, save_hf
 
 import gardener
 from gardener.errors import GardenerError
@@ -65,16 +65,33 @@ def test_only_one_block_is_in_memory_at_a_time(llama, monkeypatch):
     assert all(p.device.type == "meta" for b in passes[0].blocks for p in b.parameters())  # and none at the end
 
 
-def test_skip_loss_is_refused_before_any_pass(llama, monkeypatch):
+def test_skip_loss_block_by_block_equals_the_whole_model_pass(llama, monkeypatch):
+    """SLEB's skip loss of a causal LM: one stream per skipped block, each block read once."""
+    from gardener.scoring import sequential
+
+    path, data = llama
+    loads = []
+    original = sequential.load_weights
+    monkeypatch.setattr(sequential, "load_weights", lambda model, ckpt, names, device: (
+        loads.extend(n for n in names if ".layers." in n), original(model, ckpt, names, device)))
+    calib = dict(calib_data=data, calib_clips=10, calib_batch=4)
+    whole = gardener.score(path, ["skip_loss"], primary=None, calib=CalibOptions(**calib))
+    sequential_run = gardener.score(path, ["skip_loss"], primary=None, calib=CalibOptions(sequential=True, **calib))
+    np.testing.assert_allclose(sequential_run.scores["skip_loss"], whole.scores["skip_loss"], rtol=1e-4, atol=1e-6)
+    assert len(loads) == len(set(loads))  # each block's weights read once
+
+
+def test_skip_loss_of_a_model_that_is_no_causal_lm_is_refused_before_any_pass(tmp_path, llama, monkeypatch):
     path, data = llama
 
     def no_pass(*args, **kwargs):
         raise AssertionError("a calibration pass began")
 
+    mae = save_hf(build_hf("vitmae"), tmp_path / "mae")
     monkeypatch.setattr("gardener.scoring.calibration.CalibrationPass.__init__", no_pass)
-    with pytest.raises(GardenerError, match=r"skip_loss runs the whole model once per block: the sequential "
-                                            r"calibration pass \(--calib-sequential\) computes block_influence"):
-        gardener.score(path, ["skip_loss"], primary=None,
+    with pytest.raises(GardenerError, match=r"skip_loss on .*mae: the sequential calibration pass "
+                                            r"\(--calib-sequential\) computes it for causal language models only"):
+        gardener.score(mae, ["skip_loss"], primary=None,
                        calib=CalibOptions(calib_data=data, calib_clips=4, sequential=True))
 
 
