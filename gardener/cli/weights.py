@@ -64,8 +64,12 @@ def prune(
     from ..report.console import prune_messages
     from ..report.tables import prune_table
 
-    info = prune_checkpoint(path, out_dir, cut, replace(ranking, calib=calib), replace(write, force=force, spec=spec),
-                            arguments=ctx.params)
+    from ..scoring import reporting
+
+    bar, tick = progress("scoring blocks")
+    with bar, reporting(tick):
+        info = prune_checkpoint(path, out_dir, cut, replace(ranking, calib=calib),
+                                replace(write, force=force, spec=spec), arguments=ctx.params)
     out.print(prune_table(info))
     for message in prune_messages(info):
         warn(message)

@@ -8,8 +8,9 @@ from .outputs import ScoreOutputs, score_checkpoint, write_score_outputs
 from .precision import precision_report
 from .result import BlockInfo, ScoreResult
 from .roundoff import entropy_meaningful
-from .run import checkpoint_warnings, layout, score
+from .run import checkpoint_warnings, layout, reporting, score
 from .settings import CalibOptions, ScoreSettings
 
 __all__ = ["BlockInfo", "CalibOptions", "ScoreOutputs", "ScoreResult", "ScoreSettings", "checkpoint_warnings",
-           "entropy_meaningful", "layout", "precision_report", "score", "score_checkpoint", "write_score_outputs"]
+           "entropy_meaningful", "layout", "precision_report", "reporting", "score", "score_checkpoint",
+           "write_score_outputs"]

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
 
 from .. import criteria as registry
@@ -19,6 +20,18 @@ from .result import BlockInfo, ScoreResult
 from .settings import CalibOptions, ScoreSettings
 
 PLOT_BINS = 128
+_REPORTING: ContextVar[Callable[[int, int], None] | None] = ContextVar("gardener_scoring_progress", default=None)
+
+
+@contextmanager
+def reporting(progress: Callable[[int, int], None]) -> Iterator[None]:
+    """Within it, a scoring run that is given no `progress` reports to this one: how a caller shows the blocks of
+    a scoring that runs inside other work (a prune ranking its blocks) without passing a callback through it."""
+    token = _REPORTING.set(progress)
+    try:
+        yield
+    finally:
+        _REPORTING.reset(token)
 
 
 def _score_block(ckpt: Checkpoint, names: list[str], view: str, crits: list, ctx: Context,
@@ -61,8 +74,9 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
         settings: how to score (`ScoreSettings`); `fields` set single ones on top of it, e.g.
             `score(path, ["l1"], stack="decoder", dtype="float16")`.
         histograms: also keep a 128-bin histogram per block (for plots).
-        progress: called with (blocks done, blocks) as blocks are scored.
+        progress: called with (blocks done, blocks) as blocks are scored (default: the one `reporting` set).
     """
+    progress = progress or _REPORTING.get()
     if criteria is not None:
         fields["criteria"] = criteria
     settings = ScoreSettings.of(settings, **fields).check()

@@ -151,3 +151,22 @@ def test_a_scoring_run_of_a_moment_prints_no_progress_line(tmp_path, capsys):
     state = {f"blocks.{i}.fc.weight": torch.from_numpy(np.eye(16, dtype=np.float32) * (i + 1)) for i in range(20)}
     code, _, err = cli(["score", write_safetensors(state, tmp_path / "m.safetensors"), "--criteria", "l2"], capsys)
     assert code == 0 and "scoring blocks" not in err
+
+
+def test_a_prune_that_ranks_its_blocks_reports_them_where_its_caller_asked(tmp_path):
+    """`scoring.reporting`: the scoring inside a prune reports its blocks (the CLI's bar) with no callback passed."""
+    import numpy as np
+    import torch
+    from conftest import write_safetensors
+
+    import gardener
+    from gardener.scoring import ScoreSettings, reporting
+
+    state = {f"blocks.{i}.fc.weight": torch.from_numpy(np.eye(16, dtype=np.float32) * (i + 1)) for i in range(20)}
+    path, seen = write_safetensors(state, tmp_path / "m.safetensors"), []
+    with reporting(lambda done, blocks: seen.append((done, blocks))):
+        gardener.prune_checkpoint(path, tmp_path / "out.safetensors", gardener.Cut(ratio=0.5),
+                                  ScoreSettings(primary="l2"))
+    assert seen == [(k, 20) for k in range(1, 21)]
+    gardener.score(path, ["l2"])
+    assert len(seen) == 20  # outside it, nothing is reported
