@@ -117,9 +117,14 @@ def _read_exactly(handle, offset: int, into: memoryview) -> None:
     while done < len(into):
         got = handle.readinto(into[done:])
         if not got:
-            raise GardenerError(f"{handle.name}: the file ended at byte {offset + done} while reading a tensor "
-                                f"(was it changed while gardener read it?)")
+            raise cut_short(handle.name, offset + done, "reading")
         done += got
+
+
+def cut_short(path, at: int, doing: str) -> GardenerError:
+    """The error for a file that ends before a tensor its header promised (changed since it was opened)."""
+    return GardenerError(f"{path}: the file ended at byte {at} while {doing} a tensor (was it changed while "
+                         f"gardener read it?)")
 
 
 class _Object(dict):

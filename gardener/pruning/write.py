@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import HF_WEIGHT_FILES, Checkpoint
+from ..checkpoint.safetensors_file import cut_short
 from ..checkpoint.tensors import TensorInfo
-from ..errors import GardenerError, SettingError
+from ..errors import SettingError
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 _SKIP = set(HF_WEIGHT_FILES) | {"gardener.json"}
@@ -94,15 +95,13 @@ def _copy_span(handle, source: Path, offset: int, length: int) -> None:
                     break  # not between these files: copy in chunks
                 raise
             if not moved:
-                raise GardenerError(f"{source}: the file ended at byte {offset + done} while copying a tensor "
-                                    f"(was it changed while gardener read it?)")
+                raise cut_short(source, offset + done, "copying")
             done += moved
         src.seek(offset + done)
         while done < length:
             chunk = src.read(min(length - done, 64 << 20))
             if not chunk:
-                raise GardenerError(f"{source}: the file ended at byte {offset + done} while copying a tensor "
-                                    f"(was it changed while gardener read it?)")
+                raise cut_short(source, offset + done, "copying")
             _write_all(handle, chunk)
             done += len(chunk)
 

@@ -116,14 +116,13 @@ class CalibrationPass:
             mask = self._mask(self.batches[b], hidden)
             for i, before in earlier:
                 _add_pair(sums["mean"], i, j, before.reshape(hidden.shape), hidden, mask)
+            sums["mean"][2] += float(mask.sum()) if j == 0 else 0.0
             for choice, kept in picked.items():
                 states, weight = _pick([hidden], mask, choice)
                 for i in range(j):
                     _add_pair(sums[choice], i, j, kept[i, b][0], states[0], weight)
                 kept[j, b] = (states[0], weight)
-            if j == 0:
-                for choice in sums:
-                    sums[choice][2] += float(_pick([hidden], mask, choice)[1].sum())
+                sums[choice][2] += float(weight.sum()) if j == 0 else 0.0
 
         SequentialPass(self, self.checkpoint).walk(window, visit)
         far = np.triu(np.ones((self.depth + 1,) * 2, dtype=bool), k=window + 1)
