@@ -354,3 +354,28 @@ def tiny_llama_with_text(root: Path, documents: int, test_documents: int) -> tup
     for tokenizer_file in (corpus / "tokenizer").iterdir():
         shutil.copy2(tokenizer_file, model_dir / tokenizer_file.name)
     return model_dir, corpus
+
+
+@pytest.fixture(scope="session")
+def llama_and_tokens(tmp_path_factory):
+    """A tiny LLaMA (4 blocks) with norm weights far from one, and token sequences of different lengths."""
+    model = llama_with_trained_norms()
+    folder = tmp_path_factory.mktemp("llama")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(10):
+        ids = rng.integers(2, 50, int(rng.integers(4, 10))).tolist()
+        lines.append({"input_ids": ids + [0] * (9 - len(ids)), "attention_mask": [1] * len(ids) + [0] * (9 - len(ids))})
+    (folder / "tokens.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return save_hf(model, folder / "llama"), folder / "tokens.jsonl"
+
+
+@pytest.fixture(scope="session")
+def classifier(tmp_path_factory):
+    """A tiny VideoMAE classifier of the test videos' classes."""
+    config = T.VideoMAEConfig(image_size=32, patch_size=8, num_frames=8, tubelet_size=2, hidden_size=32,
+                              num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                              id2label=dict(enumerate(VIDEO_CLASSES)),
+                              label2id={c: i for i, c in enumerate(VIDEO_CLASSES)})
+    torch.manual_seed(0)
+    return save_hf(T.VideoMAEForVideoClassification(config).eval(), tmp_path_factory.mktemp("calib") / "clf")

@@ -91,6 +91,10 @@ HELP = {
     "calib_clips": "Clips (or sequences) the calibration pass reads.",
     "sequential": "Run the calibration pass block by block, one block's weights in memory at a time (a model larger "
                   "than memory): the same figures; skip_loss for causal language models only.",
+    "calib_dtype": "Precision of the calibration pass: float32 or bfloat16 (half the memory).",
+    "device_map": "Accelerate's big-model placement of a model larger than one GPU: auto (every GPU, then CPU "
+                  "memory, then disk), balanced, balanced_low_0 or sequential.",
+    "max_memory": "With --calib-device-map: what each device may hold, e.g. 0=70GiB,1=70GiB,cpu=100GiB.",
     "span": "Blocks per span for angular_distance (Gromov et al.: the distance from a block's input to the input "
             "n blocks on).",
     "calib_batch": "Clips per batch of the calibration pass.",
@@ -239,8 +243,9 @@ CLIPS = Group(ClipOptions, tuple(f.name for f in dataclasses.fields(ClipOptions)
 JOBS = Group(Jobs, ("shard", "keep_models", "oracle_seeds", "retries", "stale_after"), panel="Jobs")
 LAUNCH = Group(Launch, tuple(f.name for f in dataclasses.fields(Launch)), panel="Cluster")
 CALIB = Group(CalibOptions, ("calib_data", "calib_clips", "span", "calib_batch", "calib_seq_len", "tokens",
-                             "last_output", "sequential"), panel="Calibration",
-              flags={"sequential": "--calib-sequential"})
+                             "last_output", "sequential", "calib_dtype", "device_map", "max_memory"),
+              panel="Calibration", flags={"sequential": "--calib-sequential", "device_map": "--calib-device-map",
+                                          "max_memory": "--calib-max-memory"})
 
 
 def _blocks(flag: str, blank: tuple | None = None):

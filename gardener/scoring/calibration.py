@@ -9,6 +9,7 @@ family (`model_types`: video, image or tokens).
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from ..checkpoint import open_checkpoint
 from ..errors import GardenerError
 from .calibration_data import NEEDS_TASK_LOSS, calibration_batches, check_data, load_model, model_class
+from .placement import device_map_of, preload_whole_blocks
 from .sequential import hidden_of as _hidden_of
 from .sequential import load_rest, skeleton
 from .settings import CalibOptions
@@ -51,15 +53,22 @@ class CalibrationPass:
         torch.manual_seed(seed)
         check_data(options)
         self.path, self.options, self.seed = Path(path), options, seed
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_model(self.path) if not options.sequential else skeleton(self.path, model_class(self.path))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # inputs, and the statistics
+        self.offload = tempfile.TemporaryDirectory(prefix="gardener-offload-") if options.device_map else None
+        empty = options.sequential or options.device_map is not None  # built on the meta device first
+        self.model = (skeleton(self.path, model_class(self.path)) if empty
+                      else load_model(self.path, options))
         names = [name for name, _ in self.model.named_parameters()]
         named = stack is not None and any(n.startswith(f"{stack}.") for n in names)
         self.stack = choose_stack(names, stack if named else None, where=str(self.path))  # else the default
+        if options.device_map is not None:
+            self.model = load_model(self.path, options, Path(self.offload.name),
+                                    device_map_of(self.model, self.stack.name, options))
+            preload_whole_blocks(self.model, self.stack.name)
         self.blocks = self.model.get_submodule(self.stack.name)
         if options.sequential:
             self.checkpoint = open_checkpoint(self.path)
-            load_rest(self.model, self.checkpoint, self.stack.name, self.device)
+            load_rest(self.model, self.checkpoint, self.stack.name, self.device, dtype=options.calib_dtype)
         self.tokens = self._token_choice(names)
         self.notes: list[str] = []
         self.batches = calibration_batches(self.model, self.path, options, seed, self.notes)
@@ -150,9 +159,11 @@ class CalibrationPass:
         import torch
 
         kept: list = []
-        hooks = [block.register_forward_pre_hook(lambda m, a, k: kept.append(_hidden_of(a, k).float()),
+        device = self.device  # where a device map ran each block, the statistics are taken on one device
+        hooks = [block.register_forward_pre_hook(lambda m, a, k: kept.append(_hidden_of(a, k).to(device, torch.float32)),
                                                  with_kwargs=True) for block in self.blocks]
-        hooks.append(self.blocks[-1].register_forward_hook(lambda m, a, o: kept.append(_first(o).float())))
+        hooks.append(self.blocks[-1].register_forward_hook(lambda m, a, o: kept.append(_first(o).to(device,
+                                                                                                  torch.float32))))
         try:
             with torch.no_grad():
                 output = self._base_forward(batch, hidden_states=self.options.last_output == "hidden_states")
@@ -170,9 +181,9 @@ class CalibrationPass:
 
         reported = getattr(output, "hidden_states", None)
         if (reported is not None and len(reported) == len(kept)
-                and all(torch.equal(r.float(), k) for r, k in zip(reported[:-1], kept[:-1]))):
+                and all(torch.equal(r.to(self.device, torch.float32), k) for r, k in zip(reported[:-1], kept[:-1]))):
             self.last_source = "hidden_states"
-            return reported[-1].float()
+            return reported[-1].to(self.device, torch.float32)
         self.last_source = "block (output_hidden_states does not report this stack)"
         return kept[-1]
 
@@ -260,6 +271,11 @@ class CalibrationPass:
             raise GardenerError(f"skip_loss on {self.path}: its labels are not the calibration data's classes; "
                                 f"{NEEDS_TASK_LOSS}")
 
+    def close(self) -> None:
+        """Remove the folder a device map offloaded weights to (nothing to do without one)."""
+        if self.offload is not None:
+            self.offload.cleanup()
+
     def summary(self) -> dict[str, Any]:
         """What the pass read, the conventions it followed, what it cost, and the span statistics a contiguous
         prune chooses from."""
@@ -267,7 +283,8 @@ class CalibrationPass:
         out = {"data": str(self.options.calib_data), "clips": self.clips, "requested": self.options.calib_clips,
                ("sequences" if token_models else "videos"): self.items, "span": self.options.span,
                "stack": self.stack.name, "device": str(self.device), "seed": self.seed,
-               "sequential": self.options.sequential,
+               "sequential": self.options.sequential, "dtype": self.options.calib_dtype,
+               "device_map": _device_map_of(self.model) if self.options.device_map else None,
                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
         if token_models:
             out["seq_len"] = self.options.calib_seq_len
@@ -280,6 +297,12 @@ class CalibrationPass:
         if self.notes:
             out["warnings"] = list(self.notes)
         return out
+
+
+def _device_map_of(model) -> dict[str, str] | None:
+    """Where Accelerate put each part of the model ({module: device}), as text; None without a device map."""
+    placed = getattr(model, "hf_device_map", None)
+    return {name: str(device) for name, device in placed.items()} if placed else None
 
 
 def _causal(model) -> bool:

@@ -6,12 +6,14 @@ model loads live here too.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GardenerError
+from .placement import check_placement, placement_kwargs
 from .settings import LAST_OUTPUTS, TOKENS, CalibOptions
 
 
@@ -40,8 +42,11 @@ def task_loss_problem(path: str | Path) -> str | None:
     return f"a {name} has no task loss" if name else "its config.json names no architecture"
 
 
-def load_model(path: str | Path):
-    """The checkpoint's `transformers` model (its own architecture, float32, eval mode) on the best device."""
+def load_model(path: str | Path, options: CalibOptions | None = None, offload: Path | None = None,
+               device_map: dict | None = None):
+    """The checkpoint's `transformers` model (its own architecture, eval mode) on the best device: float32 with eager
+    attention (training and evaluation), or as a calibration pass's `options` ask: SDPA attention, their dtype, and
+    where `device_map` ({module: device}, see `device_map_of`) places it, the `offload` folder for "disk"."""
     import torch
 
     path = Path(path)
@@ -51,13 +56,21 @@ def load_model(path: str | Path):
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # gardener's own output stays one line per event
+    placing = logging.getLogger("accelerate.big_modeling")  # "offloaded to the disk": the record says where
+    level, _ = placing.level, placing.setLevel(logging.ERROR)
     try:
-        model = cls.from_pretrained(path, attn_implementation="eager").float().eval()
+        if options is None:
+            model = cls.from_pretrained(path, attn_implementation="eager").float()
+        else:
+            model = cls.from_pretrained(path, attn_implementation="sdpa", **placement_kwargs(options, offload, device_map))
     finally:
         hf_logging.set_verbosity(verbosity)
+        placing.setLevel(level)
         if bars:
             hf_logging.enable_progress_bar()
-    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+    if device_map is not None:
+        return model.eval()  # Accelerate's hooks move each block's inputs to where it runs
+    return model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def model_class(path: Path):
@@ -85,6 +98,7 @@ def check_data(options: CalibOptions) -> Path:
         raise GardenerError(f"--tokens {options.tokens!r}: expected one of {', '.join(TOKENS)}")
     if options.last_output not in LAST_OUTPUTS:
         raise GardenerError(f"--last-output {options.last_output!r}: expected one of {', '.join(LAST_OUTPUTS)}")
+    check_placement(options)
     return Path(options.calib_data)
 
 

@@ -194,10 +194,13 @@ def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: Cal
     if calibration.depth != chosen.depth:
         raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "
                             f"blocks, the checkpoint's {chosen.name!r} {chosen.depth}; pick one with --stack")
-    if any(c.name == "skip_loss" for c in crits):
-        calibration.check_task_loss()
-    for c in crits:
-        scores[c.name] = [float(v) for v in c.fn(calibration, ctx)]
+    try:
+        if any(c.name == "skip_loss" for c in crits):
+            calibration.check_task_loss()
+        for c in crits:
+            scores[c.name] = [float(v) for v in c.fn(calibration, ctx)]
+    finally:
+        calibration.close()
     record = calibration.summary()
     shared = record["seconds"].get("hidden_states", 0.0)
     record["cost"] = {c.name: {"clips": calibration.clips, "seconds": record["seconds"].get(c.name, shared)}

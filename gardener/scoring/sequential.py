@@ -32,16 +32,17 @@ def skeleton(path: Path, cls):
     return model.eval()
 
 
-def _as_torch(ckpt: Checkpoint, name: str):
-    """A stored tensor as float32 torch (bfloat16 arrives as raw bits)."""
+def _as_torch(ckpt: Checkpoint, name: str, dtype):
+    """A stored tensor as torch in `dtype` (bfloat16 arrives as raw bits)."""
     import torch
 
     t = torch.from_numpy(np.array(ckpt.read(name)))
-    return (t.view(torch.bfloat16) if ckpt.info(name).dtype == "BF16" else t).float()
+    return (t.view(torch.bfloat16) if ckpt.info(name).dtype == "BF16" else t).to(dtype)
 
 
-def load_weights(model, ckpt: Checkpoint, names: list[str], device) -> None:
-    """The named parameters of `model` from the checkpoint, onto `device`; an error naming one it lacks."""
+def load_weights(model, ckpt: Checkpoint, names: list[str], device, dtype: str = "float32") -> None:
+    """The named parameters of `model` from the checkpoint, onto `device` in `dtype` (the pass's, whatever the
+    config's); an error naming one it lacks."""
     from accelerate.utils import set_module_tensor_to_device
 
     stored = set(ckpt.names())
@@ -51,11 +52,12 @@ def load_weights(model, ckpt: Checkpoint, names: list[str], device) -> None:
                             f", which the sequential calibration pass reads")
     import torch
 
-    for name in names:  # float32 whatever the config's dtype, as the whole-model pass runs
-        set_module_tensor_to_device(model, name, device, value=_as_torch(ckpt, name), dtype=torch.float32)
+    for name in names:
+        value = _as_torch(ckpt, name, getattr(torch, dtype))
+        set_module_tensor_to_device(model, name, device, value=value, dtype=value.dtype)
 
 
-def load_rest(model, ckpt: Checkpoint, stack: str, device, head: bool = False) -> None:
+def load_rest(model, ckpt: Checkpoint, stack: str, device, head: bool = False, dtype: str = "float32") -> None:
     """Every parameter the base model's forward reads outside the blocks (embeddings, final norm); a head (an LM's
     vocabulary-wide projection: as large as a block, read by skip_loss alone) too where `head`, else it stays on
     the meta device."""
@@ -64,10 +66,10 @@ def load_rest(model, ckpt: Checkpoint, stack: str, device, head: bool = False) -
     names = [n for n, _ in model.named_parameters(remove_duplicate=False)
              if n.startswith(prefix) and not n.startswith(f"{stack}.")]
     stored, params = set(ckpt.names()), dict(model.named_parameters(remove_duplicate=False))
-    load_weights(model, ckpt, [n for n in names if n in stored and params[n].device.type == "meta"], device)
+    load_weights(model, ckpt, [n for n in names if n in stored and params[n].device.type == "meta"], device, dtype)
     model.tie_weights()
     load_weights(model, ckpt, [n for n, p in model.named_parameters() if n in names and p.device.type == "meta"],
-                 device)  # none left, or the error naming it
+                 device, dtype)  # none left, or the error naming it
 
 
 class _Reached(Exception):
@@ -144,7 +146,7 @@ class SequentialPass:
 
     def __init__(self, calib, ckpt: Checkpoint):
         self.calib, self.ckpt, self.blocks = calib, ckpt, calib.blocks
-        self.stack, self.device = calib.stack.name, calib.device
+        self.stack, self.device, self.dtype = calib.stack.name, calib.device, calib.options.calib_dtype
         self.stand_ins = [_stand_in(b) for b in self.blocks]
 
     def _cast(self, as_tuple: bool, roles: dict[int, str]) -> None:
@@ -169,8 +171,10 @@ class SequentialPass:
     def _reported_last(self, batch: dict, last, as_tuple: bool):
         """The last entry of `output_hidden_states` made from the last block's output (e.g. after a final norm),
         where the model reports this stack; else None."""
+        import torch
+
         self._cast(as_tuple, {len(self.blocks) - 1: "value"})
-        self.stand_ins[-1].value = last
+        self.stand_ins[-1].value = last.to(getattr(torch, self.dtype))  # as the whole model's last block gives it
         reported: list = []
         _replaced(self.blocks, self.stand_ins, lambda: reported.append(
             getattr(self.calib._base_forward(batch, hidden_states=True), "hidden_states", None)))
@@ -183,7 +187,7 @@ class SequentialPass:
         import torch
 
         args, kwargs = self._entry(index, batch, as_tuple)
-        block = self.blocks[index]
+        block, hidden = self.blocks[index], hidden.to(getattr(torch, self.dtype))  # stored in float32, exactly
         with torch.no_grad():
             raw = block(hidden, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": hidden})
         as_tuple = isinstance(raw, (tuple, list))
@@ -208,7 +212,7 @@ class SequentialPass:
                 visit(0, b, hidden, [])
             for index, block in enumerate(self.blocks):
                 names = [f"{self.stack}.{index}.{n}" for n, _ in block.named_parameters()]
-                load_weights(self.calib.model, self.ckpt, names, self.device)
+                load_weights(self.calib.model, self.ckpt, names, self.device, self.dtype)
                 for b, batch in enumerate(batches):
                     out, as_tuple = self._through(index, batch, store.get(index, b), as_tuple)
                     earlier = [(i, store.get(i, b)) for i in range(max(index + 1 - window, 0), index + 1)]
@@ -224,14 +228,14 @@ class SequentialPass:
         passed in which that block was skipped (its input went on); each block runs on every stream, and the
         model's own head and loss end each stream. Streams wait on disk, one batch's in memory at a time."""
         batches, depth = self.calib.batches, len(self.blocks)
-        load_rest(self.calib.model, self.ckpt, self.stack, self.device, head=True)
+        load_rest(self.calib.model, self.ckpt, self.stack, self.device, head=True, dtype=self.dtype)
         with tempfile.TemporaryDirectory(prefix="gardener-streams-") as folder:
             store, as_tuple = _Store(Path(folder)), False
             for b, batch in enumerate(batches):
                 store.put("full", b, hidden_of(*self._entry(0, batch, as_tuple)).float())
             for index, block in enumerate(self.blocks):
                 names = [f"{self.stack}.{index}.{n}" for n, _ in block.named_parameters()]
-                load_weights(self.calib.model, self.ckpt, names, self.device)
+                load_weights(self.calib.model, self.ckpt, names, self.device, self.dtype)
                 for b, batch in enumerate(batches):
                     full = store.get("full", b)
                     for k in range(index):
@@ -246,10 +250,12 @@ class SequentialPass:
 
     def _mean_loss(self, store: _Store, stream: int | str, as_tuple: bool) -> float:
         """The task loss over the calibration set with `stream`'s last hidden states as the stack's output."""
+        import torch
+
         total, weight = 0.0, 0
         for b, batch in enumerate(self.calib.batches):
             self._cast(as_tuple, {len(self.blocks) - 1: "value"})
-            self.stand_ins[-1].value = store.get(stream, b)
+            self.stand_ins[-1].value = store.get(stream, b).to(getattr(torch, self.dtype))
             measured: list = []
             _replaced(self.blocks, self.stand_ins, lambda: measured.append(self.calib._loss(batch)))
             loss, count = measured[0]

@@ -12,6 +12,8 @@ from ..values import VIEWS
 TOKENS = ("last", "mean", "cls")  # which tokens a sequence's hidden state is read at
 LAST_OUTPUTS = ("hidden_states", "block")  # what counts as the last block's output
 PARAMS = ("2d", "all")
+CALIB_DTYPES = ("float32", "bfloat16")  # what a calibration pass runs in
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # Accelerate's big-model placements
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class CalibOptions:
     tokens: str | None = None  # angular_distance reads: last, mean or cls; None: the model family's choice
     last_output: str = "hidden_states"  # the last block's output: as output_hidden_states returns it, or "block"
     sequential: bool = False  # block by block, one block's weights in memory (a model larger than memory)
+    calib_dtype: str = "float32"  # the pass's precision: float32, or bfloat16 (half the memory; a GPU's tensor cores)
+    device_map: str | None = None  # Accelerate's placement over every GPU, then CPU memory, then disk (DEVICE_MAPS)
+    max_memory: str | None = None  # with device_map: what each device may hold, e.g. "0=70GiB,1=70GiB,cpu=100GiB"
 
     def inputs(self) -> list[tuple[str, Path]]:
         """The paths an output must not touch."""

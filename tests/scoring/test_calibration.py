@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
-from conftest import VIDEO_CLASSES, build_hf, run_cli, save_hf, skip_layers, write_safetensors
+from conftest import build_hf, run_cli, save_hf, skip_layers, write_safetensors
 
 import gardener
 from gardener.scoring import CalibOptions
@@ -17,17 +17,6 @@ from gardener.errors import GardenerError
 
 DEPTH = 4
 CALIB = "block_influence,angular_distance,skip_loss"
-
-
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    """A tiny VideoMAE classifier of the test videos' classes."""
-    config = T.VideoMAEConfig(image_size=32, patch_size=8, num_frames=8, tubelet_size=2, hidden_size=32,
-                              num_hidden_layers=DEPTH, num_attention_heads=2, intermediate_size=64,
-                              id2label=dict(enumerate(VIDEO_CLASSES)),
-                              label2id={c: i for i, c in enumerate(VIDEO_CLASSES)})
-    torch.manual_seed(0)
-    return save_hf(T.VideoMAEForVideoClassification(config).eval(), tmp_path_factory.mktemp("calib") / "clf")
 
 
 def _pairs(hidden: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +39,7 @@ def _by_hand_losses(model, batches, loss) -> list[float]:
     full = mean_loss(model)
     out = []
     for block in range(1, DEPTH + 1):
-        copy = type(model).from_pretrained(model.name_or_path, attn_implementation="eager").eval()
+        copy = type(model).from_pretrained(model.name_or_path, attn_implementation="sdpa").eval()
         stack = "videomae.encoder.layer" if hasattr(copy, "videomae") else "model.layers"
         out.append(mean_loss(skip_layers(copy, stack, [b for b in range(1, DEPTH + 1) if b != block])) - full)
     return out
@@ -59,7 +48,7 @@ def _by_hand_losses(model, batches, loss) -> list[float]:
 def test_videomae_criteria_equal_a_direct_computation(classifier, video_root):
     options = CalibOptions(video_root, calib_clips=6, span=2, calib_batch=4)
     result = gardener.score(classifier, CALIB, primary="block_influence", calib=options, seed=1)
-    model = T.VideoMAEForVideoClassification.from_pretrained(classifier, attn_implementation="eager").eval()
+    model = T.VideoMAEForVideoClassification.from_pretrained(classifier, attn_implementation="sdpa").eval()
     batches = calibration_batches(model, classifier, options, seed=1)
     assert sum(len(b["inputs"]["pixel_values"]) for b in batches) == 6
     with torch.no_grad():  # hidden_states: the input of every block, then the last block's output
@@ -137,7 +126,7 @@ def test_block_influence_of_image_and_text_encoders_equals_their_hidden_states(n
         data.write_text("".join(json.dumps({"input_ids": list(range(i, i + 6))}) + "\n" for i in range(4)))
     options = CalibOptions(data, calib_clips=4, calib_batch=2)
     result = gardener.score(path, "block_influence", primary="block_influence", calib=options)
-    model = type(build_hf(name)).from_pretrained(path, attn_implementation="eager").eval()
+    model = type(build_hf(name)).from_pretrained(path, attn_implementation="sdpa").eval()
     batches = calibration_batches(model, path, options, seed=0)
     with torch.no_grad():
         states = [model(**b["inputs"], output_hidden_states=True).hidden_states for b in batches]

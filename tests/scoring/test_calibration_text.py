@@ -60,7 +60,7 @@ def _sequences(lines):
 
 def _reference(path, lines, span=1):
     """Per unpadded sequence: every entry of output_hidden_states at every token, and at its last token."""
-    model = T.LlamaForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    model = T.LlamaForCausalLM.from_pretrained(path, attn_implementation="sdpa").eval()
     influence, angles = np.zeros(DEPTH), np.zeros(DEPTH)
     real = 0
     for ids, mask in _sequences(lines):
@@ -96,10 +96,10 @@ def test_llama_criteria_follow_shortgpt_gromov_and_block_deletion(llama, padded)
     influence, angles = _reference(llama, lines)
     assert result.scores["block_influence"] == pytest.approx(influence.tolist(), rel=1e-4)
     assert result.scores["angular_distance"] == pytest.approx(angles.tolist(), rel=1e-4)
-    full = _loss_over_tokens(T.LlamaForCausalLM.from_pretrained(llama, attn_implementation="eager").eval(), lines)
+    full = _loss_over_tokens(T.LlamaForCausalLM.from_pretrained(llama, attn_implementation="sdpa").eval(), lines)
     deleted = []
     for block in range(1, DEPTH + 1):
-        model = T.LlamaForCausalLM.from_pretrained(llama, attn_implementation="eager").eval()
+        model = T.LlamaForCausalLM.from_pretrained(llama, attn_implementation="sdpa").eval()
         deleted.append(_loss_over_tokens(skip_layers(model, "model.layers",
                                                      [b for b in range(1, DEPTH + 1) if b != block]), lines) - full)
     assert result.scores["skip_loss"] == pytest.approx(deleted, abs=1e-5)
@@ -126,7 +126,7 @@ def test_tokens_override_the_familys_choice(llama, padded):
     data, lines = padded
     mean = gardener.score(llama, "angular_distance", primary="angular_distance",
                           calib=CalibOptions(data, tokens="mean"))
-    model = T.LlamaForCausalLM.from_pretrained(llama, attn_implementation="eager").eval()
+    model = T.LlamaForCausalLM.from_pretrained(llama, attn_implementation="sdpa").eval()
     angle, real = np.zeros(DEPTH), 0
     for ids, mask in _sequences(lines):
         with torch.no_grad():
@@ -282,7 +282,7 @@ def test_skip_loss_on_a_model_without_a_task_loss_is_said_before_any_work(padded
     data, _ = padded
     loads = []
     real_load = calibration.load_model
-    monkeypatch.setattr(calibration, "load_model", lambda path: loads.append(path) or real_load(path))
+    monkeypatch.setattr(calibration, "load_model", lambda path, *rest: loads.append(path) or real_load(path, *rest))
     for named in (["--criteria", "skip_loss"], ["--criteria", "calibration", "--criterion", "skip_loss"]):
         code, _, err = cli(["score", bert, *named, "--calib-data", data], capsys)
         assert code == 2 and "a BertModel has no task loss; it needs a classifier" in one_line_error(err)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_hf, llama_with_trained_norms, save_hf
+from conftest import build_hf, save_hf
 
 import gardener
 from gardener.errors import GardenerError
@@ -17,17 +17,8 @@ CRITERIA = ["block_influence", "angular_distance"]
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    """A tiny LLaMA (4 blocks) with norm weights far from one, and token sequences of different lengths."""
-    model = llama_with_trained_norms()
-    folder = tmp_path_factory.mktemp("llama")
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(10):
-        ids = rng.integers(2, 50, int(rng.integers(4, 10))).tolist()
-        lines.append({"input_ids": ids + [0] * (9 - len(ids)), "attention_mask": [1] * len(ids) + [0] * (9 - len(ids))})
-    (folder / "tokens.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return save_hf(model, folder / "llama"), folder / "tokens.jsonl"
+def llama(llama_and_tokens):
+    return llama_and_tokens
 
 
 def _scores(path, data, **options):
@@ -72,8 +63,8 @@ def test_skip_loss_block_by_block_equals_the_whole_model_pass(llama, monkeypatch
     path, data = llama
     loads = []
     original = sequential.load_weights
-    monkeypatch.setattr(sequential, "load_weights", lambda model, ckpt, names, device: (
-        loads.extend(n for n in names if ".layers." in n), original(model, ckpt, names, device)))
+    monkeypatch.setattr(sequential, "load_weights", lambda model, ckpt, names, *rest: (
+        loads.extend(n for n in names if ".layers." in n), original(model, ckpt, names, *rest)))
     calib = dict(calib_data=data, calib_clips=10, calib_batch=4)
     whole = gardener.score(path, ["skip_loss"], primary=None, calib=CalibOptions(**calib))
     sequential_run = gardener.score(path, ["skip_loss"], primary=None, calib=CalibOptions(sequential=True, **calib))
