@@ -20,9 +20,9 @@ import numpy as np
 from ..checkpoint import open_checkpoint
 from ..errors import GardenerError
 from .calibration_data import NEEDS_TASK_LOSS, calibration_batches, check_data, load_model, model_class
-from .placement import device_map_of, preload_whole_blocks
+from .placement import device_map_of, main_device, preload_whole_blocks
 from .sequential import hidden_of as _hidden_of
-from .sequential import load_rest, skeleton
+from .sequential import StoredWeights, load_rest, skeleton
 from .settings import CalibOptions
 
 
@@ -48,34 +48,42 @@ class CalibrationPass:
     def __init__(self, path: str | Path, options: CalibOptions, stack: str | None = None, seed: int = 0):
         import torch
 
-        from ..blocks import choose_stack
-
         torch.manual_seed(seed)
         check_data(options)
         self.path, self.options, self.seed = Path(path), options, seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # inputs, and the statistics
         self.offload = tempfile.TemporaryDirectory(prefix="gardener-offload-") if options.device_map else None
-        empty = options.sequential or options.device_map is not None  # built on the meta device first
-        self.model = (skeleton(self.path, model_class(self.path)) if empty
-                      else load_model(self.path, options))
-        names = [name for name, _ in self.model.named_parameters()]
-        named = stack is not None and any(n.startswith(f"{stack}.") for n in names)
-        self.stack = choose_stack(names, stack if named else None, where=str(self.path))  # else the default
-        if options.device_map is not None:
-            self.model = load_model(self.path, options, Path(self.offload.name),
-                                    device_map_of(self.model, self.stack.name, options))
-            preload_whole_blocks(self.model, self.stack.name)
-        self.blocks = self.model.get_submodule(self.stack.name)
-        if options.sequential:
-            self.checkpoint = open_checkpoint(self.path)
-            load_rest(self.model, self.checkpoint, self.stack.name, self.device, dtype=options.calib_dtype)
-        self.tokens = self._token_choice(names)
         self.notes: list[str] = []
-        self.batches = calibration_batches(self.model, self.path, options, seed, self.notes)
+        try:
+            self._load(stack)
+            self.batches = calibration_batches(self.model, self.path, options, seed, self.notes)
+        except BaseException:
+            self.close()  # the offload folder goes with a pass that could not begin
+            raise
         self.clips = sum(len(next(iter(b["inputs"].values()))) for b in self.batches)
         self.items = self.batches[0]["items"] if self.batches else 0
         self.last_source = options.last_output
         self.seconds: dict[str, float] = {}
+
+    def _load(self, stack: str | None) -> None:
+        """The model (whole, placed by a device map, or with its blocks on the meta device), its stack and blocks."""
+        from ..blocks import choose_stack
+
+        options = self.options
+        empty = options.sequential or options.device_map is not None  # built on the meta device first
+        self.model = skeleton(self.path, model_class(self.path)) if empty else load_model(self.path, options)
+        names = [name for name, _ in self.model.named_parameters()]
+        named = stack is not None and any(n.startswith(f"{stack}.") for n in names)
+        self.stack = choose_stack(names, stack if named else None, where=str(self.path))  # else the default
+        if options.device_map is not None:
+            placed = device_map_of(self.model, self.stack.name, options)
+            self.model, self.device = load_model(self.path, options, Path(self.offload.name), placed), main_device(placed)
+            preload_whole_blocks(self.model, self.stack.name)
+        self.blocks = self.model.get_submodule(self.stack.name)
+        if options.sequential:
+            self.checkpoint = StoredWeights(open_checkpoint(self.path), self.model)
+            load_rest(self.model, self.checkpoint, self.stack.name, self.device, dtype=options.calib_dtype)
+        self.tokens = self._token_choice(names)
 
     def _token_choice(self, names: list[str]) -> str:
         """--tokens, else the family's registered choice, else the last token of a causal LM and the mean otherwise."""
@@ -187,10 +195,18 @@ class CalibrationPass:
         self.last_source = "block (output_hidden_states does not report this stack)"
         return kept[-1]
 
+    def _inputs(self, batch: dict) -> dict:
+        """A batch's inputs on the pass's device, pixels in the pass's dtype (token ids stay integers)."""
+        import torch
+
+        dtype = getattr(torch, self.options.calib_dtype)
+        return {k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)
+                for k, v in batch["inputs"].items()}
+
     def _base_forward(self, batch: dict, hidden_states: bool = False):
         """The forward that reaches every block on every patch: the base model (no head, no masking)."""
         base = getattr(self.model, "base_model", self.model)
-        inputs = {k: v.to(self.device) for k, v in batch["inputs"].items()}
+        inputs = self._inputs(batch)
         if hidden_states:
             inputs["output_hidden_states"] = True
         if getattr(base.config, "use_cache", None) is not None:
@@ -243,7 +259,7 @@ class CalibrationPass:
 
         import torch
 
-        inputs = {k: v.to(self.device) for k, v in batch["inputs"].items()}
+        inputs = self._inputs(batch)
         name = type(self.model).__name__
         size = len(next(iter(inputs.values())))
         if _causal(self.model):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GardenerError
-from .placement import check_placement, placement_kwargs
+from .placement import attention_of, check_placement, placement_kwargs
 from .settings import LAST_OUTPUTS, TOKENS, CalibOptions
 
 
@@ -45,7 +45,8 @@ def task_loss_problem(path: str | Path) -> str | None:
 def load_model(path: str | Path, options: CalibOptions | None = None, offload: Path | None = None,
                device_map: dict | None = None):
     """The checkpoint's `transformers` model (its own architecture, eval mode) on the best device: float32 with eager
-    attention (training and evaluation), or as a calibration pass's `options` ask: SDPA attention, their dtype, and
+    attention (training and evaluation), or as a calibration pass's `options` ask: SDPA attention where the class
+    has it, their dtype, and
     where `device_map` ({module: device}, see `device_map_of`) places it, the `offload` folder for "disk"."""
     import torch
 
@@ -62,7 +63,8 @@ def load_model(path: str | Path, options: CalibOptions | None = None, offload: P
         if options is None:
             model = cls.from_pretrained(path, attn_implementation="eager").float()
         else:
-            model = cls.from_pretrained(path, attn_implementation="sdpa", **placement_kwargs(options, offload, device_map))
+            model = cls.from_pretrained(path, attn_implementation=attention_of(cls),
+                                        **placement_kwargs(options, offload, device_map))
     finally:
         hf_logging.set_verbosity(verbosity)
         placing.setLevel(level)

@@ -51,6 +51,7 @@ def device_map_of(model, blocks: str, options: CalibOptions) -> dict:
 
     whole = sorted({type(model.get_submodule(blocks)[0]).__name__, *(getattr(model, "_no_split_modules", None) or [])})
     dtype, memory = getattr(torch, options.calib_dtype), memory_limits(options.max_memory)
+    model = model.to(dtype)  # sized as the pass holds it, not as stored (Accelerate counts the smaller of the two)
     if options.device_map != "sequential":
         memory = get_balanced_memory(model, memory, no_split_module_classes=whole, dtype=dtype,
                                      low_zero=options.device_map == "balanced_low_0")
@@ -63,27 +64,47 @@ def device_map_of(model, blocks: str, options: CalibOptions) -> dict:
 
 def memory_limits(text: str | None) -> dict | None:
     """--calib-max-memory "0=70GiB,1=70GiB,cpu=100GiB" as Accelerate's max_memory ({0: "70GiB", ..., "cpu": ...});
-    None for none, and the one-line error for a malformed one."""
+    None for none, and the one-line error for a malformed one or a device this machine lacks."""
+    import torch
     from accelerate.utils import convert_file_size_to_int
 
     if text is None:
         return None
-    limits: dict = {}
+    gpus, limits = torch.cuda.device_count(), {}
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     for part in text.split(","):
-        device, _, size = part.strip().partition("=")
-        key = int(device) if device.strip().isdigit() else device.strip()
+        device, _, size = (piece.strip() for piece in part.partition("="))
+        key = int(device) if device.isascii() and device.isdigit() else device
         try:
-            ok = key in ("cpu", "mps") or isinstance(key, int)
-            ok = ok and convert_file_size_to_int(size.strip()) > 0
+            ok = (isinstance(key, int) or key in ("cpu", "mps")) and convert_file_size_to_int(size) > 0
         except ValueError:
             ok = False
         if not ok:
-            raise GardenerError(f"--calib-max-memory {text!r}: expected DEVICE=SIZE pairs separated by commas, a "
-                                f"device a GPU number or cpu, e.g. 0=70GiB,1=70GiB,cpu=100GiB")
-        limits[key] = size.strip()
+            raise GardenerError(f"--calib-max-memory {text!r}: expected DEVICE=SIZE pairs separated by commas, DEVICE "
+                                f"a GPU number, cpu or mps, e.g. 0=70GiB,1=70GiB,cpu=100GiB")
+        if key in limits:
+            raise GardenerError(f"--calib-max-memory {text!r}: names {device} twice")
+        if (isinstance(key, int) and key >= gpus) or (key == "mps" and not mps):
+            seen = f"{gpus} GPU{'s' if gpus != 1 else ''}" + (" and MPS" if mps else "")
+            what = f"GPU {key}" if isinstance(key, int) else "MPS device"
+            raise GardenerError(f"--calib-max-memory {text!r}: this machine has no {what} (it has {seen})")
+        limits[key] = size
     return limits
 
 
+def main_device(placed: dict):
+    """Where a placed model takes its inputs and the pass takes its statistics: the first accelerator the map
+    names (Accelerate's main device), else the CPU."""
+    import torch
+
+    first = next((d for d in placed.values() if d not in ("cpu", "disk")), "cpu")
+    return torch.device(f"cuda:{first}" if isinstance(first, int) else first)
+
+
+def attention_of(cls) -> str:
+    """SDPA attention where the model class has it (no attention matrix kept), else eager (Swin V2, and under
+    transformers 4 Swin and T5)."""
+    return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
 
 
 def preload_whole_blocks(model, blocks: str) -> None:

@@ -16,6 +16,7 @@ from ..criteria import BlockSummary, Context
 from ..errors import GardenerError, SettingError
 from ..joint_counts import Spill
 from ..values import BlockValues, in_view
+from .placement import check_placement
 from .result import BlockInfo, ScoreResult
 from .settings import CalibOptions, ScoreSettings
 
@@ -80,6 +81,8 @@ def score(path: str | Path | Checkpoint, criteria: str | list[str] | None = None
     if criteria is not None:
         fields["criteria"] = criteria
     settings = ScoreSettings.of(settings, **fields).check()
+    if settings.calib is not None:
+        check_placement(settings.calib)  # whether or not a calibration criterion runs: a mistake is said
     crits = _criteria(settings)
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path)
     crits, left_out = _check_calibration_model(ckpt, settings, crits)
@@ -191,10 +194,10 @@ def _calibration_scores(ckpt: Checkpoint, chosen: Stack, crits: list, calib: Cal
                                 f"computes it for causal language models only, not a {kinds[0]}; block_influence "
                                 f"and angular_distance run on any model")
     calibration = CalibrationPass(ckpt.path, calib or CalibOptions(), stack=chosen.name, seed=ctx.seed)
-    if calibration.depth != chosen.depth:
-        raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "
-                            f"blocks, the checkpoint's {chosen.name!r} {chosen.depth}; pick one with --stack")
     try:
+        if calibration.depth != chosen.depth:
+            raise GardenerError(f"{ckpt.path}: the model's stack {calibration.stack.name!r} has {calibration.depth} "
+                                f"blocks, the checkpoint's {chosen.name!r} {chosen.depth}; pick one with --stack")
         if any(c.name == "skip_loss" for c in crits):
             calibration.check_task_loss()
         for c in crits:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..errors import GardenerError
+from .placement import attention_of
 
 
 def skeleton(path: Path, cls):
@@ -28,36 +29,69 @@ def skeleton(path: Path, cls):
 
     config = AutoConfig.from_pretrained(path)
     with init_empty_weights(include_buffers=False):
-        model = cls._from_config(config, attn_implementation="sdpa")
+        model = cls._from_config(config, attn_implementation=attention_of(cls))
     return model.eval()
 
 
-def _as_torch(ckpt: Checkpoint, name: str, dtype):
-    """A stored tensor as torch in `dtype` (bfloat16 arrives as raw bits)."""
-    import torch
+class StoredWeights:
+    """A checkpoint's tensors under the names the model gives them. Transformers 5 renames some stored keys as it
+    loads them (VideoMAE's `q_bias` is its `query.bias`, ViT's `encoder.layer` its `layers`); the pass reads each
+    weight under the key it is stored as. A key a converter merges with others (fused experts) is left out: the
+    parameter it makes is then reported missing."""
 
-    t = torch.from_numpy(np.array(ckpt.read(name)))
-    return (t.view(torch.bfloat16) if ckpt.info(name).dtype == "BF16" else t).to(dtype)
+    def __init__(self, ckpt: Checkpoint, model):
+        self.ckpt, self.path = ckpt, ckpt.path
+        self.keys = _renamed(model, ckpt.names())
+
+    def names(self) -> set[str]:
+        return set(self.keys)
+
+    def tensor(self, name: str, dtype):
+        """The stored tensor behind the model's `name`, as torch in `dtype` (bfloat16 arrives as raw bits)."""
+        import torch
+
+        key = self.keys[name]
+        t = torch.from_numpy(np.array(self.ckpt.read(key)))
+        return (t.view(torch.bfloat16) if self.ckpt.info(key).dtype == "BF16" else t).to(dtype)
 
 
-def load_weights(model, ckpt: Checkpoint, names: list[str], device, dtype: str = "float32") -> None:
+def _renamed(model, keys: list[str]) -> dict[str, str]:
+    """{the model's name: the stored key}, as transformers' own loading renames them (none before transformers 5)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:  # transformers 4 loads every key as it is stored
+        return {k: k for k in keys}
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    meta = dict(model.state_dict())  # decides whether a stored key lacks the base model's prefix, or has one too many
+    out: dict[str, str] = {}
+    for key in keys:
+        name, converted = rename_source_key(key, renamings, converters, model.base_model_prefix, meta)
+        if converted is None:
+            out.setdefault(name, key)
+    return out
+
+
+def load_weights(model, weights: StoredWeights, names: list[str], device, dtype: str = "float32") -> None:
     """The named parameters of `model` from the checkpoint, onto `device` in `dtype` (the pass's, whatever the
     config's); an error naming one it lacks."""
     from accelerate.utils import set_module_tensor_to_device
 
-    stored = set(ckpt.names())
+    stored = weights.names()
     lacking = [n for n in names if n not in stored]
     if lacking:
-        raise GardenerError(f"{ckpt.path}: holds no {lacking[0]}{f' (nor {len(lacking) - 1} more)' if lacking[1:] else ''}"
+        raise GardenerError(f"{weights.path}: holds no {lacking[0]}{f' (nor {len(lacking) - 1} more)' if lacking[1:] else ''}"
                             f", which the sequential calibration pass reads")
     import torch
 
     for name in names:
-        value = _as_torch(ckpt, name, getattr(torch, dtype))
+        value = weights.tensor(name, getattr(torch, dtype))
         set_module_tensor_to_device(model, name, device, value=value, dtype=value.dtype)
 
 
-def load_rest(model, ckpt: Checkpoint, stack: str, device, head: bool = False, dtype: str = "float32") -> None:
+def load_rest(model, ckpt: StoredWeights, stack: str, device, head: bool = False, dtype: str = "float32") -> None:
     """Every parameter the base model's forward reads outside the blocks (embeddings, final norm); a head (an LM's
     vocabulary-wide projection: as large as a block, read by skip_loss alone) too where `head`, else it stays on
     the meta device."""
@@ -144,7 +178,7 @@ class _Store:
 class SequentialPass:
     """A calibration pass depth by depth, one block's weights in memory at a time (see the module's docstring)."""
 
-    def __init__(self, calib, ckpt: Checkpoint):
+    def __init__(self, calib, ckpt: StoredWeights):
         self.calib, self.ckpt, self.blocks = calib, ckpt, calib.blocks
         self.stack, self.device, self.dtype = calib.stack.name, calib.device, calib.options.calib_dtype
         self.stand_ins = [_stand_in(b) for b in self.blocks]

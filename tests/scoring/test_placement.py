@@ -80,7 +80,9 @@ def test_a_bfloat16_checkpoint_offloaded_to_disk_runs_in_float32(llama_and_token
     placed = _scores(tmp_path / "bf16", data, CRITERIA[:2], device_map="auto", max_memory="cpu=60KB")
     for name in CRITERIA[:2]:
         np.testing.assert_allclose(placed.scores[name], plain.scores[name], rtol=1e-6)
-    assert _blocks_on_disk(placed.meta["calibration"]["device_map"], "model.layers")
+    stored_in_float32 = _scores(path, data, CRITERIA[:2], device_map="auto", max_memory="cpu=60KB")
+    assert placed.meta["calibration"]["device_map"] == stored_in_float32.meta["calibration"]["device_map"]  # sized
+    assert _blocks_on_disk(placed.meta["calibration"]["device_map"], "model.layers")  # as the pass holds it
 
 
 def test_a_video_classifier_offloaded_to_disk_gives_the_same_figures(classifier, video_root):
@@ -104,6 +106,18 @@ def test_bfloat16_block_by_block_equals_the_whole_model_in_bfloat16(llama_and_to
         np.testing.assert_allclose(whole.scores[name], full.scores[name], rtol=1e-2)
         assert not np.allclose(whole.scores[name], full.scores[name], rtol=1e-6, atol=0)  # it did run in bfloat16
     assert whole.meta["calibration"]["dtype"] == "bfloat16"
+
+
+def test_a_video_model_runs_in_bfloat16_whole_and_block_by_block(classifier, video_root):
+    """Pixels are cast to the pass's dtype (token ids stay integers)."""
+    options = dict(calib_data=video_root, calib_clips=4, calib_batch=2)
+    whole, sequential, full = (gardener.score(classifier, CRITERIA[:2], primary=None, calib=CalibOptions(**options, **o))
+                               for o in ({"calib_dtype": "bfloat16"}, {"calib_dtype": "bfloat16", "sequential": True},
+                                         {}))
+    for name in CRITERIA[:2]:
+        np.testing.assert_allclose(sequential.scores[name], whole.scores[name], rtol=1e-6)
+        np.testing.assert_allclose(whole.scores[name], full.scores[name], rtol=0.1)  # 1 - cos near 1e-4 here
+        assert not np.allclose(whole.scores[name], full.scores[name], rtol=1e-6, atol=0)
 
 
 def test_bfloat16_skip_loss_block_by_block_equals_the_whole_model_in_bfloat16(llama_and_tokens):
@@ -134,8 +148,11 @@ def test_the_command_line_places_the_model_and_the_json_says_where(llama_and_tok
     (["--calib-dtype", "float16"], "--calib-dtype 'float16': expected one of float32, bfloat16"),
     (["--calib-device-map", "auto", "--calib-max-memory", "cpu=1KB"], "--calib-max-memory 'cpu=1KB': no device may "
                                                                        "hold even the model's first part"),
+    (["--calib-device-map", "auto", "--calib-max-memory", "cpu=1GiB,cpu=2GiB"], "names cpu twice"),
+    (["--calib-device-map", "auto", "--calib-max-memory", "\u00b2=1GiB"], "expected DEVICE=SIZE pairs"),
+    (["--calib-device-map", "auto", "--calib-max-memory", "7=1GiB"], "this machine has no GPU 7"),
 ], ids=["memory-without-map", "map-and-sequential", "unknown-map", "malformed-memory", "unknown-size", "dtype",
-        "nothing-fits"])
+        "nothing-fits", "twice", "not-a-number", "no-such-gpu"])
 def test_a_placement_no_pass_can_use_is_one_line_before_any_model_loads(llama_and_tokens, capsys, monkeypatch,
                                                                         options, message):
     from gardener.scoring import calibration
@@ -147,11 +164,47 @@ def test_a_placement_no_pass_can_use_is_one_line_before_any_model_loads(llama_an
     assert code == 2 and message in one_line_error(err)
 
 
+def test_a_placement_mistake_is_said_even_where_no_calibration_criterion_runs(llama_and_tokens, capsys):
+    path, data = llama_and_tokens
+    code, _, err = cli(["score", path, "--criteria", "entropy", "--calib-data", data, "--calib-dtype", "float16"],
+                       capsys)
+    assert code == 2 and "--calib-dtype 'float16'" in one_line_error(err)
+
+
+def test_a_pass_that_cannot_begin_leaves_no_offload_folder(llama_and_tokens, tmp_path, monkeypatch, capsys):
+    path, _ = llama_and_tokens
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bad = tmp_path / "ids.jsonl"
+    bad.write_text(json.dumps({"input_ids": [1, 2, 99999]}) + "\n")  # an id beyond the vocabulary
+    code, _, err = cli(["score", path, "--criteria", "block_influence", "--criterion", "block_influence",
+                        "--calib-data", bad, "--calib-device-map", "auto"], capsys)
+    assert code == 2 and "vocabulary" in one_line_error(err)
+    assert not list(tmp_path.glob("gardener-offload-*"))
+
+
+def test_sdpa_where_the_model_class_has_it_else_eager(tmp_path):
+    """Swin V2 has no SDPA attention: its calibration pass runs eager attention, as its finetuning does."""
+    import transformers as T
+
+    from gardener.data.synthetic_images import write_images
+    from gardener.scoring.placement import attention_of
+
+    assert attention_of(T.LlamaForCausalLM) == "sdpa" and attention_of(T.Swinv2ForImageClassification) == "eager"
+    torch.manual_seed(0)
+    config = T.Swinv2Config(image_size=32, patch_size=4, embed_dim=16, depths=[2, 3], num_heads=[2, 2], window_size=4,
+                            num_labels=2)
+    T.Swinv2ForImageClassification(config).eval().save_pretrained(tmp_path / "swinv2")
+    write_images(tmp_path / "images", classes=("horizontal", "vertical"), per_class=2, test_per_class=1)
+    result = gardener.score(tmp_path / "swinv2", ["block_influence"], primary=None,
+                            calib=CalibOptions(tmp_path / "images", calib_clips=2))
+    assert len(result.scores["block_influence"]) == 3 and np.isfinite(result.scores["block_influence"]).all()
+
+
 @pytest.mark.gpu
 def test_a_model_larger_than_the_gpu_memory_it_is_given_runs_across_gpu_cpu_and_disk(llama_and_tokens):
-    """On a GPU: 40 KB of it, then 40 KB of CPU memory, then disk; the figures of the whole model on the GPU."""
+    """On a GPU: 100 KB of it, then 40 KB of CPU memory, then disk; the figures of the whole model on the GPU."""
     path, data = llama_and_tokens
-    placed = _scores(path, data, device_map="auto", max_memory="0=40KB,cpu=40KB")
+    placed = _scores(path, data, device_map="auto", max_memory="0=100KB,cpu=40KB")
     where = set(placed.meta["calibration"]["device_map"].values())
     assert "0" in where and "disk" in where
     plain = _scores(path, data)

@@ -37,6 +37,18 @@ def test_block_by_block_gives_the_whole_model_figures(llama, options):
     assert record["sequential"] is True and record["convention"] == whole.meta["calibration"]["convention"]
 
 
+@pytest.mark.parametrize("family", ["videomae", "vit", "vitmae", "dinov2"])
+def test_vision_models_block_by_block_give_the_whole_model_figures(family, video_root, tmp_path):
+    """Their stored keys are not all the model's names under transformers 5 (VideoMAE's q_bias is its query.bias,
+    ViT's encoder.layer its layers): each weight is read under the key it is stored as."""
+    path = save_hf(build_hf(family), tmp_path / family)
+    calib = dict(calib_data=video_root, calib_clips=4, calib_batch=2)
+    whole = gardener.score(path, CRITERIA, primary=None, calib=CalibOptions(**calib))
+    sequential = gardener.score(path, CRITERIA, primary=None, calib=CalibOptions(**calib, sequential=True))
+    for name in CRITERIA:
+        np.testing.assert_allclose(sequential.scores[name], whole.scores[name], rtol=1e-6)
+
+
 def test_only_one_block_is_in_memory_at_a_time(llama, monkeypatch):
     """Whenever a block runs on a batch, it is the only block holding real weights (the others are on meta)."""
     from gardener.scoring import sequential
