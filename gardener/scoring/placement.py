@@ -52,6 +52,7 @@ def device_map_of(model, blocks: str, options: CalibOptions) -> dict:
     whole = sorted({type(model.get_submodule(blocks)[0]).__name__, *(getattr(model, "_no_split_modules", None) or [])})
     dtype, memory = getattr(torch, options.calib_dtype), memory_limits(options.max_memory)
     model = model.to(dtype)  # sized as the pass holds it, not as stored (Accelerate counts the smaller of the two)
+    model.tie_weights()  # a head that shares the embeddings' weights goes where they go
     if options.device_map != "sequential":
         memory = get_balanced_memory(model, memory, no_split_module_classes=whole, dtype=dtype,
                                      low_zero=options.device_map == "balanced_low_0")

@@ -55,6 +55,38 @@ def test_a_llama_offloaded_to_disk_gives_the_figures_of_the_model_in_memory(llam
     assert held == [0, 1] and not list(tmp_path.glob("gardener-offload-*"))  # one while it ran, none after
 
 
+def _text_model(family: str):
+    import transformers as T
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, vocab_size=50)
+    if family == "gpt2":  # its head shares the embeddings' weights
+        return T.GPT2LMHeadModel(T.GPT2Config(n_embd=32, n_layer=4, n_head=2, vocab_size=50, n_positions=32,
+                                              bos_token_id=1, eos_token_id=1))
+    if family == "qwen2":
+        return T.Qwen2ForCausalLM(T.Qwen2Config(num_key_value_heads=1, **small))
+    return T.BertModel(T.BertConfig(**small))
+
+
+@pytest.mark.parametrize("family, memory, blocks", [("gpt2", "cpu=70KB", "transformer.h"),
+                                                    ("qwen2", "cpu=70KB", "model.layers"),
+                                                    ("bert", "cpu=120KB", "encoder")])
+def test_text_models_offloaded_to_disk_or_block_by_block_give_the_same_figures(family, memory, blocks,
+                                                                              llama_and_tokens, tmp_path):
+    _, data = llama_and_tokens
+    _text_model(family).eval().save_pretrained(tmp_path / family)
+    plain = _scores(tmp_path / family, data, CRITERIA[:2])
+    placed = _scores(tmp_path / family, data, CRITERIA[:2], device_map="auto", max_memory=memory)
+    sequential = _scores(tmp_path / family, data, CRITERIA[:2], sequential=True)
+    for name in CRITERIA[:2]:
+        np.testing.assert_allclose(placed.scores[name], plain.scores[name], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(sequential.scores[name], plain.scores[name], rtol=1e-6, atol=1e-9)
+    where = placed.meta["calibration"]["device_map"]
+    assert _blocks_on_disk(where, blocks)
+    if family == "gpt2":
+        assert where["lm_head"] == where["transformer.wte"]  # a tied head is where its weights are
+
+
 def test_an_offloaded_block_loads_all_its_weights_as_it_begins(classifier, video_root):
     """One hook per offloaded block, none on its modules: a block that reads a child's weight without calling the
     child (VideoMAE's attention under transformers 4) gets it too."""
