@@ -52,7 +52,8 @@ class CalibrationPass:
         check_data(options)
         self.path, self.options, self.seed = Path(path), options, seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # inputs, and the statistics
-        self.offload = tempfile.TemporaryDirectory(prefix="gardener-offload-") if options.device_map else None
+        self.offload = (tempfile.TemporaryDirectory(prefix="gardener-offload-", ignore_cleanup_errors=True)
+                        if options.device_map else None)  # a failed removal must not hide the pass's own error
         self.notes: list[str] = []
         try:
             self._load(stack)
@@ -82,6 +83,7 @@ class CalibrationPass:
         self.blocks = self.model.get_submodule(self.stack.name)
         if options.sequential:
             self.checkpoint = StoredWeights(open_checkpoint(self.path), self.model)
+            self.checkpoint.check(self.model)
             load_rest(self.model, self.checkpoint, self.stack.name, self.device, dtype=options.calib_dtype)
         self.tokens = self._token_choice(names)
 

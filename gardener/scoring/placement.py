@@ -66,11 +66,11 @@ def device_map_of(model, blocks: str, options: CalibOptions) -> dict:
 def memory_limits(text: str | None) -> dict | None:
     """--calib-max-memory "0=70GiB,1=70GiB,cpu=100GiB" as Accelerate's max_memory ({0: "70GiB", ..., "cpu": ...});
     None for none, and the one-line error for a malformed one or a device this machine lacks."""
+    if text is None:
+        return None  # before the imports: every `score` checks its placement, calibration or not
     import torch
     from accelerate.utils import convert_file_size_to_int
 
-    if text is None:
-        return None
     gpus, limits = torch.cuda.device_count(), {}
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     for part in text.split(","):
@@ -98,8 +98,13 @@ def main_device(placed: dict):
     names (Accelerate's main device), else the CPU."""
     import torch
 
-    first = next((d for d in placed.values() if d not in ("cpu", "disk")), "cpu")
-    return torch.device(f"cuda:{first}" if isinstance(first, int) else first)
+    first = next((d for d in placed.values() if d != "disk" and torch.device(_device_text(d)).type != "cpu"), "cpu")
+    return torch.device(_device_text(first))
+
+
+def _device_text(device) -> str | object:
+    """A device map's value as torch reads it: a GPU number is that CUDA device (Accelerate's maps use no other)."""
+    return f"cuda:{device}" if isinstance(device, int) else device
 
 
 def attention_of(cls) -> str:

@@ -34,17 +34,27 @@ def skeleton(path: Path, cls):
 
 
 class StoredWeights:
-    """A checkpoint's tensors under the names the model gives them. Transformers 5 renames some stored keys as it
-    loads them (VideoMAE's `q_bias` is its `query.bias`, ViT's `encoder.layer` its `layers`); the pass reads each
-    weight under the key it is stored as. A key a converter merges with others (fused experts) is left out: the
-    parameter it makes is then reported missing."""
+    """A checkpoint's tensors under the names the model gives them, as transformers' own loading names them: it adds
+    or strips the base model's prefix (a LlamaModel checkpoint read as a LlamaForCausalLM), and transformers 5 renames
+    some keys (VideoMAE's `q_bias` is its `query.bias`, ViT's `encoder.layer` its `layers`). The pass reads each
+    weight under the key it is stored as. Keys transformers 5 merges into one parameter as it loads them (fused
+    experts) cannot be read one block at a time: `check` says so before any work."""
 
     def __init__(self, ckpt: Checkpoint, model):
         self.ckpt, self.path = ckpt, ckpt.path
-        self.keys = _renamed(model, ckpt.names())
+        self.keys, self.merged = _renamed(model, ckpt.names())
 
     def names(self) -> set[str]:
         return set(self.keys)
+
+    def check(self, model) -> None:
+        """The one-line error, before any pass, where a parameter of the model is made by merging stored tensors."""
+        merged = [n for n, _ in model.named_parameters() if n not in self.keys and n in self.merged]
+        if merged:
+            raise GardenerError(f"{self.path}: {merged[0]}{f' (and {len(merged) - 1} more)' if merged[1:] else ''} "
+                                f"is stored as separate tensors that transformers merges as it loads them; the "
+                                f"sequential calibration pass reads stored tensors one block at a time: run the "
+                                f"whole-model pass, or --calib-device-map")
 
     def tensor(self, name: str, dtype):
         """The stored tensor behind the model's `name`, as torch in `dtype` (bfloat16 arrives as raw bits)."""
@@ -55,23 +65,35 @@ class StoredWeights:
         return (t.view(torch.bfloat16) if self.ckpt.info(key).dtype == "BF16" else t).to(dtype)
 
 
-def _renamed(model, keys: list[str]) -> dict[str, str]:
-    """{the model's name: the stored key}, as transformers' own loading renames them (none before transformers 5)."""
+def _renamed(model, keys: list[str]) -> tuple[dict[str, str], set[str]]:
+    """({the model's name: the stored key}, {names made by merging stored keys}), as transformers loads them."""
+    meta = dict(model.state_dict())  # decides whether a stored key lacks the base model's prefix, or has one too many
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
         from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
-    except ImportError:  # transformers 4 loads every key as it is stored
-        return {k: k for k in keys}
+    except ImportError:  # transformers 4: keys as stored, but for the base model's prefix
+        return {_prefixed(key, model.base_model_prefix, meta): key for key in keys}, set()
     transforms = get_model_conversion_mapping(model)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
-    meta = dict(model.state_dict())  # decides whether a stored key lacks the base model's prefix, or has one too many
     out: dict[str, str] = {}
+    merged: set[str] = set()
     for key in keys:
         name, converted = rename_source_key(key, renamings, converters, model.base_model_prefix, meta)
         if converted is None:
             out.setdefault(name, key)
-    return out
+        else:
+            merged.add(name)
+    return out, merged
+
+
+def _prefixed(key: str, prefix: str, names: dict) -> str:
+    """A stored key as the model names it: with the base model's prefix added or stripped where only that fits."""
+    if key in names or not prefix:
+        return key
+    if f"{prefix}.{key}" in names:
+        return f"{prefix}.{key}"
+    return key[len(prefix) + 1:] if key.startswith(f"{prefix}.") and key[len(prefix) + 1:] in names else key
 
 
 def load_weights(model, weights: StoredWeights, names: list[str], device, dtype: str = "float32") -> None:

@@ -36,11 +36,15 @@ def test_scoring_imports_a_plotting_library_only_when_a_figure_is_asked_for(vide
     import sys
 
     code = ("import sys\nfrom gardener.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    assert not e.code, e.code\nprint('matplotlib' in sys.modules)")
+            "    assert not e.code, e.code\nprint('torch' in sys.modules, 'accelerate' in sys.modules)\n"
+            "print('matplotlib' in sys.modules)")
 
     def plotted(*outputs) -> str:
         run = subprocess.run([sys.executable, "-c", code, "score", str(videomae_dir), *map(str, outputs)],
                              capture_output=True, text=True, check=True)
         return run.stdout.strip().splitlines()[-1]
     assert plotted("--json", tmp_path / "s.json") == "False" and (tmp_path / "s.json").is_file()
+    frameworks = subprocess.run([sys.executable, "-c", code, "score", str(videomae_dir), "--criteria", "l1"],
+                                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-2]
+    assert frameworks == "False False"  # weights alone: neither torch nor accelerate (the calibration options' check)
     assert plotted("--plot", tmp_path / "h.png") == "True" and (tmp_path / "h.png").is_file()

@@ -204,14 +204,26 @@ def test_a_placement_mistake_is_said_even_where_no_calibration_criterion_runs(ll
 
 
 def test_a_pass_that_cannot_begin_leaves_no_offload_folder(llama_and_tokens, tmp_path, monkeypatch, capsys):
+    """Removed by the pass itself, not by the garbage collector (the folders made are kept referenced here)."""
     path, _ = llama_and_tokens
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made, real = [], tempfile.TemporaryDirectory
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     bad = tmp_path / "ids.jsonl"
     bad.write_text(json.dumps({"input_ids": [1, 2, 99999]}) + "\n")  # an id beyond the vocabulary
     code, _, err = cli(["score", path, "--criteria", "block_influence", "--criterion", "block_influence",
                         "--calib-data", bad, "--calib-device-map", "auto"], capsys)
     assert code == 2 and "vocabulary" in one_line_error(err)
-    assert not list(tmp_path.glob("gardener-offload-*"))
+    assert len(made) == 1 and not list(tmp_path.glob("gardener-offload-*"))
+
+
+def test_the_main_device_is_the_first_accelerator_the_map_uses():
+    from gardener.scoring.placement import main_device
+
+    assert main_device({"embed": 1, "blocks": 0}) == torch.device("cuda:1")
+    assert main_device({"embed": "cpu", "blocks": "cuda:1", "head": "disk"}) == torch.device("cuda:1")
+    assert main_device({"embed": torch.device("cpu"), "blocks": "mps"}) == torch.device("mps")
+    assert main_device({"embed": "cpu", "blocks": "disk"}) == torch.device("cpu")
 
 
 def test_sdpa_where_the_model_class_has_it_else_eager(tmp_path):

@@ -49,6 +49,43 @@ def test_vision_models_block_by_block_give_the_whole_model_figures(family, video
         np.testing.assert_allclose(sequential.scores[name], whole.scores[name], rtol=1e-6)
 
 
+@pytest.mark.parametrize("stored, named", [("LlamaModel", "LlamaForCausalLM"), ("LlamaForCausalLM", "LlamaModel")],
+                         ids=["prefix-missing", "prefix-extra"])
+def test_a_checkpoint_without_or_with_the_base_models_prefix_is_read_as_transformers_reads_it(
+        llama_and_tokens, tmp_path, stored, named):
+    """A base model's checkpoint whose config names the model with its head (or the reverse)."""
+    import transformers as T
+
+    _, data = llama_and_tokens
+    torch.manual_seed(0)
+    model = getattr(T, stored)(T.LlamaConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                                             num_key_value_heads=1, intermediate_size=64, vocab_size=50))
+    model.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**config, "architectures": [named]}))
+    whole, sequential = _scores(tmp_path / "model", data), _scores(tmp_path / "model", data, sequential=True)
+    for name in CRITERIA:
+        np.testing.assert_allclose(sequential.scores[name], whole.scores[name], rtol=1e-6)
+
+
+def test_experts_that_transformers_merges_as_it_loads_them_are_refused_before_any_pass(llama_and_tokens, tmp_path):
+    """Transformers 5 fuses a mixture of experts' stored tensors into one parameter; transformers 4 keeps them."""
+    import transformers as T
+
+    _, data = llama_and_tokens
+    torch.manual_seed(0)
+    T.MixtralForCausalLM(T.MixtralConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         num_key_value_heads=1, intermediate_size=64, vocab_size=50,
+                                         num_local_experts=2)).save_pretrained(tmp_path / "moe")
+    if int(T.__version__.split(".")[0]) < 5:
+        whole, sequential = _scores(tmp_path / "moe", data), _scores(tmp_path / "moe", data, sequential=True)
+        np.testing.assert_allclose(sequential.scores["block_influence"], whole.scores["block_influence"], rtol=1e-6)
+        return
+    with pytest.raises(GardenerError, match=r"experts\..* is stored as separate tensors that transformers merges as "
+                                            r"it loads them; .* run the whole-model pass, or --calib-device-map"):
+        _scores(tmp_path / "moe", data, sequential=True)
+
+
 def test_only_one_block_is_in_memory_at_a_time(llama, monkeypatch):
     """Whenever a block runs on a batch, it is the only block holding real weights (the others are on meta)."""
     from gardener.scoring import sequential
