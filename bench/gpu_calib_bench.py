@@ -26,6 +26,7 @@ from pathlib import Path
 
 from _common import print_table
 from large_bench import build, tensors
+from sequential_bench import difference
 
 CRITERIA = ["block_influence", "angular_distance"]
 
@@ -56,10 +57,6 @@ def measure(model: Path, data: Path, args, **options) -> tuple[float, float, dic
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     return seconds, peak, result.scores
-
-
-def difference(a: dict, b: dict) -> float:
-    return max(abs(x - y) / max(abs(x), 1e-12) for n in CRITERIA for x, y in zip(a[n], b[n]))
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ class CalibrationPass:
         torch.manual_seed(seed)
         check_data(options)
         self.path, self.options, self.seed = Path(path), options, seed
+        self.dtype = getattr(torch, options.calib_dtype)  # the pass's weights and pixels
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # inputs, and the statistics
         self.offload = (tempfile.TemporaryDirectory(prefix="gardener-offload-", ignore_cleanup_errors=True)
                         if options.device_map else None)  # a failed removal must not hide the pass's own error
@@ -84,7 +85,7 @@ class CalibrationPass:
         if options.sequential:
             self.checkpoint = StoredWeights(open_checkpoint(self.path), self.model)
             self.checkpoint.check(self.model)
-            load_rest(self.model, self.checkpoint, self.stack.name, self.device, dtype=options.calib_dtype)
+            load_rest(self.model, self.checkpoint, self.stack.name, self.device, dtype=self.dtype)
         self.tokens = self._token_choice(names)
 
     def _token_choice(self, names: list[str]) -> str:
@@ -199,10 +200,7 @@ class CalibrationPass:
 
     def _inputs(self, batch: dict) -> dict:
         """A batch's inputs on the pass's device, pixels in the pass's dtype (token ids stay integers)."""
-        import torch
-
-        dtype = getattr(torch, self.options.calib_dtype)
-        return {k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)
+        return {k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
                 for k, v in batch["inputs"].items()}
 
     def _base_forward(self, batch: dict, hidden_states: bool = False):

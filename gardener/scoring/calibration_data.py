@@ -46,8 +46,8 @@ def load_model(path: str | Path, options: CalibOptions | None = None, offload: P
                device_map: dict | None = None):
     """The checkpoint's `transformers` model (its own architecture, eval mode) on the best device: float32 with eager
     attention (training and evaluation), or as a calibration pass's `options` ask: SDPA attention where the class
-    has it, their dtype, and
-    where `device_map` ({module: device}, see `device_map_of`) places it, the `offload` folder for "disk"."""
+    has it, their dtype, and where `device_map` ({module: device}, see `device_map_of`) places it, the `offload`
+    folder for "disk"."""
     import torch
 
     path = Path(path)

@@ -12,7 +12,8 @@ token). The figures are the whole-model pass's (tested).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,9 @@ class StoredWeights:
         self.ckpt, self.path = ckpt, ckpt.path
         self.keys, self.merged = _renamed(model, ckpt.names())
 
-    def names(self) -> set[str]:
-        return set(self.keys)
+    def names(self):
+        """The model's names of the stored tensors (a set-like view)."""
+        return self.keys.keys()
 
     def check(self, model) -> None:
         """The one-line error, before any pass, where a parameter of the model is made by merging stored tensors."""
@@ -96,9 +98,9 @@ def _prefixed(key: str, prefix: str, names: dict) -> str:
     return key[len(prefix) + 1:] if key.startswith(f"{prefix}.") and key[len(prefix) + 1:] in names else key
 
 
-def load_weights(model, weights: StoredWeights, names: list[str], device, dtype: str = "float32") -> None:
-    """The named parameters of `model` from the checkpoint, onto `device` in `dtype` (the pass's, whatever the
-    config's); an error naming one it lacks."""
+def load_weights(model, weights: StoredWeights, names: list[str], device, dtype=None) -> None:
+    """The named parameters of `model` from the checkpoint, onto `device` in the torch `dtype` (the pass's, whatever
+    the config's; None: float32); an error naming one it lacks."""
     from accelerate.utils import set_module_tensor_to_device
 
     stored = weights.names()
@@ -109,11 +111,11 @@ def load_weights(model, weights: StoredWeights, names: list[str], device, dtype:
     import torch
 
     for name in names:
-        value = weights.tensor(name, getattr(torch, dtype))
+        value = weights.tensor(name, dtype or torch.float32)
         set_module_tensor_to_device(model, name, device, value=value, dtype=value.dtype)
 
 
-def load_rest(model, ckpt: StoredWeights, stack: str, device, head: bool = False, dtype: str = "float32") -> None:
+def load_rest(model, ckpt: StoredWeights, stack: str, device, head: bool = False, dtype=None) -> None:
     """Every parameter the base model's forward reads outside the blocks (embeddings, final norm); a head (an LM's
     vocabulary-wide projection: as large as a block, read by skip_loss alone) too where `head`, else it stays on
     the meta device."""
@@ -202,7 +204,7 @@ class SequentialPass:
 
     def __init__(self, calib, ckpt: StoredWeights):
         self.calib, self.ckpt, self.blocks = calib, ckpt, calib.blocks
-        self.stack, self.device, self.dtype = calib.stack.name, calib.device, calib.options.calib_dtype
+        self.stack, self.device, self.dtype = calib.stack.name, calib.device, calib.dtype
         self.stand_ins = [_stand_in(b) for b in self.blocks]
 
     def _cast(self, as_tuple: bool, roles: dict[int, str]) -> None:
@@ -227,10 +229,8 @@ class SequentialPass:
     def _reported_last(self, batch: dict, last, as_tuple: bool):
         """The last entry of `output_hidden_states` made from the last block's output (e.g. after a final norm),
         where the model reports this stack; else None."""
-        import torch
-
         self._cast(as_tuple, {len(self.blocks) - 1: "value"})
-        self.stand_ins[-1].value = last.to(getattr(torch, self.dtype))  # as the whole model's last block gives it
+        self.stand_ins[-1].value = last.to(self.dtype)  # as the whole model's last block gives it
         reported: list = []
         _replaced(self.blocks, self.stand_ins, lambda: reported.append(
             getattr(self.calib._base_forward(batch, hidden_states=True), "hidden_states", None)))
@@ -243,7 +243,7 @@ class SequentialPass:
         import torch
 
         args, kwargs = self._entry(index, batch, as_tuple)
-        block, hidden = self.blocks[index], hidden.to(getattr(torch, self.dtype))  # stored in float32, exactly
+        block, hidden = self.blocks[index], hidden.to(self.dtype)  # stored in float32, exactly
         with torch.no_grad():
             raw = block(hidden, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": hidden})
         as_tuple = isinstance(raw, (tuple, list))
@@ -266,18 +266,27 @@ class SequentialPass:
                 hidden = hidden_of(*self._entry(0, batch, as_tuple)).float()
                 store.put(0, b, hidden)
                 visit(0, b, hidden, [])
-            for index, block in enumerate(self.blocks):
-                names = [f"{self.stack}.{index}.{n}" for n, _ in block.named_parameters()]
-                load_weights(self.calib.model, self.ckpt, names, self.device, self.dtype)
-                for b, batch in enumerate(batches):
-                    out, as_tuple = self._through(index, batch, store.get(index, b), as_tuple)
-                    earlier = [(i, store.get(i, b)) for i in range(max(index + 1 - window, 0), index + 1)]
-                    store.put(index + 1, b, out)
-                    visit(index + 1, b, out, earlier)
-                block.to("meta")  # its memory goes before the next block is read
+            for index in range(len(self.blocks)):
+                with self._holding(index):
+                    for b, batch in enumerate(batches):
+                        out, as_tuple = self._through(index, batch, store.get(index, b), as_tuple)
+                        earlier = [(i, store.get(i, b)) for i in range(max(index + 1 - window, 0), index + 1)]
+                        store.put(index + 1, b, out)
+                        visit(index + 1, b, out, earlier)
                 store.drop(index + 1 - window)
-                _give_back_freed_memory()
 
+    @contextmanager
+    def _holding(self, index: int) -> Iterator[None]:
+        """Block `index`'s weights read from the checkpoint for the time of the `with`, then sent back to the meta
+        device and their memory returned before the next block is read."""
+        block = self.blocks[index]
+        names = [f"{self.stack}.{index}.{n}" for n, _ in block.named_parameters()]
+        load_weights(self.calib.model, self.ckpt, names, self.device, self.dtype)
+        try:
+            yield
+        finally:
+            block.to("meta")
+            _give_back_freed_memory()
 
     def skip_losses(self) -> list[float]:
         """SLEB's skip loss block by block: beside the full model's hidden states, one stream per block already
@@ -289,29 +298,24 @@ class SequentialPass:
             store, as_tuple = _Store(Path(folder)), False
             for b, batch in enumerate(batches):
                 store.put("full", b, hidden_of(*self._entry(0, batch, as_tuple)).float())
-            for index, block in enumerate(self.blocks):
-                names = [f"{self.stack}.{index}.{n}" for n, _ in block.named_parameters()]
-                load_weights(self.calib.model, self.ckpt, names, self.device, self.dtype)
-                for b, batch in enumerate(batches):
-                    full = store.get("full", b)
-                    for k in range(index):
-                        store.put(k, b, self._through(index, batch, store.get(k, b), as_tuple, report=False)[0])
-                    store.put(index, b, full)  # block `index` skipped: its input goes on
-                    out, as_tuple = self._through(index, batch, full, as_tuple, report=False)
-                    store.put("full", b, out)
-                block.to("meta")
-                _give_back_freed_memory()
+            for index in range(depth):
+                with self._holding(index):
+                    for b, batch in enumerate(batches):
+                        full = store.get("full", b)
+                        for k in range(index):
+                            store.put(k, b, self._through(index, batch, store.get(k, b), as_tuple, report=False)[0])
+                        store.put(index, b, full)  # block `index` skipped: its input goes on
+                        out, as_tuple = self._through(index, batch, full, as_tuple, report=False)
+                        store.put("full", b, out)
             losses = [self._mean_loss(store, stream, as_tuple) for stream in ["full", *range(depth)]]
         return [loss - losses[0] for loss in losses[1:]]
 
     def _mean_loss(self, store: _Store, stream: int | str, as_tuple: bool) -> float:
         """The task loss over the calibration set with `stream`'s last hidden states as the stack's output."""
-        import torch
-
         total, weight = 0.0, 0
         for b, batch in enumerate(self.calib.batches):
             self._cast(as_tuple, {len(self.blocks) - 1: "value"})
-            self.stand_ins[-1].value = store.get(stream, b).to(getattr(torch, self.dtype))
+            self.stand_ins[-1].value = store.get(stream, b).to(self.dtype)
             measured: list = []
             _replaced(self.blocks, self.stand_ins, lambda: measured.append(self.calib._loss(batch)))
             loss, count = measured[0]
